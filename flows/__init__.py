@@ -1,0 +1,1 @@
+"""flows: Prefect flows, task wrappers and the ptyflow CLI."""

@@ -1,0 +1,1 @@
+"""Differentiable ptychographic physics: propagators, shifts, probes, Zernike, forward models."""

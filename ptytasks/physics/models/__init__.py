@@ -1,0 +1,1 @@
+"""Forward models, one class per modality, over a shared interface (:mod:`.base`)."""

@@ -1,0 +1,59 @@
+"""The interface every forward model implements.
+
+A forward model maps (object, probe, frame indices) to predicted intensities and owns the
+modality's physical parameters as ``torch.nn.Parameter``s, so any subset can be learned:
+positions or wavevectors, distances, wavelength, Zernike coefficients, per-frame intensity
+factors. Engines use the split form ``exit_waves -> to_detector -> intensity`` (and
+``from_detector`` for the PIE projections); gradient engines call ``forward``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ForwardModel(nn.Module):
+    """Base class. Subclasses set ``modality`` and implement the three wave maps."""
+
+    modality: str = ""
+
+    def __init__(self, n_frames: int):
+        super().__init__()
+        # Per-frame intensity factors (source fluctuation), learnable on request.
+        self.intensity_factors = nn.Parameter(torch.ones(n_frames), requires_grad=False)
+
+    # --- parameters -------------------------------------------------------------------
+    def learnable(self, *names: str) -> ForwardModel:
+        """Mark physical parameters (by attribute name) as learnable; others frozen."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(name in names)
+        return self
+
+    def physical_parameters(self) -> dict[str, torch.Tensor]:
+        """Current values of all physical parameters (detached copies)."""
+        return {n: p.detach().clone() for n, p in self.named_parameters()}
+
+    # --- the model ----------------------------------------------------------------------
+    def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Waves leaving the specimen for frames ``idx``: ``(b, [modes,] ny, nx)``."""
+        raise NotImplementedError
+
+    def to_detector(self, exit_wave: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Propagate exit waves to the detector plane (complex, same leading shape)."""
+        raise NotImplementedError
+
+    def from_detector(self, wave: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Adjoint/inverse of :meth:`to_detector` (for projection engines)."""
+        raise NotImplementedError
+
+    def intensity(self, wave: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Detector intensity ``(b, ny, nx)`` from detector waves (modes summed)."""
+        i = wave.real**2 + wave.imag**2
+        if i.dim() == 4:  # incoherent sum over probe modes
+            i = i.sum(1)
+        return i * self.intensity_factors[idx, None, None]
+
+    def forward(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Predicted intensities ``(b, ny, nx)`` for frames ``idx``."""
+        return self.intensity(self.to_detector(self.exit_waves(obj, probe, idx), idx), idx)

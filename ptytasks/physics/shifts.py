@@ -1,0 +1,153 @@
+"""Sub-pixel shifts and patch extraction/insertion, differentiable in the positions.
+
+A patch of frame ``i`` is ``O[p_i + r]`` for ``r`` over the probe window (positions are the
+window's top-left corner, ``(y, x)`` object pixels; ``docs/conventions.md``). The integer
+part of ``p_i`` selects a crop; the fractional part is applied as a Fourier phase ramp, so
+the gradient of any loss reaches the positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ptytasks.physics.fft import fft2u, freq_grid, ifft2u, real_dtype
+
+
+def shift_ramp(
+    shape: tuple[int, int], shift: torch.Tensor, *, dtype: torch.dtype = torch.complex64
+) -> torch.Tensor:
+    """Phase ramp ``exp(-2 pi i (fy dy + fx dx))`` (unshifted frequency order).
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+    shift : tensor ``(..., 2)``
+        ``(dy, dx)`` in pixels.
+
+    Returns
+    -------
+    complex tensor ``(..., ny, nx)``.
+    """
+    rdt = real_dtype(dtype)
+    fy, fx = freq_grid(shape, 1.0, dtype=rdt, device=shift.device)
+    s = shift.to(rdt)
+    phase = -2 * math.pi * (s[..., 0, None, None] * fy + s[..., 1, None, None] * fx)
+    return torch.polar(torch.ones_like(phase), phase)
+
+
+def fourier_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Shift images by ``shift`` pixels with periodic boundaries: ``out(r) = x(r - shift)``.
+
+    Parameters
+    ----------
+    x : tensor ``(..., ny, nx)``, real or complex
+    shift : tensor ``(..., 2)``
+        ``(dy, dx)`` in pixels, broadcast against ``x``'s leading dims.
+    """
+    cdt = x.dtype if x.is_complex() else {torch.float64: torch.complex128}.get(x.dtype, torch.complex64)
+    xc = x.to(cdt)
+    out = ifft2u(fft2u(xc) * shift_ramp(x.shape[-2:], shift, dtype=cdt))
+    return out if x.is_complex() else out.real
+
+
+def split_positions(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer corner (long, no grad) and fractional remainder in [0, 1) (keeps grad)."""
+    whole = torch.floor(positions.detach())
+    return whole.long(), positions - whole
+
+
+def _window_index(
+    corners: torch.Tensor, window: tuple[int, int], canvas: tuple[int, int]
+) -> torch.Tensor:
+    """Flat indices ``(n, wy, wx)`` of the windows at integer ``corners`` in ``canvas``."""
+    wy, wx = window
+    ny, nx = canvas
+    ymax = int(corners[:, 0].max()) + wy if len(corners) else 0
+    xmax = int(corners[:, 1].max()) + wx if len(corners) else 0
+    if len(corners) and (int(corners.min()) < 0 or ymax > ny or xmax > nx):
+        raise ValueError(
+            f"scan positions put the {wy}x{wx} probe window outside the {ny}x{nx} object: "
+            f"corners span y [{int(corners[:, 0].min())}, {ymax}), x [{int(corners[:, 1].min())}, "
+            f"{xmax}); enlarge the object or shift the positions"
+        )
+    ry = torch.arange(wy, device=corners.device)
+    rx = torch.arange(wx, device=corners.device)
+    rows = corners[:, 0, None, None] + ry[None, :, None]
+    cols = corners[:, 1, None, None] + rx[None, None, :]
+    return rows * nx + cols
+
+
+def extract_patches(
+    obj: torch.Tensor, positions: torch.Tensor, window: tuple[int, int], *, subpixel: bool = True
+) -> torch.Tensor:
+    """Patches ``O[p_i + r]`` of the object under each probe window.
+
+    Parameters
+    ----------
+    obj : tensor ``(..., ny, nx)``
+        Object (leading dims, e.g. slices or modes, are kept).
+    positions : tensor ``(n, 2)``
+        Window corners ``(y, x)`` in object pixels; gradients flow to them when
+        ``subpixel`` is true.
+    window : (wy, wx)
+        Probe window shape.
+
+    Returns
+    -------
+    tensor ``(n, ..., wy, wx)``.
+    """
+    corners, frac = split_positions(positions)
+    idx = _window_index(corners, window, obj.shape[-2:])
+    lead = obj.shape[:-2]
+    flat = obj.reshape(*lead, -1)
+    patches = flat[..., idx]  # (..., n, wy, wx)
+    patches = patches.movedim(-3, 0) if lead else patches
+    if subpixel:
+        # patch(r) = O(c + f + r): a shift by -f of the integer crop.
+        patches = fourier_shift(patches, -frac.reshape(frac.shape[0], *([1] * len(lead)), 2))
+    return patches
+
+
+def insert_patches(
+    patches: torch.Tensor,
+    positions: torch.Tensor,
+    canvas: tuple[int, int],
+    *,
+    subpixel: bool = True,
+) -> torch.Tensor:
+    """Adjoint of :func:`extract_patches`: sum the patches into a canvas.
+
+    Parameters
+    ----------
+    patches : tensor ``(n, ..., wy, wx)``
+    positions : tensor ``(n, 2)``
+        Window corners, object pixels.
+    canvas : (ny, nx)
+        Object shape.
+
+    Returns
+    -------
+    tensor ``(..., ny, nx)`` holding ``sum_i patch_i`` placed at ``p_i``.
+    """
+    corners, frac = split_positions(positions)
+    lead = patches.shape[1:-2]
+    if subpixel:
+        patches = fourier_shift(patches, frac.reshape(frac.shape[0], *([1] * len(lead)), 2))
+    idx = _window_index(corners, patches.shape[-2:], canvas)
+    vals = patches.movedim(0, -3) if lead else patches  # (..., n, wy, wx)
+    out = torch.zeros(*lead, canvas[0] * canvas[1], dtype=patches.dtype, device=patches.device)
+    out = out.index_add(-1, idx.reshape(-1), vals.reshape(*lead, -1))
+    return out.reshape(*lead, *canvas)
+
+
+def coverage(
+    positions: torch.Tensor, window: tuple[int, int], canvas: tuple[int, int],
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sum of ``weight`` (default ones) over all windows: how often each pixel is seen."""
+    w = torch.ones(window) if weight is None else weight
+    w = w.to(positions.device)
+    stack = w.expand(positions.shape[0], *w.shape)
+    return insert_patches(stack, positions, canvas, subpixel=False)

@@ -1,0 +1,42 @@
+"""Shared fixtures: real-data location, seeding, CPU thread count."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``$PTYFLOW_DATA`` or ``../shared/data`` beside the checkout."""
+    env = os.environ.get("PTYFLOW_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"real data folder {d} is absent (set PTYFLOW_DATA to point at it)")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    yield
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -39,11 +39,15 @@ class ForwardModel(nn.Module):
         """Waves leaving the specimen for frames ``idx``: ``(b, [modes,] ny, nx)``."""
         raise NotImplementedError
 
-    def to_detector(self, exit_wave: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Propagate exit waves to the detector plane (complex, same leading shape)."""
+    def to_detector(self, exit_wave: torch.Tensor, idx: torch.Tensor, **fields) -> torch.Tensor:
+        """Propagate exit waves to the detector plane (complex, same leading shape).
+
+        ``fields`` override stored modality fields for this call (``surface=`` for coded
+        ptychography, ``pupil=`` for Fourier ptychography), so a neural field can supply them.
+        """
         raise NotImplementedError
 
-    def from_detector(self, wave: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def from_detector(self, wave: torch.Tensor, idx: torch.Tensor, **fields) -> torch.Tensor:
         """Adjoint/inverse of :meth:`to_detector` (for projection engines)."""
         raise NotImplementedError
 
@@ -54,6 +58,9 @@ class ForwardModel(nn.Module):
             i = i.sum(1)
         return i * self.intensity_factors[idx, None, None]
 
-    def forward(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor, **fields
+    ) -> torch.Tensor:
         """Predicted intensities ``(b, ny, nx)`` for frames ``idx``."""
-        return self.intensity(self.to_detector(self.exit_waves(obj, probe, idx), idx), idx)
+        wave = self.to_detector(self.exit_waves(obj, probe, idx), idx, **fields)
+        return self.intensity(wave, idx)

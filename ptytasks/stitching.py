@@ -1,0 +1,227 @@
+"""Stitching tile reconstructions into one mosaic.
+
+Each tile's object is known only up to a complex scale (amplitude scale and global phase)
+and a linear phase ramp. Pairwise estimates of these over the tile overlaps are reconciled
+by least squares over the tile overlap graph (tile 0 fixed), then tiles are blended with
+illumination-weighted feathering. :func:`stitch_region` computes any box of the mosaic
+independently, so shard-aligned writers can each own a part of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptytasks.tiling import Box, Tile
+
+Loader = Callable[[str], tuple[np.ndarray, np.ndarray]]  # tile_id -> (object, weight)
+
+
+@dataclass
+class TileCorrection:
+    """``O_corrected(r) = scale * exp(i (ramp . r)) * O(r)``, ``r`` in global pixels."""
+
+    scale: complex = 1.0 + 0.0j
+    ramp: tuple[float, float] = (0.0, 0.0)  # radians per pixel along (y, x)
+
+    def to_dict(self) -> dict:
+        return {"scale": [self.scale.real, self.scale.imag], "ramp": list(self.ramp)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TileCorrection:
+        return cls(complex(*d["scale"]), tuple(d["ramp"]))
+
+
+def _box_of(tile: Tile) -> Box:
+    y0, x0 = tile.object_origin
+    h, w = tile.object_shape
+    return (y0, y0 + h, x0, x0 + w)
+
+
+def _intersect(a: Box, b: Box) -> Box | None:
+    y0, y1 = max(a[0], b[0]), min(a[1], b[1])
+    x0, x1 = max(a[2], b[2]), min(a[3], b[3])
+    return (y0, y1, x0, x1) if y1 > y0 and x1 > x0 else None
+
+
+def _local(tile: Tile, box: Box) -> tuple[slice, slice]:
+    y0, x0 = tile.object_origin
+    return slice(box[0] - y0, box[1] - y0), slice(box[2] - x0, box[3] - x0)
+
+
+def _ramp_field(box: Box, ramp: Sequence[float]) -> np.ndarray:
+    yy = np.arange(box[0], box[1], dtype=np.float64)[:, None]
+    xx = np.arange(box[2], box[3], dtype=np.float64)[None, :]
+    return np.exp(1j * (ramp[0] * yy + ramp[1] * xx))
+
+
+def _solve_graph(
+    n: int, edges: list[tuple[int, int, float, np.ndarray]], *, wrapped: np.ndarray | None = None
+) -> np.ndarray:
+    """Weighted least squares for ``x_i - x_j = d_ij`` with ``x_0 = 0``; ``x`` is ``(n, k)``.
+
+    Components flagged in ``wrapped`` are angles known modulo 2 pi: they are first
+    integrated along a maximum-weight spanning tree, and only the (small, wrapped)
+    loop residuals go to least squares, so a 2 pi ambiguity never spreads over the graph.
+    """
+    k = edges[0][3].size if edges else 1
+    x0 = np.zeros((n, k))
+    if n == 1 or not edges:
+        return x0
+    wrapped = np.zeros(k, bool) if wrapped is None else np.asarray(wrapped, bool)
+    # Prim's algorithm from tile 0 over the heaviest edges.
+    seen = {0}
+    while True:
+        best = None
+        for i, j, w, d in edges:
+            if (i in seen) != (j in seen) and (best is None or w > best[2]):
+                best = (i, j, w, d)
+        if best is None:
+            break
+        i, j, _w, d = best
+        if i in seen:
+            x0[j] = x0[i] - d
+            seen.add(j)
+        else:
+            x0[i] = x0[j] + d
+            seen.add(i)
+    a = np.zeros((len(edges) + 1, n))
+    b = np.zeros((len(edges) + 1, k))
+    for row, (i, j, w, d) in enumerate(edges):
+        r = d - (x0[i] - x0[j])
+        r = np.where(wrapped, np.angle(np.exp(1j * r)), r)
+        sw = np.sqrt(w)
+        a[row, i], a[row, j], b[row] = sw, -sw, sw * r
+    a[-1, 0] = 1.0  # gauge: the first tile is the reference
+    return x0 + np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def solve_corrections(
+    tiles: Sequence[Tile], load: Loader, *, ramps: bool = True, min_weight: float = 1e-3
+) -> dict[str, TileCorrection]:
+    """Per-tile complex scale and phase ramp making overlapping tiles agree.
+
+    Parameters
+    ----------
+    tiles : tiles with their global canvases
+    load : callable ``tile_id -> (object, weight)``, both on the tile canvas; ``weight``
+        is the illumination (e.g. summed ``|P|^2``) and marks where the tile is trusted.
+    ramps : also remove relative linear phase ramps
+    min_weight : overlap pixels with ``sqrt(w_i w_j)`` below this fraction of its max are
+        ignored.
+
+    Returns
+    -------
+    dict tile_id -> :class:`TileCorrection`.
+    """
+    n = len(tiles)
+    data = {t.tile_id: load(t.tile_id) for t in tiles}
+    pairs = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            box = _intersect(_box_of(tiles[i]), _box_of(tiles[j]))
+            if box is None:
+                continue
+            oi, wi = (a[_local(tiles[i], box)] for a in data[tiles[i].tile_id])
+            oj, wj = (a[_local(tiles[j], box)] for a in data[tiles[j].tile_id])
+            w = np.sqrt(np.clip(wi, 0, None) * np.clip(wj, 0, None))
+            if w.max() <= 0:
+                continue
+            w = np.where(w >= min_weight * w.max(), w, 0.0)
+            pairs.append((i, j, box, oi, oj, w))
+
+    ramp = np.zeros((n, 2))
+    if ramps:
+        edges = []
+        for i, j, _box, oi, oj, w in pairs:
+            z = oi * np.conj(oj)
+            # Ramp difference from the weighted mean phase step of z along each axis.
+            gy = np.angle(np.sum(w[1:] * w[:-1] * z[1:] * np.conj(z[:-1])))
+            gx = np.angle(np.sum(w[:, 1:] * w[:, :-1] * z[:, 1:] * np.conj(z[:, :-1])))
+            # O_i carries ramp d more than O_j, so x_i - x_j = -d.
+            edges.append((i, j, float(w.sum()), -np.array([gy, gx])))
+        ramp = _solve_graph(n, edges)
+
+    edges = []
+    for i, j, box, oi, oj, w in pairs:
+        ci = oi * _ramp_field(box, ramp[i])
+        cj = oj * _ramp_field(box, ramp[j])
+        c = np.sum(w * ci * np.conj(cj)) / max(np.sum(w * np.abs(cj) ** 2), 1e-30)
+        if abs(c) == 0:
+            continue
+        # g_i c = g_j  =>  log g_i - log g_j = -log c (amplitude and phase separately).
+        edges.append((i, j, float(w.sum()), -np.array([np.log(abs(c)), np.angle(c)])))
+    logg = _solve_graph(n, edges, wrapped=[False, True]) if edges else np.zeros((n, 2))
+    return {
+        t.tile_id: TileCorrection(
+            scale=complex(np.exp(logg[k, 0]) * np.exp(1j * logg[k, 1])),
+            ramp=(float(ramp[k, 0]), float(ramp[k, 1])),
+        )
+        for k, t in enumerate(tiles)
+    }
+
+
+def feather(tile: Tile, *, eps: float = 1e-3) -> np.ndarray:
+    """Weight on the tile canvas: 1 inside the core, falling linearly to ``eps`` at the
+    canvas edge, so the tile's poorly constrained border yields to its neighbours."""
+    y0, x0 = tile.object_origin
+    h, w = tile.object_shape
+    cy0, cy1, cx0, cx1 = tile.core
+    yy = np.arange(y0, y0 + h)
+    xx = np.arange(x0, x0 + w)
+    dy = np.maximum(np.maximum(cy0 - yy, yy - (cy1 - 1)), 0).astype(float)
+    dx = np.maximum(np.maximum(cx0 - xx, xx - (cx1 - 1)), 0).astype(float)
+    my = max(cy0 - y0, y0 + h - cy1, 1)
+    mx = max(cx0 - x0, x0 + w - cx1, 1)
+    fy = np.clip(1 - dy / (my + 1), eps, 1)
+    fx = np.clip(1 - dx / (mx + 1), eps, 1)
+    return fy[:, None] * fx[None, :]
+
+
+def stitch_region(
+    box: Box,
+    tiles: Sequence[Tile],
+    load: Loader,
+    corrections: dict[str, TileCorrection] | None = None,
+    *,
+    fill: complex = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend all tiles over ``box`` of the mosaic.
+
+    Returns
+    -------
+    mosaic : complex64 ``(y1 - y0, x1 - x0)``
+        Illumination- and feather-weighted mean of the corrected tiles; ``fill`` where no
+        tile has weight.
+    weight : float32, same shape: the summed blending weight (0 = unseen).
+    """
+    shape = (box[1] - box[0], box[3] - box[2])
+    num = np.zeros(shape, np.complex128)
+    den = np.zeros(shape, np.float64)
+    for t in tiles:
+        part = _intersect(box, _box_of(t))
+        if part is None:
+            continue
+        obj, wgt = load(t.tile_id)
+        sl = _local(t, part)
+        f = np.clip(wgt[sl], 0, None) * feather(t)[sl]
+        o = obj[sl].astype(np.complex128)
+        if corrections is not None:
+            c = corrections[t.tile_id]
+            o = c.scale * _ramp_field(part, c.ramp) * o
+        dst = (slice(part[0] - box[0], part[1] - box[0]), slice(part[2] - box[2], part[3] - box[2]))
+        num[dst] += f * o
+        den[dst] += f
+    seen = den > 0
+    out = np.full(shape, fill, np.complex128)
+    out[seen] = num[seen] / den[seen]
+    return out.astype(np.complex64), den.astype(np.float32)
+
+
+def mosaic_shape(tiles: Sequence[Tile]) -> tuple[int, int]:
+    """Shape of the global canvas holding every tile (from the origin)."""
+    y1 = max(t.object_origin[0] + t.object_shape[0] for t in tiles)
+    x1 = max(t.object_origin[1] + t.object_shape[1] for t in tiles)
+    return int(y1), int(x1)

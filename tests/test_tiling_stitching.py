@@ -1,0 +1,89 @@
+"""Tiling covers every frame and pixel; stitching undoes per-tile scale, phase and ramps."""
+
+import numpy as np
+import pytest
+
+from ptytasks.stitching import mosaic_shape, solve_corrections, stitch_region
+from ptytasks.subsample import decimate_raster, keep_fraction, to_overlap
+from ptytasks.tiling import plan_fullframe_tiles, plan_scanning_tiles
+
+
+def _raster(n=12, step=8.0, jitter=0.0, seed=0):
+    y, x = np.meshgrid(np.arange(n) * step, np.arange(n) * step, indexing="ij")
+    p = np.c_[y.ravel(), x.ravel()] + 4
+    return p + np.random.default_rng(seed).normal(0, jitter, p.shape)
+
+
+def test_subsample_methods():
+    p = _raster(jitter=0.7)
+    assert len(decimate_raster(p, 2)) == 36
+    k = keep_fraction(len(p), 0.25, seed=1)
+    assert len(k) == 36 and len(np.unique(k)) == 36
+    kept = to_overlap(p, probe_diameter=20, target_overlap=0.3)
+    d = np.linalg.norm(p[kept][:, None] - p[kept][None], axis=-1) + np.eye(len(kept)) * 1e9
+    assert d.min() >= 20 * 0.7 - 1e-9
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 2)])
+def test_scanning_tiles_cover_all(grid):
+    p = _raster()
+    tiles = plan_scanning_tiles(p, (16, 16), grid, margin_probe_widths=0.5)
+    used = np.unique(np.concatenate([t.frame_indices for t in tiles]))
+    assert np.array_equal(used, np.arange(len(p)))
+    # cores partition the scanned canvas
+    shape = mosaic_shape(tiles)
+    owner = np.zeros(shape, int)
+    for t in tiles:
+        y0, y1, x0, x1 = t.core
+        owner[y0:y1, x0:x1] += 1
+    lo = np.floor(p.min(0)).astype(int)
+    hi = np.ceil(p.max(0)).astype(int) + 16
+    assert (owner[lo[0] : hi[0], lo[1] : hi[1]] == 1).all()
+    for t in tiles:  # every window fits on its canvas
+        local = p[t.frame_indices] - np.array(t.object_origin)
+        assert local.min() >= 0
+        assert (local.max(0) + 16 <= np.array(t.object_shape)).all()
+
+
+def test_stitching_removes_scale_phase_and_ramp():
+    rng = np.random.default_rng(3)
+    p = _raster()
+    tiles = plan_scanning_tiles(p, (16, 16), (2, 3), margin_probe_widths=1.0)
+    shape = mosaic_shape(tiles)
+    truth = np.exp(1j * rng.uniform(-1, 1, shape)) * rng.uniform(0.5, 1, shape)
+    store, distort = {}, {}
+    for t in tiles:
+        y0, x0 = t.object_origin
+        h, w = t.object_shape
+        yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w]
+        g = rng.uniform(0.5, 2) * np.exp(1j * rng.uniform(-3, 3))
+        ky, kx = rng.uniform(-0.05, 0.05, 2)
+        ramp = np.exp(1j * (ky * yy + kx * xx))
+        distort[t.tile_id] = (g, ky, kx)
+        store[t.tile_id] = (truth[y0 : y0 + h, x0 : x0 + w] * g * ramp, np.ones((h, w)))
+    corr = solve_corrections(tiles, store.__getitem__)
+    full = (0, shape[0], 0, shape[1])
+    mosaic, weight = stitch_region(full, tiles, store.__getitem__, corr)
+    seen = weight > 0
+    # What remains is the reference tile's (tile 0 is the gauge) distortion, everywhere.
+    g, ky, kx = distort[tiles[0].tile_id]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    expected = truth * g * np.exp(1j * (ky * yy + kx * xx))
+    err = np.abs(mosaic[seen] - expected[seen]) / np.abs(expected[seen])
+    assert err.max() < 1e-4
+    # Region-wise stitching equals the whole.
+    half = (0, shape[0] // 2, 0, shape[1])
+    part, _ = stitch_region(half, tiles, store.__getitem__, corr)
+    assert np.allclose(part, mosaic[: shape[0] // 2])
+
+
+def test_fullframe_tiles_coded_geometry():
+    pos = np.array([[0.0, 0.0], [3.0, 5.0], [7.0, 2.0]])
+    tiles = plan_fullframe_tiles((64, 64), (2, 2), margin_px=8, positions=pos)
+    assert len(tiles) == 4
+    for t in tiles:
+        y0, y1, x0, x1 = t.frame_crop
+        # the tile canvas holds the crop's view for every translation
+        local = pos + np.array([y0, x0]) - np.array(t.object_origin)
+        assert local.min() >= 0
+        assert (local.max(0) + np.array([y1 - y0, x1 - x0]) <= np.array(t.object_shape)).all()

@@ -1,0 +1,106 @@
+"""Complex error, PSNR/SSIM and the quality report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from ptytasks.metrics import (
+    amplitude_phase,
+    complex_error,
+    phase_ramp,
+    psnr,
+    quality_report,
+    ssim,
+    subpixel_shift,
+)
+
+
+def make_object(n: int = 96, seed: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = gaussian_filter(rng.standard_normal((n, n)), 1.5, mode="wrap")
+    p = gaussian_filter(rng.standard_normal((n, n)), 2, mode="wrap")
+    return (0.8 + 0.2 * a / a.std()) * np.exp(2j * p / p.std())  # phase wraps past +-pi
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return make_object()
+
+
+def noisy(x, sigma, seed=0):
+    rng = np.random.default_rng(seed)
+    return x + sigma * (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape))
+
+
+def test_complex_error_identical_and_phase_invariant(ref):
+    assert complex_error(ref, ref) == pytest.approx(0, abs=1e-9)
+    assert complex_error(ref, ref, align=False) == pytest.approx(0, abs=1e-12)
+    assert complex_error(np.exp(2.5j) * ref, ref, align=False) == pytest.approx(0, abs=1e-12)
+    # a non-trivial error is seen, and is the same whatever the global phase
+    e0 = complex_error(noisy(ref, 0.05), ref, align=False)
+    e1 = complex_error(np.exp(-1.1j) * noisy(ref, 0.05), ref, align=False)
+    assert 0.05 < e0 < 0.2 and e1 == pytest.approx(e0, rel=1e-9)
+
+
+def test_complex_error_masked(ref):
+    mask = np.zeros(ref.shape, bool)
+    mask[20:-20, 20:-20] = True
+    x = ref.copy()
+    x[~mask] = 0  # garbage outside the region does not count
+    assert complex_error(x, ref, mask, align=False) == pytest.approx(0, abs=1e-12)
+    assert complex_error(x, ref, align=False) > 0.1
+
+
+def test_psnr_ssim_sanity(ref):
+    amp = np.abs(ref)
+    assert psnr(amp, amp) == math.inf and ssim(amp, amp) == pytest.approx(1.0)
+    rng = np.random.default_rng(5)
+    p, s = [], []
+    for sigma in (0.01, 0.03, 0.1):
+        a = amp + sigma * rng.standard_normal(amp.shape)
+        p.append(psnr(a, amp))
+        s.append(ssim(a, amp))
+    assert p[0] > p[1] > p[2] and 1 > s[0] > s[1] > s[2]
+    # psnr definition: 10 log10(R^2 / mse) with R the reference range
+    a = amp + 0.01
+    assert psnr(a, amp) == pytest.approx(10 * np.log10(np.ptp(amp) ** 2 / 1e-4))
+    assert psnr(a, amp, data_range=1.0) == pytest.approx(40.0)
+
+
+def test_amplitude_phase_ignores_global_phase_and_wraps(ref):
+    amp, amp_ref, ph, ph_ref = amplitude_phase(np.exp(3j) * ref, ref, align=False)
+    np.testing.assert_allclose(amp, amp_ref, atol=1e-12)
+    np.testing.assert_allclose(ph, ph_ref, atol=1e-12)
+    assert psnr(ph, ph_ref) > 200  # equal up to rounding
+
+
+def test_quality_report(ref):
+    mask = np.zeros(ref.shape, bool)
+    mask[16:-16, 12:-12] = True
+    keys = {
+        "complex_error",
+        "amp_psnr",
+        "amp_ssim",
+        "phase_psnr",
+        "phase_ssim",
+        "frc_resolution",
+        "frc_resolution_m",
+    }
+    distorted = (
+        0.7 * np.exp(1j) * phase_ramp(ref.shape, (0.02, -0.01)) * subpixel_shift(ref, (1.3, -0.6))
+    )
+    clean = quality_report(distorted, ref, mask, pixel_size=5e-9)
+    assert keys <= set(clean) and all(isinstance(v, float) for v in clean.values())
+    assert clean["complex_error"] < 1e-3 and clean["amp_ssim"] > 0.999
+    assert clean["phase_psnr"] > 60 and clean["frc_resolution"] == 0.5
+    assert clean["shift_y_px"] == pytest.approx(-1.3, abs=0.01)
+    reports = [quality_report(noisy(distorted, s), ref, mask) for s in (0.05, 0.3)]
+    lo, hi = reports
+    assert lo["complex_error"] < hi["complex_error"]
+    for k in ("amp_psnr", "amp_ssim", "phase_psnr", "phase_ssim"):
+        assert clean[k] > lo[k] > hi[k], k
+    assert hi["frc_resolution"] < 0.5 and math.isnan(hi["frc_resolution_m"])

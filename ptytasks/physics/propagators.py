@@ -128,8 +128,12 @@ def propagate(
     elif method == "fresnel":
         tf = fresnel_tf
     else:
-        raise ValueError(f"unknown propagation method {method!r}; use 'angular_spectrum' or 'fresnel'")
-    h = tf(field.shape[-2:], pixel_size, wavelength, distance, dtype=field.dtype, device=field.device)
+        raise ValueError(
+            f"unknown propagation method {method!r}; use 'angular_spectrum' or 'fresnel'"
+        )
+    h = tf(
+        field.shape[-2:], pixel_size, wavelength, distance, dtype=field.dtype, device=field.device
+    )
     return ifft2u(fft2u(field) * h)
 
 

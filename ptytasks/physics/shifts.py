@@ -46,7 +46,11 @@ def fourier_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     shift : tensor ``(..., 2)``
         ``(dy, dx)`` in pixels, broadcast against ``x``'s leading dims.
     """
-    cdt = x.dtype if x.is_complex() else {torch.float64: torch.complex128}.get(x.dtype, torch.complex64)
+    cdt = (
+        x.dtype
+        if x.is_complex()
+        else {torch.float64: torch.complex128}.get(x.dtype, torch.complex64)
+    )
     xc = x.to(cdt)
     out = ifft2u(fft2u(xc) * shift_ramp(x.shape[-2:], shift, dtype=cdt))
     return out if x.is_complex() else out.real
@@ -143,7 +147,9 @@ def insert_patches(
 
 
 def coverage(
-    positions: torch.Tensor, window: tuple[int, int], canvas: tuple[int, int],
+    positions: torch.Tensor,
+    window: tuple[int, int],
+    canvas: tuple[int, int],
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of ``weight`` (default ones) over all windows: how often each pixel is seen."""

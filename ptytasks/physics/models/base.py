@@ -13,6 +13,30 @@ import torch
 from torch import nn
 
 
+def illuminate(probe: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """Exit waves ``probe * patches`` with optional probe modes.
+
+    Parameters
+    ----------
+    probe : complex ``(ny, nx)`` or ``(M, ny, nx)`` (incoherent modes)
+    patches : complex ``(b, ny, nx)``
+
+    Returns
+    -------
+    ``(b, ny, nx)`` for a single probe, ``(b, M, ny, nx)`` for modes.
+    """
+    if probe.dim() == 2:
+        return patches * probe
+    if probe.dim() == 3:
+        return patches[:, None] * probe[None]
+    raise ValueError(f"probe must be (ny, nx) or (modes, ny, nx); got {tuple(probe.shape)}")
+
+
+def scalar_parameter(value, dtype: torch.dtype) -> nn.Parameter:
+    """A frozen 0-d parameter (distance, wavelength): learnable via ``learnable(name)``."""
+    return nn.Parameter(torch.as_tensor(float(value), dtype=dtype), requires_grad=False)
+
+
 class ForwardModel(nn.Module):
     """Base class. Subclasses set ``modality`` and implement the three wave maps."""
 

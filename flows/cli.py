@@ -1,0 +1,171 @@
+"""The ``ptyflow`` command line (typer). One function per command.
+
+Imports of torch, h5py and the flows happen inside the commands, so ``ptyflow --help`` and
+shell completion stay fast.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="ptyflow",
+    help="Ptychography reconstruction: simulate, ingest, reconstruct, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """ptyflow: distributed ptychography reconstruction."""
+    # A callback keeps `ptyflow <command>` a command group even with a single command.
+
+
+class Modality(StrEnum):
+    farfield = "farfield"
+    nearfield = "nearfield"
+    coded = "coded"
+    fourier = "fourier"
+
+
+class Scan(StrEnum):
+    raster = "raster"
+    jittered = "jittered"
+    fermat = "fermat"
+    random = "random"
+
+
+class DoseUnit(StrEnum):
+    frame = "frame"
+    pixel = "pixel"
+
+
+# Options that only some modalities take: the simulator keyword and who accepts it.
+_ONLY = {
+    "n_positions": ("--n-positions", {"farfield", "nearfield", "coded"}),
+    "scan": ("--scan", {"farfield", "nearfield", "coded"}),
+    "probe": ("--probe", {"farfield"}),
+    "distance_error": ("--distance-error", {"farfield", "nearfield", "coded"}),
+    "defocus_error": ("--defocus-error", {"fourier"}),
+    "na_illum": ("--na-illum", {"fourier"}),
+    "upsample": ("--upsample", {"fourier"}),
+}
+
+
+_PROBES = ("zone_plate", "gaussian", "electron")
+
+
+def _check_fraction(name: str, v: float | None, lo: float, hi: float) -> None:
+    if v is not None and not (math.isfinite(v) and lo <= v < hi):
+        raise typer.BadParameter(f"must be in [{lo}, {hi}); got {v}", param_hint=name)
+
+
+@app.command()
+def simulate(
+    modality: Modality = typer.Option(..., "--modality", "-m", help="Imaging modality."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output CXI file (.cxi or .h5)."),
+    seed: int = typer.Option(0, help="Random seed (object, scan, errors, noise)."),
+    dose: float | None = typer.Option(
+        None, help="Photons per frame (or per pixel, --dose-unit); omit for noise-free data."
+    ),
+    dose_unit: DoseUnit = typer.Option(DoseUnit.frame, help="Unit of --dose."),
+    overlap: float | None = typer.Option(
+        None, help="Linear overlap 1 - step/diameter (Fourier: spectral overlap) in [0, 1)."
+    ),
+    n_positions: int | None = typer.Option(None, help="Number of scan positions (target)."),
+    scan: Scan | None = typer.Option(None, help="Scan pattern (scanning modalities)."),
+    frame_size: int | None = typer.Option(None, help="Frame (detector/sensor) side, pixels."),
+    object_kind: str | None = typer.Option(
+        None, "--object", help="Test object, e.g. camera, usaf, siemens, dead_leaves."
+    ),
+    probe: str | None = typer.Option(None, help="Far-field probe: zone_plate, gaussian, electron."),
+    position_error: float = typer.Option(
+        0.0, help="RMS random position error, pixels (Fourier: spectrum pixels)."
+    ),
+    position_scale_error: float = typer.Option(0.0, help="Relative scan-scale error."),
+    distance_error: float | None = typer.Option(None, help="Relative distance error."),
+    defocus_error: float | None = typer.Option(None, help="Fourier: defocus error, metres."),
+    wavelength_error: float = typer.Option(0.0, help="Relative wavelength error."),
+    na_illum: float | None = typer.Option(None, help="Fourier: largest illumination NA."),
+    upsample: int | None = typer.Option(None, help="Fourier: high-resolution factor."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Simulate a dataset and write it as CXI, ground truth under entry_1/ground_truth/."""
+    m = modality.value
+    if out.suffix.lower() not in (".cxi", ".h5", ".hdf5"):
+        raise typer.BadParameter(f"must end in .cxi (or .h5); got {out.name!r}", param_hint="--out")
+    if out.exists() and not force:
+        raise typer.BadParameter(f"{out} exists; pass --force to overwrite", param_hint="--out")
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"folder {out.parent} does not exist", param_hint="--out")
+    _check_fraction("--overlap", overlap, 0.0, 1.0)
+    if dose is not None and not (math.isfinite(dose) and dose > 0):
+        raise typer.BadParameter(
+            f"must be a positive number of photons; got {dose}", param_hint="--dose"
+        )
+    if position_error < 0:
+        raise typer.BadParameter("is an RMS length and must be >= 0", param_hint="--position-error")
+    if n_positions is not None and n_positions < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--n-positions")
+
+    kw: dict = {
+        "seed": seed,
+        "dose": dose,
+        "dose_unit": dose_unit.value,
+        "position_error_px": position_error,
+        "position_scale_error": position_scale_error,
+        "wavelength_error": wavelength_error,
+    }
+    optional = {
+        "n_positions": n_positions,
+        "scan": scan.value if scan else None,
+        "probe": probe,
+        "distance_error": distance_error,
+        "defocus_error": defocus_error,
+        "na_illum": na_illum,
+        "upsample": upsample,
+        "overlap": overlap,
+        "object_kind": object_kind,
+    }
+    for key, value in optional.items():
+        if value is None:
+            continue
+        if key in _ONLY and m not in _ONLY[key][1]:
+            flag, ok = _ONLY[key]
+            raise typer.BadParameter(
+                f"does not apply to {m}; it is for {', '.join(sorted(ok))}", param_hint=flag
+            )
+        kw[key] = value
+    if frame_size is not None:
+        kw["frame_size"] = frame_size  # Fourier: the low-resolution image side
+
+    from ptytasks.simulate.objects import KINDS
+
+    if object_kind is not None and object_kind not in KINDS:
+        raise typer.BadParameter(f"choose one of {', '.join(KINDS)}", param_hint="--object")
+    if probe is not None and probe not in _PROBES:
+        raise typer.BadParameter(f"choose one of {', '.join(_PROBES)}", param_hint="--probe")
+
+    from ptytasks.simulate import simulate as run_simulation
+    from storage.cxi import write_cxi
+
+    try:
+        data = run_simulation(m, **kw)
+    except ValueError as exc:  # bad combinations found by the simulator (ranges, sampling)
+        raise typer.BadParameter(str(exc)) from exc
+    write_cxi(out, data)
+    ny, nx = data.frame_shape
+    typer.echo(
+        f"wrote {out}: {m}, {data.n_frames} frames {ny}x{nx}, object {data.object_shape[0]}x"
+        f"{data.object_shape[1]} at {data.pixel_size:.4g} m/px, wavelength "
+        f"{data.wavelength:.4g} m, dose {'noise-free' if dose is None else f'{dose:g}'}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

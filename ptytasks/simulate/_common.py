@@ -1,0 +1,98 @@
+"""Pieces shared by the simulators: seeds, dose, scan errors, the noisy detector."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ptytasks.simulate.scans import object_shape_for, scan_centres
+
+NOISE_FREE_FLUX = 1e6  # photons per frame when dose is None
+H_C_EV_M = 1.239841984e-6  # h c, eV m (photon energy <-> wavelength)
+
+
+def seeds(seed: int | None, n: int) -> list[int]:
+    """Independent sub-seeds (object, scan, errors, probe, noise) from one seed."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def flux(dose: float | None, dose_unit: str, frame_shape: tuple[int, int]) -> float:
+    """Photons per frame carried by the probe."""
+    if dose is None:
+        return NOISE_FREE_FLUX
+    if not dose > 0:
+        raise ValueError(f"dose must be > 0 photons (or None for noise-free); got {dose}")
+    if dose_unit == "frame":
+        return float(dose)
+    if dose_unit == "pixel":
+        return float(dose) * frame_shape[0] * frame_shape[1]
+    raise ValueError(f"dose_unit must be 'frame' or 'pixel'; got {dose_unit!r}")
+
+
+def random_errors(n: int, rms: float, seed: int) -> np.ndarray:
+    """Zero-mean Gaussian 2-D errors ``(n, 2)`` rescaled to RMS length ``rms`` exactly."""
+    if rms < 0:
+        raise ValueError(f"position_error_px is an RMS length and must be >= 0; got {rms}")
+    if rms == 0 or n < 2:
+        return np.zeros((n, 2))
+    e = np.random.default_rng(seed).standard_normal((n, 2))
+    e -= e.mean(0)
+    return e * (rms / math.sqrt((e**2).sum(1).mean()))
+
+
+def scan(
+    kind, diameter, overlap, window, n_positions, margin, seed_scan, seed_err,
+    position_error_px, scale,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]:
+    """True and nominal corners, the true scan's object shape, and the padding for both.
+
+    The true scan alone fixes the object (its shape is ``base_shape``), so a given seed
+    gives the same measurement whatever errors are injected. Where the nominal windows
+    leave that object (less than ``margin`` free), the object is padded by whole pixels
+    (``pad``, numpy ``((top, bottom), (left, right))``) and all corners shift with it;
+    whole-pixel shifts leave the frames unchanged.
+
+    ``scale`` is the nominal/true scale factor about the scan centroid.
+    """
+    c = scan_centres(kind, diameter, overlap, n_positions=n_positions, seed=seed_scan)
+    errors = random_errors(len(c), position_error_px, seed_err)
+    nominal = c.mean(0) + (c - c.mean(0)) * scale + errors
+    half = np.asarray(window, dtype=np.float64) // 2
+    lo = c.min(0) - half
+    true_px = c - half - lo + margin
+    nom_px = nominal - half - lo + margin
+    base = object_shape_for(true_px, window, margin)
+    before = np.ceil(np.maximum(0.0, margin - nom_px.min(0)) - 1e-9).astype(int)
+    after = np.maximum(0, np.asarray(object_shape_for(nom_px, window, margin)) - base)
+    true_px, nom_px = true_px + before, nom_px + before
+    pad = ((int(before[0]), int(after[0])), (int(before[1]), int(after[1])))
+    return true_px, nom_px, base, pad
+
+
+def pad_object(obj: np.ndarray, pad) -> np.ndarray:
+    """Extend the object to the nominal scan's shape by edge values (never illuminated)."""
+    return np.pad(obj, pad, mode="edge") if any(map(any, pad)) else obj
+
+
+@torch.no_grad()
+def forward(model, obj: np.ndarray, probe: np.ndarray | None, batch: int = 256) -> np.ndarray:
+    """Expected intensities for all frames, float32 ``(n, ny, nx)``."""
+    o = torch.from_numpy(obj)
+    p = None if probe is None else torch.from_numpy(probe)
+    n = model.intensity_factors.shape[0]
+    out = [model(o, p, torch.arange(s, min(n, s + batch))) for s in range(0, n, batch)]
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def detect(expected: np.ndarray, dose: float | None, seed: int) -> np.ndarray:
+    """Poisson counts at the expected intensities, or the expectation itself (noise-free)."""
+    if dose is None:
+        return expected
+    rng = np.random.default_rng(seed)
+    return rng.poisson(expected.astype(np.float64)).astype(np.float32)
+
+
+def make_meta(**kw) -> dict:
+    return {"simulator": "ptytasks.simulate", **kw}

@@ -1,0 +1,337 @@
+"""Simulated datasets for the four modalities, made with the reconstruction's forward models.
+
+Each ``simulate_<modality>`` returns a :class:`~ptytasks.data.PtychoData` whose frames are
+``model(true object, true probe)`` (plus Poisson noise when a ``dose`` is given) and whose
+``ground_truth`` holds the TRUE object, probe, positions (and surface / pupil / wavevectors,
+wavelength, distance). The dataset's own geometry (``positions_px``, ``wavevectors``,
+``distance``, ``wavelength``, ``pixel_size``) is the NOMINAL one, carrying the injected
+errors, exactly as an experiment's metadata would.
+
+Errors
+------
+``position_error_px``
+    RMS length (pixels) of the random 2-D position error ``sqrt(mean |dp|^2)``; the errors
+    are zero-mean (a common shift is unobservable) and scaled to this RMS exactly.
+``position_scale_error``
+    Relative error of the scan's scale about its centroid (e.g. a wrong stage calibration).
+``distance_error``, ``wavelength_error``
+    Relative errors of the nominal values (nominal = true * (1 + error)).
+
+Intensity scale: the probe carries ``dose`` photons (or electrons) per frame (or per
+detector pixel with ``dose_unit="pixel"``); with ``dose=None`` the frames are noise-free at
+:data:`~ptytasks.simulate._common.NOISE_FREE_FLUX` (1e6) per frame, so noisy and
+noise-free sets share a scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ptytasks.data import MODALITIES, PtychoData
+from ptytasks.simulate import _common as C
+from ptytasks.simulate.objects import complex_object
+
+
+# --- far-field --------------------------------------------------------------------------
+def simulate_farfield(
+    *,
+    frame_size: int = 64,
+    n_positions: int = 100,
+    overlap: float = 0.65,
+    scan: str = "fermat",
+    probe: str = "zone_plate",
+    probe_diameter_px: float | None = None,
+    energy_ev: float = 8000.0,
+    voltage: float = 300e3,
+    detector_distance: float = 2.0,
+    detector_pixel: float = 75e-6,
+    object_kind: str = "camera",
+    amplitude_range: tuple[float, float] = (0.8, 1.0),
+    phase_range: tuple[float, float] = (0.0, math.pi / 2),
+    dose: float | None = None,
+    dose_unit: str = "frame",
+    position_error_px: float = 0.0,
+    position_scale_error: float = 0.0,
+    distance_error: float = 0.0,
+    wavelength_error: float = 0.0,
+    margin: float = 8.0,
+    known_probe: bool = False,
+    seed: int | None = 0,
+) -> PtychoData:
+    """Far-field (Fraunhofer) ptychography: X-ray (8 keV, zone plate) or electron (STEM).
+
+    Parameters
+    ----------
+    frame_size : int
+        Detector frame (= probe window) side ``N``, pixels.
+    n_positions, overlap, scan
+        Scan: count, linear overlap ``1 - step / probe diameter``, kind
+        (:data:`ptytasks.simulate.scans.SCANS`).
+    probe : {"zone_plate", "gaussian", "electron"}
+        Defocused Fresnel zone plate (X-ray), Gaussian beam with flat phase (X-ray), or a
+        defocused convergent electron probe (``voltage`` volts, 20 mrad semi-angle).
+    probe_diameter_px : float, optional
+        Probe footprint diameter, object pixels (default ``0.35 N``): the geometric cone
+        for the zone plate/electron probe, ``2 w`` (1/e^2 intensity) for the Gaussian.
+    energy_ev : float
+        X-ray photon energy, eV.
+    detector_distance, detector_pixel : float
+        Metres (camera length for electrons). The object pixel is
+        ``wavelength * distance / (N * detector_pixel)``. For electrons ``detector_pixel``
+        is derived instead: the bright-field disc spans half the detector (radius ``N/4``).
+    object_kind, amplitude_range, phase_range
+        Object (:func:`~ptytasks.simulate.objects.complex_object`); phase in radians.
+    dose, dose_unit
+        Photons per frame (or per detector pixel); ``None`` = noise-free.
+    position_error_px, position_scale_error, distance_error, wavelength_error
+        Injected errors (module docstring). Distance and wavelength errors also change
+        the nominal pixel size, and so the nominal positions in pixels, as when a reader
+        converts stage positions in metres with that pixel size.
+    margin : float
+        Free object pixels around the outermost windows.
+    known_probe : bool
+        Also put the true probe in ``data.probe`` (known-probe reconstruction).
+    seed : int or None
+    """
+    from ptytasks.physics.models.farfield import FarField
+    from ptytasks.physics.probes import (
+        electron_probe,
+        electron_wavelength,
+        gaussian_probe,
+        zone_plate_probe,
+    )
+
+    s_obj, s_scan, s_err, _, s_noise = C.seeds(seed, 5)
+    n = int(frame_size)
+    shape = (n, n)
+    diam = float(probe_diameter_px or 0.35 * n)
+    if probe == "electron":
+        lam = electron_wavelength(voltage)
+        alpha = 0.02
+        # Bright-field disc radius N/4 detector pixels -> angle pitch 4 alpha / N.
+        detector_pixel = detector_distance * 4 * alpha / n
+    elif probe in ("zone_plate", "gaussian"):
+        lam = C.H_C_EV_M / energy_ev
+    else:
+        raise ValueError(f"unknown far-field probe {probe!r}; use zone_plate, gaussian, electron")
+    px = lam * detector_distance / (n * detector_pixel)
+    if probe == "zone_plate":
+        # Outer zone 1.25 px: the focus NA fills 80 % of the detector; the focus-to-sample
+        # defocus sets the footprint D dz / f to the requested diameter.
+        d_fzp, dr = 100e-6, 1.25 * px
+        f = d_fzp * dr / lam
+        p = zone_plate_probe(shape, px, lam, d_fzp, dr, defocus=diam * px * f / d_fzp)
+    elif probe == "gaussian":
+        p = gaussian_probe(shape, px, waist=diam * px / 2)
+    else:
+        p = electron_probe(shape, px, voltage, alpha, defocus=diam * px / (2 * alpha))
+    flux = C.flux(dose, dose_unit, shape)
+    p = (p * math.sqrt(flux)).numpy().astype(np.complex64)
+
+    lam_nom = lam * (1 + wavelength_error)
+    z_nom = detector_distance * (1 + distance_error)
+    px_nom = lam_nom * z_nom / (n * detector_pixel)
+    scale = (1 + position_scale_error) * px / px_nom
+    true_px, nom_px, base, pad = C.scan(
+        scan, diam, overlap, shape, n_positions, margin, s_scan, s_err, position_error_px, scale
+    )
+    obj = complex_object(
+        base, object_kind, amplitude_range=amplitude_range, phase_range=phase_range, seed=s_obj
+    )
+    obj = C.pad_object(obj, pad)
+    oshape = obj.shape
+    model = FarField(true_px, oshape, shape)
+    frames = C.detect(C.forward(model, obj, p), dose, s_noise)
+    return PtychoData(
+        modality="farfield", frames=frames, wavelength=lam_nom, pixel_size=px_nom,
+        object_shape=oshape, positions_px=nom_px, distance=z_nom, detector_pixel=detector_pixel,
+        probe=p.copy() if known_probe else None,
+        params={"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else {"voltage": voltage},
+        ground_truth={
+            "object": obj, "probe": p, "positions_px": true_px,
+            "wavelength": np.float64(lam), "distance": np.float64(detector_distance),
+            "pixel_size": np.float64(px),
+        },
+        meta=C.make_meta(
+            seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
+            overlap=overlap, probe_kind=probe, probe_diameter_px=diam, object_kind=object_kind,
+            position_error_px=position_error_px, position_scale_error=position_scale_error,
+            distance_error=distance_error, wavelength_error=wavelength_error,
+        ),
+    )
+
+
+# --- near-field -------------------------------------------------------------------------
+def simulate_nearfield(
+    *,
+    frame_size: int = 128,
+    n_positions: int = 16,
+    overlap: float = 0.85,
+    scan: str = "random",
+    energy_ev: float = 8000.0,
+    z1: float = 0.01,
+    z2: float = 0.49,
+    detector_pixel: float = 5e-6,
+    diffuser_distance: float = 2e-3,
+    diffuser_feature_px: float = 3.0,
+    object_kind: str = "dead_leaves",
+    amplitude_range: tuple[float, float] = (0.9, 1.0),
+    phase_range: tuple[float, float] = (0.0, 1.0),
+    dose: float | None = None,
+    dose_unit: str = "frame",
+    position_error_px: float = 0.0,
+    position_scale_error: float = 0.0,
+    distance_error: float = 0.0,
+    wavelength_error: float = 0.0,
+    margin: float = 8.0,
+    known_probe: bool = False,
+    seed: int | None = 0,
+) -> PtychoData:
+    """Near-field (Fresnel) ptychography with diffuser-structured X-ray illumination.
+
+    Cone-beam geometry: focus-to-sample ``z1``, sample-to-detector ``z2`` (metres),
+    ``detector_pixel`` (metres); by the Fresnel scaling theorem the model runs at the
+    effective pixel ``detector_pixel / M`` and distance ``z2 / M``, ``M = (z1 + z2) / z1``
+    (defaults: M = 50, 100 nm pixel, 9.8 mm; Fresnel number per pixel ~0.007). The probe
+    (a random diffuser propagated ``diffuser_distance`` metres, features
+    ``diffuser_feature_px`` pixels) fills the whole frame, so the overlap refers to the
+    frame width. Other parameters as :func:`simulate_farfield`; ``distance_error`` scales
+    the effective distance and the nominal ``params`` ``z1``, ``z2`` alike.
+    """
+    from ptytasks.physics.models.nearfield import NearField
+    from ptytasks.physics.probes import diffuser_probe
+    from ptytasks.physics.propagators import fresnel_scaling
+
+    s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
+    shape = (int(frame_size),) * 2
+    lam = C.H_C_EV_M / energy_ev
+    geo = fresnel_scaling(z1, z2, detector_pixel)
+    px, z = geo["effective_pixel"], geo["effective_distance"]
+    flux = C.flux(dose, dose_unit, shape)
+    p = diffuser_probe(
+        shape, px, lam, diffuser_distance, seed=s_probe % 2**31,
+        feature_size=diffuser_feature_px * px,
+    )
+    p = (p * math.sqrt(flux)).numpy().astype(np.complex64)
+    true_px, nom_px, base, pad = C.scan(
+        scan, shape[1], overlap, shape, n_positions, margin, s_scan, s_err, position_error_px,
+        1 + position_scale_error,
+    )
+    obj = complex_object(
+        base, object_kind, amplitude_range=amplitude_range, phase_range=phase_range, seed=s_obj
+    )
+    obj = C.pad_object(obj, pad)
+    oshape = obj.shape
+    model = NearField(true_px, oshape, shape, wavelength=lam, distance=z, pixel_size=px)
+    frames = C.detect(C.forward(model, obj, p), dose, s_noise)
+    lam_nom, z_nom = lam * (1 + wavelength_error), z * (1 + distance_error)
+    return PtychoData(
+        modality="nearfield", frames=frames, wavelength=lam_nom, pixel_size=px,
+        object_shape=oshape, positions_px=nom_px, distance=z_nom, detector_pixel=detector_pixel,
+        probe=p.copy() if known_probe else None,
+        # A distance error scales z1 and z2 together: same magnification and pixel, and the
+        # nominal z2 / M equals the nominal effective distance (a self-consistent file).
+        params={"z1": z1 * (1 + distance_error), "z2": z2 * (1 + distance_error),
+                "magnification": geo["magnification"], "energy_ev": C.H_C_EV_M / lam_nom},
+        ground_truth={
+            "object": obj, "probe": p, "positions_px": true_px,
+            "wavelength": np.float64(lam), "distance": np.float64(z),
+        },
+        meta=C.make_meta(
+            seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
+            overlap=overlap, probe_kind="diffuser", object_kind=object_kind,
+            position_error_px=position_error_px, position_scale_error=position_scale_error,
+            distance_error=distance_error, wavelength_error=wavelength_error,
+        ),
+    )
+
+
+# --- dispatch ---------------------------------------------------------------------------
+def simulate(modality: str, **kwargs) -> PtychoData:
+    """Simulate a dataset of ``modality`` (one of :data:`ptytasks.data.MODALITIES`).
+
+    Keyword arguments go to :func:`simulate_farfield`, :func:`simulate_nearfield`,
+    :func:`~ptytasks.simulate.coded_fourier.simulate_coded` or
+    :func:`~ptytasks.simulate.coded_fourier.simulate_fourier` (where ``frame_size`` is
+    accepted for ``image_size``). Unknown keywords raise ``TypeError``.
+    """
+    from ptytasks.simulate import coded_fourier
+
+    funcs = {
+        "farfield": simulate_farfield,
+        "nearfield": simulate_nearfield,
+        "coded": coded_fourier.simulate_coded,
+        "fourier": coded_fourier.simulate_fourier,
+    }
+    if modality not in funcs:
+        raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    if modality == "fourier" and "frame_size" in kwargs:  # one name for the frame side
+        if "image_size" in kwargs:
+            raise TypeError("give frame_size or image_size, not both")
+        kwargs["image_size"] = kwargs.pop("frame_size")
+    return funcs[modality](**kwargs)
+
+
+def forward_model(data: PtychoData, *, truth: bool = False, dtype: torch.dtype = torch.float32):
+    """The forward model of ``data``'s modality, with nominal or TRUE parameters.
+
+    Parameters
+    ----------
+    data : PtychoData
+        A simulated (``truth=True`` needs ``ground_truth``) or measured dataset.
+    truth : bool
+        Use the ground-truth positions/wavevectors, wavelength, distance, coded surface and
+        Zernike coefficients instead of the nominal ones (the coded surface is
+        ``meta["surface"]`` when nominal, if present).
+    dtype : torch.dtype
+        Real dtype of the model parameters.
+
+    Returns
+    -------
+    ForwardModel
+        ``model(ground_truth["object"], ground_truth["probe"], idx)`` reproduces the
+        noise-free frames when ``truth`` is true.
+    """
+    from ptytasks.physics.models.coded import Coded
+    from ptytasks.physics.models.farfield import FarField
+    from ptytasks.physics.models.fourier import FourierPtychography
+    from ptytasks.physics.models.nearfield import NearField
+
+    gt = data.ground_truth or {}
+    if truth and not gt:
+        raise ValueError("forward_model(truth=True) needs a dataset with ground_truth")
+    pick = lambda key, nominal: np.asarray(gt[key]) if truth and key in gt else nominal
+    lam = float(pick("wavelength", data.wavelength))
+    dist = pick("distance", data.distance)
+    dist = None if dist is None else float(dist)
+    fshape = data.frame_shape
+    m = data.modality
+    if m == "fourier":
+        z = np.asarray(gt["zernike"]) if truth and "zernike" in gt else np.zeros(15)
+        model = FourierPtychography(
+            pick("wavevectors", data.wavevectors), data.object_shape, fshape, wavelength=lam,
+            na=data.params["na"], pixel_size=data.pixel_size, distance=dist or 0.0,
+            zernike_indices=len(z), dtype=dtype,
+        )
+        model.zernike.data = torch.as_tensor(z, dtype=dtype)
+        return model
+    pos = pick("positions_px", data.positions_px)
+    if m == "farfield":
+        return FarField(pos, data.object_shape, fshape, dtype=dtype)
+    if m == "nearfield":
+        return NearField(
+            pos, data.object_shape, fshape, wavelength=lam, distance=dist,
+            pixel_size=data.pixel_size, dtype=dtype,
+        )
+    if m == "coded":
+        surface = gt.get("surface") if truth else data.meta.get("surface")
+        return Coded(
+            pos, data.object_shape, fshape, wavelength=lam, distance=dist,
+            surface_distance=data.params["surface_distance"], pixel_size=data.pixel_size,
+            surface=None if surface is None else torch.as_tensor(np.asarray(surface)),
+            dtype=dtype,
+        )
+    raise ValueError(f"unknown modality {m!r}")

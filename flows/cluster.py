@@ -1,0 +1,72 @@
+"""Choosing the Dask cluster a flow's tiles run on, at run time.
+
+Every kind advertises the same worker resource ``GPU=1`` and reconstruction tasks ask for
+it, so a worker runs one tile at a time and the scheduling path is the same on CPU
+workers, dask-cuda GPU workers and a facility's dask-jobqueue cluster.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flows.params import ClusterParams
+
+GPU_RESOURCE = {"GPU": 1}
+
+
+def default_workers(cfg: ClusterParams) -> tuple[int, int]:
+    """``(n_workers, threads_per_worker)``: one single-threaded worker per core by default
+    (torch parallelises inside a tile only as far as ``torch_threads`` allows)."""
+    cores = os.cpu_count() or 1
+    threads = cfg.threads_per_worker or 1
+    workers = cfg.n_workers or max(1, cores // threads)
+    return workers, threads
+
+
+def torch_threads(cfg: ClusterParams) -> int:
+    """Threads each tile's torch may use: explicit, else the worker's thread share."""
+    return cfg.torch_threads or default_workers(cfg)[1]
+
+
+def make_task_runner(cfg: ClusterParams):
+    """A Prefect task runner for ``cfg``.
+
+    ``none`` runs tasks in-process (a thread pool of one); the other kinds return a
+    ``prefect_dask.DaskTaskRunner`` whose tasks report to the flow's own Prefect API (the
+    serialised context carries the API settings, so workers start no server of their own).
+    """
+    if cfg.kind == "none":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.kind == "address":
+        if not cfg.address:
+            raise ValueError("cluster kind 'address' needs cluster.address (tcp://host:8786)")
+        return DaskTaskRunner(address=cfg.address)
+    n_workers, threads = default_workers(cfg)
+    if cfg.kind == "local":
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": n_workers,
+                "threads_per_worker": threads,
+                "processes": True,
+                "resources": GPU_RESOURCE,
+                "dashboard_address": None,
+            },
+        )
+    if cfg.kind == "local_cuda":
+        try:
+            import dask_cuda  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                "cluster kind 'local_cuda' needs dask-cuda: pip install 'ptyflow[gpu]'"
+            ) from exc
+        # One worker per visible GPU; each advertises GPU=1 like the CPU workers.
+        return DaskTaskRunner(
+            cluster_class="dask_cuda.LocalCUDACluster",
+            cluster_kwargs={"resources": GPU_RESOURCE, "dashboard_address": None},
+        )
+    raise ValueError(f"unknown cluster kind {cfg.kind!r}")

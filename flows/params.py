@@ -1,0 +1,204 @@
+"""Typed parameters of every flow: the Prefect UI renders them as forms, the CLI loads them
+from YAML (``PipelineParams.from_yaml``), and ``PTYFLOW__...`` environment variables
+override single fields (``PTYFLOW__ENGINE__EPOCHS=20``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestParams(_Params):
+    """Reading the raw dataset into the run store (format chosen by extension/content)."""
+
+    z1: float | None = Field(
+        None, description="Focus-to-sample distance in metres (cone-beam near-field data).", gt=0
+    )
+    options: dict[str, float | int | str] = Field(
+        default_factory=dict,
+        description="Further reader options, e.g. step_size for 4D-STEM (see storage.readers).",
+    )
+
+    def reader_options(self) -> dict:
+        return {**self.options, **({"z1": self.z1} if self.z1 is not None else {})}
+
+
+class SubsampleParams(_Params):
+    """Sparse-scan selection; the kept indices are stored with every result."""
+
+    method: Literal["all", "fraction", "stride", "overlap"] = Field(
+        "all", description="all frames, a random fraction, a raster stride, or a target overlap"
+    )
+    fraction: float = Field(1.0, gt=0, le=1, description="Fraction of frames kept ('fraction').")
+    stride: int = Field(1, ge=1, description="Keep every n-th raster row and column ('stride').")
+    overlap: float | None = Field(
+        None, ge=0, lt=1, description="Target linear overlap of kept positions ('overlap')."
+    )
+    seed: int = Field(0, description="Random seed of the selection.")
+
+
+class CalibrationParams(_Params):
+    """Priors the engines start from (and the RNF residuals are learned on top of)."""
+
+    probe: Literal["data", "mean_pattern", "physical", "gaussian"] = Field(
+        "data",
+        description="'data': the dataset's probe if it has one, else the mean-pattern "
+        "estimate; 'physical': from the stored beam parameters; 'gaussian': a Gaussian guess.",
+    )
+    object: Literal["uniform", "epie", "rpie"] = Field(
+        "uniform", description="Object prior: uniform, or a quick ePIE/rPIE run."
+    )
+    prior_iterations: int = Field(10, ge=1, description="Iterations of the quick prior run.")
+
+
+class TilingParams(_Params):
+    """How the field is split into independent reconstruction tasks."""
+
+    grid: tuple[int, int] = Field((1, 1), description="Tiles along (y, x).")
+    margin: float | None = Field(
+        None,
+        ge=0,
+        description="Overlap margin: probe widths (scanning modalities) or detector pixels "
+        "(coded, Fourier). Default per modality.",
+    )
+
+
+class EngineParams(_Params):
+    """The reconstruction engine and its main settings."""
+
+    engine: Literal["rnf", "epie", "rpie"] = Field("rnf", description="Reconstruction engine.")
+    epochs: int = Field(50, ge=1, description="Epochs (RNF) or iterations (PIE).")
+    batch_size: int | None = Field(
+        None, ge=1, description="Frames per update (default: the engine's own)."
+    )
+    learn_positions: bool = Field(False, description="Correct scan positions jointly.")
+    learn_probe: bool = Field(True, description="Update the probe (or pupil).")
+    alpha: float | None = Field(None, gt=0, le=1, description="PIE object step (rPIE alpha).")
+    beta: float | None = Field(None, gt=0, le=1, description="PIE probe step.")
+    mu: float | None = Field(None, ge=0, description="RNF wavelet-sparsity weight (paper: 0.1).")
+    loss: Literal["huber", "l1", "l2", "gradient", "poisson"] | None = Field(
+        None, description="RNF data term (default: the engine's own)."
+    )
+    seed: int = Field(0, description="Seed for initialisation and frame order.")
+    options: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Further engine options by name (expert use)."
+    )
+
+    def settings(self) -> dict:
+        """The settings dict of :func:`ptytasks.engines.registry.run_engine`."""
+        s = {"epochs": self.epochs, "learn_positions": self.learn_positions,
+             "learn_probe": self.learn_probe, "seed": self.seed}  # fmt: skip
+        per_engine = {"batch_size": self.batch_size}
+        if self.engine == "rnf":
+            per_engine.update(mu=self.mu, loss=self.loss)
+        else:
+            per_engine.update(alpha=self.alpha, beta=self.beta)
+        s.update({k: v for k, v in per_engine.items() if v is not None})
+        s.update(self.options)
+        return s
+
+
+class EvaluationParams(_Params):
+    """Quality metrics of the stitched result."""
+
+    threshold: Literal["halfbit", "1/7"] = Field("halfbit", description="FRC threshold.")
+    half_data: bool = Field(
+        False,
+        description="Also reconstruct two interleaved halves of the data for a half-data FRC "
+        "(always done when the dataset has no ground truth and this is set).",
+    )
+
+
+class ClusterParams(_Params):
+    """Where the tiles run."""
+
+    kind: Literal["local", "local_cuda", "address", "none"] = Field(
+        "local",
+        description="'local': a CPU distributed.LocalCluster; 'local_cuda': dask_cuda's "
+        "LocalCUDACluster (gpu extra); 'address': an existing scheduler; 'none': in-process.",
+    )
+    address: str | None = Field(None, description="Scheduler address for kind='address'.")
+    n_workers: int | None = Field(None, ge=1, description="Workers (default: by machine).")
+    threads_per_worker: int | None = Field(None, ge=1, description="Threads per worker.")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads per worker.")
+
+
+class PipelineParams(_Params):
+    """The whole pipeline: ingest -> subsample -> calibrate -> reconstruct -> stitch -> eval."""
+
+    input: str = Field(..., description="Raw dataset (any format the readers take).")
+    store: str = Field(..., description="Run store path (a Zarr v3 directory).")
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    subsample: SubsampleParams = Field(default_factory=SubsampleParams)
+    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
+    tiling: TilingParams = Field(default_factory=TilingParams)
+    engine: EngineParams = Field(default_factory=EngineParams)
+    evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
+    cluster: ClusterParams = Field(default_factory=ClusterParams)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> PipelineParams:
+        """Load from a YAML file, then apply ``PTYFLOW__A__B`` env vars and ``overrides``.
+
+        Raises
+        ------
+        ConfigError
+            Missing, unreadable or invalid file (naming the file and the field).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of parameters")
+        return cls.from_mapping(raw, source=str(path), **overrides)
+
+    @classmethod
+    def from_mapping(cls, raw: dict, *, source: str = "parameters", **overrides) -> PipelineParams:
+        """Validate a mapping with env-var and keyword overrides applied on top."""
+        merged = _deep_merge(_deep_merge(dict(raw), env_overrides()), overrides)
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"{source}: invalid configuration: {fields}") from None
+
+
+class ConfigError(ValueError):
+    """A configuration file or parameter set that cannot be used."""
+
+
+def env_overrides(prefix: str = "PTYFLOW__") -> dict:
+    """Nested mapping from ``PTYFLOW__SECTION__FIELD=value`` variables (YAML-parsed)."""
+    out: dict = {}
+    for key, value in os.environ.items():
+        if not key.startswith(prefix):
+            continue
+        parts = [p.lower() for p in key[len(prefix) :].split("__") if p]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out

@@ -1,0 +1,258 @@
+"""The pipeline's stages as plain functions: run-store path and parameters in, a small
+JSON-able reference out. Prefect tasks (``flows.tasks``) wrap them one to one; tests call
+them directly. Every stage is a resumable step of the run store (``storage.atomic``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from flows.params import (
+    CalibrationParams,
+    EngineParams,
+    EvaluationParams,
+    IngestParams,
+    SubsampleParams,
+    TilingParams,
+)
+from storage import layout as L
+from storage.atomic import fingerprint
+from storage.store import RunStore
+
+log = logging.getLogger("ptyflow")
+Progress = Callable[[int, dict], object]
+
+TILING = "tiling"
+
+
+def _store(path: str, mode: str = "a") -> RunStore:
+    return RunStore(path, mode=mode)
+
+
+# ----------------------------------------------------------------------------- ingest
+def ingest(input_path: str, store_path: str, params: IngestParams) -> dict:
+    """Stream the raw dataset into ``raw/`` (skipped when the source is unchanged)."""
+    store = _store(store_path)
+    key = store.ingest(input_path, **params.reader_options())
+    g = store.root[L.RAW]
+    return {"step": L.RAW, "key": key, "n_frames": int(g["frames"].shape[0]),
+            "modality": g.attrs["modality"]}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- subsample
+def subsample(store_path: str, params: SubsampleParams) -> dict:
+    """Choose the kept frames; store their indices as step ``subsample``."""
+    from ptytasks.subsample import subsample as choose
+
+    store = _store(store_path)
+    raw = store.root[L.RAW]
+    n = int(raw["frames"].shape[0])
+    if "positions" in raw:
+        positions = raw["positions"][...]
+    elif "wavevectors" in raw:
+        positions = raw["wavevectors"][...]
+    else:
+        positions = np.zeros((n, 2))
+    diameter = float(min(raw["frames"].shape[1:])) / 2  # probe footprint ~ half the window
+    kept = choose(positions, method=params.method, fraction=params.fraction,
+                  stride=params.stride, overlap=params.overlap, probe_diameter=diameter,
+                  seed=params.seed)  # fmt: skip
+    key = store.write_subsample(kept, fingerprint(params.model_dump()), method=params.method)
+    return {"step": L.SUBSAMPLE, "key": key, "n_kept": int(len(kept)), "n_frames": n}
+
+
+# ----------------------------------------------------------------------------- calibrate
+def calibrate(store_path: str, params: CalibrationParams) -> dict:
+    """Probe prior (and Fourier pupil prior) as step ``priors``."""
+    from ptytasks.calibration import probe_prior
+
+    store = _store(store_path)
+    fp = fingerprint(params.model_dump())
+    if store.is_complete(L.PRIORS, fp):
+        return {"step": L.PRIORS, "skipped": True}
+    data = store.read_raw(subsample=True)
+    probe = probe_prior(data, params.probe)
+    key = store.write_group(L.PRIORS, {"probe": probe}, fp, depends_on=[L.SUBSAMPLE],
+                            attrs={"probe_source": params.probe})  # fmt: skip
+    return {"step": L.PRIORS, "key": key}
+
+
+# ----------------------------------------------------------------------------- tiling
+def plan(store_path: str, params: TilingParams) -> list[dict]:
+    """Plan tiles for the subsampled data; stored as step ``tiling`` (its attrs)."""
+    from ptytasks.tiling import Tile, plan_tiles
+
+    store = _store(store_path)
+    fp = fingerprint(params.model_dump())
+    if store.is_complete(TILING, fp):
+        return list(store.root[TILING].attrs["tiles"])
+    data = store.read_raw(lazy=True, subsample=True)
+    tiles = [t.to_dict() for t in plan_tiles(data, tuple(params.grid), margin=params.margin)]
+    with store.step(TILING, fp, depends_on=[L.SUBSAMPLE]) as st:
+        if not st.done:
+            st.set_attrs(tiles=tiles)
+    assert all(Tile.from_dict(t) for t in tiles)
+    return tiles
+
+
+# ----------------------------------------------------------------------------- reconstruct
+def tile_step(tile_id: str, half: str = "") -> str:
+    """Store group of a tile's reconstruction (``half``: '', 'a' or 'b' for half-data)."""
+    return f"{L.RECONSTRUCT}{'_' + half if half else ''}/{tile_id}"
+
+
+def reconstruct_tile(
+    store_path: str,
+    tile: dict,
+    engine: EngineParams,
+    calibration: CalibrationParams,
+    *,
+    half: str = "",
+    torch_threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Reconstruct one tile and write it as step ``reconstruct[_half]/<tile_id>``.
+
+    Skipped when the step is complete with the same tile, engine and priors. The engine's
+    checkpoint lives beside the store, so a worker killed mid-tile resumes it.
+    """
+    import torch
+
+    from ptytasks.calibration import object_prior, tile_weight
+    from ptytasks.engines.registry import run_engine
+    from ptytasks.metrics.frc import half_split_indices
+    from ptytasks.tiling import Tile, tile_dataset
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    store = _store(store_path)
+    name = tile_step(tile["tile_id"], half)
+    fp = fingerprint(tile, engine.model_dump(), calibration.model_dump(), half)
+    if store.is_complete(name, fp):
+        return {"step": name, "skipped": True}
+    t0 = time.perf_counter()
+    data = store.read_raw(subsample=True)
+    t = Tile.from_dict(tile)
+    sub = tile_dataset(data, t)
+    if half:
+        a, b = half_split_indices(
+            sub.positions_px if sub.positions_px is not None else sub.n_frames
+        )
+        sub = sub.subset(a if half == "a" else b)
+    probe = store.read_array(f"{L.PRIORS}/probe") if store.exists(f"{L.PRIORS}/probe") else None
+    if probe is not None and t.frame_crop is not None and probe.shape == data.frame_shape:
+        y0, y1, x0, x1 = t.frame_crop
+        probe = probe[y0:y1, x0:x1]
+    obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations)
+    ckpt = Path(f"{store_path}.checkpoints") / f"{name.replace('/', '__')}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    result = run_engine(
+        engine.engine, sub, engine.settings(), object_prior=obj0, probe_prior=probe,
+        callback=progress, checkpoint=str(ckpt) if engine.engine == "rnf" else None,
+    )  # fmt: skip
+    weight = tile_weight(sub, result)
+    arrays = {"object": result.object, "weight": weight, "probe": result.probe,
+              "loss": np.asarray(result.loss_history, np.float64),
+              "positions": result.positions_px, "pupil": result.pupil,
+              "wavevectors": result.wavevectors}  # fmt: skip
+    attrs = {"origin": list(t.object_origin), "tile": tile, "engine": engine.engine,
+             "params": {k: v for k, v in result.params.items() if np.ndim(v) == 0},
+             "seconds": time.perf_counter() - t0}  # fmt: skip
+    key = store.write_group(name, arrays, fp, depends_on=[L.PRIORS, TILING], attrs=attrs)
+    if ckpt.exists():
+        os.remove(ckpt)
+    return {"step": name, "key": key, "seconds": attrs["seconds"], "skipped": False,
+            "final_loss": result.final_loss}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- stitch
+def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -> dict:
+    """Align tiles (least squares over the overlap graph), blend them shard by shard into
+    ``mosaic[_half]`` and build its pyramid; each shard has exactly one writer."""
+    from ptytasks.stitching import mosaic_shape, solve_corrections
+    from ptytasks.tiling import Tile
+    from storage.mosaic import MosaicWriter
+
+    store = _store(store_path)
+    name = f"{L.MOSAIC}{'_' + half if half else ''}"
+    steps = [tile_step(t["tile_id"], half) for t in tiles]
+    fp = fingerprint(steps, [store.marker(s)["key"] for s in steps])
+    if store.is_complete(name, fp):
+        return {"step": name, "skipped": True}
+    tl = [Tile.from_dict(t) for t in tiles]
+    corrections = solve_corrections(tl, _TileLoader(store_path, half))
+    shape = mosaic_shape(tl)
+    raw = store.root[L.RAW].attrs
+    with store.step(name, fp, depends_on=steps) as st:
+        if not st.done:
+            w = MosaicWriter.create(store, shape, pixel_size=raw["pixel_size"], name=name)
+            corr = {k: v.to_dict() for k, v in corrections.items()}
+            jobs = w.shards()
+            args = (store_path, tiles, corr, half, name)
+            if client is None:
+                for s in jobs:
+                    _stitch_shard(s, *args)
+            else:
+                client.gather(client.map(_stitch_shard, jobs, *[[a] * len(jobs) for a in args],
+                                         pure=False))  # fmt: skip
+            w.build_pyramid(client=client)
+            st.set_attrs(corrections=corr)
+    return {"step": name, "shape": list(shape), "n_tiles": len(tiles)}
+
+
+class _TileLoader:
+    """``tile_id -> (object, weight)`` read from the store (picklable for Dask)."""
+
+    def __init__(self, store_path: str, half: str):
+        self.store_path, self.half = store_path, half
+
+    def __call__(self, tile_id: str):
+        g = RunStore(self.store_path, "r").root[tile_step(tile_id, self.half)]
+        return g["object"][...], g["weight"][...]
+
+
+def _stitch_shard(shard, store_path, tiles, corr, half, name) -> None:
+    from ptytasks.stitching import TileCorrection, stitch_region
+    from ptytasks.tiling import Tile
+    from storage.mosaic import MosaicWriter
+
+    ys, xs = shard
+    box = (ys.start, ys.stop, xs.start, xs.stop)
+    tl = [Tile.from_dict(t) for t in tiles]
+    c = {k: TileCorrection.from_dict(v) for k, v in corr.items()}
+    obj, weight = stitch_region(box, tl, _TileLoader(store_path, half), c, fill=1.0)
+    MosaicWriter(store_path, name).write_region(ys.start, xs.start, obj, weight)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | None = None) -> dict:
+    """Metrics of the stitched object (vs ground truth, and/or half-data FRC) as step
+    ``metrics``; preview PNGs of amplitude and phase written beside the store."""
+    from ptytasks.evaluation import evaluate_mosaic, write_previews
+
+    store = _store(store_path)
+    deps = [s for s in (L.MOSAIC, f"{L.MOSAIC}_a", f"{L.MOSAIC}_b") if store.is_complete(s)]
+    fp = fingerprint(params.model_dump(), [store.marker(d)["key"] for d in deps])
+    if store.is_complete(L.METRICS, fp):
+        return dict(store.root[L.METRICS].attrs["values"])
+    mosaic = store.read_array(f"{L.MOSAIC}/level_0/object")
+    weight = store.read_array(f"{L.MOSAIC}/level_0/weight")
+    truth = store.read_array(f"{L.TRUTH}/object") if store.exists(f"{L.TRUTH}/object") else None
+    halves = None
+    if f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps:
+        halves = tuple(store.read_array(f"{L.MOSAIC}_{h}/level_0/object") for h in "ab")
+    px = float(store.root[L.RAW].attrs["pixel_size"])
+    values = evaluate_mosaic(mosaic, weight, truth=truth, halves=halves, pixel_size=px,
+                             threshold=params.threshold)  # fmt: skip
+    out_dir = Path(preview_dir or Path(store_path).parent)
+    previews = write_previews(mosaic, weight, out_dir, stem=Path(store_path).stem)
+    with store.step(L.METRICS, fp, depends_on=deps) as st:
+        if not st.done:
+            st.set_attrs(values=values, previews=[str(p) for p in previews])
+    return values

@@ -1,0 +1,95 @@
+"""One entry point for every engine: ``run_engine(name, data, settings)``.
+
+The pipeline (and the CLI) pick engines by name; this module maps generic settings onto
+each engine's typed options, so the flows never import an engine directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from ptytasks.data import PtychoData
+from ptytasks.engines.result import ReconstructionResult
+
+ENGINES = ("rnf", "epie", "rpie")
+
+
+def _options(cls, settings: dict, mapping: dict):
+    """``cls`` built from ``mapping`` plus the ``settings`` keys that are its fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(settings) - names - set(_GENERIC)
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__} has no option(s) {sorted(unknown)}; known: {sorted(names)}"
+        )
+    kw = {k: v for k, v in mapping.items() if k in names}
+    kw.update({k: v for k, v in settings.items() if k in names})
+    return cls(**kw)
+
+
+# Settings every engine understands (mapped onto each engine's own names).
+_GENERIC = ("epochs", "learn_positions", "learn_probe")
+
+
+def run_engine(
+    name: str,
+    data: PtychoData,
+    settings: dict | None = None,
+    *,
+    object_prior: np.ndarray | None = None,
+    probe_prior: np.ndarray | None = None,
+    callback: Callable[[int, dict], object] | None = None,
+    checkpoint: str | None = None,
+) -> ReconstructionResult:
+    """Reconstruct ``data`` with engine ``name``.
+
+    Parameters
+    ----------
+    name : {"rnf", "epie", "rpie"}
+        Fourier-ptychography data runs ``epie``/``rpie`` as the Fourier PIE form.
+    settings : dict
+        ``epochs``, ``learn_positions``, ``learn_probe`` plus any field of the engine's
+        options dataclass (``batch_size``, ``alpha``, ``mu``, ``loss``, ``seed``, ...).
+    object_prior, probe_prior : arrays, optional
+        Starting object and probe (the priors the RNF residuals are learned on).
+    callback : ``callback(epoch, info)`` progress hook.
+    checkpoint : path for the RNF engine's resumable state.
+    """
+    s = dict(settings or {})
+    epochs = int(s.get("epochs", 50))
+    learn_pos = bool(s.get("learn_positions", False))
+    learn_probe = bool(s.get("learn_probe", True))
+    if name in ("epie", "rpie"):
+        if data.modality == "fourier":
+            from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
+            from ptytasks.engines.options import FourierPIEOptions
+
+            opts = _options(
+                FourierPIEOptions,
+                s,
+                {"variant": name, "iterations": epochs, "update_pupil": learn_probe},
+            )
+            return reconstruct_fourier_pie(data, opts, object_init=object_prior, callback=callback)
+        from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
+        from ptytasks.engines.pie import reconstruct_pie
+
+        opts = _options(PIEOptions, s, {
+            "variant": name, "iterations": epochs, "update_probe": learn_probe,
+            "position_correction": PositionCorrectionOptions() if learn_pos else None,
+        })  # fmt: skip
+        return reconstruct_pie(
+            data, opts, object_init=object_prior, probe_init=probe_prior, callback=callback
+        )
+    if name == "rnf":
+        from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
+
+        opts = _options(RNFOptions, s, {"epochs": epochs, "learn_positions": learn_pos,
+                                        "learn_probe": learn_probe})  # fmt: skip
+        return reconstruct_rnf(
+            data, opts, object_prior=object_prior, probe_prior=probe_prior,
+            callback=callback, checkpoint=checkpoint,
+        )  # fmt: skip
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

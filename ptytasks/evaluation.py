@@ -1,0 +1,85 @@
+"""Quality of a stitched reconstruction: against ground truth, or between two
+reconstructions from interleaved halves of the data; preview images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ptytasks.metrics.errors import quality_report
+from ptytasks.metrics.frc import frc
+
+
+def trusted_mask(weight: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Pixels whose illumination weight is at least ``fraction`` of the maximum."""
+    return (
+        weight >= fraction * float(weight.max())
+        if weight.size and weight.max() > 0
+        else (np.zeros(weight.shape, bool))
+    )
+
+
+def evaluate_mosaic(
+    mosaic: np.ndarray,
+    weight: np.ndarray,
+    *,
+    truth: np.ndarray | None = None,
+    halves: tuple[np.ndarray, np.ndarray] | None = None,
+    pixel_size: float | None = None,
+    threshold: str = "halfbit",
+) -> dict[str, float]:
+    """Metrics as a flat dict of floats.
+
+    Parameters
+    ----------
+    mosaic, weight : the stitched object and its blending weight (same shape)
+    truth : ground-truth object on the same pixel grid (origin at the mosaic's [0, 0])
+    halves : two half-data mosaics for the half-data FRC
+    pixel_size : metres per pixel, for resolutions in metres
+    threshold : FRC threshold, ``"halfbit"`` or ``"1/7"``
+    """
+    mask = trusted_mask(weight)
+    out: dict[str, float] = {"trusted_pixels": float(mask.sum())}
+    if truth is not None:
+        h = min(truth.shape[0], mosaic.shape[0])
+        w = min(truth.shape[1], mosaic.shape[1])
+        rep = quality_report(mosaic[:h, :w], truth[:h, :w], mask[:h, :w],
+                             pixel_size=pixel_size, threshold=threshold)  # fmt: skip
+        out.update({f"truth_{k}": float(v) for k, v in rep.items()})
+    if halves is not None:
+        a, b = halves
+        res = frc(a, b, mask=mask).resolution(threshold, pixel_size)
+        out["halfdata_frc_resolution"] = float(res.freq)
+        out["halfdata_frc_resolution_m"] = float(res.length_m) if res.length_m else float("nan")
+    return out
+
+
+def write_previews(
+    mosaic: np.ndarray, weight: np.ndarray, out_dir: Path, *, stem: str
+) -> list[Path]:
+    """Amplitude and phase PNGs of the trusted region; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask = trusted_mask(weight)
+    paths = []
+    for part, img, cmap in (("amplitude", np.abs(mosaic), "gray"),
+                            ("phase", np.angle(mosaic), "twilight")):  # fmt: skip
+        shown = np.where(mask, img, np.nan)
+        fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+        vals = img[mask] if mask.any() else img.ravel()
+        lo, hi = np.percentile(vals, [1, 99]) if vals.size else (0, 1)
+        im = ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi)
+        ax.set_title(f"{stem}: {part}")
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        path = out_dir / f"{stem}_{part}.png"
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

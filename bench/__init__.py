@@ -1,0 +1,1 @@
+"""Benchmarks of ptyflow; each writes JSON with machine info to ``bench/results/``."""

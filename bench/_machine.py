@@ -1,0 +1,80 @@
+"""Machine description recorded with every benchmark result.
+
+``machine_info()`` returns host name, CPU model, core counts, RAM, OS, Python and library
+versions, and the GPU (via torch, if CUDA is available). Only standard-library calls and
+already-installed packages are used; missing pieces are reported as ``None``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import sys
+from importlib import metadata
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu() -> list[dict] | None:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return [
+            {"name": torch.cuda.get_device_name(i),
+             "memory_bytes": torch.cuda.get_device_properties(i).total_memory}
+            for i in range(torch.cuda.device_count())
+        ]  # fmt: skip
+    except Exception:  # noqa: BLE001 - a broken CUDA setup must not break a benchmark
+        return None
+
+
+def machine_info(packages=("numpy", "zarr", "h5py", "xarray", "dask", "torch", "scipy")) -> dict:
+    """A JSON-able description of this machine and software stack."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {
+        "hostname": socket.gethostname(),
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_available": affinity,
+        "ram_bytes": _ram_bytes(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "versions": {p: _version(p) for p in packages},
+        "gpu": _gpu(),
+    }
+
+
+def host_tag() -> str:
+    """A file-name-safe short host name."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]

@@ -1,0 +1,162 @@
+"""Atomic, resumable steps: fingerprints and completion markers.
+
+A *step* is one group of the run store (``raw``, ``reconstruct/tile_003``, ...). It is
+written in three phases:
+
+1. any old completion marker is removed (one atomic rewrite of the group's ``zarr.json``),
+   then the old group is deleted;
+2. the step writes its arrays;
+3. the marker ``ptyflow_step`` is added to the group's attributes -- again one atomic
+   rewrite of ``zarr.json`` (Zarr's local store writes to a temporary file and renames).
+
+A reader that finds the marker therefore sees every array of the step in full; a writer
+killed at any point leaves no marker, and a re-run starts the step afresh.
+
+The marker holds the step's own fingerprint (a hash of its inputs and parameters) and the
+*keys* of the steps it depends on. A step's key hashes its fingerprint together with its
+upstream keys, so changing one parameter changes the key of that step and of everything
+downstream of it -- and of nothing upstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import PurePath
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from storage.errors import DataError
+from storage.layout import STEP_ATTR
+
+if TYPE_CHECKING:  # pragma: no cover
+    from storage.store import RunStore
+
+__all__ = ["fingerprint", "Step"]
+
+
+def _feed(h, v) -> None:
+    if isinstance(v, np.ndarray) or (hasattr(v, "__array__") and hasattr(v, "shape")):
+        a = np.ascontiguousarray(np.asarray(v))
+        h.update(f"nd:{a.dtype.str}:{a.shape}:".encode())
+        h.update(a.tobytes())
+    elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+        h.update(f"dc:{type(v).__name__}:".encode())
+        for f in dataclasses.fields(v):
+            h.update(f.name.encode())
+            _feed(h, getattr(v, f.name))
+    elif isinstance(v, dict):
+        h.update(b"{")
+        for k in sorted(v, key=str):
+            h.update(str(k).encode() + b":")
+            _feed(h, v[k])
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[")
+        for x in v:
+            _feed(h, x)
+        h.update(b"]")
+    elif isinstance(v, float):
+        h.update(f"f:{v!r}".encode())  # repr is exact for floats
+    elif isinstance(v, (np.generic,)):
+        _feed(h, v.item())
+    elif isinstance(v, PurePath):
+        h.update(f"path:{os.fspath(v)}".encode())
+    else:
+        h.update(f"{type(v).__name__}:{json.dumps(v, default=str)}".encode())
+
+
+def fingerprint(*parts) -> str:
+    """Hex SHA-256 of ``parts``: numbers, strings, paths, dicts, lists, arrays, dataclasses.
+
+    Dict order does not matter; float values are hashed exactly (``repr``).
+    """
+    h = hashlib.sha256()
+    for p in parts:
+        _feed(h, p)
+    return h.hexdigest()
+
+
+def step_key(own: str, upstream: dict[str, str]) -> str:
+    """The key of a step: its fingerprint plus the keys of its direct upstream steps."""
+    return fingerprint(own, dict(sorted(upstream.items())))
+
+
+class Step:
+    """Context manager for writing one step; obtained from :meth:`RunStore.step`.
+
+    Attributes
+    ----------
+    name : str
+        Group path of the step.
+    done : bool
+        True when the step was already complete with the same key: the body should skip
+        its work (writes raise).
+    key : str
+        Fingerprint of this step and all of its upstream steps.
+    """
+
+    def __init__(self, store: RunStore, name: str, fp, depends_on: Iterable[str] = ()):
+        self.store = store
+        self.name = name.strip("/")
+        self.fingerprint = fp if isinstance(fp, str) else fingerprint(fp)
+        self.depends_on = tuple(depends_on)
+        self.done = False
+        self.key = ""
+        self._upstream: dict[str, str] = {}
+
+    def __enter__(self) -> Step:
+        for dep in self.depends_on:
+            if not self.store.is_complete(dep):
+                raise DataError(
+                    self.store.path,
+                    dep,
+                    f"step {self.name!r} depends on {dep!r}, which is not complete (run it first)",
+                )
+            self._upstream[dep] = self.store.marker(dep)["key"]
+        self.key = step_key(self.fingerprint, self._upstream)
+        m = self.store.marker(self.name)
+        if m is not None and m.get("key") == self.key and self.store.is_complete(self.name):
+            self.done = True
+            return self
+        self.store._reset_group(self.name)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None and not self.done:
+            marker = {
+                "fingerprint": self.fingerprint,
+                "key": self.key,
+                "depends_on": self._upstream,
+                "completed_at": _dt.datetime.now(_dt.UTC).isoformat(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+            # Written last: one atomic rewrite of the group's zarr.json.
+            self.store.group(self.name).attrs[STEP_ATTR] = marker
+        return False
+
+    # Convenience pass-throughs, refusing writes into a step that is already complete.
+    def _check(self) -> None:
+        if self.done:
+            raise RuntimeError(f"step {self.name!r} is already complete; skip its body")
+
+    def write_array(self, name: str, array, dims=None, **kw):
+        """:meth:`RunStore.write_array` into this step's group."""
+        self._check()
+        return self.store.write_array(self.name, name, array, dims=dims, **kw)
+
+    def set_attrs(self, **attrs) -> None:
+        """Add JSON-compatible attributes to the step group (before completion)."""
+        self._check()
+        self.store.group(self.name).attrs.update(attrs)
+
+    @property
+    def group(self):
+        return self.store.group(self.name)

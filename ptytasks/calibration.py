@@ -23,52 +23,160 @@ def mean_pattern_probe(data: PtychoData) -> np.ndarray:
     return initial_probe(data, model, torch.device("cpu"), torch.complex64).numpy()
 
 
+def physical_probe(data: PtychoData) -> np.ndarray:
+    """Probe from the beam parameters in ``data.params`` (SI units).
+
+    Electron: ``voltage`` [V], ``convergence_semiangle`` [rad], optional ``defocus`` [m] and
+    ``cs`` [m]. X-ray zone plate: ``zp_diameter`` [m], ``zp_outer_zone`` [m], optional
+    ``defocus`` [m] and ``zp_central_stop`` (fraction). Scaled to the mean frame counts.
+    """
+    from ptytasks.physics.probes import electron_probe, zone_plate_probe
+
+    prm = data.params
+    if "voltage" in prm and "convergence_semiangle" in prm:
+        ab = {"cs": prm["cs"]} if "cs" in prm else None
+        p = electron_probe(data.frame_shape, data.pixel_size, prm["voltage"],
+                           prm["convergence_semiangle"], prm.get("defocus", 0.0), ab)  # fmt: skip
+    elif "zp_diameter" in prm and "zp_outer_zone" in prm:
+        p = zone_plate_probe(data.frame_shape, data.pixel_size, data.wavelength,
+                             prm["zp_diameter"], prm["zp_outer_zone"], prm.get("defocus", 0.0),
+                             prm.get("zp_central_stop", 0.0))  # fmt: skip
+    else:
+        raise ValueError(
+            "probe prior 'physical' needs params voltage + convergence_semiangle (electron) or "
+            f"zp_diameter + zp_outer_zone (X-ray zone plate); the dataset has {sorted(prm)}"
+        )
+    p = p.numpy().astype(np.complex64)
+    # Probes are normalised to unit power; the frames give the counts per frame.
+    return p * np.sqrt(float(np.mean(np.sum(data.frames, axis=(1, 2)))) / np.sum(np.abs(p) ** 2))
+
+
 def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
     """The probe prior of ``data`` (None for Fourier ptychography, which has a pupil).
 
     Parameters
     ----------
-    source : {"data", "mean_pattern"}
-        ``data``: the dataset's own probe when it has one, else the mean-pattern probe.
+    source : {"data", "mean_pattern", "physical"}
+        ``data``: the dataset's own probe when it has one, else the mean-pattern probe;
+        ``physical``: :func:`physical_probe`.
     """
     if data.modality == "fourier":
         return None
     if source == "data" and data.probe is not None:
         return np.asarray(data.probe, np.complex64)
+    if source == "physical":
+        return physical_probe(data)
     if data.modality == "coded":
         # Full-frame illumination: a plane wave carrying the mean counts per pixel.
         return np.full(data.frame_shape, np.sqrt(float(np.mean(data.frames))), np.complex64)
     if source in ("data", "mean_pattern"):
         return mean_pattern_probe(data).astype(np.complex64)
-    raise ValueError(f"unknown probe prior {source!r}; use 'data' or 'mean_pattern'")
+    raise ValueError(f"unknown probe prior {source!r}; use 'data', 'mean_pattern' or 'physical'")
 
 
-def object_prior(
-    data: PtychoData, probe: np.ndarray | None, kind: str = "uniform", iterations: int = 10
+def fit_zernike(pupil: np.ndarray, n_terms: int = 15) -> np.ndarray:
+    """Least-squares Zernike coefficients (Noll 1..n, radians) of a pupil's phase.
+
+    The disk is the pupil's support (``|P| > 0``), its radius the support's extent; the
+    phase is unwrapped inside it first, so aberrations of several waves fit too.
+    """
+    from skimage.restoration import unwrap_phase
+
+    from ptytasks.physics.zernike import zernike_basis
+
+    support = np.abs(pupil) > 1e-6 * np.abs(pupil).max()
+    yy, xx = np.nonzero(support)
+    cy, cx = yy.mean(), xx.mean()
+    radius = np.sqrt(support.sum() / np.pi)  # the disk's area fixes its radius best
+    phase = unwrap_phase(np.ma.masked_array(np.angle(pupil), ~support)).filled(0)
+    basis = zernike_basis(pupil.shape, radius, n_terms, center=(cy, cx), dtype=torch.float64)
+    a = basis.numpy()[:, support].T
+    coef, *_ = np.linalg.lstsq(a, phase[support], rcond=None)
+    return coef
+
+
+def pupil_prior(
+    data: PtychoData,
+    measured: np.ndarray | None = None,
+    *,
+    measured_wavelength: float | None = None,
+    n_terms: int = 15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fourier-ptychography pupil prior: the NA disc (with the stored defocus) times the
+    Zernike fit of a measured pupil, transferred in normalised pupil coordinates.
+
+    Parameters
+    ----------
+    measured : complex ``(my, mx)`` or None
+        A pre-calibrated pupil (e.g. ``blood_aberration.mat``'s ``aberration``).
+    measured_wavelength : float
+        Its wavelength, metres: the optical path difference is the same, so the phase
+        scales by ``measured_wavelength / data.wavelength``.
+
+    Returns
+    -------
+    pupil : complex64 ``data.frame_shape``, centred
+    zernike : float64 ``(n_terms,)`` coefficients in radians at ``data.wavelength``
+    """
+    from ptytasks.engines.fourier_pie import fourier_model_from_data
+
+    model = fourier_model_from_data(data)
+    coef = np.zeros(model.zernike.numel())
+    if measured is not None:
+        fit = fit_zernike(np.asarray(measured), n_terms)
+        fit[0] = 0.0  # piston is a global phase
+        scale = (measured_wavelength or data.wavelength) / data.wavelength
+        coef[: min(len(coef), len(fit))] = scale * fit[: len(coef)]
+    with torch.no_grad():
+        model.zernike.copy_(torch.as_tensor(coef, dtype=model.zernike.dtype))
+        pupil = model.pupil_function().numpy().astype(np.complex64)
+    return pupil, coef
+
+
+def surface_from_reference(
+    reference: PtychoData,
+    specimen: np.ndarray | None = None,
+    *,
+    iterations: int = 50,
+    illumination: np.ndarray | None = None, momentum: bool = True,
 ) -> np.ndarray:
-    """Object prior on ``data.object_shape``: ones (free space), or a short ePIE/rPIE run."""
-    if kind == "uniform":
-        return np.ones(data.object_shape, np.complex64)
-    if kind in ("epie", "rpie"):
-        from ptytasks.engines.registry import run_engine
+    """Calibrate a coded surface from a dataset of a known, weak reference specimen.
 
-        res = run_engine(kind, data, {"epochs": iterations}, probe_prior=probe)
-        return np.asarray(res.object, np.complex64)
-    raise ValueError(f"unknown object prior {kind!r}; use uniform, epie or rpie")
+    With the specimen and illumination fixed, the wave reaching the surface, ``u_i``, is
+    known for every frame; each iteration replaces the predicted amplitudes at the pixels
+    by the measured ones, propagates back to the surface plane (``psi_i'``) and solves
+    ``S = sum_i conj(u_i) psi_i' / sum_i |u_i|^2`` -- the PIE probe step over all frames at
+    once. The result is stored as the surface prior of later runs.
 
+    Parameters
+    ----------
+    specimen : complex object on ``reference.object_shape`` (default: blank, ones)
+    illumination : complex ``frame_shape`` (default: plane wave of the mean counts)
+    """
+    from ptytasks.physics.models.coded import Coded
 
-def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
-    """How strongly each object pixel of a tile was illuminated: ``sum_i |P(r - p_i)|^2``
-    for scanning modalities, the number of frames seeing a pixel for coded ptychography,
-    ones for Fourier ptychography. Stitching trusts a tile where this is large."""
-    shape = tuple(result.object.shape[-2:])
-    if data.modality == "fourier" or result.positions_px is None:
-        return np.ones(shape, np.float32)
-    if data.modality == "coded" or result.probe is None:
-        w = torch.ones(data.frame_shape)
-    else:
-        p = torch.as_tensor(np.asarray(result.probe))
-        w = (p.abs() ** 2).reshape(-1, *p.shape[-2:]).sum(0)
-    pos = torch.as_tensor(result.positions_px, dtype=torch.float64)
-    cov = insert_patches(w.expand(len(pos), *w.shape), pos, shape, subpixel=False)
-    return cov.numpy().astype(np.float32)
+    d = reference
+    obj = torch.as_tensor(np.ones(d.object_shape, np.complex64) if specimen is None else specimen)
+    model = Coded(d.positions_px, d.object_shape, d.frame_shape, wavelength=d.wavelength,
+                  distance=float(d.distance), surface_distance=float(d.params["surface_distance"]),
+                  pixel_size=d.pixel_size)  # fmt: skip
+    illum = torch.as_tensor(
+        np.full(d.frame_shape, np.sqrt(np.mean(d.frames)), np.complex64)
+        if illumination is None else illumination
+    ).to(torch.complex64)  # fmt: skip
+    amp = torch.sqrt(torch.as_tensor(np.clip(d.frames, 0, None), dtype=torch.float32))
+    idx = torch.arange(d.n_frames)
+    with torch.no_grad():
+        u = model._prop(model.exit_waves(obj.to(torch.complex64), illum, idx), model.distance)
+        norm = (u.abs() ** 2).sum(0).clamp_min(1e-12)
+        surface = torch.ones(d.frame_shape, dtype=torch.complex64)
+        previous = surface
+        for k in range(iterations):
+            wave = model._prop(surface * u, model.surface_distance)
+            wave = amp * torch.exp(1j * torch.angle(wave))
+            psi = model._prop(wave, -model.surface_distance)
+            new = (u.conj() * psi).sum(0) / norm
+            # Nesterov-style momentum: plain error reduction crawls on this problem.
+            surface = new + (k / (k + 3)) * (new - previous) if momentum else new
+            previous = new
+    return previous.numpy().astype(np.complex64)

@@ -14,7 +14,7 @@ import typer
 
 app = typer.Typer(
     name="ptyflow",
-    help="Ptychography reconstruction: simulate, ingest, reconstruct, evaluate.",
+    help="Ptychography reconstruction: simulate, ingest, reconstruct, evaluate, serve.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -165,6 +165,17 @@ def simulate(
         f"{data.object_shape[1]} at {data.pixel_size:.4g} m/px, wavelength "
         f"{data.wavelength:.4g} m, dose {'noise-free' if dose is None else f'{dose:g}'}"
     )
+
+
+# The pipeline and server commands live in their own modules (lightweight imports only).
+from flows import cli_pipeline, cli_server  # noqa: E402
+
+app.command("demo")(cli_pipeline.demo)
+app.command("ingest")(cli_pipeline.ingest)
+app.command("run")(cli_pipeline.run)
+app.command("export")(cli_pipeline.export)
+app.command("show")(cli_pipeline.show)
+app.add_typer(cli_server.server_app, name="server")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,15 +48,29 @@ class SubsampleParams(_Params):
 class CalibrationParams(_Params):
     """Priors the engines start from (and the RNF residuals are learned on top of)."""
 
-    probe: Literal["data", "mean_pattern", "physical", "gaussian"] = Field(
+    probe: Literal["data", "mean_pattern", "physical"] = Field(
         "data",
         description="'data': the dataset's probe if it has one, else the mean-pattern "
-        "estimate; 'physical': from the stored beam parameters; 'gaussian': a Gaussian guess.",
+        "estimate; 'mean_pattern': always the estimate from the mean frame; 'physical': from "
+        "the beam parameters (electron aperture + defocus, or X-ray zone plate).",
     )
     object: Literal["uniform", "epie", "rpie"] = Field(
         "uniform", description="Object prior: uniform, or a quick ePIE/rPIE run."
     )
     prior_iterations: int = Field(10, ge=1, description="Iterations of the quick prior run.")
+    pupil_file: str | None = Field(
+        None,
+        description="Fourier ptychography: a measured pupil (.mat with 'aberration', or .npy) "
+        "whose Zernike fit seeds the pupil prior.",
+    )
+    pupil_wavelength: float | None = Field(
+        None, gt=0, description="Wavelength of the measured pupil, metres (default: the data's)."
+    )
+    surface_reference: str | None = Field(
+        None,
+        description="Coded ptychography: a dataset of a known reference specimen (its ground "
+        "truth object, else blank) from which the coded surface is calibrated.",
+    )
 
 
 class TilingParams(_Params):

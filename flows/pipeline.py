@@ -42,8 +42,9 @@ def reconstruct_tiles(
     """Every (tile, half) as an independent task asking for one ``GPU`` worker resource."""
     with dask.annotate(resources=GPU_RESOURCE):
         futures = [
-            reconstruct_tile_task.submit(store_path, t, engine, calibration, half=h,
-                                         torch_threads=threads)  # fmt: skip
+            reconstruct_tile_task.submit(
+                store_path, t, engine, calibration, half=h, torch_threads=threads
+            )  # fmt: skip
             for h in halves
             for t in tiles
         ]

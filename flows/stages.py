@@ -69,18 +69,39 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
 
 # ----------------------------------------------------------------------------- calibrate
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
-    """Probe prior (and Fourier pupil prior) as step ``priors``."""
-    from ptytasks.calibration import probe_prior
+    """Priors as step ``priors``: probe; Fourier pupil (+ its Zernike coefficients); coded
+    surface (calibrated from a reference dataset, or the one the dataset carries)."""
+    from ptytasks import calibration as cal
 
     store = _store(store_path)
     fp = fingerprint(params.model_dump())
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(subsample=True)
-    probe = probe_prior(data, params.probe)
-    key = store.write_group(L.PRIORS, {"probe": probe}, fp, depends_on=[L.SUBSAMPLE],
+    arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
+    if data.modality == "fourier":
+        measured = None
+        if params.pupil_file:
+            from storage.readers.fpm_mat import read_pupil
+
+            measured = read_pupil(params.pupil_file)
+        arrays["pupil"], arrays["zernike"] = cal.pupil_prior(
+            data, measured, measured_wavelength=params.pupil_wavelength
+        )
+    if data.modality == "coded":
+        if params.surface_reference:
+            from storage.readers import read_any
+
+            ref = read_any(params.surface_reference)
+            specimen = (ref.ground_truth or {}).get("object")
+            arrays["surface"] = cal.surface_from_reference(ref, specimen)
+        elif isinstance(data.meta.get("surface"), np.ndarray):
+            arrays["surface"] = data.meta["surface"].astype(np.complex64)
+    key = store.write_group(L.PRIORS, arrays, fp, depends_on=[L.SUBSAMPLE],
+                            dims={"zernike": ("noll",)},
                             attrs={"probe_source": params.probe})  # fmt: skip
-    return {"step": L.PRIORS, "key": key}
+    return {"step": L.PRIORS, "key": key, "priors": sorted(k for k, v in arrays.items()
+                                                           if v is not None)}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -124,7 +145,7 @@ def reconstruct_tile(
     """
     import torch
 
-    from ptytasks.calibration import object_prior, tile_weight
+    from ptytasks.calibration import object_prior, pupil_prior, tile_weight
     from ptytasks.engines.registry import run_engine
     from ptytasks.metrics.frc import half_split_indices
     from ptytasks.tiling import Tile, tile_dataset
@@ -145,16 +166,24 @@ def reconstruct_tile(
             sub.positions_px if sub.positions_px is not None else sub.n_frames
         )
         sub = sub.subset(a if half == "a" else b)
-    probe = store.read_array(f"{L.PRIORS}/probe") if store.exists(f"{L.PRIORS}/probe") else None
-    if probe is not None and t.frame_crop is not None and probe.shape == data.frame_shape:
+    priors = store.read_group(L.PRIORS)
+    probe, surface = priors.get("probe"), priors.get("surface")
+    if t.frame_crop is not None:
         y0, y1, x0, x1 = t.frame_crop
-        probe = probe[y0:y1, x0:x1]
+        if probe is not None and probe.shape == data.frame_shape:
+            probe = probe[y0:y1, x0:x1]
+        if surface is not None:
+            surface = surface[y0:y1, x0:x1]
+    pupil = None
+    if sub.modality == "fourier":
+        pupil, _ = pupil_prior(sub, coefficients=priors.get("zernike"))
     obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations)
     ckpt = Path(f"{store_path}.checkpoints") / f"{name.replace('/', '__')}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     result = run_engine(
         engine.engine, sub, engine.settings(), object_prior=obj0, probe_prior=probe,
-        callback=progress, checkpoint=str(ckpt) if engine.engine == "rnf" else None,
+        surface_prior=surface, pupil_prior=pupil, callback=progress,
+        checkpoint=str(ckpt) if engine.engine == "rnf" else None,
     )  # fmt: skip
     weight = tile_weight(sub, result)
     arrays = {"object": result.object, "weight": weight, "probe": result.probe,

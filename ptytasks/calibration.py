@@ -100,6 +100,7 @@ def pupil_prior(
     measured: np.ndarray | None = None,
     *,
     measured_wavelength: float | None = None,
+    coefficients: np.ndarray | None = None,
     n_terms: int = 15,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fourier-ptychography pupil prior: the NA disc (with the stored defocus) times the
@@ -112,6 +113,8 @@ def pupil_prior(
     measured_wavelength : float
         Its wavelength, metres: the optical path difference is the same, so the phase
         scales by ``measured_wavelength / data.wavelength``.
+    coefficients : Noll Zernike coefficients (radians) to use instead of a measured pupil,
+        e.g. the calibrated ones applied to one tile's smaller pupil grid.
 
     Returns
     -------
@@ -122,7 +125,10 @@ def pupil_prior(
 
     model = fourier_model_from_data(data)
     coef = np.zeros(model.zernike.numel())
-    if measured is not None:
+    if coefficients is not None:
+        c = np.asarray(coefficients, np.float64)
+        coef[: min(len(coef), len(c))] = c[: len(coef)]
+    elif measured is not None:
         fit = fit_zernike(np.asarray(measured), n_terms)
         fit[0] = 0.0  # piston is a global phase
         scale = (measured_wavelength or data.wavelength) / data.wavelength
@@ -138,7 +144,8 @@ def surface_from_reference(
     specimen: np.ndarray | None = None,
     *,
     iterations: int = 50,
-    illumination: np.ndarray | None = None, momentum: bool = True,
+    illumination: np.ndarray | None = None,
+    momentum: bool = True,
 ) -> np.ndarray:
     """Calibrate a coded surface from a dataset of a known, weak reference specimen.
 
@@ -180,3 +187,34 @@ def surface_from_reference(
             surface = new + (k / (k + 3)) * (new - previous) if momentum else new
             previous = new
     return previous.numpy().astype(np.complex64)
+
+
+def object_prior(
+    data: PtychoData, probe: np.ndarray | None, kind: str = "uniform", iterations: int = 10
+) -> np.ndarray:
+    """Object prior on ``data.object_shape``: ones (free space), or a short ePIE/rPIE run."""
+    if kind == "uniform":
+        return np.ones(data.object_shape, np.complex64)
+    if kind in ("epie", "rpie"):
+        from ptytasks.engines.registry import run_engine
+
+        res = run_engine(kind, data, {"epochs": iterations}, probe_prior=probe)
+        return np.asarray(res.object, np.complex64)
+    raise ValueError(f"unknown object prior {kind!r}; use uniform, epie or rpie")
+
+
+def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
+    """How strongly each object pixel of a tile was illuminated: ``sum_i |P(r - p_i)|^2``
+    for scanning modalities, the number of frames seeing a pixel for coded ptychography,
+    ones for Fourier ptychography. Stitching trusts a tile where this is large."""
+    shape = tuple(result.object.shape[-2:])
+    if data.modality == "fourier" or result.positions_px is None:
+        return np.ones(shape, np.float32)
+    if data.modality == "coded" or result.probe is None:
+        w = torch.ones(data.frame_shape)
+    else:
+        p = torch.as_tensor(np.asarray(result.probe))
+        w = (p.abs() ** 2).reshape(-1, *p.shape[-2:]).sum(0)
+    pos = torch.as_tensor(result.positions_px, dtype=torch.float64)
+    cov = insert_patches(w.expand(len(pos), *w.shape), pos, shape, subpixel=False)
+    return cov.numpy().astype(np.float32)

@@ -58,7 +58,11 @@ def _ramp_field(box: Box, ramp: Sequence[float]) -> np.ndarray:
 
 
 def _solve_graph(
-    n: int, edges: list[tuple[int, int, float, np.ndarray]], *, wrapped: np.ndarray | None = None
+    n: int,
+    edges: list[tuple[int, int, float, np.ndarray]],
+    *,
+    k: int,
+    wrapped: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weighted least squares for ``x_i - x_j = d_ij`` with ``x_0 = 0``; ``x`` is ``(n, k)``.
 
@@ -66,7 +70,6 @@ def _solve_graph(
     integrated along a maximum-weight spanning tree, and only the (small, wrapped)
     loop residuals go to least squares, so a 2 pi ambiguity never spreads over the graph.
     """
-    k = edges[0][3].size if edges else 1
     x0 = np.zeros((n, k))
     if n == 1 or not edges:
         return x0
@@ -142,7 +145,7 @@ def solve_corrections(
             gx = np.angle(np.sum(w[:, 1:] * w[:, :-1] * z[:, 1:] * np.conj(z[:, :-1])))
             # O_i carries ramp d more than O_j, so x_i - x_j = -d.
             edges.append((i, j, float(w.sum()), -np.array([gy, gx])))
-        ramp = _solve_graph(n, edges)
+        ramp = _solve_graph(n, edges, k=2)
 
     edges = []
     for i, j, box, oi, oj, w in pairs:
@@ -153,7 +156,7 @@ def solve_corrections(
             continue
         # g_i c = g_j  =>  log g_i - log g_j = -log c (amplitude and phase separately).
         edges.append((i, j, float(w.sum()), -np.array([np.log(abs(c)), np.angle(c)])))
-    logg = _solve_graph(n, edges, wrapped=[False, True]) if edges else np.zeros((n, 2))
+    logg = _solve_graph(n, edges, k=2, wrapped=[False, True])
     return {
         t.tile_id: TileCorrection(
             scale=complex(np.exp(logg[k, 0]) * np.exp(1j * logg[k, 1])),

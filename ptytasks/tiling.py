@@ -197,7 +197,11 @@ def plan_fullframe_tiles(
                 return (
                     int(round(pmean[axis] + e[k] * upsample))
                     if 0 < k < len(e) - 1
-                    else (int(pmin[axis]) if k == 0 else int(pmax[axis] + e[k] * upsample + 1))
+                    else (
+                        int(pmin[axis])
+                        if k == 0
+                        else int(pmax[axis] + e[k] * upsample + (positions is not None))
+                    )
                 )
 
             core = (cut(ey, iy, 0), cut(ey, iy + 1, 0), cut(ex, ix, 1), cut(ex, ix + 1, 1))

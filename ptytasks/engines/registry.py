@@ -41,6 +41,8 @@ def run_engine(
     *,
     object_prior: np.ndarray | None = None,
     probe_prior: np.ndarray | None = None,
+    surface_prior: np.ndarray | None = None,
+    pupil_prior: np.ndarray | None = None,
     callback: Callable[[int, dict], object] | None = None,
     checkpoint: str | None = None,
 ) -> ReconstructionResult:
@@ -55,6 +57,8 @@ def run_engine(
         options dataclass (``batch_size``, ``alpha``, ``mu``, ``loss``, ``seed``, ...).
     object_prior, probe_prior : arrays, optional
         Starting object and probe (the priors the RNF residuals are learned on).
+    surface_prior, pupil_prior : arrays, optional
+        Coded-surface and Fourier-pupil priors (RNF; the Fourier PIE takes the pupil).
     callback : ``callback(epoch, info)`` progress hook.
     checkpoint : path for the RNF engine's resumable state.
     """
@@ -72,7 +76,11 @@ def run_engine(
                 s,
                 {"variant": name, "iterations": epochs, "update_pupil": learn_probe},
             )
-            return reconstruct_fourier_pie(data, opts, object_init=object_prior, callback=callback)
+            return reconstruct_fourier_pie(
+                data, opts, object_init=object_prior, pupil_init=pupil_prior, callback=callback
+            )
+        if data.modality == "coded":
+            raise ValueError("ePIE/rPIE do not model coded ptychography here; use engine 'rnf'")
         from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
         from ptytasks.engines.pie import reconstruct_pie
 
@@ -90,6 +98,7 @@ def run_engine(
                                         "learn_probe": learn_probe})  # fmt: skip
         return reconstruct_rnf(
             data, opts, object_prior=object_prior, probe_prior=probe_prior,
+            surface_prior=surface_prior, pupil_prior=pupil_prior,
             callback=callback, checkpoint=checkpoint,
         )  # fmt: skip
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

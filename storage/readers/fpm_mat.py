@@ -177,3 +177,26 @@ def read_fpm_mat(
         meta=meta,
     )  # fmt: skip
     return C.finish(d, path, ov, lazy=False)
+
+
+def read_pupil(path: str | os.PathLike, key: str = "aberration") -> np.ndarray:
+    """A measured complex pupil (centred) from a MATLAB file's ``key`` or a ``.npy`` file.
+
+    Raises
+    ------
+    DataError
+        Missing file or variable, or not a finite 2-D array.
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+        with wrap_errors(path, None):
+            arr = np.load(path, allow_pickle=False)
+    else:
+        m = _load(path)
+        if key not in m:
+            raise DataError(path, key, f"no variable {key!r} (found {sorted(m)})")
+        arr = m[key]
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or not np.all(np.isfinite(arr)):
+        raise DataError(path, key, f"pupil must be a finite 2-D array, got shape {arr.shape}")
+    return arr.astype(np.complex64)

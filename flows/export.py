@@ -1,0 +1,140 @@
+"""Reading results back out of a run store: plain arrays (``export_npz``) and a summary
+(``summarize``). Used by ``ptyflow export`` and ``ptyflow show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from flows.stages import TILING, tile_step
+from storage import layout as L
+from storage.errors import DataError
+from storage.store import RunStore
+
+
+def _tiles(store: RunStore) -> list[dict]:
+    return list(store.root[TILING].attrs["tiles"]) if store.is_complete(TILING) else []
+
+
+def final_positions(store: RunStore) -> tuple[np.ndarray, np.ndarray]:
+    """Refined scan positions of every kept frame in global (mosaic) pixels.
+
+    Each tile reconstructs its frames in its own canvas; a frame's final position is the
+    tile's refined position plus the tile's offset (canvas origin, less the detector crop
+    for coded tiles), taken from the tile whose core owns the frame's probe centre (frames
+    in overlap margins appear in several tiles). Stitching corrects tiles by a complex
+    scale and a phase ramp only, so the mapping is a pure translation.
+
+    Returns
+    -------
+    positions : (kept, 2) float64, ``(y, x)`` top-left window corners, mosaic pixels
+    frames : (kept,) int64, the frames' indices in the raw data
+    """
+    kept = store.read_array(f"{L.SUBSAMPLE}/kept")
+    nominal = store.read_array(f"{L.RAW}/positions")[kept].astype(np.float64)
+    out = nominal.copy()
+    probe_half = np.array(store.root[L.RAW]["frames"].shape[1:], np.float64) / 2
+    for t in _tiles(store):
+        name = tile_step(t["tile_id"])
+        if not store.is_complete(name) or not store.exists(f"{name}/positions"):
+            continue
+        local = store.read_array(f"{name}/positions").astype(np.float64)
+        idx = np.asarray(t["frame_indices"], np.int64)
+        shift = np.array(t["object_origin"], np.float64)
+        crop = t.get("frame_crop")
+        if crop is not None:
+            shift -= np.array([crop[0], crop[2]], np.float64)
+        glob = local + shift
+        y0, y1, x0, x1 = t["core"]
+        c = nominal[idx] + probe_half  # ownership by the nominal centre, as in planning
+        own = (c[:, 0] >= y0) & (c[:, 0] < y1) & (c[:, 1] >= x0) & (c[:, 1] < x1)
+        out[idx[own]] = glob[own]
+    return out, kept
+
+
+def best_probe(store: RunStore) -> np.ndarray | None:
+    """The probe of the tile with the most frames (tiles share one beam)."""
+    best, n = None, -1
+    for t in _tiles(store):
+        name = tile_step(t["tile_id"])
+        if store.is_complete(name) and store.exists(f"{name}/probe"):
+            if len(t["frame_indices"]) > n:
+                best, n = store.read_array(f"{name}/probe"), len(t["frame_indices"])
+    if best is None and store.exists(f"{L.PRIORS}/probe"):
+        best = store.read_array(f"{L.PRIORS}/probe")
+    return best
+
+
+def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
+    """Write ``object``, ``probe``, ``positions`` (and context) of a finished run to NPZ.
+
+    Keys: ``object`` (complex64 mosaic, level 0), ``weight``, ``probe``, ``positions``
+    (final, global pixels; empty for Fourier ptychography), ``frames`` (raw indices of the
+    positions), ``wavevectors`` (Fourier), ``pixel_size`` [m], ``wavelength`` [m].
+    Returns ``{key: shape}``.
+
+    Raises
+    ------
+    DataError
+        The store has no stitched mosaic yet.
+    """
+    store = RunStore(store_path, "r")
+    if not store.is_complete(L.MOSAIC):
+        raise DataError(store.path, L.MOSAIC, "no complete mosaic: run the pipeline first")
+    raw = store.root[L.RAW]
+    arrays: dict[str, np.ndarray] = {
+        "object": store.read_array(f"{L.MOSAIC}/level_0/object").astype(np.complex64),
+        "weight": store.read_array(f"{L.MOSAIC}/level_0/weight"),
+        "pixel_size": np.float64(raw.attrs["pixel_size"]),
+        "wavelength": np.float64(raw.attrs["wavelength"]),
+    }
+    probe = best_probe(store)
+    arrays["probe"] = np.zeros((0, 0), np.complex64) if probe is None else probe
+    if "positions" in raw:
+        arrays["positions"], arrays["frames"] = final_positions(store)
+    else:
+        arrays["positions"] = np.zeros((0, 2))
+        kept = store.read_array(f"{L.SUBSAMPLE}/kept")
+        arrays["frames"] = kept
+        if "wavevectors" in raw:
+            arrays["wavevectors"] = raw["wavevectors"][...][kept]
+    out = Path(out)
+    np.savez(out, **arrays)
+    return {k: np.shape(v) for k, v in arrays.items()}
+
+
+def summarize(store_path: str | Path) -> dict:
+    """What a run store holds: data, steps, tiles (engine, time, loss), mosaic, metrics."""
+    store = RunStore(store_path, "r")
+    out: dict = {"store": str(store.path), "layout": store.root.attrs.get("ptyflow_layout")}
+    if store.is_complete(L.RAW):
+        raw = store.root[L.RAW]
+        a = raw.attrs
+        out["data"] = {"modality": a["modality"], "frames": int(raw["frames"].shape[0]),
+                       "frame_shape": list(raw["frames"].shape[1:]),
+                       "wavelength_m": a["wavelength"], "pixel_size_m": a["pixel_size"],
+                       "source": (a.get("meta") or {}).get("source")}  # fmt: skip
+    if store.is_complete(L.SUBSAMPLE):
+        out["kept_frames"] = int(store.root[L.SUBSAMPLE]["kept"].shape[0])
+    tiles = _tiles(store)
+    rows = []
+    for t in tiles:
+        name = tile_step(t["tile_id"])
+        row = {"tile": t["tile_id"], "frames": len(t["frame_indices"]), "done": False}
+        if store.is_complete(name):
+            g = store.root[name]
+            loss = g["loss"][...] if "loss" in g else np.zeros(0)
+            row.update(done=True, engine=g.attrs.get("engine"),
+                       seconds=round(float(g.attrs.get("seconds", 0.0)), 2),
+                       final_loss=float(loss[-1]) if loss.size else None)  # fmt: skip
+        rows.append(row)
+    out["tiles"] = rows
+    if store.is_complete(L.MOSAIC):
+        out["mosaic"] = list(store.root[f"{L.MOSAIC}/level_0/object"].shape)
+    if store.is_complete(L.METRICS):
+        m = store.root[L.METRICS].attrs
+        out["metrics"] = dict(m.get("values", {}))
+        out["previews"] = list(m.get("previews", []))
+    out["steps"] = sorted(store.completed_steps())
+    return out

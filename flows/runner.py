@@ -1,0 +1,129 @@
+"""Running the pipeline flow from the command line: one Prefect API for the whole run, a
+progress bar fed by the run store, and the metrics written as a table beside the store."""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+from pathlib import Path
+
+from flows.params import PipelineParams
+from storage import layout as L
+
+FIXED_STEPS = (L.RAW, L.SUBSAMPLE, L.PRIORS, "tiling")
+
+
+def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> tuple[int, int]:
+    """``(done, total)`` steps of a run in progress, read from the store's markers.
+
+    ``total`` counts the fixed steps, one per (tile, half), the mosaics and metrics; before
+    tiles are planned it counts one tile. Incomplete or missing stores read as nothing
+    done: a reader may race the writer, so every error is "not yet".
+    """
+    from storage.store import RunStore
+
+    n_fixed = len(FIXED_STEPS) + len(halves) + 1
+    try:
+        store = RunStore(store_path, "r")
+        done = sum(store.marker(s) is not None for s in FIXED_STEPS)
+        tiles = store.root["tiling"].attrs["tiles"] if store.marker("tiling") else []
+        from flows.stages import tile_step
+
+        done += sum(store.marker(tile_step(t["tile_id"], h)) is not None
+                    for t in tiles for h in halves)  # fmt: skip
+        mosaics = [f"{L.MOSAIC}{'_' + h if h else ''}" for h in halves]
+        done += sum(store.marker(m) is not None for m in mosaics)
+        done += store.marker(L.METRICS) is not None
+    except Exception:  # noqa: BLE001 - store not there yet or being rewritten
+        return 0, n_fixed + len(halves)
+    return done, n_fixed + max(1, len(tiles)) * len(halves)
+
+
+def quiet_prefect_console() -> None:
+    """Only warnings on Prefect's console, here and in the Dask workers started later
+    (they inherit the variable); logs still go to the API and the UI in full."""
+    import logging
+
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+    for name in ("", "prefect", "uvicorn"):
+        for h in logging.getLogger(name).handlers:
+            if type(h).__name__ == "PrefectConsoleHandler":
+                h.setLevel(logging.WARNING)
+
+
+def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool = False) -> dict:
+    """Run the ``pipeline`` flow in this process against one Prefect API.
+
+    Parameters
+    ----------
+    params : the validated pipeline parameters.
+    progress : show a progress bar (steps and tiles done, polled from the run store).
+    verbose : keep Prefect's INFO logs on the console (they always go to the API).
+
+    Returns
+    -------
+    The flow's summary: ``{"store", "tiles", "metrics"}``.
+    """
+    from flows.serve import prefect_api
+
+    if not verbose:
+        quiet_prefect_console()
+    with prefect_api():
+        from flows.pipeline import pipeline
+
+        if not verbose:
+            quiet_prefect_console()  # again: importing Prefect (re)configured logging
+        if not progress:
+            return pipeline(params)
+        return _with_progress(params, pipeline)
+
+
+def _with_progress(params: PipelineParams, pipeline) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    halves = ("", "a", "b") if params.evaluation.half_data else ("",)
+    stop = threading.Event()
+    cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn())  # fmt: skip
+    with Progress(*cols, transient=False) as bar:
+        task = bar.add_task(f"{Path(params.store).name}", total=None)
+
+        def poll() -> None:
+            # A thread, not a callback: the stages run in Dask workers, the store is the
+            # one place every process writes its progress to.
+            while not stop.wait(0.5):
+                done, total = store_progress(params.store, halves)
+                bar.update(task, completed=done, total=total)
+
+        t = threading.Thread(target=poll, daemon=True)
+        t.start()
+        try:
+            result = pipeline(params)
+        finally:
+            stop.set()
+            t.join()
+        done, total = store_progress(params.store, halves)
+        bar.update(task, completed=done, total=total)
+    return result
+
+
+def write_metrics_table(metrics: dict, path: str | Path) -> Path:
+    """``metric,value`` CSV of the run's metrics (``path`` overwritten)."""
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["metric", "value"])
+        for k, v in metrics.items():
+            w.writerow([k, f"{v:.6g}" if isinstance(v, float) else v])
+    return path
+
+
+def demo_dataset(path: str | Path, seed: int = 1) -> Path:
+    """A small noisy far-field dataset with a known probe, written as CXI."""
+    from ptytasks.simulate import simulate
+    from storage.cxi import write_cxi
+
+    data = simulate("farfield", seed=seed, known_probe=True, dose=1e6)
+    write_cxi(path, data)
+    return Path(path)

@@ -1,0 +1,188 @@
+"""Typed options of the projection engines (ePIE/rPIE, Fourier PIE, position correction).
+
+Plain dataclasses, so they serialise with :func:`dataclasses.asdict` into run metadata and
+flows can build them from YAML/JSON dictionaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+# Step sizes per update rule when the caller gives none. ePIE: Maiden & Rodenburg (2009)
+# use alpha = beta = 1. rPIE: Maiden, Johnson & Li (2017) recommend a small object alpha
+# (0.05-0.25); the probe uses the same rPIE form with beta = 1 (the ePIE probe step).
+_DEFAULT_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 1.0)}
+# Fourier PIE: the pupil is the "probe" and the spectrum windows the "object". The ePIE
+# pupil step normalises by max|Phi|^2, the DC spike of the bright-field windows, so the
+# pupil barely moves (EPRY's known slowness); rPIE's local |Phi|^2 with a small beta
+# recovered ~1 rad of Zernike aberration in 30 epochs where beta >= 0.1 stalled
+# (measured on simulate("fourier"), tests/engines/test_fourier_pie.py).
+_FOURIER_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 0.02)}
+
+
+@dataclass
+class PositionCorrectionOptions:
+    """Least-squares (gradient) scan-position refinement inside a PIE loop.
+
+    Attributes
+    ----------
+    start : int
+        First epoch (0-based) at which positions are refined; the object must already be
+        roughly right, so a few epochs of plain PIE come first.
+    every : int
+        Refine every ``every`` epochs.
+    step : float
+        Fraction of the least-squares shift applied per visit (0 < step <= 1).
+    max_shift : float
+        Per-visit shift limit in pixels (keeps one bad frame from jumping away).
+    max_displacement : float or None
+        Total limit in pixels on how far a position may move from its initial value.
+    fix_mean : bool
+        Remove the mean correction after each epoch: a global translation of all positions
+        only shifts the reconstruction, so it is not determined by the data.
+    search_radius : int
+        Half-width (pixels) of a whole-pixel grid search run every ``search_every`` epochs:
+        each frame moves to the candidate offset with the lowest data error. The gradient
+        step is only valid within about a pixel (fine probe/object structure); the search
+        pulls frames with larger errors out of the wrong basin. 0 disables it.
+    search_every : int
+        Epochs between grid searches (the first is ``search_every`` epochs after ``start``,
+        when the object has settled).
+    """
+
+    start: int = 5
+    every: int = 1
+    step: float = 1.0
+    max_shift: float = 0.5
+    max_displacement: float | None = None
+    fix_mean: bool = True
+    search_radius: int = 2
+    search_every: int = 10
+
+
+@dataclass
+class PIEOptions:
+    """Options of :func:`ptytasks.engines.pie.reconstruct_pie`.
+
+    Attributes
+    ----------
+    variant : {"epie", "rpie"}
+        Update rule. ePIE: ``O += alpha conj(P) dpsi / max|P|^2``; rPIE:
+        ``O += conj(P) dpsi / ((1 - alpha)|P|^2 + alpha max|P|^2)``; the probe likewise with
+        ``beta`` and the object patch.
+    iterations : int
+        Epochs (full passes over all frames).
+    alpha, beta : float or None
+        Object and probe step sizes; None takes the variant's default (ePIE 1, 1; rPIE 0.1, 1).
+    batch_size : int
+        Frames per update. 1 is the classic sequential PIE; larger batches compute the
+        frames' updates together and average them where frames overlap (the mini-batch
+        form), which vectorises but needs more epochs.
+    update_probe : bool
+        Refine the probe at all.
+    probe_update_start : int
+        First epoch (0-based) of probe updates; a few object-only epochs help a poor probe.
+    rescale_probe : bool
+        Scale the initial probe so its power matches the mean frame counts (right for a
+        weakly absorbing object); switch off when the probe is known in absolute units.
+    position_correction : PositionCorrectionOptions or None
+        Refine scan positions (None: keep them fixed).
+    seed : int
+        Seed of the per-epoch random frame order.
+    shuffle : bool
+        Randomise the frame order each epoch (else the data order).
+    subpixel : bool
+        Apply fractional positions as Fourier shifts (else round to whole pixels).
+    device : str
+        Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+    dtype : {"complex64", "complex128"}
+    eps : float
+        Guards divisions by small amplitudes.
+    cpu_threads : int or None
+        Torch intra-op threads during the run on CPU (restored afterwards). None: one
+        thread when a batch is small (``batch_size * frame pixels <= 2**18``), else torch's
+        setting. The sequential loop issues many tiny ops; extra OpenMP threads only
+        spin-wait, and on a busy 2-core machine 2 threads ran 5-30x slower than 1.
+    """
+
+    variant: Literal["epie", "rpie"] = "rpie"
+    iterations: int = 100
+    alpha: float | None = None
+    beta: float | None = None
+    batch_size: int = 1
+    update_probe: bool = True
+    probe_update_start: int = 0
+    rescale_probe: bool = True
+    position_correction: PositionCorrectionOptions | None = None
+    seed: int = 0
+    shuffle: bool = True
+    subpixel: bool = True
+    device: str = "cpu"
+    dtype: Literal["complex64", "complex128"] = "complex64"
+    eps: float = 1e-8
+    cpu_threads: int | None = None
+
+    def steps(self) -> tuple[float, float]:
+        """The object and probe step sizes ``(alpha, beta)`` after defaults."""
+        if self.variant not in _DEFAULT_STEPS:
+            raise ValueError(f"PIE variant must be 'epie' or 'rpie'; got {self.variant!r}")
+        a0, b0 = _DEFAULT_STEPS[self.variant]
+        return (a0 if self.alpha is None else float(self.alpha),
+                b0 if self.beta is None else float(self.beta))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FourierPIEOptions:
+    """Options of :func:`ptytasks.engines.fourier_pie.reconstruct_fourier_pie`.
+
+    Attributes
+    ----------
+    variant : {"epie", "rpie"}
+        Update rule of the spectrum (object) update; the pupil uses the same form with
+        ``beta`` (EPRY: Ou, Zheng & Yang 2014).
+    iterations : int
+        Epochs over all LEDs.
+    alpha, beta : float or None
+        Spectrum and pupil steps; None takes the variant's default (ePIE 1, 1; rPIE
+        0.1, 0.02: a small rPIE beta divides the pupil update by the local window power).
+    update_pupil : bool
+        Refine the pupil (embedded pupil recovery).
+    pupil_update_start : int
+        First epoch of pupil updates.
+    pupil_support : bool
+        Keep the pupil zero outside the objective's NA disc after each update.
+    order : {"na", "data", "random"}
+        LED order within an epoch: ``"na"`` (low to high illumination NA, the usual choice:
+        the bright-field images fix the low frequencies first), the data order, or random.
+    seed : int
+    device, dtype, eps, cpu_threads : as in :class:`PIEOptions` (the LEDs are visited one
+        at a time).
+    """
+
+    variant: Literal["epie", "rpie"] = "rpie"
+    iterations: int = 30
+    alpha: float | None = None
+    beta: float | None = None
+    update_pupil: bool = True
+    pupil_update_start: int = 1
+    pupil_support: bool = True
+    order: Literal["na", "data", "random"] = "na"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["complex64", "complex128"] = "complex64"
+    eps: float = 1e-8
+    cpu_threads: int | None = None
+
+    def steps(self) -> tuple[float, float]:
+        if self.variant not in _FOURIER_STEPS:
+            raise ValueError(f"PIE variant must be 'epie' or 'rpie'; got {self.variant!r}")
+        a0, b0 = _FOURIER_STEPS[self.variant]
+        return (a0 if self.alpha is None else float(self.alpha),
+                b0 if self.beta is None else float(self.beta))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

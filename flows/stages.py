@@ -158,7 +158,8 @@ def reconstruct_tile(
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     t0 = time.perf_counter()
-    data = store.read_raw(subsample=True)
+    # Lazy: a tile reads only its own frames (and only its crop of them).
+    data = store.read_raw(lazy=True, subsample=True)
     t = Tile.from_dict(tile)
     sub = tile_dataset(data, t)
     if half:

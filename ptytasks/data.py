@@ -81,11 +81,14 @@ class PtychoData:
         """The dataset restricted to frames ``indices`` (kept order); truth is shared."""
         idx = np.asarray(indices, dtype=np.int64)
         pick = lambda a: None if a is None else a[idx]
+        # Lazily read frames (storage.readers.LazyFrames) stay lazy: nothing is read here.
+        lazy = not isinstance(self.frames, np.ndarray) and hasattr(self.frames, "take")
+        frames = self.frames.take(idx) if lazy else self.frames[idx]
         meta = dict(self.meta)
         meta["kept_indices"] = idx
         return PtychoData(
             modality=self.modality,
-            frames=self.frames[idx],
+            frames=frames,
             wavelength=self.wavelength,
             pixel_size=self.pixel_size,
             object_shape=self.object_shape,

@@ -258,13 +258,17 @@ def _with_frames(tile: Tile, frames: np.ndarray) -> Tile:
 def tile_dataset(data: PtychoData, tile: Tile) -> PtychoData:
     """The sub-dataset a tile reconstructs, in the tile's local object coordinates."""
     sub = data.subset(tile.frame_indices)
+    if not isinstance(sub.frames, np.ndarray) and tile.frame_crop is None:
+        sub.frames = np.asarray(sub.frames, dtype=np.float32)  # only this tile's frames
     origin = np.array(tile.object_origin, dtype=np.float64)
     shift = origin.copy()
     if tile.frame_crop is not None:  # coded: the crop's window starts crop-offset later
         shift -= np.array([tile.frame_crop[0], tile.frame_crop[2]], dtype=np.float64)
     if tile.frame_crop is not None:
         y0, y1, x0, x1 = tile.frame_crop
-        sub.frames = np.ascontiguousarray(sub.frames[:, y0:y1, x0:x1])
+        f = sub.frames
+        f = f[:, y0:y1, x0:x1] if isinstance(f, np.ndarray) else f.crop(y0, y1, x0, x1)
+        sub.frames = np.ascontiguousarray(np.asarray(f, dtype=np.float32))
         if sub.probe is not None and sub.probe.shape == data.frame_shape:
             sub.probe = sub.probe[y0:y1, x0:x1]
     if sub.positions_px is not None:

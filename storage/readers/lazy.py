@@ -69,6 +69,26 @@ class LazyFrames:
         out = self._get(0, self.shape[0])
         return out if dtype is None else out.astype(dtype)
 
+    def take(self, indices) -> LazyFrames:
+        """A lazy view of frames ``indices`` (nothing is read now)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        parent = self
+
+        def get(s: int, e: int) -> np.ndarray:
+            sel = idx[s:e]
+            if sel.size and np.all(np.diff(sel) == 1):  # one contiguous read
+                return parent._get(int(sel[0]), int(sel[-1]) + 1)
+            return parent[sel] if sel.size else np.empty((0, *parent.shape[1:]), np.float32)
+
+        return LazyFrames(get, (idx.size, *self.shape[1:]), self.source_dtype)
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> LazyFrames:
+        """A lazy view of the detector region ``[y0:y1, x0:x1]`` of every frame; frames are
+        read (and cropped) a block at a time, so memory stays bounded."""
+        parent = self
+        return LazyFrames(lambda s, e: parent._get(s, e)[:, y0:y1, x0:x1],
+                          (self.shape[0], y1 - y0, x1 - x0), self.source_dtype)  # fmt: skip
+
     def iter_blocks(self, max_bytes: int = 64 * 2**20):
         """Yield ``(start, block)`` pairs of at most ``max_bytes`` each."""
         per = max(1, max_bytes // max(1, self.shape[1] * self.shape[2] * 4))

@@ -30,7 +30,9 @@ class TileFailure(RuntimeError):
     """One or more tiles failed; finished tiles stay in the store."""
 
 
-@flow(name="reconstruct-tiles")
+# One retry: a cluster that fails to start (a worker process dying on a loaded machine)
+# gets a second chance; finished tiles are skipped by their store markers.
+@flow(name="reconstruct-tiles", retries=1, retry_delay_seconds=5)
 def reconstruct_tiles(
     store_path: str,
     tiles: list[dict],

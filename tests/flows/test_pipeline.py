@@ -145,7 +145,8 @@ def test_killed_worker_still_completes_with_same_mosaic(harness, farfield_cxi, t
                 )
                 running = [r for r in runs if r.state and r.state.is_running()
                            and r.start_time and r.start_time.timestamp() > t_start]  # fmt: skip
-                procs = _worker_processes()
+                # Only a worker that has been up a while is computing a tile (not starting).
+                procs = [p for p in _worker_processes() if time.time() - p.create_time() > 4]
                 if running and procs:
                     time.sleep(1.0)
                     procs[0].kill()
@@ -163,3 +164,26 @@ def test_killed_worker_still_completes_with_same_mosaic(harness, farfield_cxi, t
     a = RunStore(calm, "r").read_array("mosaic/level_0/object")
     b = RunStore(stormy, "r").read_array("mosaic/level_0/object")
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * np.abs(a).max())
+
+
+def test_failing_tile_fails_flow_with_its_id_and_keeps_finished_tiles(
+    harness, farfield_cxi, tmp_path, monkeypatch
+):
+    from flows import stages
+    from flows.pipeline import TileFailure, pipeline
+
+    real = stages.reconstruct_tile
+
+    def flaky(store_path, tile, *a, **k):
+        if tile["tile_id"] == "t0001":
+            raise FloatingPointError("reconstruction diverged")
+        return real(store_path, tile, *a, **k)
+
+    monkeypatch.setattr(stages, "reconstruct_tile", flaky)
+    store = tmp_path / "run.zarr"
+    params = _params(farfield_cxi, store, cluster={"kind": "none"}, engine={"epochs": 5})
+    with pytest.raises(TileFailure, match=r"t0001.*FloatingPointError.*diverged"):
+        pipeline(params)
+    done = set(RunStore(store, "r").completed_steps())
+    assert {"reconstruct/t0000", "reconstruct/t0100", "reconstruct/t0101"} <= done
+    assert "reconstruct/t0001" not in done and "mosaic" not in done

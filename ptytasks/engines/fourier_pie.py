@@ -23,23 +23,16 @@ from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.engines.pie import PIEState, cpu_threads
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.fft import fft2c, ifft2c
+from ptytasks.physics.models.factory import model_for
 
 Callback = Callable[[int, dict], object]
 
 
 def fourier_model_from_data(data: PtychoData):
     """The :class:`FourierPtychography` model of a Fourier dataset (direct detection)."""
-    from ptytasks.physics.models.fourier import FourierPtychography
-
-    if data.wavevectors is None:
-        raise ValueError("Fourier ptychography data needs `wavevectors` (ky, kx) in cycles/m")
-    if "na" not in data.params:
-        raise ValueError("Fourier ptychography data needs params['na'] (objective NA)")
-    return FourierPtychography(
-        data.wavevectors, data.object_shape, data.frame_shape, wavelength=data.wavelength,
-        na=float(data.params["na"]), pixel_size=data.pixel_size,
-        distance=float(data.distance or 0.0),
-    )
+    if data.modality != "fourier":
+        raise ValueError(f"Fourier PIE needs 'fourier' data; got {data.modality!r}")
+    return model_for(data)
 
 
 class _FreePupil:

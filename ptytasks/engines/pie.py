@@ -37,31 +37,19 @@ from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.models.base import ForwardModel
+from ptytasks.physics.models.factory import model_for
 
 Callback = Callable[[int, dict], object]
 
 
 def model_from_data(data: PtychoData) -> ForwardModel:
     """The forward model of a scanning dataset (far field or near field)."""
-    if data.positions_px is None:
-        raise ValueError(f"{data.modality} data has no positions_px; PIE needs scan positions")
-    if data.modality == "farfield":
-        from ptytasks.physics.models.farfield import FarField
-
-        return FarField(data.positions_px, data.object_shape, data.frame_shape)
-    if data.modality == "nearfield":
-        from ptytasks.physics.models.nearfield import NearField
-
-        if data.distance is None:
-            raise ValueError("near-field data needs `distance` (effective propagation, metres)")
-        return NearField(
-            data.positions_px, data.object_shape, data.frame_shape,
-            wavelength=data.wavelength, distance=data.distance, pixel_size=data.pixel_size,
+    if data.modality not in ("farfield", "nearfield"):
+        raise ValueError(
+            f"reconstruct_pie handles 'farfield' and 'nearfield' data; got {data.modality!r} "
+            "(use reconstruct_fourier_pie for Fourier ptychography)"
         )
-    raise ValueError(
-        f"reconstruct_pie handles 'farfield' and 'nearfield' data; got {data.modality!r} "
-        "(use reconstruct_fourier_pie for Fourier ptychography)"
-    )
+    return model_for(data)
 
 
 @contextlib.contextmanager

@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ptytasks.data import MODALITIES, PtychoData
+from ptytasks.physics.models.factory import model_for
 from ptytasks.simulate import _common as C
 from ptytasks.simulate.objects import complex_object
 
@@ -275,63 +275,5 @@ def simulate(modality: str, **kwargs) -> PtychoData:
     return funcs[modality](**kwargs)
 
 
-def forward_model(data: PtychoData, *, truth: bool = False, dtype: torch.dtype = torch.float32):
-    """The forward model of ``data``'s modality, with nominal or TRUE parameters.
-
-    Parameters
-    ----------
-    data : PtychoData
-        A simulated (``truth=True`` needs ``ground_truth``) or measured dataset.
-    truth : bool
-        Use the ground-truth positions/wavevectors, wavelength, distance, coded surface and
-        Zernike coefficients instead of the nominal ones (the coded surface is
-        ``meta["surface"]`` when nominal, if present).
-    dtype : torch.dtype
-        Real dtype of the model parameters.
-
-    Returns
-    -------
-    ForwardModel
-        ``model(ground_truth["object"], ground_truth["probe"], idx)`` reproduces the
-        noise-free frames when ``truth`` is true.
-    """
-    from ptytasks.physics.models.coded import Coded
-    from ptytasks.physics.models.farfield import FarField
-    from ptytasks.physics.models.fourier import FourierPtychography
-    from ptytasks.physics.models.nearfield import NearField
-
-    gt = data.ground_truth or {}
-    if truth and not gt:
-        raise ValueError("forward_model(truth=True) needs a dataset with ground_truth")
-    pick = lambda key, nominal: np.asarray(gt[key]) if truth and key in gt else nominal
-    lam = float(pick("wavelength", data.wavelength))
-    dist = pick("distance", data.distance)
-    dist = None if dist is None else float(dist)
-    fshape = data.frame_shape
-    m = data.modality
-    if m == "fourier":
-        z = np.asarray(gt["zernike"]) if truth and "zernike" in gt else np.zeros(15)
-        model = FourierPtychography(
-            pick("wavevectors", data.wavevectors), data.object_shape, fshape, wavelength=lam,
-            na=data.params["na"], pixel_size=data.pixel_size, distance=dist or 0.0,
-            zernike_indices=len(z), dtype=dtype,
-        )
-        model.zernike.data = torch.as_tensor(z, dtype=dtype)
-        return model
-    pos = pick("positions_px", data.positions_px)
-    if m == "farfield":
-        return FarField(pos, data.object_shape, fshape, dtype=dtype)
-    if m == "nearfield":
-        return NearField(
-            pos, data.object_shape, fshape, wavelength=lam, distance=dist,
-            pixel_size=data.pixel_size, dtype=dtype,
-        )
-    if m == "coded":
-        surface = gt.get("surface") if truth else data.meta.get("surface")
-        return Coded(
-            pos, data.object_shape, fshape, wavelength=lam, distance=dist,
-            surface_distance=data.params["surface_distance"], pixel_size=data.pixel_size,
-            surface=None if surface is None else torch.as_tensor(np.asarray(surface)),
-            dtype=dtype,
-        )
-    raise ValueError(f"unknown modality {m!r}")
+# One factory for every modality's model; kept under its simulator name for callers.
+forward_model = model_for

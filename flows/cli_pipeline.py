@@ -10,21 +10,17 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import get_args
 
 import typer
 
+from flows.params import ClusterParams, EngineParams  # pydantic only: --help stays fast
 
-class Engine(StrEnum):
-    rnf = "rnf"
-    epie = "epie"
-    rpie = "rpie"
-
-
-class ClusterKind(StrEnum):
-    local = "local"
-    local_cuda = "local_cuda"
-    address = "address"
-    none = "none"
+# Choices follow the parameter models, so a new engine or cluster kind appears here too.
+Engine = StrEnum("Engine", {v: v for v in get_args(EngineParams.model_fields["engine"].annotation)})
+ClusterKind = StrEnum(
+    "ClusterKind", {v: v for v in get_args(ClusterParams.model_fields["kind"].annotation)}
+)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -148,10 +144,10 @@ def run(
 
 
 def demo(
-    out: Path = typer.Option(Path("ptyflow-demo"), "--out", "-o", help="Output folder."),
-    engine: Engine = typer.Option(Engine.rpie, help="Engine (rpie: fastest on a CPU)."),
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder."),
+    engine: Engine = typer.Option("rpie", help="Engine (rpie: fastest on a CPU)."),
     epochs: int = typer.Option(30, help="Epochs or iterations."),
-    cluster: ClusterKind = typer.Option(ClusterKind.local, help="Where tiles run."),
+    cluster: ClusterKind = typer.Option("local", help="Where tiles run."),
     workers: int = typer.Option(2, help="Dask workers (cluster local)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
@@ -170,7 +166,7 @@ def demo(
     if not cxi.exists():
         demo_dataset(cxi)
         typer.echo(f"simulated {cxi}")
-    learn_probe = engine == Engine.rnf  # PIE: the probe is known (the simulator's own)
+    learn_probe = engine.value == "rnf"  # PIE: the probe is known (the simulator's own)
     params = load_params(None, {
         "input": str(cxi), "store": str(out / "demo.zarr"), "tiling": {"grid": (2, 2)},
         "engine": {"engine": engine.value, "epochs": epochs, "learn_probe": learn_probe},

@@ -60,6 +60,9 @@ def start(
     env = server_env(home=home, database_url=database_url,
                      extra={"PREFECT_UI_ENABLED": str(ui).lower()})  # fmt: skip
     env.pop("PREFECT_API_URL", None)
+    # Where the browser finds the API (else the UI assumes port 4200); behind a proxy or
+    # on 0.0.0.0 set PREFECT_UI_API_URL to the address users reach.
+    env.setdefault("PREFECT_UI_API_URL", f"http://{host}:{port}/api")
     typer.echo(f"Prefect server on http://{host}:{port} (API http://{host}:{port}/api)")
     _foreground([sys.executable, "-m", "prefect", "server", "start", "--host", host,
                  "--port", str(port)], env)  # fmt: skip

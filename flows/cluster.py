@@ -54,7 +54,7 @@ def make_task_runner(cfg: ClusterParams):
                 "threads_per_worker": threads,
                 "processes": True,
                 "resources": GPU_RESOURCE,
-                "dashboard_address": None,
+                "dashboard_address": ":0",
             },
         )
     if cfg.kind == "local_cuda":
@@ -67,6 +67,6 @@ def make_task_runner(cfg: ClusterParams):
         # One worker per visible GPU; each advertises GPU=1 like the CPU workers.
         return DaskTaskRunner(
             cluster_class="dask_cuda.LocalCUDACluster",
-            cluster_kwargs={"resources": GPU_RESOURCE, "dashboard_address": None},
+            cluster_kwargs={"resources": GPU_RESOURCE, "dashboard_address": ":0"},
         )
     raise ValueError(f"unknown cluster kind {cfg.kind!r}")

@@ -2,9 +2,12 @@
 tiles, reconstructed across the GPU workers of a Dask cluster, resumable.
 
 It is the pipeline with defaults for this job (many tiles, ``local_cuda`` workers) and two
-checks around it: the dataset must be coded, and a re-run or flow retry reports how many
-tiles the run store already holds -- those are skipped, so an interrupted batch (a worker
-lost, the flow run crashed, a job's wall time hit) continues where it stopped.
+checks around it: the dataset must be coded, and a re-run reports how many tiles the run
+store already holds -- those are skipped, so an interrupted batch continues where it
+stopped. A lost worker is covered by the tile tasks' own retries (Dask reschedules the
+tile elsewhere); a crashed flow run (its job's wall time, a node failure) by running the
+deployment again with the same parameters, by hand or by a Prefect automation on the
+``Crashed`` state (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -47,12 +50,12 @@ def resume_state(store_path: str, halves: tuple[str, ...] = ("",)) -> dict:
     return {"planned": len(tiles) * len(halves), "done": int(done)}
 
 
-@flow(name="gigapixel-coded", retries=2, retry_delay_seconds=30)
+@flow(name="gigapixel-coded")
 def gigapixel_coded(params: GigapixelParams) -> dict:
     """Reconstruct a (large) coded-ptychography dataset tile by tile on GPU workers.
 
-    A flow retry (two by default) or a new run with the same parameters resumes: finished
-    tiles, the stitched shards and every other complete step are kept in the store.
+    A new run with the same parameters resumes: finished tiles, the stitched mosaic and
+    every other complete step are kept in the store and skipped.
     """
     log = get_run_logger()
     raw = ingest_task(params.input, params.store, params.ingest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -69,7 +70,11 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
 
     if not verbose:
         quiet_prefect_console()
-    with prefect_api():
+    own = not os.environ.get("PREFECT_API_URL")
+    with prefect_api() as url:
+        if own and verbose:
+            print(f"ptyflow: temporary Prefect API {url} for this run and its workers",
+                  file=sys.stderr, flush=True)  # fmt: skip
         from flows.pipeline import pipeline
 
         if not verbose:

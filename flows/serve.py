@@ -89,6 +89,8 @@ def start_server(
     port = port or free_port(host)
     env = dict(env or server_env())
     env.setdefault("PREFECT_UI_ENABLED", "true" if ui else "false")
+    # The UI asks /ui-settings where the API is; without this it says port 4200.
+    env.setdefault("PREFECT_UI_API_URL", f"http://{host}:{port}/api")
     env.pop("PREFECT_API_URL", None)  # the server itself is no client
     args = [sys.executable, "-m", "prefect", "server", "start", "--host", host,
             "--port", str(port)]  # fmt: skip
@@ -243,7 +245,7 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str | None]:
             try:
                 yield server.api_url
             finally:
-                _drain_workers()  # logs and events reach the API before it stops
+                drain_prefect_workers()  # logs and events reach the API before it stops
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
@@ -253,7 +255,7 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str | None]:
             SubprocessASGIServer._instances.pop(None, None)
 
 
-def _drain_workers() -> None:
+def drain_prefect_workers() -> None:
     """Flush Prefect's background log and event workers (else they retry after the
     temporary server is gone, and the process hangs on exit)."""
     import inspect

@@ -1,0 +1,119 @@
+"""Command-line configuration: YAML validated by the pipeline's models, env overrides,
+flags on top; a missing or invalid file is a clear error with exit code 2 (no run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.params import PipelineParams
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace the pipeline run: record the parameters the command built."""
+    seen = {}
+
+    def fake_run(params, *, progress=True, verbose=False):
+        seen["params"] = params
+        return {"store": params.store, "tiles": [], "metrics": {"trusted_pixels": 1.0}}
+
+    monkeypatch.setattr("flows.runner.run_pipeline", fake_run)
+    return seen
+
+
+@pytest.fixture
+def data(tmp_path):
+    p = tmp_path / "scan.cxi"
+    p.write_bytes(b"")  # existence is all `run` checks before the pipeline reads it
+    return p
+
+
+@pytest.mark.parametrize("cmd", [[], ["demo"], ["simulate"], ["ingest"], ["run"], ["export"],
+                                 ["show"], ["server"], ["server", "start"],
+                                 ["server", "worker"], ["server", "deploy"]])  # fmt: skip
+def test_every_command_has_help(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_yaml_then_env_then_flags(tmp_path, data, captured, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"input": "elsewhere.cxi", "store": "x.zarr",
+                                   "engine": {"engine": "epie", "epochs": 7, "seed": 3},
+                                   "tiling": {"grid": [3, 3]}}))  # fmt: skip
+    monkeypatch.setenv("PTYFLOW__ENGINE__EPOCHS", "11")
+    monkeypatch.setenv("PTYFLOW__CLUSTER__KIND", "none")
+    res = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "s.zarr"),
+                              "--config", str(cfg), "--engine", "rpie", "--keep", "0.5",
+                              "--grid", "2x1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    p = captured["params"]
+    assert p.input == str(data) and p.store == str(tmp_path / "s.zarr")  # flags win
+    assert (p.engine.engine, p.engine.epochs, p.engine.seed) == ("rpie", 11, 3)  # env > yaml
+    assert p.tiling.grid == (2, 1) and p.cluster.kind == "none"
+    assert (p.subsample.method, p.subsample.fraction) == ("fraction", 0.5)
+    assert (tmp_path / "s_metrics.csv").read_text().startswith("metric,value")
+
+
+def test_config_alone_gives_input_and_store(tmp_path, data, captured):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"input": str(data), "store": str(tmp_path / "r.zarr")}))
+    res = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert captured["params"].store == str(tmp_path / "r.zarr")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "configuration file not found"),
+        ("engine: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "top level must be a mapping"),
+        ("engine: {engine: fancy}\n", "engine.engine"),
+        ("engine: {epochs: 0}\n", "engine.epochs"),
+        ("tilling: {grid: [2, 2]}\n", "tilling"),  # a typo is an error, not ignored
+    ],
+)
+def test_bad_config_file_is_a_clear_error(tmp_path, data, captured, content, message):
+    cfg = tmp_path / "bad.yaml"
+    if content is not None:
+        cfg.write_text(content)
+    res = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "s.zarr"),
+                              "--config", str(cfg)])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert message in res.output and str(cfg) in res.output
+    assert "params" not in captured  # nothing ran
+
+
+def test_bad_env_override_and_flags_are_errors(tmp_path, data, captured, monkeypatch):
+    out = ["--out", str(tmp_path / "s.zarr")]
+    monkeypatch.setenv("PTYFLOW__CLUSTER__KIND", "cloud")
+    res = runner.invoke(app, ["run", str(data), *out])
+    assert res.exit_code == 2 and "cluster.kind" in res.output
+    monkeypatch.delenv("PTYFLOW__CLUSTER__KIND")
+    for flags, msg in ((["--keep", "1.5"], "--keep"), (["--grid", "2by2"], "NYxNX"),
+                       (["--engine", "sgd"], "--engine")):  # fmt: skip
+        res = runner.invoke(app, ["run", str(data), *out, *flags])
+        assert res.exit_code == 2 and msg in res.output, res.output
+    res = runner.invoke(app, ["run", str(tmp_path / "missing.cxi"), *out])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    res = runner.invoke(app, ["run", str(data)])
+    assert res.exit_code == 2 and "store" in res.output
+    assert "params" not in captured
+
+
+@pytest.mark.parametrize("cfg", sorted((REPO / "deployments" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_shipped_configs_validate(cfg):
+    p = PipelineParams.from_yaml(cfg, input="x.cxi", store="x.zarr")
+    assert p.engine.engine in ("rnf", "rpie")
+    assert yaml.safe_load(cfg.read_text())  # not empty

@@ -1,0 +1,100 @@
+"""``ptyflow demo`` and ``ptyflow run`` end to end, as a user runs them: a subprocess with
+no PREFECT_API_URL, so the command starts ONE temporary Prefect server for itself and its
+Dask workers. The demo must finish in under 5 minutes on 2 CPU cores."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(900)
+DEMO_LIMIT_S = 300
+
+
+def _env(tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API_URL", "PTYFLOW__"))}  # fmt: skip
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")  # fmt: skip
+    return env
+
+
+def _ptyflow(args, tmp_path, timeout=600):
+    cmd = [sys.executable, "-c", "from flows.cli import app; app()", *args]
+    return subprocess.run(cmd, env=_env(tmp_path), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    t0 = time.monotonic()
+    res = _ptyflow(["demo", "--out", "out", "--verbose"], d)
+    return d / "out", res, time.monotonic() - t0
+
+
+def test_demo_leaves_store_metrics_and_previews_in_time(demo):
+    from storage.store import RunStore
+
+    out, res, wall = demo
+    print(f"ptyflow demo: {wall:.0f} s wall")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert wall < DEMO_LIMIT_S
+    store = RunStore(out / "demo.zarr", "r")
+    assert store.is_complete("metrics")
+    assert len([k for k, _ in store.root["reconstruct"].groups()]) == 4
+    rows = dict(csv.reader(open(out / "demo_metrics.csv")))
+    assert float(rows["truth_phase_ssim"]) > 0.8
+    for part in ("amplitude", "phase"):
+        png = out / f"demo_{part}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # One Prefect API for the run: the command's own temporary server, none per worker.
+    log = res.stdout + res.stderr
+    assert log.count("ptyflow: temporary Prefect API") == 1, log[-4000:]
+    assert "Starting temporary server" not in log  # no worker started a server of its own
+    assert "demo finished" in res.stdout
+
+
+def test_run_command_with_progress_and_resume(demo, tmp_path):
+    from storage.store import RunStore
+
+    out, res, _ = demo
+    assert res.returncode == 0
+    args = [
+        "run",
+        str(out / "demo.cxi"),
+        "--out",
+        str(tmp_path / "r.zarr"),
+        "--engine",
+        "epie",
+        "--keep",
+        "0.6",
+        "--epochs",
+        "3",
+        "--grid",
+        "2x1",
+        "--cluster",
+        "none",
+    ]
+    first = _ptyflow(args, tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "r.zarr" in first.stdout and "━" in first.stdout  # the progress bar
+    store = RunStore(tmp_path / "r.zarr", "r")
+    assert (
+        store.root["subsample/kept"].shape[0] == round(0.6 * 100)
+        or 0.5 < store.root["subsample/kept"].shape[0] / 100 < 0.7
+    )
+    assert store.root["reconstruct/t0000"].attrs["engine"] == "epie"
+    done = store.marker("reconstruct/t0000")["completed_at"]
+    again = _ptyflow(args, tmp_path)  # resumes: every step is already complete
+    assert again.returncode == 0
+    assert RunStore(tmp_path / "r.zarr", "r").marker("reconstruct/t0000")["completed_at"] == done
+    z = tmp_path / "r.npz"
+    assert _ptyflow(["export", str(tmp_path / "r.zarr"), str(z)], tmp_path).returncode == 0
+    assert np.load(z)["positions"].shape[1] == 2

@@ -1,0 +1,124 @@
+"""``ptyflow ingest | show | export`` on a run store built by the plain stage functions
+(no Prefect), and the export's mapping of refined tile positions to global pixels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows import stages
+from flows.cli import app
+from flows.params import PipelineParams
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 2x2-tile rPIE run of a small simulated far-field dataset."""
+    from ptytasks.simulate import simulate
+    from storage.cxi import write_cxi
+
+    d = tmp_path_factory.mktemp("run")
+    write_cxi(d / "ff.cxi", simulate("farfield", seed=2, frame_size=32, n_positions=40,
+                                     known_probe=True))  # fmt: skip
+    p = PipelineParams.from_mapping({
+        "input": str(d / "ff.cxi"), "store": str(d / "ff.zarr"), "tiling": {"grid": [2, 2]},
+        "engine": {"engine": "rpie", "epochs": 3, "learn_probe": False},
+        "cluster": {"kind": "none"}})  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    tiles = stages.plan(p.store, p.tiling)
+    for t in tiles:
+        stages.reconstruct_tile(p.store, t, p.engine, p.calibration)
+    stages.stitch(p.store, tiles)
+    stages.evaluate(p.store, p.evaluation)
+    return p
+
+
+def test_ingest_command(tmp_path, finished):
+    out = tmp_path / "i.zarr"
+    res = runner.invoke(app, ["ingest", finished.input, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ingested 40 farfield frames" in res.output
+    bad = tmp_path / "bad.cxi"
+    bad.write_bytes(b"garbage" * 50)
+    res = runner.invoke(app, ["ingest", str(bad), "--out", str(tmp_path / "b.zarr")])
+    assert res.exit_code == 2 and "error:" in res.output
+    res = runner.invoke(app, ["ingest", finished.input, "--out", str(out), "--option", "x"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+
+
+def test_show_summarises_the_store(finished):
+    res = runner.invoke(app, ["show", finished.store])
+    assert res.exit_code == 0, res.output
+    for text in ("farfield", "40 frames", "t0000", "mosaic", "truth_phase_ssim", "metrics"):
+        assert text in res.output
+    res = runner.invoke(app, ["show", finished.store, "--json"])
+    s = json.loads(res.output)
+    assert s["data"]["frames"] == 40 and len(s["tiles"]) == 4
+    assert all(t["done"] and t["engine"] == "rpie" for t in s["tiles"])
+    assert "metrics" in s["steps"] and s["metrics"]["trusted_pixels"] > 0
+    res = runner.invoke(app, ["show", finished.store + ".nope"])
+    assert res.exit_code == 2 and "not a run store" in res.output
+
+
+def test_export_writes_plain_arrays(tmp_path, finished):
+    from storage.store import RunStore
+
+    out = tmp_path / "r.npz"
+    res = runner.invoke(app, ["export", finished.store, str(out)])
+    assert res.exit_code == 0, res.output
+    z = np.load(out, allow_pickle=False)
+    s = RunStore(finished.store, "r")
+    mosaic = s.read_array("mosaic/level_0/object")
+    assert z["object"].dtype == np.complex64 and np.array_equal(z["object"], mosaic)
+    assert z["probe"].shape == (32, 32) and z["probe"].dtype == np.complex64
+    # No position refinement: every frame maps back exactly to its nominal position.
+    nominal = s.read_array("raw/positions")
+    assert z["positions"].shape == (40, 2)
+    np.testing.assert_allclose(z["positions"], nominal[z["frames"]], atol=1e-9)
+    res = runner.invoke(app, ["export", finished.store, str(out)])
+    assert res.exit_code == 2 and "--force" in res.output
+    res = runner.invoke(app, ["export", finished.store, str(tmp_path / "r.txt")])
+    assert res.exit_code == 2 and ".npz" in res.output
+
+
+def test_export_maps_refined_tile_positions_to_global(tmp_path, finished):
+    """A tile's refined (local) positions reach the export shifted by its canvas origin,
+    for the frames whose probe centre lies in that tile's core."""
+    import shutil
+
+    import zarr
+
+    from flows.export import final_positions
+    from storage.store import RunStore
+
+    store = tmp_path / "moved.zarr"
+    shutil.copytree(finished.store, store)
+    s = RunStore(store, "r")
+    tiles = s.root["tiling"].attrs["tiles"]
+    t = max(tiles, key=lambda t: len(t["frame_indices"]))
+    arr = zarr.open_array(str(store), path=f"reconstruct/{t['tile_id']}/positions", mode="r+")
+    arr[...] = arr[...] + np.array([0.25, -0.5])  # as if the engine had refined them
+    before, frames = final_positions(RunStore(finished.store, "r"))
+    after, _ = final_positions(RunStore(store, "r"))
+    moved = np.flatnonzero(np.any(after != before, axis=1))
+    assert moved.size > 0 and set(moved) <= set(t["frame_indices"])
+    np.testing.assert_allclose(after[moved] - before[moved], [[0.25, -0.5]] * moved.size)
+    # every kept frame is owned by exactly one tile's core
+    owned = np.zeros(len(frames), int)
+    half = np.array([16.0, 16.0])
+    for tt in tiles:
+        c = before[tt["frame_indices"]] + half
+        y0, y1, x0, x1 = tt["core"]
+        owned[
+            np.asarray(tt["frame_indices"])[
+                (c[:, 0] >= y0) & (c[:, 0] < y1) & (c[:, 1] >= x0) & (c[:, 1] < x1)
+            ]
+        ] += 1
+    assert np.all(owned == 1)

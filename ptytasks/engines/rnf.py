@@ -1,0 +1,626 @@
+"""Residual neural-field ptychography (RNF): the differentiable-physics trainer.
+
+Object, probe (and coded surface / Fourier pupil) are complex neural fields on top of
+physical priors, ``O = O_prior + F_O(r)`` (paper Eqs. 2-3); the forward model of the
+modality is the differentiable layer, and AdamW trains the fields jointly with any of the
+model's physical parameters (scan positions or LED wavevectors, distance, wavelength,
+Zernike coefficients, per-frame intensity factors, the phasor frequency). Loss (Eq. 6)::
+
+    L = mean_batch L_data(J_i, I_i) + mu * mean |Haar(O - O_prior)|
+
+Frames are scaled to unit mean intensity per pixel inside the engine (so ``mu`` and the
+Huber threshold mean the same at any dose); the probe (Fourier: the object) is scaled back
+in the result. Only the object pixels under a batch's windows are needed, so the object
+field is evaluated on the windows' bounding box when that is smaller than the object
+(``eval_region``). Runs are seeded and deterministic on CPU, checkpoint every epoch, and
+resume exactly (:mod:`ptytasks.engines.checkpoint`).
+
+What the physics lets one learn (see ``docs`` of :class:`RNFOptions` and the tests):
+near-field propagation with the angular spectrum ``exp(i k z sqrt(1 - (lambda f)^2))``
+depends on ``lambda z`` only to first (paraxial) order; wavelength and distance separate
+through the ``lambda^3 z f^4`` term, so they are individually identifiable only at high
+numerical aperture (fine pixels compared with the wavelength). In the Fresnel regime only
+the product ``lambda z`` is determined.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ptytasks.data import PtychoData
+from ptytasks.engines.checkpoint import load_checkpoint, save_checkpoint
+from ptytasks.engines.losses import data_loss as make_data_loss
+from ptytasks.engines.losses import wavelet_sparsity
+from ptytasks.engines.result import ReconstructionResult
+from ptytasks.engines.rnf_options import RNFOptions
+from ptytasks.fields.residual_field import ResidualField
+from ptytasks.physics.models.base import ForwardModel, illuminate
+from ptytasks.physics.shifts import extract_patches
+
+__all__ = ["RNFOptions", "default_probe", "model_for", "reconstruct_rnf"]
+
+Callback = Callable[[int, dict], object]
+
+
+def model_for(data: PtychoData, dtype: torch.dtype = torch.float32) -> ForwardModel:
+    """The forward model of ``data``'s modality with its nominal parameters."""
+    from ptytasks.simulate.datasets import forward_model
+
+    return forward_model(data, truth=False, dtype=dtype)
+
+
+def _complex(x, cdt, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x), device=device).to(cdt)
+
+
+@torch.no_grad()
+def default_probe(data: PtychoData, model: ForwardModel, frames=None, cdtype=torch.complex64):
+    """A probe guess from the data: the root-mean frame taken back to the sample plane.
+
+    Its amplitude spectrum matches the mean diffraction pattern (far field) or the mean
+    hologram is back-propagated (near field); coded ptychography gets a plane wave. The
+    far-field back-transform is centred in the window (``ifft2c`` leaves the real-space
+    origin at the corner, which would split the guess over the four corners). The power
+    is that of the (given) frames with a transparent object.
+    """
+    f = torch.as_tensor(np.asarray(data.frames if frames is None else frames))
+    f = f.to(dtype=torch.float64).clamp(min=0)
+    if data.modality == "coded":
+        return torch.ones(data.frame_shape, dtype=cdtype, device=f.device)
+    amp = torch.sqrt(f.mean(0)).to(cdtype)
+    idx = torch.zeros(1, dtype=torch.long, device=f.device)
+    p = model.from_detector(amp[None].to(model.positions.device), idx)[0]
+    if data.modality == "farfield":
+        p = torch.fft.fftshift(p, dim=(-2, -1))
+    return p.to(cdtype)
+
+
+class _AnnealedEncoding(nn.Module):
+    """Coarse-to-fine hash encoding (BARF, Lin et al. 2021): level ``l`` is weighted by
+    ``(1 - cos(pi clamp(alpha - l, 0, 1))) / 2`` while ``alpha`` grows from 1 to the number
+    of levels. Early on the field can only hold coarse structure, which widens the capture
+    range of jointly learned positions.
+    """
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        n = len(inner.resolutions)
+        self.register_buffer("weights", torch.ones(n * inner.config.n_features))
+
+    @property
+    def out_dim(self) -> int:
+        return self.inner.out_dim
+
+    def set_progress(self, t: float):
+        """``t`` in [0, 1]: fraction of the annealing done."""
+        n, f = len(self.inner.resolutions), self.inner.config.n_features
+        alpha = 1 + (n - 1) * min(max(t, 0.0), 1.0)
+        lv = torch.arange(n, dtype=torch.float64)
+        w = 0.5 * (1 - torch.cos(math.pi * (alpha - lv).clamp(0, 1)))
+        self.weights.copy_(w.repeat_interleave(f).to(self.weights))
+
+    def encode_grid(self, ys, xs):
+        return self.inner.encode_grid(ys, xs) * self.weights[:, None, None]
+
+    def encode_points(self, coords):
+        return self.inner.encode_points(coords) * self.weights[:, None]
+
+
+class _Field(nn.Module):
+    """A :class:`ResidualField` evaluated on boxes, its learned part optionally masked."""
+
+    def __init__(self, shape, prior, opts: RNFOptions, *, seed: int, mask=None, dtype,
+                 anneal: bool = False):
+        super().__init__()
+        mlp = {"activation": opts.activation, "first_omega": opts.omega,
+               "hidden_omega": opts.hidden_omega, "learnable_omega": opts.learn_omega,
+               "hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers}
+        if opts.out_init_scale is not None:
+            mlp["out_init_scale"] = opts.out_init_scale
+        self.net = ResidualField(tuple(shape), prior, encoding=dict(opts.encoding), mlp=mlp,
+                                 residual=opts.residual, seed=seed).to(dtype)
+        self.shape = self.net.shape
+        self.register_buffer("mask", None if mask is None else mask.detach().to(dtype).clone())
+        self.annealed = None
+        if anneal:
+            self.annealed = _AnnealedEncoding(self.net.encoding)
+            self.net.encoding = self.annealed
+
+    def region(self, y0: int, x0: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(field, learned part)`` on rows ``y0:y0+h``, columns ``x0:x0+w``."""
+        field, res = self.net.window(y0, x0, h, w, return_residual=True)
+        if self.mask is not None:
+            m = self.mask[y0:y0 + h, x0:x0 + w]
+            field, res = field - res + res * m, res * m
+        return field, res
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.region(0, 0, *self.shape)
+
+
+class _Geometry:
+    """Distance and wavelength learned through a well-conditioned linear shadow.
+
+    ``u_z = (z - z0) / z_ref`` and ``u_l = (lambda - lambda0) / lambda_ref`` are relative
+    changes (``ref``: the nominal value, or the depth of field ``lambda / NA^2`` for a
+    nominal defocus of 0). When both are learned the optimiser sees ``s = u_l + u_z`` (the
+    Fresnel product ``lambda z``, well determined) and ``t = u_l - u_z`` (determined only
+    by non-paraxial propagation); Adam then moves the weak combination at its own rate
+    instead of zig-zagging across the ``lambda z`` valley. Gradients reach the model's own
+    parameters and are pulled back onto the shadow by the chain rule.
+    """
+
+    def __init__(self, model, names: list[str], lr: float):
+        self.model, self.names, self.lr = model, names, lr
+        ps = [getattr(model, n) for n in names]
+        self.start = [float(p.detach()) for p in ps]
+        na = max(float(getattr(model, "na", 0.1)), 1e-3)
+        self.ref = [abs(v) if v != 0 else float(model.wavelength) / na**2 for v in self.start]
+        dt = ps[0].dtype if ps else torch.float32
+        # columns: d u_name / d shadow
+        basis = [[1.0]] if len(names) < 2 else [[0.5, -0.5], [0.5, 0.5]]  # (z, l) <- (s, t)
+        self.basis = torch.tensor(basis[: len(names)], dtype=torch.float64)
+        self.shadow = nn.Parameter(torch.zeros(len(names), dtype=dt))
+
+    def pull_grad(self):
+        if not self.names:
+            return
+        g = []
+        for n, r in zip(self.names, self.ref, strict=True):
+            p = getattr(self.model, n)
+            g.append(0.0 if p.grad is None else float(p.grad) * r)
+            p.grad = None
+        self.shadow.grad = (self.basis.T @ torch.tensor(g, dtype=torch.float64)).to(self.shadow)
+
+    @torch.no_grad()
+    def push(self):
+        if not self.names:
+            return
+        u = self.basis @ self.shadow.detach().double().cpu()
+        for n, v0, r, du in zip(self.names, self.start, self.ref, u.tolist(), strict=True):
+            getattr(self.model, n).fill_(v0 + r * du)
+
+
+class _Setup:
+    """Priors, fields, model parameters and the optimiser of one run."""
+
+    def __init__(self, data, opts, model, priors, device, rdt, cdt):
+        self.data, self.opts, self.model = data, opts, model
+        self.device, self.rdt, self.cdt = device, rdt, cdt
+        self.fourier = data.modality == "fourier"
+        frames = torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdt, device=device)
+        obj_p, probe_p, surf_p, pupil_p = priors
+        self.window = data.frame_shape
+        # --- data scale: unit mean intensity per pixel (FP: of the most central LED).
+        if self.fourier:
+            k = model.wavevectors.detach().double()
+            self.centre_led = int(torch.argmin((k * k).sum(1)))
+            self.scale = float(frames[self.centre_led].mean())
+        else:
+            self.scale = float(frames.mean())
+        self.scale = max(self.scale, 1e-30)
+        self.frames = frames / self.scale
+        amp = 1.0 / math.sqrt(self.scale)
+        # --- priors
+        derived_probe = False
+        if self.fourier:
+            probe = None if probe_p is None else _complex(probe_p, cdt, device) * amp
+            if obj_p is None:
+                obj = self._fourier_object_prior()
+            else:
+                obj = _complex(obj_p, cdt, device) * amp
+        else:
+            if probe_p is None and data.probe is not None:
+                probe_p = data.probe
+            if probe_p is None:
+                probe = self._default_probe()
+                derived_probe = True
+            else:
+                probe = _complex(probe_p, cdt, device) * amp
+            obj = (torch.ones(data.object_shape, dtype=cdt, device=device) if obj_p is None
+                   else _complex(obj_p, cdt, device))
+        fields = {}
+        if data.modality == "coded":
+            s = model.surface.detach() if surf_p is None else _complex(surf_p, cdt, device)
+            fields["surface"] = s.to(device=device, dtype=cdt)
+        if self.fourier:
+            pupil_prior = None if pupil_p is None else _complex(pupil_p, cdt, device)
+            self.pupil_prior = pupil_prior
+        if opts.rescale_prior and not self.fourier:
+            # Match the predicted to the measured mean counts with |object| as given.
+            c = self._power_ratio(obj, probe, fields)
+            if derived_probe or obj_p is not None:
+                probe = probe * math.sqrt(c)
+            else:
+                obj = obj * math.sqrt(c)
+        elif opts.rescale_prior and obj_p is not None:
+            obj = obj * math.sqrt(self._power_ratio(obj, probe, fields))
+        self.probe_fixed = probe
+        self.surface_fixed = fields.get("surface")
+        # --- fields
+        seed = int(opts.seed)
+        mk = lambda shape, prior, s, mask=None: _Field(
+            shape, prior, opts, seed=seed + 101 * s, mask=mask, dtype=rdt).to(device)
+        self.obj_field = _Field(data.object_shape, obj, opts, seed=seed, dtype=rdt,
+                                anneal=opts.anneal_epochs > 0).to(device)
+        self.probe_field = None
+        if opts.learn_probe and probe is not None:
+            self.probe_field = mk(tuple(probe.shape), probe, 1)
+        self.surface_field = None
+        if opts.learn_surface and self.surface_fixed is not None:
+            self.surface_field = mk(tuple(self.surface_fixed.shape), self.surface_fixed, 2)
+        self.pupil_field = None
+        if self.fourier and opts.learn_pupil:
+            base = self._pupil_base().detach()
+            self.pupil_field = mk(tuple(base.shape), torch.zeros_like(base), 3,
+                                  mask=model.aperture.to(rdt))
+        self._build_optimiser()
+
+    # ------------------------------------------------------------------ priors
+    def _default_probe(self) -> torch.Tensor:
+        return default_probe(self.data, self.model, self.frames, self.cdt)
+
+    def _fourier_object_prior(self) -> torch.Tensor:
+        """Upsampled amplitude of the most central LED's image (zero phase)."""
+        img = torch.sqrt(self.frames[self.centre_led])[None, None]
+        up = torch.nn.functional.interpolate(img, size=self.data.object_shape, mode="bicubic",
+                                             align_corners=False)[0, 0]
+        return up.clamp(min=0).to(self.cdt)
+
+    @torch.no_grad()
+    def _power_ratio(self, obj, probe, fields) -> float:
+        n = self.data.n_frames
+        idx = torch.linspace(0, n - 1, min(n, 16), device=self.device).round().long().unique()
+        pred = self.model(obj, probe, idx, **fields)
+        return float(self.frames[idx].sum() / pred.sum().clamp(min=1e-30))
+
+    def _pupil_base(self) -> torch.Tensor:
+        p = self.model.pupil_function().to(self.cdt)
+        return p if self.pupil_prior is None else p * self.pupil_prior
+
+    # ------------------------------------------------------------------ optimiser
+    def _build_optimiser(self):
+        o, m = self.opts, self.model
+        if o.learn_zernike and not self.fourier:
+            raise ValueError("learn_zernike needs Fourier-ptychography data")
+        names = []
+        if o.learn_positions:
+            names.append("wavevectors" if self.fourier else "positions")
+        for flag, name in ((o.learn_distance, "distance"), (o.learn_wavelength, "wavelength"),
+                           (o.learn_zernike, "zernike"), (o.learn_intensity, "intensity_factors")):
+            if flag:
+                if not hasattr(m, name):
+                    raise ValueError(f"{m.modality} model has no parameter {name!r} to learn")
+                names.append(name)
+        m.learnable(*names)
+        self.learned = names
+        omega = lambda mod: [p for n, p in mod.named_parameters() if n.endswith("omega")]
+        rest = lambda mod: [p for n, p in mod.named_parameters() if not n.endswith("omega")]
+        groups = [{"params": rest(self.obj_field), "lr": o.lr, "name": "object"}]
+        for fld, scale, name in ((self.probe_field, o.lr_probe_scale, "probe"),
+                                 (self.surface_field, o.lr_surface_scale, "surface"),
+                                 (self.pupil_field, o.lr_pupil_scale, "pupil")):
+            if fld is not None:
+                groups.append({"params": rest(fld), "lr": o.lr * scale, "name": name})
+        om = [p for f in self.fields() for p in omega(f)]
+        if om:
+            groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
+                           "weight_decay": 0.0})
+        self.geometry = _Geometry(m, [n for n in names if n in ("distance", "wavelength")],
+                                  o.lr_distance if o.learn_distance else o.lr_wavelength)
+        if self.geometry.names:
+            groups.append({"params": [self.geometry.shadow], "lr": self.geometry.lr,
+                           "name": "geometry", "weight_decay": 0.0, "physical": True})
+        for name in names:
+            if name in ("distance", "wavelength"):
+                continue
+            p = getattr(m, name)
+            if name == "positions":
+                lr = o.lr_positions
+            elif name == "wavevectors":
+                lr = o.lr_positions / float(m.k_to_px.mean())
+            elif name == "zernike":
+                lr = o.lr_zernike
+            else:
+                lr = o.lr_intensity
+            groups.append({"params": [p], "lr": lr, "name": name, "weight_decay": 0.0,
+                           "physical": True})
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        self.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
+                                       weight_decay=o.weight_decay, foreach=True)
+        self.pos0 = None
+        if o.learn_positions:
+            p = m.wavevectors if self.fourier else m.positions
+            self.pos0 = p.detach().clone()
+
+    def fields(self) -> list[_Field]:
+        return [f for f in (self.obj_field, self.probe_field, self.surface_field,
+                            self.pupil_field) if f is not None]
+
+    def set_epoch_lr(self, epoch: int):
+        o = self.opts
+        t = epoch / max(1, o.epochs)
+        f = o.lr_decay + (1 - o.lr_decay) * 0.5 * (1 + math.cos(math.pi * t))
+        for g in self.optim.param_groups:
+            frozen = g.get("physical", False) and epoch < o.warmup_epochs
+            g["lr"] = 0.0 if frozen else g["base_lr"] * f
+
+    # ------------------------------------------------------------------ evaluation
+    def probe(self):
+        return self.probe_fixed if self.probe_field is None else self.probe_field.full()[0]
+
+    def extra_fields(self) -> dict:
+        out = {}
+        if self.surface_fixed is not None:
+            out["surface"] = (self.surface_fixed if self.surface_field is None
+                              else self.surface_field.full()[0])
+        if self.fourier:
+            base = self._pupil_base()
+            out["pupil"] = base if self.pupil_field is None else base + self.pupil_field.full()[0]
+        return out
+
+    def predict(self, idx: torch.Tensor):
+        """Predicted normalised intensities of frames ``idx`` and the object residual."""
+        fields = self.extra_fields()
+        if self.fourier:
+            obj, res = self.obj_field.full()
+            wave = self.model.to_detector(self.model.exit_waves(obj, self.probe(), idx), idx,
+                                          **fields)
+            return self.model.intensity(wave, idx), res
+        pos = self.model.positions[idx]
+        corners = torch.floor(pos.detach()).long()
+        lo = corners.min(0).values
+        hi = corners.max(0).values + torch.tensor(self.window, device=corners.device)
+        y0, x0 = int(lo[0]), int(lo[1])
+        h, w = int(hi[0]) - y0, int(hi[1]) - x0
+        ny, nx = self.data.object_shape
+        mode = self.opts.eval_region
+        if mode == "full" or (mode == "auto" and h * w > self.opts.bbox_fraction * ny * nx):
+            obj, res = self.obj_field.full()
+            off = torch.zeros(2, dtype=pos.dtype, device=pos.device)
+            region = obj
+        else:
+            region, res = self.obj_field.region(y0, x0, h, w)
+            off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
+        patches = extract_patches(region, pos - off, self.window)
+        psi = illuminate(self.probe(), patches)
+        return self.model.intensity(self.model.to_detector(psi, idx, **fields), idx), res
+
+    @torch.no_grad()
+    def constrain(self):
+        """Keep learned geometry meaningful after a step."""
+        m = self.model
+        if self.pos0 is not None:
+            p = m.wavevectors if self.fourier else m.positions
+            if self.opts.fix_mean_position:
+                p.sub_(p.mean(0) - self.pos0.mean(0))
+            if not self.fourier:
+                upper = torch.tensor([self.data.object_shape[0] - self.window[0],
+                                      self.data.object_shape[1] - self.window[1]],
+                                     dtype=p.dtype, device=p.device)
+                p.copy_(torch.minimum(torch.maximum(p, torch.zeros_like(upper)), upper))
+        if "intensity_factors" in self.learned:
+            f = m.intensity_factors
+            f.clamp_(min=1e-3).div_(f.mean())
+        if "zernike" in self.learned and 1 in m.zernike_indices:
+            m.zernike[m.zernike_indices.index(1)] = 0.0  # piston: a global phase
+
+
+def _resolve(data, options, model, dtype_name, device):
+    rdt = torch.float64 if dtype_name == "float64" else torch.float32
+    cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
+    model = model if model is not None else model_for(data, rdt)
+    return model.to(device=device), rdt, cdt
+
+
+def reconstruct_rnf(
+    data: PtychoData,
+    options: RNFOptions | None = None,
+    *,
+    object_prior=None,
+    probe_prior=None,
+    surface_prior=None,
+    pupil_prior=None,
+    model: ForwardModel | None = None,
+    callback: Callback | None = None,
+    checkpoint: str | Path | None = None,
+) -> ReconstructionResult:
+    """Reconstruct ``data`` with residual neural fields and a differentiable forward model.
+
+    Parameters
+    ----------
+    data : PtychoData
+        Any of the four modalities.
+    options : RNFOptions, optional
+    object_prior : complex ``object_shape``, optional
+        Default: uniform (scanning modalities; its level is fitted to the counts when the
+        probe is given) or the upsampled central-LED amplitude (Fourier).
+    probe_prior : complex ``frame_shape`` (Fourier: ``object_shape`` illumination), optional
+        Default ``data.probe``, else the back-propagated root-mean frame (far/near field),
+        a plane wave (coded), no illumination envelope (Fourier).
+    surface_prior : complex ``frame_shape``, optional
+        Coded surface; default the model's (``data.meta["surface"]`` when calibrated).
+    pupil_prior : complex ``frame_shape``, optional
+        Fourier: multiplies the model's Zernike pupil (a calibrated pupil).
+    model : ForwardModel, optional
+        Default :func:`model_for` (nominal geometry). Learned parameters are written to it.
+    callback : ``callback(epoch, info)`` after each epoch; ``info`` has ``epoch``,
+        ``loss``, ``data_loss``, ``reg_loss``, ``time``, ``elapsed``, ``lr`` and
+        ``params``. Raising in it stops the run (after the checkpoint is written).
+    checkpoint : path, optional
+        State file; when it exists the run resumes from it, and it is rewritten every
+        ``checkpoint_every`` epochs and at the end.
+
+    Returns
+    -------
+    ReconstructionResult
+        ``object``, ``probe``, ``positions_px`` / ``wavevectors``, ``pupil``, ``params``
+        (``distance``, ``wavelength``, ``zernike`` list, ...), ``loss_history``, ``extras``
+        (``surface``, ``object_residual``, ``probe_residual``, ``intensity_factors``,
+        ``data_scale``, ``data_loss_history``, ``reg_loss_history``).
+    """
+    opts = replace(options) if options is not None else RNFOptions()
+    t_start = time.perf_counter()
+    device = torch.device(opts.device)
+    model, rdt, cdt = _resolve(data, opts, model, opts.dtype, device)
+    torch.manual_seed(int(opts.seed))
+    st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),
+                device, rdt, cdt)
+    data_loss = make_data_loss(opts.loss, "intensity" if opts.loss == "poisson" else opts.domain,
+                               delta=opts.huber_delta)
+    gen = torch.Generator().manual_seed(int(opts.seed) + 7919)
+    hist = {"loss": [], "data": [], "reg": [], "time": [], "best": math.inf, "stale": 0}
+    start = 0
+    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    if ck is not None:
+        start = _restore(ck, st, gen, hist, opts)
+    n = data.n_frames
+    bs = max(1, int(opts.batch_size))
+    stop = None
+    for epoch in range(start, opts.epochs):
+        t0 = time.perf_counter()
+        st.set_epoch_lr(epoch)
+        order = torch.randperm(n, generator=gen).to(device)
+        tot_d = tot_r = 0.0
+        for step, idx in enumerate(order.split(bs)):
+            if st.obj_field.annealed is not None:
+                steps = math.ceil(n / bs)
+                st.obj_field.annealed.set_progress(
+                    (epoch + step / steps) / opts.anneal_epochs)
+            st.optim.zero_grad(set_to_none=True)
+            pred, res = st.predict(idx)
+            ld = data_loss(pred, st.frames[idx])
+            lr_ = (wavelet_sparsity(res, opts.mu, levels=opts.wavelet_levels) if opts.mu > 0
+                   else torch.zeros((), dtype=ld.dtype, device=ld.device))
+            (ld + lr_).backward()
+            st.geometry.pull_grad()
+            st.optim.step()
+            st.geometry.push()
+            st.constrain()
+            tot_d += float(ld.detach()) * len(idx)
+            tot_r += float(lr_.detach()) * len(idx)
+        hist["data"].append(tot_d / n)
+        hist["reg"].append(tot_r / n)
+        hist["loss"].append((tot_d + tot_r) / n)
+        hist["time"].append(time.perf_counter() - t0)
+        cur = hist["loss"][-1]
+        if cur < hist["best"] * (1 - opts.plateau_tol):
+            hist["best"], hist["stale"] = cur, 0
+        else:
+            hist["stale"] += 1
+        done = epoch + 1
+        plateau = opts.plateau_patience > 0 and hist["stale"] >= opts.plateau_patience
+        if checkpoint is not None and (done % max(1, opts.checkpoint_every) == 0 or plateau
+                                       or done == opts.epochs):
+            _save(checkpoint, st, gen, hist, done, opts)
+        if callback is not None:
+            callback(epoch, {
+                "epoch": epoch, "loss": cur, "data_loss": hist["data"][-1],
+                "reg_loss": hist["reg"][-1], "time": hist["time"][-1],
+                "elapsed": time.perf_counter() - t_start,
+                "lr": {g["name"]: g["lr"] for g in st.optim.param_groups},
+                "params": _params(model),
+            })
+        if plateau:
+            stop = epoch
+            break
+    return _result(st, opts, hist, t_start, stop)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _state(st: _Setup) -> dict:
+    return {
+        "fields": {k: f.state_dict() for k, f in (("object", st.obj_field),
+                   ("probe", st.probe_field), ("surface", st.surface_field),
+                   ("pupil", st.pupil_field)) if f is not None},
+        "optimizer": st.optim.state_dict(),
+        "model": st.model.state_dict(),
+        "geometry": {"shadow": st.geometry.shadow.detach().clone(), "start": st.geometry.start},
+    }
+
+
+def _save(path, st, gen, hist, epoch, opts):
+    save_checkpoint(path, {**_state(st), "epoch": epoch, "rng": gen.get_state(),
+                           "history": dict(hist), "options": opts.to_dict(),
+                           "shape": (st.data.n_frames, *st.data.frame_shape)})
+
+
+def _restore(ck: dict, st: _Setup, gen, hist, opts) -> int:
+    if tuple(ck["shape"]) != (st.data.n_frames, *st.data.frame_shape):
+        raise ValueError("checkpoint was written for a dataset of another shape")
+    named = {"object": st.obj_field, "probe": st.probe_field, "surface": st.surface_field,
+             "pupil": st.pupil_field}
+    if set(ck["fields"]) != {k for k, v in named.items() if v is not None}:
+        raise ValueError(f"checkpoint fields {sorted(ck['fields'])} do not match the options")
+    for k, sd in ck["fields"].items():
+        named[k].load_state_dict(sd)
+    st.model.load_state_dict(ck["model"])
+    with torch.no_grad():
+        st.geometry.shadow.copy_(ck["geometry"]["shadow"])
+    st.geometry.start = list(ck["geometry"]["start"])
+    st.optim.load_state_dict(ck["optimizer"])
+    gen.set_state(ck["rng"])
+    hist.update({k: (list(v) if isinstance(v, list) else v) for k, v in ck["history"].items()})
+    return int(ck["epoch"])
+
+
+# ---------------------------------------------------------------------- result
+def _params(model: ForwardModel) -> dict:
+    out = {}
+    for name, p in model.physical_parameters().items():
+        if p.numel() == 1:
+            out[name] = float(p)
+        elif name == "zernike":
+            out[name] = [float(v) for v in p]
+    return out
+
+
+@torch.no_grad()
+def _result(st: _Setup, opts: RNFOptions, hist, t_start, stop) -> ReconstructionResult:
+    amp = math.sqrt(st.scale)
+    obj, res = st.obj_field.full()
+    probe = st.probe()
+    extras = {"data_scale": st.scale, "data_loss_history": hist["data"],
+              "epoch_seconds": list(hist["time"]),
+              "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
+              "stopped_early_at": stop, "learned": list(st.learned)}
+    if st.probe_field is not None:
+        extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
+    fields = st.extra_fields()
+    if "surface" in fields:
+        extras["surface"] = fields["surface"].cpu().numpy()
+    m = st.model
+    if "intensity_factors" in st.learned:
+        extras["intensity_factors"] = m.intensity_factors.detach().cpu().numpy()
+    if st.fourier:
+        obj = obj * amp
+        probe = None if probe is None else probe * amp
+        extras["zernike_indices"] = list(m.zernike_indices)
+    else:
+        probe = probe * amp
+    t = hist["time"]
+    return ReconstructionResult(
+        object=obj.cpu().numpy().astype(np.complex64),
+        probe=None if probe is None else probe.cpu().numpy().astype(np.complex64),
+        positions_px=None if st.fourier else m.positions.detach().cpu().double().numpy(),
+        wavevectors=m.wavevectors.detach().cpu().double().numpy() if st.fourier else None,
+        pupil=fields["pupil"].cpu().numpy().astype(np.complex64) if st.fourier else None,
+        params=_params(m),
+        loss_history=list(hist["loss"]),
+        timings={"total": time.perf_counter() - t_start,
+                 "per_epoch": float(np.mean(t)) if t else 0.0,
+                 "frames_per_s": st.data.n_frames / float(np.mean(t)) if t else 0.0},
+        engine="rnf",
+        options=opts.to_dict(),
+        extras=extras,
+    )

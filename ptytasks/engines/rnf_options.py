@@ -1,0 +1,192 @@
+"""Typed options of the residual neural-field engine (:mod:`ptytasks.engines.rnf`).
+
+A plain dataclass, so it serialises with :func:`dataclasses.asdict` into run metadata and
+flows can build it from YAML/JSON dictionaries (``RNFOptions(**settings)``). Defaults are
+the paper's (Methods): AdamW, learning rate 1e-3, betas (0.9, 0.999), weight decay 1e-5,
+positions at 0.1 px per step, wavelet weight ``mu = 0.1``, phasor activation, hash
+encoding 16 levels x 2 features, one hidden layer of 64 complex neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
+DOMAINS = ("amplitude", "intensity")
+
+
+@dataclass
+class RNFOptions:
+    """Options of :func:`ptytasks.engines.rnf.reconstruct_rnf`.
+
+    Optimisation
+    ------------
+    epochs : int
+        Passes over all frames (frames are permuted every epoch).
+    batch_size : int
+        Frames per optimiser step.
+    lr : float
+        AdamW rate of the neural fields (hash tables and MLP weights).
+    betas, weight_decay : AdamW moments and decoupled weight decay of the fields. Physical
+        parameters get no weight decay (it would pull a distance towards zero).
+    lr_positions : float
+        Scan positions (pixels per step; the paper's 0.1). Fourier ptychography:
+        the wavevectors, in spectrum pixels per step.
+    lr_distance, lr_wavelength : float
+        *Relative* rates: Adam's step is about ``lr`` in parameter units, so the engine
+        uses ``lr_distance * |distance_0|`` (and likewise the wavelength); 1e-3 moves a
+        5 % error in about 50 steps.
+    lr_zernike : float
+        Zernike pupil coefficients, radians per step.
+    lr_intensity : float
+        Per-frame intensity factors (dimensionless, mean kept at 1).
+    lr_omega : float
+        Phasor frequencies when ``learn_omega``.
+    lr_probe_scale, lr_surface_scale, lr_pupil_scale : float
+        Multipliers of ``lr`` for the probe, coded-surface and pupil fields.
+    lr_decay : float
+        Final fraction of every rate reached by a cosine schedule over ``epochs``
+        (1 = constant rates).
+    warmup_epochs : int
+        Epochs before physical parameters (positions, distance, wavelength, Zernike,
+        intensities) start moving: the fields first explain the data roughly.
+
+    Loss
+    ----
+    loss : {"l1", "huber", "l2", "gradient", "poisson"}
+        Data term (Methods); ``"poisson"`` is the Poisson negative log-likelihood of the
+        intensities (``domain`` is then ignored).
+    domain : {"amplitude", "intensity"}
+        Compare ``sqrt(I)`` (default) or ``I``.
+    huber_delta : float
+        Transition of the Huber loss, in units of the normalised data (the engine scales
+        frames to unit mean per pixel).
+    mu : float
+        Weight of the Haar-wavelet L1 sparsity of the object residual, ``mu * L / N``
+        (N object pixels).
+    wavelet_levels : int
+        Haar decomposition levels.
+
+    Fields
+    ------
+    residual : bool
+        Learn ``O = O_prior + F(r)`` (True) or ``O = F(r)`` ab initio (False).
+    activation : str
+        ``"phasor"`` (paper) or an ablation (``"ctanh"``, ``"crelu"``, ``"zrelu"``,
+        ``"modrelu"``, ``"modulus_relu"``, ``"split_relu"``, ``"split_sine"``).
+    omega : float
+        Phasor frequency of the first layer (hidden layers: ``hidden_omega``).
+    learn_omega : bool
+        Make the frequencies trainable (paper Eq. 4).
+    hidden_features, hidden_layers : MLP width (complex neurons) and hidden depth.
+    out_init_scale : float or None
+        Output-layer initial scale (None: the field module's default).
+    encoding : dict
+        Overrides of :class:`ptytasks.fields.hash_encoding.HashEncodingConfig`
+        (``n_levels``, ``n_features``, ``log2_table_size``, ``base_resolution``,
+        ``per_level_scale``, ``level_policy``).
+    anneal_epochs : float
+        Coarse-to-fine: the object field's hash levels are switched on one after another
+        over this many epochs (BARF-style; 0 = all levels from the start). Widens the
+        capture range of position learning.
+    eval_region : {"auto", "bbox", "full"}
+        Evaluate the object field on the batch windows' bounding box, on the whole grid,
+        or whichever is smaller (``"auto"``: the box when it is under ``bbox_fraction`` of
+        the object).
+
+    What is learned
+    ---------------
+    learn_probe, learn_surface, learn_pupil : bool
+        Residual fields for the probe, the coded surface, the Fourier pupil.
+    learn_positions, learn_distance, learn_wavelength, learn_zernike, learn_intensity :
+        Physical parameters of the forward model.
+    fix_mean_position : bool
+        Remove the mean position correction after each step (a common shift is only a
+        translation of the image).
+    rescale_prior : bool
+        Match the priors' power to the data (the probe when it was derived from the data,
+        else the uniform object's level).
+
+    Run
+    ---
+    plateau_patience : int
+        Stop when the epoch loss has not improved by ``plateau_tol`` (relative) for this
+        many epochs (0: never stop early).
+    plateau_tol : float
+    checkpoint_every : int
+        Epochs between checkpoint writes (when a checkpoint path is given).
+    seed : int
+        Seeds the fields' initialisation and the frame order.
+    device : str
+    dtype : {"float32", "float64"}
+        Real dtype (complex fields use the matching complex dtype).
+    """
+
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-5
+    lr_positions: float = 0.1
+    lr_distance: float = 1e-3
+    lr_wavelength: float = 1e-3
+    lr_zernike: float = 0.02
+    lr_intensity: float = 1e-3
+    lr_omega: float = 1e-3
+    lr_probe_scale: float = 1.0
+    lr_surface_scale: float = 1.0
+    lr_pupil_scale: float = 1.0
+    lr_decay: float = 1.0
+    warmup_epochs: int = 0
+
+    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "l1"
+    domain: Literal["amplitude", "intensity"] = "amplitude"
+    huber_delta: float = 0.1
+    mu: float = 0.1
+    wavelet_levels: int = 1
+
+    residual: bool = True
+    activation: str = "phasor"
+    omega: float = 10.0
+    hidden_omega: float = 1.0
+    learn_omega: bool = False
+    hidden_features: int = 64
+    hidden_layers: int = 1
+    out_init_scale: float | None = None
+    encoding: dict = field(default_factory=dict)
+    anneal_epochs: float = 0
+    eval_region: Literal["auto", "bbox", "full"] = "auto"
+    bbox_fraction: float = 0.7
+
+    learn_probe: bool = True
+    learn_surface: bool = False
+    learn_pupil: bool = False
+    learn_positions: bool = False
+    learn_distance: bool = False
+    learn_wavelength: bool = False
+    learn_zernike: bool = False
+    learn_intensity: bool = False
+    fix_mean_position: bool = True
+    rescale_prior: bool = True
+
+    plateau_patience: int = 0
+    plateau_tol: float = 1e-3
+    checkpoint_every: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}; got {self.domain!r}")
+        if self.eval_region not in ("auto", "bbox", "full"):
+            raise ValueError(f"eval_region must be auto, bbox or full; got {self.eval_region!r}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch_size >= 1")
+        self.betas = tuple(float(b) for b in self.betas)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,214 @@
+"""Residual neural-field engine: API, all four models, determinism, checkpoint/resume.
+
+Fast tests on tiny simulated sets (24-32 px frames, a few epochs). The acceptance runs
+(accuracy against ePIE/rPIE, parameter recovery, ablations) are in
+``test_rnf_acceptance.py`` (marked slow) and ``bench/bench_rnf.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ptytasks.engines.result import ReconstructionResult
+from ptytasks.engines.rnf import RNFOptions, _Setup, model_for, reconstruct_rnf
+from ptytasks.simulate.datasets import simulate
+
+FAST = {"epochs": 2, "batch_size": 4, "hidden_features": 16}
+
+
+@pytest.fixture(scope="module")
+def ff():
+    return simulate("farfield", frame_size=24, n_positions=9, overlap=0.6, scan="raster",
+                    probe="gaussian", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """One tiny dataset per modality."""
+    return {
+        "farfield": simulate("farfield", frame_size=24, n_positions=9, overlap=0.6,
+                             probe="gaussian", seed=1),
+        "nearfield": simulate("nearfield", frame_size=24, n_positions=6, overlap=0.8, seed=1),
+        "coded": simulate("coded", frame_size=24, n_positions=6, overlap=0.9, seed=1),
+        "fourier": simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15,
+                            aberrations={4: 0.3}, seed=1),
+    }
+
+
+def test_options_validate():
+    with pytest.raises(ValueError, match="loss"):
+        RNFOptions(loss="l3")
+    with pytest.raises(ValueError, match="domain"):
+        RNFOptions(domain="phase")
+    with pytest.raises(ValueError, match="eval_region"):
+        RNFOptions(eval_region="some")
+    d = RNFOptions().to_dict()
+    assert d["lr"] == 1e-3 and d["betas"] == (0.9, 0.999) and d["weight_decay"] == 1e-5
+    assert d["lr_positions"] == 0.1 and d["mu"] == 0.1 and d["activation"] == "phasor"
+
+
+@pytest.mark.parametrize("modality", ["farfield", "nearfield", "coded", "fourier"])
+def test_all_models_run(tiny, modality):
+    data = tiny[modality]
+    learn = {"fourier": {"learn_zernike": True, "learn_positions": True, "learn_pupil": True},
+             "coded": {"learn_surface": True, "learn_distance": True},
+             "nearfield": {"learn_distance": True, "learn_wavelength": True},
+             "farfield": {"learn_positions": True, "learn_intensity": True}}[modality]
+    infos = []
+    res = reconstruct_rnf(data, RNFOptions(**FAST, **learn),
+                          callback=lambda e, info: infos.append((e, info)))
+    assert isinstance(res, ReconstructionResult) and res.engine == "rnf"
+    assert res.object.shape == data.object_shape and res.object.dtype == np.complex64
+    assert np.isfinite(res.object).all()
+    assert len(res.loss_history) == 2 and all(np.isfinite(res.loss_history))
+    assert [e for e, _ in infos] == [0, 1]
+    assert {"epoch", "loss", "time", "elapsed", "params", "lr"} <= set(infos[0][1])
+    if modality == "fourier":
+        assert res.pupil.shape == data.frame_shape and res.wavevectors.shape == (data.n_frames, 2)
+        assert isinstance(res.params["zernike"], list) and len(res.params["zernike"]) == 15
+        assert res.params["zernike"][0] == 0.0  # piston is not observable: kept at 0
+        assert res.probe is None
+    else:
+        assert res.probe.shape == data.frame_shape and res.positions_px.shape == (data.n_frames, 2)
+    if modality == "coded":
+        assert res.extras["surface"].shape == data.frame_shape
+        assert res.params["distance"] != pytest.approx(data.distance, rel=1e-9)
+    if modality == "nearfield":
+        assert {"distance", "wavelength"} <= set(res.params)
+    if modality == "farfield":
+        f = res.extras["intensity_factors"]
+        assert f.shape == (data.n_frames,) and f.mean() == pytest.approx(1.0, rel=1e-5)
+        moved = np.abs(res.positions_px - data.positions_px).max()
+        assert moved > 0
+        # the mean position is pinned (a common shift only translates the image)
+        np.testing.assert_allclose(res.positions_px.mean(0), data.positions_px.mean(0),
+                                   atol=1e-4)
+
+
+def test_loss_decreases(ff):
+    res = reconstruct_rnf(ff, RNFOptions(epochs=8, batch_size=3, lr=1e-2, hidden_features=16))
+    assert res.loss_history[-1] < 0.7 * res.loss_history[0]
+
+
+def test_deterministic(ff):
+    a = reconstruct_rnf(ff, RNFOptions(**FAST, learn_positions=True, seed=3))
+    b = reconstruct_rnf(ff, RNFOptions(**FAST, learn_positions=True, seed=3))
+    c = reconstruct_rnf(ff, RNFOptions(**FAST, learn_positions=True, seed=4))
+    np.testing.assert_array_equal(a.object, b.object)
+    np.testing.assert_array_equal(a.positions_px, b.positions_px)
+    assert a.loss_history == b.loss_history
+    assert not np.array_equal(a.object, c.object)
+
+
+def test_checkpoint_resume_matches_uninterrupted(ff, tmp_path):
+    opts = RNFOptions(epochs=5, batch_size=3, hidden_features=16, learn_positions=True,
+                      lr_decay=0.1, seed=2)
+    full = reconstruct_rnf(ff, opts)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_2(epoch, info):
+        if epoch == 1:
+            raise Killed
+
+    ck = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        reconstruct_rnf(ff, opts, checkpoint=ck, callback=kill_after_2)
+    assert ck.exists()
+    seen = []
+    resumed = reconstruct_rnf(ff, opts, checkpoint=ck, callback=lambda e, i: seen.append(e))
+    assert seen == [2, 3, 4]  # continues where it stopped
+    np.testing.assert_allclose(resumed.object, full.object, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(resumed.probe, full.probe, rtol=0, atol=1e-5 * np.abs(full.probe).max())
+    np.testing.assert_allclose(resumed.positions_px, full.positions_px, atol=1e-5)
+    np.testing.assert_allclose(resumed.loss_history, full.loss_history, rtol=1e-5)
+    # a finished checkpoint just returns the result
+    again = reconstruct_rnf(ff, opts, checkpoint=ck)
+    np.testing.assert_allclose(again.object, full.object, atol=1e-5)
+
+
+def test_checkpoint_rejects_other_options(ff, tmp_path):
+    ck = tmp_path / "run.ckpt"
+    reconstruct_rnf(ff, RNFOptions(**FAST), checkpoint=ck)
+    with pytest.raises(ValueError, match="fields"):
+        reconstruct_rnf(ff, RNFOptions(**FAST, learn_probe=False), checkpoint=ck)
+
+
+def test_plateau_stop(ff):
+    res = reconstruct_rnf(ff, RNFOptions(epochs=50, batch_size=9, lr=0.0, hidden_features=16,
+                                         plateau_patience=2))
+    assert res.n_epochs == 3 and res.extras["stopped_early_at"] == 2
+
+
+def test_bbox_evaluation_matches_full_grid(ff):
+    """Evaluating the object field on the batch's bounding box is exact."""
+    preds = {}
+    for mode in ("bbox", "full"):
+        opts = RNFOptions(hidden_features=16, eval_region=mode)
+        model = model_for(ff)
+        st = _Setup(ff, opts, model, (None,) * 4, torch.device("cpu"), torch.float32,
+                    torch.complex64)
+        idx = torch.tensor([0, 1])
+        pred, res = st.predict(idx)
+        loss = pred.sum()
+        loss.backward()
+        g = st.obj_field.net.mlp.out.weight_re.grad.clone()
+        preds[mode] = (pred.detach(), g, res.shape)
+    torch.testing.assert_close(preds["bbox"][0], preds["full"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(preds["bbox"][1], preds["full"][1], rtol=1e-4, atol=1e-7)
+    assert preds["bbox"][2][0] * preds["bbox"][2][1] < preds["full"][2][0] * preds["full"][2][1]
+
+
+def test_priors_and_scale(ff):
+    """A given probe keeps its absolute scale; the uniform object level is fitted."""
+    probe = ff.ground_truth["probe"]
+    res = reconstruct_rnf(ff, RNFOptions(epochs=0), probe_prior=probe)
+    # the residual starts at ~1e-3 of the field's scale
+    assert np.abs(res.probe - probe).max() < 0.01 * np.abs(probe).max()
+    level = np.abs(res.object).mean()
+    assert 0.7 < level < 1.1  # the simulated object's amplitude is 0.8 .. 1
+    # non-residual fields ignore the prior
+    res = reconstruct_rnf(ff, RNFOptions(epochs=0, residual=False), probe_prior=probe)
+    assert np.abs(res.probe - probe).max() > 0.1 * np.abs(probe).max()
+
+
+def test_float64_and_losses(ff):
+    for loss, domain in (("huber", "amplitude"), ("l2", "intensity"), ("gradient", "amplitude"),
+                         ("poisson", "intensity")):
+        res = reconstruct_rnf(ff, RNFOptions(epochs=1, batch_size=9, hidden_features=8,
+                                             loss=loss, domain=domain, dtype="float64"))
+        assert np.isfinite(res.loss_history[0])
+
+
+def test_learned_physical_parameters_move(tiny):
+    data = tiny["nearfield"]
+    res = reconstruct_rnf(data, RNFOptions(epochs=2, batch_size=2, hidden_features=8,
+                                           learn_distance=True, learn_wavelength=True))
+    assert res.params["distance"] != data.distance
+    assert res.params["wavelength"] != data.wavelength
+    # relative rates: each step moves them by about lr_distance of their value
+    assert abs(res.params["distance"] / data.distance - 1) < 0.05
+
+
+def test_registry_runs_rnf(ff):
+    from ptytasks.engines.registry import run_engine
+
+    res = run_engine("rnf", ff, {"epochs": 1, "batch_size": 9, "hidden_features": 8})
+    assert res.engine == "rnf" and res.n_epochs == 1
+
+
+def test_learn_zernike_needs_fourier(ff):
+    with pytest.raises(ValueError, match="Fourier"):
+        reconstruct_rnf(ff, RNFOptions(epochs=1, learn_zernike=True))
+
+
+def test_wavelet_term_reported(ff):
+    res = reconstruct_rnf(ff, RNFOptions(epochs=2, batch_size=9, hidden_features=8, mu=1.0))
+    assert res.extras["reg_loss_history"][-1] > 0
+    assert math.isclose(res.loss_history[-1], res.extras["data_loss_history"][-1]
+                        + res.extras["reg_loss_history"][-1], rel_tol=1e-9)

@@ -81,9 +81,13 @@ class ComplexDtypeMLP(torch.nn.Module):
 
     def __init__(self, ours: ComplexMLP):
         super().__init__()
+
         def cplx(layer):
-            return (torch.nn.Parameter(torch.complex(layer.weight_re, layer.weight_im).detach()),
-                    torch.nn.Parameter(torch.complex(layer.bias_re, layer.bias_im).detach()))
+            return (
+                torch.nn.Parameter(torch.complex(layer.weight_re, layer.weight_im).detach()),
+                torch.nn.Parameter(torch.complex(layer.bias_re, layer.bias_im).detach()),
+            )
+
         self.ws = torch.nn.ParameterList()
         self.omegas = [float(a.omega) for a in ours.acts]
         for layer in [*ours.layers, ours.out]:
@@ -121,8 +125,12 @@ def measure(fn, device, reps: int, budget_s: float = 20.0) -> dict:
         sync(device)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-    return {"wall_s": statistics.median(walls), "wall_min_s": min(walls),
-            "cpu_s": statistics.median(cpus), "reps": reps}
+    return {
+        "wall_s": statistics.median(walls),
+        "wall_min_s": min(walls),
+        "cpu_s": statistics.median(cpus),
+        "reps": reps,
+    }
 
 
 def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
@@ -135,12 +143,21 @@ def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
 
     def add(name, what, fn, **extra):
         r = measure(fn, device, reps)
-        r.update(name=name, what=what, grid=n, coords=p, coords_per_s=p / r["wall_s"],
-                 coords_per_cpu_s=p / max(r["cpu_s"], 1e-9), **extra)
+        r.update(
+            name=name,
+            what=what,
+            grid=n,
+            coords=p,
+            coords_per_s=p / r["wall_s"],
+            coords_per_cpu_s=p / max(r["cpu_s"], 1e-9),
+            **extra,
+        )
         rows.append(r)
-        print(f"  {n:5d}^2 {what:9s} {name:28s} {r['wall_s'] * 1e3:9.1f} ms "
-              f"{r['coords_per_s'] / 1e6:8.3f} Mcoord/s  (cpu {r['cpu_s'] * 1e3:8.1f} ms)",
-              flush=True)
+        print(
+            f"  {n:5d}^2 {what:9s} {name:28s} {r['wall_s'] * 1e3:9.1f} ms "
+            f"{r['coords_per_s'] / 1e6:8.3f} Mcoord/s  (cpu {r['cpu_s'] * 1e3:8.1f} ms)",
+            flush=True,
+        )
 
     paper = HashEncodingConfig(level_policy="paper")
     enc_paper = HashEncoding2D(paper, shape, seed=0).to(device)
@@ -161,8 +178,12 @@ def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
         add("naive_all_hashed", "encoding", lambda: back_real(naive(coords)), levels=16)
     add("points_paper", "encoding", lambda: back_real(enc_paper(coords)), levels=16)
     add("grid_paper", "encoding", lambda: back_real(enc_paper.encode_pixels()), levels=16)
-    add("grid_cap", "encoding", lambda: back_real(enc_cap.encode_pixels()),
-        levels=len(enc_cap.resolutions))
+    add(
+        "grid_cap",
+        "encoding",
+        lambda: back_real(enc_cap.encode_pixels()),
+        levels=len(enc_cap.resolutions),
+    )
     # --- MLP alone (32 real features -> 64 -> 64 -> 1 complex)
     add("complex_dtype", "mlp", lambda: back_cplx(cmlp(feats.T)))
     add("split_real", "mlp", lambda: back_real(mlp.forward_split(feats)))
@@ -174,8 +195,12 @@ def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
     f_paper = ResidualField(shape, prior, encoding=paper).to(device)
     f_cap = ResidualField(shape, prior).to(device)
     add("residual_field_paper_levels", "field", lambda: back_cplx(f_paper()), levels=16)
-    add("residual_field_default", "field", lambda: back_cplx(f_cap()),
-        levels=len(f_cap.encoding.resolutions))
+    add(
+        "residual_field_default",
+        "field",
+        lambda: back_cplx(f_cap()),
+        levels=len(f_cap.encoding.resolutions),
+    )
     return rows
 
 

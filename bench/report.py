@@ -1,0 +1,539 @@
+"""Markdown report (tables + matplotlib plots) from the benchmark JSON files.
+
+``python -m bench report`` (also run at the end of ``python -m bench all``) reads every
+``bench/results/{quality,realdata,speed,pipeline}-<device>[-quick].json`` and writes
+``bench/results/report.md`` with a headline table (for the README), the per-suite tables,
+and the plots ``quality-vs-data-*.png`` and ``time-vs-error-*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from bench.suite_common import OURS, RESULTS
+
+SUITES = ("quality", "speed", "realdata", "pipeline")
+
+
+def _load(out: Path) -> dict[str, list[tuple[str, dict]]]:
+    found: dict[str, list[tuple[str, dict]]] = {s: [] for s in SUITES}
+    for f in sorted(out.glob("*.json")):
+        suite = f.stem.split("-", 1)[0]
+        if suite not in found:
+            continue
+        try:
+            found[suite].append((f.name, json.loads(f.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def _f(v, fmt="{:.3f}", none="–") -> str:
+    if v is None:
+        return none
+    try:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "nan"
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _label(d: dict) -> str:
+    return f"{d.get('device', '?')}, {'quick' if d.get('quick') else 'full'}"
+
+
+def _engine_order(names) -> list[str]:
+    ours = [n for n in OURS if n in names]
+    return ours + sorted(n for n in names if n not in OURS)
+
+
+def _machine_line(d: dict) -> str:
+    m = d.get("machine", {})
+    la = d.get("load_average_start")
+    return (
+        f"{m.get('cpu') or '?'}; {m.get('cores_available')} cores available; "
+        f"torch {m.get('versions', {}).get('torch')}; threads per engine "
+        f"{d.get('threads')}; load average at start {la} / end "
+        f"{d.get('load_average_end')}; {m.get('timestamp')}"
+    )
+
+
+# ----------------------------------------------------------------------------- plots
+def _plot_quality(d: dict, out: Path, stem: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in d.get("rows", []) if r.get("ok")]
+    doses = sorted({r["dose"] for r in rows}, reverse=True)
+    if not doses:
+        return None
+    fig, axes = plt.subplots(1, len(doses), figsize=(5.2 * len(doses) + 1.6, 3.8), squeeze=False)
+    for ax, dose in zip(axes[0], doses, strict=True):
+        for eng in _engine_order({r["engine"] for r in rows}):
+            pts = sorted(
+                (r["fraction"], r["complex_error"])
+                for r in rows
+                if r["engine"] == eng and r["dose"] == dose
+            )
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(
+                    [100 * v for v in x], y, marker="o", lw=2.2 if eng == "rnf" else 1.2, label=eng
+                )
+        ax.set_xlabel("positions kept (%)")
+        ax.set_ylabel("complex error (aligned)")
+        ax.set_yscale("log")
+        ax.set_title(f"dose {dose:g} photons/frame")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    name = f"quality-vs-data-{stem}.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+def _plot_speed(d: dict, out: Path, stem: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in d.get("rows", []) if r.get("curve")]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
+    for r in sorted(
+        rows, key=lambda r: _engine_order([x["engine"] for x in rows]).index(r["engine"])
+    ):
+        xs = [c["seconds"] for c in r["curve"] if math.isfinite(c["error"])]
+        ys = [c["error"] for c in r["curve"] if math.isfinite(c["error"])]
+        ax.plot(
+            xs, ys, marker="o", ms=3, lw=2.2 if r["engine"] == "rnf" else 1.2, label=r["engine"]
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("cumulative epoch time (s)")
+    ax.set_ylabel("complex error (aligned)")
+    ax.set_title(f"time vs error ({_label(d)}, {d.get('threads')} thread(s))")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    name = f"time-vs-error-{stem}.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+# ----------------------------------------------------------------------------- sections
+def _quality(name: str, d: dict, out: Path) -> list[str]:
+    rows = d.get("rows", [])
+    g = d.get("grid", {})
+    L = [
+        f"### Quality vs data kept ({_label(d)}) — `{name}`",
+        "",
+        f"Simulated far field: {g.get('n_positions')} Fermat-spiral positions, "
+        f"{g.get('frame_size')} px frames, overlap {g.get('overlap')}, zone-plate probe; "
+        f"probe prior `{d.get('probe_prior')}` for every engine; same kept subset, uniform "
+        f"object start and {g.get('epochs')} epochs for every engine. Error over the region "
+        "the kept frames light. " + _machine_line(d),
+        "",
+    ]
+    engines = _engine_order({r["engine"] for r in rows})
+    cols = sorted({(r["dose"], r["fraction"]) for r in rows}, key=lambda t: (-t[0], -t[1]))
+    L.append("Complex error (lower is better):")
+    L.append("")
+    L.append("| engine | " + " | ".join(f"dose {dz:g}, {fr:.0%}" for dz, fr in cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    for e in engines:
+        cells = []
+        for dz, fr in cols:
+            r = next(
+                (r for r in rows if r["engine"] == e and r["dose"] == dz and r["fraction"] == fr),
+                None,
+            )
+            if r is None:
+                cells.append("–")
+            elif not r.get("ok"):
+                cells.append("failed")
+            else:
+                best = min(
+                    (
+                        x.get("complex_error", math.inf)
+                        for x in rows
+                        if x.get("ok") and x["dose"] == dz and x["fraction"] == fr
+                    ),
+                    default=None,
+                )
+                v = _f(r.get("complex_error"), "{:.4f}")
+                cells.append(f"**{v}**" if best == r.get("complex_error") else v)
+        L.append(f"| {e} | " + " | ".join(cells) + " |")
+    L.append("")
+    small = min((fr for _, fr in cols), default=None)
+    if small is not None:
+        L.append(
+            f"At {small:.0%} kept: phase PSNR (dB) / phase SSIM / FRC vs truth "
+            "(cycles/px, 0.5 threshold) / s per epoch:"
+        )
+        L.append("")
+        doses = sorted({dz for dz, _ in cols}, reverse=True)
+        L.append("| engine | " + " | ".join(f"dose {dz:g}" for dz in doses) + " |")
+        L.append("|---|" + "---|" * len(doses))
+        for e in engines:
+            cells = []
+            for dz in doses:
+                r = next(
+                    (
+                        r
+                        for r in rows
+                        if r["engine"] == e
+                        and r["dose"] == dz
+                        and r["fraction"] == small
+                        and r.get("ok")
+                    ),
+                    None,
+                )
+                cells.append(
+                    "–"
+                    if r is None
+                    else f"{_f(r.get('phase_psnr'), '{:.1f}')} / "
+                    f"{_f(r.get('phase_ssim'), '{:.3f}')} / "
+                    f"{_f(r.get('frc_resolution'), '{:.3f}')} / "
+                    f"{_f(r.get('times', {}).get('epoch_s_median'), '{:.3f}')}"
+                )
+            L.append(f"| {e} | " + " | ".join(cells) + " |")
+        L.append("")
+    png = _plot_quality(d, out, Path(name).stem)
+    if png:
+        L += [f"![quality vs data]({png})", ""]
+    for f in sorted(out.glob(f"{Path(name).stem}-preview-*.png")):
+        L += [f"![{f.stem}]({f.name})", ""]
+    if d.get("skipped_engines"):
+        L.append(
+            "Skipped engines: " + "; ".join(f"{k} ({v})" for k, v in d["skipped_engines"].items())
+        )
+        L.append("")
+    failed = [r for r in rows if not r.get("ok")]
+    for r in failed:
+        L.append(
+            f"- {r['engine']} failed at dose {r['dose']:g}, {r['fraction']:.0%}: "
+            f"{r.get('error_message')}"
+        )
+    return L
+
+
+def _speed(name: str, d: dict, out: Path) -> list[str]:
+    g = d.get("grid", {})
+    fl = d.get("fft_floor_s")
+    L = [
+        f"### Speed ({_label(d)}) — `{name}`",
+        "",
+        f"{g.get('n_positions')} frames of {g.get('frame_size')} px, {g.get('epochs')} "
+        f"epochs, true probe as prior, {d.get('threads')} torch thread(s) for every engine. "
+        f"FFT floor (fft2 + ifft2 of all frames, batched, same threads, min of before/after "
+        f"the engines): **{_f(fl, '{:.4f}')} s** per epoch. " + _machine_line(d),
+        "",
+    ]
+    targets = sorted(
+        {t for r in d.get("rows", []) for t in (r.get("time_to_error") or {})},
+        key=float,
+        reverse=True,
+    )
+    L.append(
+        "| engine | s/epoch (median) | × FFT floor | first epoch s | setup s | import s | "
+        "final error | " + " | ".join(f"s to ≤{t}" for t in targets) + " |"
+    )
+    L.append("|---|---|---|---|---|---|---|" + "---|" * len(targets))
+    for r in sorted(
+        d.get("rows", []),
+        key=lambda r: _engine_order([x["engine"] for x in d["rows"]]).index(r["engine"]),
+    ):
+        if not r.get("ok"):
+            L.append(f"| {r['engine']} | failed: {r.get('error_message')} |")
+            continue
+        t = r["times"]
+        tte = r.get("time_to_error") or {}
+        L.append(
+            f"| {r['engine']} | {_f(t.get('epoch_s_median'), '{:.4f}')} | "
+            f"{_f(t.get('x_fft_floor'), '{:.0f}')} | {_f(t.get('epoch_s_first'))} | "
+            f"{_f(t.get('setup_s'), '{:.2f}')} | {_f(t.get('import_s'), '{:.2f}')} | "
+            f"{_f(r.get('final_error'), '{:.4f}')} | "
+            + " | ".join(
+                "n/r" if tte.get(k) is None else _f(tte[k]["seconds"], "{:.2f}") for k in targets
+            )
+            + " |"
+        )
+    L.append("")
+    h = d.get("headline", {})
+    if "rnf_x_fft_floor" in h:
+        L.append(
+            f"RNF epoch time: **{_f(h.get('rnf_x_fft_floor'), '{:.0f}')}× the FFT floor**"
+            + (
+                f", **{_f(h.get('rnf_x_ptychi_fastest'), '{:.2f}')}× pty-chi's fastest "
+                f"engine** ({h.get('ptychi_fastest')}, "
+                f"{_f(h.get('ptychi_fastest_epoch_s'), '{:.4f}')} s/epoch)"
+                if "rnf_x_ptychi_fastest" in h
+                else ""
+            )
+            + ", measured in this run."
+        )
+        L.append("")
+    png = _plot_speed(d, out, Path(name).stem)
+    if png:
+        L += [f"![time vs error]({png})", ""]
+    return L
+
+
+def _realdata(name: str, d: dict, out: Path) -> list[str]:
+    L = [
+        f"### Real data: half-data FRC ({_label(d)}) — `{name}`",
+        "",
+        "Two interleaved halves reconstructed independently from the same priors; FRC of "
+        "the aligned halves over the well-lit region; half-bit crossing in cycles/pixel "
+        "(0.5 = Nyquist, not limited; higher is better) and metres where the pixel size "
+        "is known. " + _machine_line(d),
+        "",
+    ]
+    for ds, info in d.get("datasets", {}).items():
+        if "skipped" in info:
+            L += [f"- **{ds}**: skipped ({info['skipped']})", ""]
+            continue
+        L.append(
+            f"**{ds}** ({info.get('modality')}, {info.get('n_frames')} frames of "
+            f"{info.get('frame_shape')}, {info.get('epochs')} epochs per half"
+            + (
+                f", central {info.get('central_box_px'):.0f} px box"
+                if info.get("central_box_px")
+                else ""
+            )
+            + ")"
+        )
+        L.append("")
+        L.append(
+            "| engine | half-bit (cyc/px) | resolution | first crossing above 0.02 "
+            "cyc/px | min FRC to 0.125 cyc/px | s/epoch (half A) |"
+        )
+        L.append("|---|---|---|---|---|---|")
+        for r in [r for r in d.get("rows", []) if r["dataset"] == ds]:
+            if not r.get("ok"):
+                L.append(f"| {r['engine']} | failed: {r.get('error_message')} | | | | |")
+                continue
+            m = r.get("frc_halfbit_m")
+            res = "–" if m is None else f"{m * 1e9:.0f} nm"
+            crossed = "" if r.get("crossed") else " (not crossed)"
+            L.append(
+                f"| {r['engine']} | {_f(r.get('frc_halfbit_cyc_px'))}{crossed} | {res} | "
+                f"{_f(r.get('frc_halfbit_above_0p02_cyc_px'))} | "
+                f"{_f(r.get('frc_min_to_quarter_nyquist'))} | "
+                f"{_f((r.get('times') or [{}])[0].get('epoch_s_median'), '{:.3f}')} |"
+            )
+        L.append("")
+        if info.get("skipped_engines"):
+            L.append(
+                "Not run: " + "; ".join(f"{k} ({v})" for k, v in info["skipped_engines"].items())
+            )
+            L.append("")
+        if info.get("preview") and (out / info["preview"]).exists():
+            L += [f"![{ds}]({info['preview']})", ""]
+    return L
+
+
+def _pipeline(name: str, d: dict, out: Path) -> list[str]:
+    g = d.get("grid", {})
+    L = [
+        f"### Pipeline cost ({_label(d)}) — `{name}`",
+        "",
+        f"Simulated coded data, {g.get('frame_size')} px frames, {g.get('grid')} detector "
+        f"tiles, RNF {g.get('epochs')} epochs per tile, 1 torch thread per worker. "
+        + _machine_line(d),
+        "",
+    ]
+    if "compute_per_tile_s" not in d:
+        return L + ["(incomplete run)", ""]
+    fl = d.get("flows", {})
+    f1, f2 = fl.get("1", fl.get(1, {})), fl.get("2", fl.get(2, {}))
+    p = d.get("projection_1gpx", {})
+    L += [
+        "| quantity | value |",
+        "|---|---|",
+        f"| engine compute per tile (direct `run_engine`) | "
+        f"{_f(d['compute_per_tile_s'], '{:.2f}')} s |",
+        f"| `stages.reconstruct_tile` per tile (store I/O, priors) | "
+        f"{_f(d['stage_per_tile_s'], '{:.2f}')} s "
+        f"(+{100 * d['stage_overhead_fraction']:.1f} %) |",
+        f"| Prefect + Dask flow per tile, 1 worker (marginal tiles of a batch) | "
+        f"{_f(d.get('flow_per_tile_1w_s'), '{:.2f}')} s |",
+        f"| orchestration overhead per tile | {_f(d.get('overhead_per_tile_s'), '{:.2f}')} s "
+        f"({100 * d.get('overhead_fraction', float('nan')):.1f} % of compute) |",
+        f"| compute per tile above which overhead < 5 % | "
+        f"{_f(d.get('compute_s_for_5pct'), '{:.0f}')} s |",
+        f"| fixed flow cost (cluster start/stop, worker imports, API), 1 / 2 workers | "
+        f"{_f(f1.get('fixed_s'), '{:.1f}')} / {_f(f2.get('fixed_s'), '{:.1f}')} s |",
+        f"| marginal tiles time 1 → 2 workers (speed-up) | "
+        f"{_f(f1.get('marginal_s'), '{:.1f}')} → {_f(f2.get('marginal_s'), '{:.1f}')} s "
+        f"({_f(d.get('scaling_1_to_2'), '{:.2f}')}×) |",
+        f"| projected 1-gigapixel coded field, 2 workers / 1 worker | "
+        f"{_f(p.get('hours_2_workers'), '{:.1f}')} / {_f(p.get('hours_1_worker'), '{:.1f}')}"
+        f" h ({p.get('epochs')} epochs, this tile size) |",
+        "",
+    ]
+    mem = d.get("memory", [])
+    if mem:
+        L += [
+            "Peak memory of one worker process reconstructing one tile:",
+            "",
+            "| frame (tile) px | object px | peak RSS MiB | RSS before the tile MiB | "
+            "tile increment MiB | s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in mem:
+            if "error" in m:
+                L.append(f"| {m.get('frame_size')} | failed | | | | |")
+                continue
+            L.append(
+                f"| {m['frame_size']} | {m.get('object_shape')} | "
+                f"{_f(m['peak_rss_mib'], '{:.0f}')} | "
+                f"{_f(m['before_tile_rss_mib'], '{:.0f}')} | "
+                f"{_f(m['tile_rss_mib'], '{:.0f}')} | {_f(m['seconds'], '{:.1f}')} |"
+            )
+        L.append("")
+    return L
+
+
+# ----------------------------------------------------------------------------- headline
+def headline_rows(found: dict) -> list[str]:
+    """The table for the README: one line per claim, from the newest full (else quick)."""
+
+    def pick(suite):
+        items = found.get(suite, [])
+        full = [x for x in items if not x[1].get("quick")]
+        return (full or items or [(None, None)])[0]
+
+    L = ["| claim | result | source |", "|---|---|---|"]
+    for name, q in found.get("quality", []):
+        h = q.get("headline") or {}
+        for dose, v in (h.get("per_dose") or {}).items():
+            errs = v["errors"]
+            others = ", ".join(f"{k} {errs[k]:.3f}" for k in _engine_order(errs) if k != "rnf")
+            peers = {k: e for k, e in errs.items() if k not in OURS}
+            best_peer = min(peers, key=peers.get) if peers else None
+            vs_peers = (
+                "no peer run"
+                if not peers
+                else "**yes**"
+                if v.get("rnf_ahead_of_all_peers")
+                else f"**no** (best peer: {best_peer} {peers[best_peer]:.3f})"
+            )
+            vs_all = (
+                "yes"
+                if v["rnf_ahead_of_all"]
+                else f"no (best: {v['best_other']} {v['best_other_error']:.3f})"
+            )
+            L.append(
+                f"| RNF ahead of every peer engine in complex error at {h['fraction']:.0%} "
+                f"of positions, dose {float(dose):g}, {q.get('grid', {}).get('epochs')} "
+                f"epochs each | {vs_peers}; lowest of all engines incl. ptyflow's: {vs_all}. "
+                f"RNF {v['rnf']:.3f}; {others} | `{name}` |"
+            )
+    name, s = pick("speed")
+    if s and s.get("headline"):
+        h = s["headline"]
+        if "rnf_x_fft_floor" in h:
+            L.append(
+                f"| RNF epoch time vs the FFT floor | {h['rnf_x_fft_floor']:.0f}× "
+                f"({h['epoch_s']['rnf']:.3f} s vs {h['fft_floor_s'] * 1e3:.2f} ms) | "
+                f"`{name}` |"
+            )
+        if "rnf_x_ptychi_fastest" in h:
+            L.append(
+                f"| RNF epoch time vs pty-chi's fastest engine ({h['ptychi_fastest']}) | "
+                f"{h['rnf_x_ptychi_fastest']:.2f}× | `{name}` |"
+            )
+        for k in ("rpie", "epie"):
+            if k in h.get("epoch_s", {}):
+                L.append(
+                    f"| {k} epoch time vs the FFT floor | "
+                    f"{h['epoch_s'][k] / h['fft_floor_s']:.0f}× | `{name}` |"
+                )
+    name, r = pick("realdata")
+    if r:
+        for row in r.get("rows", []):
+            if row.get("ok"):
+                L.append(
+                    f"| half-data FRC, {row['dataset']}, {row['engine']} | "
+                    f"{row['frc_halfbit_cyc_px']:.3f} cyc/px | `{name}` |"
+                )
+    name, p = pick("pipeline")
+    if p and "overhead_fraction" in p:
+        L.append(
+            f"| Prefect + Dask overhead per tile | {p['overhead_per_tile_s']:.2f} s "
+            f"({100 * p['overhead_fraction']:.0f} % of a {p['compute_per_tile_s']:.1f} s "
+            f"tile; < 5 % above {p['compute_s_for_5pct']:.0f} s of compute) | `{name}` |"
+        )
+        L.append(f"| speed-up 1 → 2 workers | {p['scaling_1_to_2']:.2f}× | `{name}` |")
+        pr = p.get("projection_1gpx", {})
+        if pr:
+            L.append(
+                f"| projected 1-gigapixel coded field (2 workers, this machine) | "
+                f"{pr['hours_2_workers']:.0f} h | `{name}` |"
+            )
+    return L
+
+
+def write_report(out: Path | None = None) -> Path:
+    out = Path(out) if out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    found = _load(out)
+    L = [
+        "# ptyflow benchmarks",
+        "",
+        "Generated by `python -m bench report` from the JSON files in this folder "
+        "(docs/benchmarks.md explains the suites and how to run them). Every number "
+        "below comes from one of those files, named beside it.",
+        "",
+    ]
+    peers = next(
+        (d.get("peers") for items in found.values() for _, d in items if d.get("peers")), None
+    )
+    if peers and not peers.get("disabled"):
+        pk = peers.get("packages", {})
+        L.append(
+            "Peers: "
+            + ", ".join(
+                f"{k} {v.get('version')} ({'ok' if v.get('ok') else 'unavailable'})"
+                for k, v in pk.items()
+            )
+            + f"; import shim: {peers.get('shim')}; interpreter "
+            f"`{peers.get('interpreter')}`."
+        )
+        L.append("")
+    L += ["## Headline", ""] + headline_rows(found) + [""]
+    render = {"quality": _quality, "speed": _speed, "realdata": _realdata, "pipeline": _pipeline}
+    titles = {
+        "quality": "Quality vs data",
+        "speed": "Speed",
+        "realdata": "Real data",
+        "pipeline": "Pipeline cost",
+    }
+    for suite in SUITES:
+        items = found.get(suite, [])
+        if not items:
+            continue
+        L += [f"## {titles[suite]}", ""]
+        for name, d in items:
+            try:
+                L += render[suite](name, d, out)
+            except Exception as exc:  # noqa: BLE001 - a malformed file must not stop the rest
+                L += [f"(could not render `{name}`: {type(exc).__name__}: {exc})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(L) + "\n")
+    return path

@@ -124,7 +124,8 @@ def test_checkpoint_resume_matches_uninterrupted(ff, tmp_path):
     resumed = reconstruct_rnf(ff, opts, checkpoint=ck, callback=lambda e, i: seen.append(e))
     assert seen == [2, 3, 4]  # continues where it stopped
     np.testing.assert_allclose(resumed.object, full.object, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(resumed.probe, full.probe, rtol=0, atol=1e-5 * np.abs(full.probe).max())
+    atol = 1e-5 * np.abs(full.probe).max()
+    np.testing.assert_allclose(resumed.probe, full.probe, rtol=0, atol=atol)
     np.testing.assert_allclose(resumed.positions_px, full.positions_px, atol=1e-5)
     np.testing.assert_allclose(resumed.loss_history, full.loss_history, rtol=1e-5)
     # a finished checkpoint just returns the result

@@ -125,6 +125,7 @@ def _worker_processes() -> list[psutil.Process]:
     return [p for p in kids if "spawn_main" in " ".join(p.cmdline())]
 
 
+@pytest.mark.slow  # ~100 s: two full pipeline runs; run with -m slow
 def test_killed_worker_still_completes_with_same_mosaic(harness, farfield_cxi, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName

@@ -139,7 +139,7 @@ def lit_mask(d, probe, frac: float = 0.5) -> np.ndarray:
 def half_frc(a, b, mask, pixel_size) -> dict:
     from ptytasks.metrics import align, frc, resolution, taper_mask
 
-    b_al, info = align(b, a, mask)
+    b_al, _ = align(b, a, mask)
     # Remove each image's mean over the region first: the window multiplies the images, so
     # a common constant would put the window's own spectrum into both (FRC ~ 1 at every
     # ring for nearly flat reconstructions, whatever their agreement).
@@ -149,16 +149,22 @@ def half_frc(a, b, mask, pixel_size) -> dict:
     curve = frc(b0, a0, window=None, mask=taper_mask(mask))
     res = curve.resolution("halfbit", pixel_size)
     low = (curve.freq > 0) & (curve.freq <= 0.125)
-    # Secondary: the first crossing above 0.02 cycles/px. The lowest rings hold few pixels
-    # (half-bit ~1 there) and the slowly varying background (Fourier ptychography's phase
-    # offsets between tiles of the spectrum), which can end the standard search at ring 1.
+    # Primary: the highest frequency where the FRC, smoothed over 5 rings, is still above
+    # the half-bit curve ("last crossing"). The standard first crossing (kept as
+    # ``frc_first_halfbit_cyc_px``) stops at the first dip, and the lowest rings dip when the
+    # halves differ at the largest scales (slow phase drifts, FPM's spectrum-tile offsets).
+    v = np.nan_to_num(np.asarray(curve.frc, float))
+    smooth = np.convolve(v, np.ones(5) / 5, mode="same")
+    above = np.flatnonzero((smooth >= curve.halfbit) & (curve.freq > 0))
+    last = float(curve.freq[above[-1]]) if above.size else 0.0
     k0 = int(np.searchsorted(curve.freq, 0.02))
     res2 = resolution(curve, "halfbit", pixel_size, start=max(1, k0))
     return {
-        "frc_halfbit_cyc_px": float(res.freq),
+        "frc_halfbit_cyc_px": last,
+        "frc_halfbit_m": None if pixel_size is None or last <= 0 else pixel_size / last,
+        "frc_first_halfbit_cyc_px": float(res.freq),
         "crossed": bool(res.crossed),
         "frc_halfbit_above_0p02_cyc_px": float(res2.freq),
-        "frc_halfbit_m": None if res.length_m is None else float(res.length_m),
         "frc_min_to_quarter_nyquist": float(np.nanmin(curve.frc[low])) if low.any() else None,
         "frc_curve": {
             "freq": curve.freq.tolist(),
@@ -214,6 +220,10 @@ def run(args) -> dict:
             "engines": eng["run"],
             "skipped_engines": eng["skipped"],
         }
+        # A pixel size the reader marked nominal (the star file stores none) gives no metres.
+        nominal_px = "pixel_size" in (d.meta.get("nominal") or [])
+        datasets[name]["pixel_size_nominal"] = nominal_px
+        px_m = None if nominal_px else d.pixel_size
         mask = lit_mask(d, probe)
         previews = {}
         for engine in eng["run"]:
@@ -239,7 +249,7 @@ def run(args) -> dict:
             row = {"dataset": name, "engine": engine, "ok": all(r.get("ok") for r in recs)}
             if row["ok"]:
                 try:
-                    row.update(half_frc(recs[0]["object"], recs[1]["object"], mask, d.pixel_size))
+                    row.update(half_frc(recs[0]["object"], recs[1]["object"], mask, px_m))
                 except Exception as exc:  # noqa: BLE001
                     row["ok"] = False
                     row["error_message"] = f"FRC failed: {type(exc).__name__}: {exc}"

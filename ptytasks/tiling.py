@@ -271,6 +271,9 @@ def tile_dataset(data: PtychoData, tile: Tile) -> PtychoData:
         sub.frames = np.ascontiguousarray(np.asarray(f, dtype=np.float32))
         if sub.probe is not None and sub.probe.shape == data.frame_shape:
             sub.probe = sub.probe[y0:y1, x0:x1]
+        surface = sub.meta.get("surface")
+        if isinstance(surface, np.ndarray) and surface.shape == data.frame_shape:
+            sub.meta["surface"] = surface[y0:y1, x0:x1]  # the coded surface is on the sensor
     if sub.positions_px is not None:
         sub.positions_px = sub.positions_px - shift
     sub.object_shape = tuple(tile.object_shape)

@@ -39,8 +39,8 @@ def net():
 
 @pytest.fixture(scope="module")
 def natural():
-    kinds = ("camera", "moon", "coins", "brick")
-    clean = np.stack([image(k, (96, 96)) for k in kinds]).astype(np.float32)
+    kinds = ("camera", "moon", "brick")
+    clean = np.stack([image(k, (64, 64)) for k in kinds]).astype(np.float32)
     noisy = add_noise(clean, SIGMA, np.random.default_rng(0))
     return torch.from_numpy(clean)[:, None], torch.from_numpy(noisy)[:, None]
 
@@ -54,7 +54,7 @@ def test_provenance_and_size():
 
 
 def test_certified_residual_bound(net):
-    bound = lipschitz_bound(net, grid=128)
+    bound = lipschitz_bound(net, grid=64)
     print(f"certified Lip(R) <= {bound:.5f}")
     assert bound <= 1.0
 
@@ -80,7 +80,7 @@ def test_near_natural_images(net, natural):
         pert = noisy + scale * torch.randn(noisy.shape, generator=g)
         worst["R"] = max(worst["R"], float(pair_ratios(net, noisy, pert).max()))
         worst["D"] = max(worst["D"], float(pair_ratios(net.denoise, noisy, pert).max()))
-    jac = [jacobian_norm(net.denoise, noisy[i:i + 1], n_iter=20, seed=i)
+    jac = [jacobian_norm(net.denoise, noisy[i:i + 1], n_iter=12, seed=i)
            for i in range(len(noisy))]
     print(f"near natural images: max ratio R {worst['R']:.4f}, D {worst['D']:.4f}; "
           f"||J_D|| {np.round(jac, 4)}")

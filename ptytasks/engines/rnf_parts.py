@@ -1,0 +1,155 @@
+"""Building blocks of the RNF engine (:mod:`ptytasks.engines.rnf`).
+
+* :func:`default_probe`: a probe guess from the data;
+* :class:`Field`: a :class:`~ptytasks.fields.residual_field.ResidualField` evaluated on
+  boxes of its grid (the batch's bounding box), optionally masked (a pupil aperture) and
+  optionally coarse-to-fine (:class:`AnnealedEncoding`);
+* :class:`Geometry`: distance and wavelength learned through a well-conditioned shadow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ptytasks.data import PtychoData
+from ptytasks.fields.residual_field import ResidualField
+from ptytasks.physics.models.base import ForwardModel
+
+
+@torch.no_grad()
+def default_probe(data: PtychoData, model: ForwardModel, frames=None, cdtype=torch.complex64):
+    """A probe guess from the data: the root-mean frame taken back to the sample plane.
+
+    Its amplitude spectrum matches the mean diffraction pattern (far field) or the mean
+    hologram is back-propagated (near field); coded ptychography gets a plane wave. The
+    far-field back-transform is centred in the window (``ifft2c`` leaves the real-space
+    origin at the corner, which would split the guess over the four corners). The power
+    is that of the (given) frames with a transparent object.
+    """
+    f = torch.as_tensor(np.asarray(data.frames if frames is None else frames))
+    f = f.to(dtype=torch.float64).clamp(min=0)
+    if data.modality == "coded":
+        return torch.ones(data.frame_shape, dtype=cdtype, device=f.device)
+    amp = torch.sqrt(f.mean(0)).to(cdtype)
+    idx = torch.zeros(1, dtype=torch.long, device=f.device)
+    p = model.from_detector(amp[None].to(model.positions.device), idx)[0]
+    if data.modality == "farfield":
+        p = torch.fft.fftshift(p, dim=(-2, -1))
+    return p.to(cdtype)
+
+
+class AnnealedEncoding(nn.Module):
+    """Coarse-to-fine hash encoding (BARF, Lin et al. 2021): level ``l`` is weighted by
+    ``(1 - cos(pi clamp(alpha - l, 0, 1))) / 2`` while ``alpha`` grows from 1 to the number
+    of levels. Early on the field can only hold coarse structure, which widens the capture
+    range of jointly learned positions.
+    """
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        n = len(inner.resolutions)
+        self.register_buffer("weights", torch.ones(n * inner.config.n_features))
+
+    @property
+    def out_dim(self) -> int:
+        return self.inner.out_dim
+
+    def set_progress(self, t: float):
+        """``t`` in [0, 1]: fraction of the annealing done."""
+        n, f = len(self.inner.resolutions), self.inner.config.n_features
+        alpha = 1 + (n - 1) * min(max(t, 0.0), 1.0)
+        lv = torch.arange(n, dtype=torch.float64)
+        w = 0.5 * (1 - torch.cos(math.pi * (alpha - lv).clamp(0, 1)))
+        self.weights.copy_(w.repeat_interleave(f).to(self.weights))
+
+    def encode_grid(self, ys, xs):
+        return self.inner.encode_grid(ys, xs) * self.weights[:, None, None]
+
+    def encode_points(self, coords):
+        return self.inner.encode_points(coords) * self.weights[:, None]
+
+
+class Field(nn.Module):
+    """A :class:`ResidualField` evaluated on boxes, its learned part optionally masked.
+
+    ``opts`` (:class:`~ptytasks.engines.rnf_options.RNFOptions`) gives the architecture
+    (activation, frequencies, width, depth, encoding) and ``residual`` unless overridden.
+    """
+
+    def __init__(self, shape, prior, opts, *, seed: int, mask=None, dtype,
+                 anneal: bool = False, residual: bool | None = None):
+        super().__init__()
+        mlp = {"activation": opts.activation, "first_omega": opts.omega,
+               "hidden_omega": opts.hidden_omega, "learnable_omega": opts.learn_omega,
+               "hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers}
+        if opts.out_init_scale is not None:
+            mlp["out_init_scale"] = opts.out_init_scale
+        self.net = ResidualField(tuple(shape), prior, encoding=dict(opts.encoding), mlp=mlp,
+                                 residual=opts.residual if residual is None else residual,
+                                 seed=seed).to(dtype)
+        self.shape = self.net.shape
+        self.register_buffer("mask", None if mask is None else mask.detach().to(dtype).clone())
+        self.annealed = None
+        if anneal:
+            self.annealed = AnnealedEncoding(self.net.encoding)
+            self.net.encoding = self.annealed
+
+    def region(self, y0: int, x0: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(field, learned part)`` on rows ``y0:y0+h``, columns ``x0:x0+w``."""
+        field, res = self.net.window(y0, x0, h, w, return_residual=True)
+        if self.mask is not None:
+            m = self.mask[y0:y0 + h, x0:x0 + w]
+            field, res = field - res + res * m, res * m
+        return field, res
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.region(0, 0, *self.shape)
+
+
+class Geometry:
+    """Distance and wavelength learned through a well-conditioned linear shadow.
+
+    ``u_z = (z - z0) / z_ref`` and ``u_l = (lambda - lambda0) / lambda_ref`` are relative
+    changes (``ref``: the nominal value, or the depth of field ``lambda / NA^2`` for a
+    nominal defocus of 0). When both are learned the optimiser sees ``s = u_l + u_z`` (the
+    Fresnel product ``lambda z``, well determined) and ``t = u_l - u_z`` (determined only
+    by non-paraxial propagation); Adam then moves the weak combination at its own rate
+    instead of zig-zagging across the ``lambda z`` valley. Gradients reach the model's own
+    parameters and are pulled back onto the shadow by the chain rule.
+    """
+
+    def __init__(self, model, names: list[str], lr: float):
+        self.model, self.names, self.lr = model, names, lr
+        ps = [getattr(model, n) for n in names]
+        self.start = [float(p.detach()) for p in ps]
+        na = max(float(getattr(model, "na", 0.1)), 1e-3)
+        self.ref = [abs(v) if v != 0 else float(model.wavelength) / na**2 for v in self.start]
+        dt = ps[0].dtype if ps else torch.float32
+        # columns: d u_name / d shadow
+        basis = [[1.0]] if len(names) < 2 else [[0.5, -0.5], [0.5, 0.5]]  # (z, l) <- (s, t)
+        self.basis = torch.tensor(basis[: len(names)], dtype=torch.float64)
+        dev = ps[0].device if ps else None
+        self.shadow = nn.Parameter(torch.zeros(len(names), dtype=dt, device=dev))
+
+    def pull_grad(self):
+        if not self.names:
+            return
+        g = []
+        for n, r in zip(self.names, self.ref, strict=True):
+            p = getattr(self.model, n)
+            g.append(0.0 if p.grad is None else float(p.grad) * r)
+            p.grad = None
+        self.shadow.grad = (self.basis.T @ torch.tensor(g, dtype=torch.float64)).to(self.shadow)
+
+    @torch.no_grad()
+    def push(self):
+        if not self.names:
+            return
+        u = self.basis @ self.shadow.detach().double().cpu()
+        for n, v0, r, du in zip(self.names, self.start, self.ref, u.tolist(), strict=True):
+            getattr(self.model, n).fill_(v0 + r * du)

@@ -9,8 +9,14 @@ Compares, on full pixel grids (256^2 and 512^2 by default), at the paper's defau
 * ``points``: :class:`HashEncoding2D` generic path (arbitrary coordinates);
 * ``grid``: its full-grid fast path ``encode_pixels``, with the paper's 16 levels
   (``level_policy="paper"``) and with the default ``"cap"`` policy;
-* the MLP alone: complex dtype vs our split real arithmetic (unchunked / chunked);
-* the whole :class:`ResidualField` (encoding + MLP + prior), paper levels and default.
+* the MLP alone: complex dtype vs our split real arithmetic through layer-by-layer
+  autograd (``split_real*``, the reference) vs the one-function phasor MLP (``fused*``,
+  the default), unchunked and in 16384 (old CPU default) / 2048 (new) point chunks;
+* the whole :class:`ResidualField` (encoding + MLP + prior), paper levels and default, and
+  the default with the reference kernels (``residual_field_reference``);
+* one AdamW step over the paper-level field's 15 M parameters: ``foreach`` vs ``fused``.
+
+``speedups`` in the JSON are the same-run ratios of median wall times (before / after).
 
 Usage::
 
@@ -110,27 +116,32 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(fn, device, reps: int, budget_s: float = 20.0) -> dict:
-    """Median wall / CPU seconds of ``fn()`` after one warm-up call (fewer reps if slow)."""
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    first = time.perf_counter() - t0
-    reps = max(1, min(reps, int(budget_s / max(first, 1e-6))))
-    walls, cpus = [], []
-    for _ in range(reps):
-        c0, t0 = time.process_time(), time.perf_counter()
+def measure_interleaved(fns, device, reps: int, budget_s: float = 20.0) -> list[dict]:
+    """Median wall / CPU seconds of each ``fn()``, one call of each per round after one
+    warm-up call each; a function slower than ``budget_s / reps`` gets fewer rounds."""
+    n_reps = []
+    for fn in fns:
+        sync(device)
+        t0 = time.perf_counter()
         fn()
         sync(device)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return {
-        "wall_s": statistics.median(walls),
-        "wall_min_s": min(walls),
-        "cpu_s": statistics.median(cpus),
-        "reps": reps,
-    }
+        n_reps.append(max(1, min(reps, int(budget_s / max(time.perf_counter() - t0, 1e-6)))))
+    walls = [[] for _ in fns]
+    cpus = [[] for _ in fns]
+    for rnd in range(max(n_reps)):
+        for i, fn in enumerate(fns):
+            if rnd >= n_reps[i]:
+                continue
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            sync(device)
+            walls[i].append(time.perf_counter() - t0)
+            cpus[i].append(time.process_time() - c0)
+    return [
+        {"wall_s": statistics.median(w), "wall_min_s": min(w), "cpu_s": statistics.median(c),
+         "reps": len(w)}
+        for w, c in zip(walls, cpus, strict=True)
+    ]
 
 
 def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
@@ -141,28 +152,16 @@ def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
     coords = torch.stack(torch.meshgrid(unit, unit, indexing="ij"), -1).reshape(-1, 2)
     prior = torch.ones(shape, dtype=torch.complex64, device=device)
 
+    specs = []
+
     def add(name, what, fn, **extra):
-        r = measure(fn, device, reps)
-        r.update(
-            name=name,
-            what=what,
-            grid=n,
-            coords=p,
-            coords_per_s=p / r["wall_s"],
-            coords_per_cpu_s=p / max(r["cpu_s"], 1e-9),
-            **extra,
-        )
-        rows.append(r)
-        print(
-            f"  {n:5d}^2 {what:9s} {name:28s} {r['wall_s'] * 1e3:9.1f} ms "
-            f"{r['coords_per_s'] / 1e6:8.3f} Mcoord/s  (cpu {r['cpu_s'] * 1e3:8.1f} ms)",
-            flush=True,
-        )
+        specs.append((name, what, fn, extra))
 
     paper = HashEncodingConfig(level_policy="paper")
     enc_paper = HashEncoding2D(paper, shape, seed=0).to(device)
     enc_cap = HashEncoding2D(HashEncodingConfig(), shape, seed=0).to(device)
     mlp = ComplexMLP(32, 1, seed=1, out_init_scale=1.0).to(device)
+    mlp_ref = ComplexMLP(32, 1, seed=1, out_init_scale=1.0, fused=False).to(device)
     cmlp = ComplexDtypeMLP(mlp).to(device)
     feats = (torch.rand(32, p, device=device) * 0.1).requires_grad_(True)
 
@@ -185,10 +184,16 @@ def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
         levels=len(enc_cap.resolutions),
     )
     # --- MLP alone (32 real features -> 64 -> 64 -> 1 complex)
+    # split_real*: layer-by-layer autograd (MLPConfig.fused=False, the reference);
+    # fused*: the one-function phasor MLP (ptytasks/fields/fused_mlp.py, the default)
     add("complex_dtype", "mlp", lambda: back_cplx(cmlp(feats.T)))
-    add("split_real", "mlp", lambda: back_real(mlp.forward_split(feats)))
+    add("split_real", "mlp", lambda: back_real(mlp_ref.forward_split(feats)))
+    add("fused", "mlp", lambda: back_real(mlp.forward_split(feats)))
     if device.type == "cpu":
-        add("split_real_chunk16384", "mlp", lambda: back_real(mlp.forward_split(feats, 16384)))
+        add("split_real_chunk16384", "mlp",
+            lambda: back_real(mlp_ref.forward_split(feats, 16384)))
+        add("split_real_chunk2048", "mlp", lambda: back_real(mlp_ref.forward_split(feats, 2048)))
+        add("fused_chunk2048", "mlp", lambda: back_real(mlp.forward_split(feats, 2048)))
     # --- whole field
     if not skip_naive:
         add("naive", "field", lambda: back_cplx(cmlp(naive(coords)) + 1), levels=16)
@@ -201,7 +206,67 @@ def bench_size(n: int, device, reps: int, skip_naive: bool) -> list[dict]:
         lambda: back_cplx(f_cap()),
         levels=len(f_cap.encoding.resolutions),
     )
+    # the same field with the kernels before the speed work (autograd MLP, 16384 chunks)
+    f_ref = ResidualField(shape, prior, mlp={"fused": False},
+                          chunk_size=16384 if device.type == "cpu" else None).to(device)
+    add("residual_field_reference", "field", lambda: back_cplx(f_ref()),
+        levels=len(f_ref.encoding.resolutions))
+    # --- one AdamW step over the paper-level field's parameters (15 M at 512^2, mostly
+    # the 2^19-row hashed tables): foreach (reference) vs fused (the RNF engine's default)
+    n_params = sum(q.numel() for q in f_paper.parameters())
+    for kind in ("foreach", "fused"):
+        ps = [torch.nn.Parameter(q.detach().clone()) for q in f_paper.parameters()]
+        for q in ps:
+            q.grad = torch.randn_like(q) * 1e-3
+        try:
+            opt = torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-5, **{kind: True})
+        except RuntimeError as e:  # no fused kernel on this device
+            print(f"  skip adamw_{kind}: {e}")
+            continue
+        add(f"adamw_{kind}", "optimizer", opt.step, params=n_params, levels=16)
+    # measured round-robin (every variant once per round), so that a change in the load
+    # of a shared machine hits baselines and candidates alike
+    stats = measure_interleaved([fn for _, _, fn, _ in specs], device, reps)
+    for (name, what, _, extra), r in zip(specs, stats, strict=True):
+        r.update(
+            name=name,
+            what=what,
+            grid=n,
+            coords=p,
+            coords_per_s=p / r["wall_s"],
+            coords_per_cpu_s=p / max(r["cpu_s"], 1e-9),
+            **extra,
+        )
+        rows.append(r)
+        print(
+            f"  {n:5d}^2 {what:9s} {name:28s} {r['wall_s'] * 1e3:9.1f} ms "
+            f"{r['coords_per_s'] / 1e6:8.3f} Mcoord/s  (cpu {r['cpu_s'] * 1e3:8.1f} ms)",
+            flush=True,
+        )
     return rows
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Same-run before/after ratios of median wall and CPU time, per grid size."""
+    pairs = {
+        "mlp_fused_vs_autograd_unchunked": ("split_real", "fused"),
+        "mlp_cpu_default_new_vs_old": ("split_real_chunk16384", "fused_chunk2048"),
+        "mlp_chunk2048_vs_16384_autograd": ("split_real_chunk16384", "split_real_chunk2048"),
+        "field_default_vs_reference": ("residual_field_reference", "residual_field_default"),
+        "field_default_vs_naive": ("naive", "residual_field_default"),
+        "encoding_grid_cap_vs_naive": ("naive_all_hashed", "grid_cap"),
+        "adamw_fused_vs_foreach": ("adamw_foreach", "adamw_fused"),
+    }
+    out = {}
+    for grid in sorted({r["grid"] for r in rows}):
+        by = {r["name"]: r for r in rows if r["grid"] == grid}
+        for key, (before, after) in pairs.items():
+            if before in by and after in by:
+                out[f"{grid}:{key}"] = {
+                    "wall": by[before]["wall_s"] / by[after]["wall_s"],
+                    "cpu": by[before]["cpu_s"] / max(by[after]["cpu_s"], 1e-9),
+                }
+    return out
 
 
 def machine_info(device) -> dict:
@@ -253,7 +318,10 @@ def main(argv=None) -> int:
     info["bench_seconds"] = time.perf_counter() - t0
     out = args.out or (Path(__file__).parent / "results" / f"fields-{info['hostname']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "results": rows}, indent=1))
+    speedups = ratios(rows)
+    for k, v in speedups.items():
+        print(f"  {k:45s} wall x{v['wall']:.2f}  cpu x{v['cpu']:.2f}")
+    out.write_text(json.dumps({"machine": info, "speedups": speedups, "results": rows}, indent=1))
     print(f"wrote {out}")
     return 0
 

@@ -23,7 +23,10 @@ from ptytasks.fields.activations import from_split, to_split
 from ptytasks.fields.complex_layers import MLPConfig, build_mlp
 from ptytasks.fields.hash_encoding import HashEncoding2D, HashEncodingConfig, pixel_to_unit
 
-CPU_CHUNK = 16384
+# Points per MLP chunk on CPU: a chunk's (129, n) activations stay in L2 and are reused from
+# the heap; 16384 (8 MB per activation) page-faulted on every step (80 ms system time per
+# RNF epoch) and ran ~1.2x slower per epoch (bench/bench_fields.py, bench/bench_rnf.py).
+CPU_CHUNK = 2048
 
 
 def _config(cls, cfg):
@@ -61,7 +64,7 @@ class ResidualField(nn.Module):
     seed : int
         Seeds the encoding tables (``seed``) and MLP weights (``seed + 1``).
     chunk_size : int, "auto" or None
-        Points per MLP chunk; ``"auto"``: 16384 on CPU, whole grid on GPU.
+        Points per MLP chunk; ``"auto"``: ``CPU_CHUNK`` (2048) on CPU, whole grid on GPU.
     checkpoint : bool
         Recompute MLP activations in backward (low memory for large fields).
     """

@@ -101,6 +101,26 @@ def test_chunking_and_checkpoint_are_exact():
             torch.testing.assert_close(a, c)
 
 
+@pytest.mark.parametrize("hidden_layers,out,chunk,learn", [(1, 1, None, False),
+                                                           (2, 3, 257, True), (0, 2, 100, False)])
+def test_fused_phasor_mlp_matches_autograd_chain(hidden_layers, out, chunk, learn):
+    """The one-function phasor MLP (default) equals the layer-by-layer autograd chain:
+    outputs, input gradient and every parameter gradient (omega included)."""
+    mlp = ComplexMLP(14, out, seed=3, hidden_features=16, hidden_layers=hidden_layers,
+                     learnable_omega=learn).double()
+    assert mlp.config.fused
+    feats = (torch.rand(14, 1000, dtype=torch.float64) * 0.2 - 0.1).requires_grad_(True)
+    params = [feats, *mlp.parameters()]
+    y = mlp.forward_split(feats, chunk)
+    g = torch.autograd.grad(y.sin().sum(), params)
+    object.__setattr__(mlp.config, "fused", False)
+    ref = mlp.forward_split(feats, chunk)
+    ref_g = torch.autograd.grad(ref.sin().sum(), params)
+    torch.testing.assert_close(y, ref)
+    for a, c in zip(g, ref_g, strict=True):
+        torch.testing.assert_close(a, c)
+
+
 def test_siren_initialisation_bounds():
     mlp = ComplexMLP(32, 1, seed=0)
     first, hidden = mlp.layers

@@ -1,0 +1,134 @@
+"""The phasor MLP as one autograd function: chunked forward, hand-written backward.
+
+:class:`~ptytasks.fields.complex_layers.ComplexMLP` with the paper's phasor activation is a
+chain of real GEMMs on the split layout (``(2 C, P)`` rows: real parts, then imaginary
+parts) and phasor kernels ``(p, q) -> e^q (cos p, sin p)``. Through autograd each layer
+costs extra passes over its ``(2 C, P)`` activations that dominate on CPU next to the
+128 x 128 GEMM (measured with ``torch.profiler`` on an RNF epoch):
+
+* ``addmm`` with a broadcast bias first copies the bias into the output (one write pass),
+  and the bias gradient is a separate ``sum`` pass;
+* the output layer's input gradient is a ``K = 2`` matrix product, which BLAS runs at a
+  fraction of its speed (as long as the 128 x 128 forward GEMM on 16384 points);
+* chunk outputs are concatenated, gradients split, and every chunk allocates fresh
+  buffers (page faults on first touch).
+
+Here the whole chain runs under one :class:`torch.autograd.Function`. Each hidden
+activation is stored as ``(2 C + 1, n)`` with a last row of ones, so a layer is one plain
+``mm`` with the bias as an extra weight column and the bias gradient falls out of the
+weight-gradient GEMM. The backward walks the chunks once, accumulating weight gradients
+in place (``addmm_``), and forms the ``K = 2`` product by broadcasting. Only the phasor
+outputs are saved (as :class:`~ptytasks.fields.activations.Phasor` does), so memory is
+unchanged. The result equals the layer-by-layer autograd chain to float rounding
+(``tests/fields/test_complex_layers.py``); device agnostic (on GPU: one chunk).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+def _augment(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(D, n)`` with a row of ones appended: ``(D + 1, n)``."""
+    out = torch.empty(x.shape[0] + 1, x.shape[1], dtype=x.dtype, device=x.device)
+    out[:-1].copy_(x)
+    out[-1].fill_(1.0)
+    return out
+
+
+def _phasor_into(y: torch.Tensor, h: torch.Tensor) -> None:
+    """``h[:2C] = e^q (cos p, sin p)`` for ``y = (p; q)`` ``(2 C, n)``; ``h[2C] = 1``."""
+    c = y.shape[0] // 2
+    e = torch.exp(y[c:])
+    torch.cos(y[:c], out=h[:c])
+    torch.sin(y[:c], out=h[c:2 * c])
+    h[:2 * c].view(2, c, -1).mul_(e)
+    h[2 * c].fill_(1.0)
+
+
+def _phasor_backward(g: torch.Tensor, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Gradient wrt ``y = (p; q)`` from the gradient ``g`` wrt the phasor output ``h``."""
+    c = g.shape[0] // 2
+    g_re, g_im, o_re, o_im = g[:c], g[c:], h[:c], h[c:2 * c]
+    torch.mul(g_im, o_re, out=out[:c])
+    out[:c].addcmul_(g_re, o_im, value=-1.0)
+    torch.mul(g_re, o_re, out=out[c:])
+    out[c:].addcmul_(g_im, o_im)
+    return out
+
+
+class PhasorMLPFunction(torch.autograd.Function):
+    """``out = W_L phasor(... phasor(W_1 x + b_1) ...) + b_L`` on channels-first input.
+
+    ``forward(ctx, x, chunk, *wb)``: ``x`` ``(D, P)`` real features, ``chunk`` points per
+    chunk (``None``: all), ``wb`` the stacked ``(weight, bias)`` pairs of every layer with
+    the phasor frequencies folded in (``ComplexLinear.stacked(act.pre_scale())``); the last
+    pair is the output layer. Returns ``(2 out, P)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, chunk, *wb):
+        p = x.shape[-1]
+        chunk = max(1, p if not chunk else min(int(chunk), p))
+        mats = [torch.cat([w, b[:, None]], 1) for w, b in zip(wb[::2], wb[1::2], strict=True)]
+        out = torch.empty(mats[-1].shape[0], p, dtype=x.dtype, device=x.device)
+        saved = []  # per chunk: augmented input, then each hidden activation (augmented)
+        for s in range(0, p, chunk):
+            h = _augment(x[:, s:s + chunk])
+            acts = [h]
+            for m in mats[:-1]:
+                y = torch.mm(m, h)
+                h = torch.empty(y.shape[0] + 1, y.shape[1], dtype=y.dtype, device=y.device)
+                _phasor_into(y, h)
+                acts.append(h)
+            torch.mm(mats[-1], h, out=out[:, s:s + chunk])
+            saved.append(acts)
+        ctx.saved = saved
+        ctx.mats = mats
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        mats, chunk, saved = ctx.mats, ctx.chunk, ctx.saved
+        need_x = ctx.needs_input_grad[0]
+        gmats = [torch.zeros_like(m) for m in mats]
+        # the first layer's gradient is accumulated transposed, (D + 1, 2 C) += x g^T:
+        # BLAS runs that shape ~2x faster than (2 C, D + 1) += g x^T for small D
+        gmats[0] = gmats[0].T.contiguous()
+        gx = None
+        if need_x:
+            d = mats[0].shape[1] - 1
+            gx = torch.empty(d, grad.shape[-1], dtype=grad.dtype, device=grad.device)
+        wo = mats[-1][:, :-1]  # (2 out, 2 C)
+        for k, acts in enumerate(saved):
+            s = k * chunk
+            g = grad[:, s:s + chunk]
+            h = acts[-1]
+            gmats[-1].addmm_(g, h.T)
+            # K = 2 (or 2 out) product W_o^T g by broadcasting: BLAS is slow at tiny K
+            gh = wo[0][:, None] * g[0]
+            for j in range(1, wo.shape[0]):
+                gh.addcmul_(wo[j][:, None], g[j])
+            for i in range(len(mats) - 2, -1, -1):
+                gy = _phasor_backward(gh, acts[i + 1], torch.empty_like(gh))
+                if i > 0:
+                    gmats[i].addmm_(gy, acts[i].T)
+                    gh = torch.mm(mats[i][:, :-1].T, gy)
+                    continue
+                gmats[0].addmm_(acts[0], gy.T)
+                if need_x:
+                    torch.mm(mats[0][:, :-1].T, gy, out=gx[:, s:s + gy.shape[1]])
+        ctx.saved = None
+        gmats[0] = gmats[0].T
+        grads = []
+        for gm in gmats:
+            grads += [gm[:, :-1], gm[:, -1]]
+        return (gx, None, *grads)
+
+
+def phasor_mlp(x: torch.Tensor, wb: list[torch.Tensor], chunk: int | None) -> torch.Tensor:
+    """Apply :class:`PhasorMLPFunction` (see there); ``wb`` as ``ComplexMLP`` stacks them."""
+    return PhasorMLPFunction.apply(x, chunk, *wb)

@@ -277,7 +277,11 @@ def save_denoiser(model: DnCNN, path: str | Path, meta: dict | None = None) -> P
 
 
 def load_denoiser(path: str | Path | None = None, device: str | torch.device = "cpu") -> DnCNN:
-    """Load weights written by :func:`save_denoiser`; default: the committed default weights."""
+    """Load weights written by :func:`save_denoiser`; default: the committed default weights.
+
+    The model is returned in eval mode with ``requires_grad`` off (call
+    ``model.requires_grad_(True)`` to fine-tune it).
+    """
     if path is None:
         from ptytasks.learned import DEFAULT_WEIGHTS
 
@@ -291,7 +295,7 @@ def load_denoiser(path: str | Path | None = None, device: str | torch.device = "
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = DnCNN(DnCNNConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
-    model.eval()
+    model.eval().requires_grad_(False)  # inference: no parameter graphs
     model.meta = dict(blob.get("meta", {}))
     return model.to(device=device).to(memory_format=torch.channels_last)
 

@@ -128,7 +128,7 @@ def lipschitz_report(model: DnCNN, natural: np.ndarray, sigma: float, seed: int 
     small Gaussian ``d``; ``natural``: noisy natural images and small perturbations of
     them (the local constant), plus ``||J_D||`` by power iteration at each image.
     """
-    model = model.float().cpu().eval()
+    model = model.float().cpu().eval().requires_grad_(False)
     g = torch.Generator().manual_seed(int(seed))
     x = torch.rand((n_pairs, 1, size, size), generator=g)
     y = torch.rand((n_pairs, 1, size, size), generator=g)

@@ -32,6 +32,15 @@ pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no defaul
 TOL = 1e-3  # float32 arithmetic and power-iteration convergence
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small convolutions: one thread is several times faster than two on a busy machine.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def net():
     return load_denoiser().float().to(memory_format=torch.contiguous_format)

@@ -25,6 +25,14 @@ from ptytasks.learned.dncnn import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _dense(weight: torch.Tensor, n: int) -> torch.Tensor:
     """The zero-padded convolution on ``n x n`` images as an explicit matrix."""
     cin = weight.shape[1]

@@ -167,6 +167,73 @@ def simulate(
     )
 
 
+class LearnedModel(StrEnum):
+    ppn = "ppn"
+    ptychonn = "ptychonn"
+
+
+class LearnedLoss(StrEnum):
+    mse = "mse"
+    mse_nssim = "mse_nssim"
+
+
+@app.command("train-learned")
+def train_learned(
+    model: LearnedModel = typer.Option(LearnedModel.ppn, help="Network: PPN or PtychoNN CNN."),
+    out: Path = typer.Option(..., "--out", "-o", help="Weights file (.pt); JSON record beside."),
+    steps: int = typer.Option(600, min=1, help="Optimiser steps (batches)."),
+    batch: int = typer.Option(32, min=1, help="Samples per step."),
+    epoch_steps: int = typer.Option(100, min=1, help="Steps per validation/plateau epoch."),
+    lr: float = typer.Option(1e-3, help="Initial Adam learning rate."),
+    loss: LearnedLoss = typer.Option(
+        LearnedLoss.mse_nssim, help="mse, or alpha*MSE + (1-alpha)*NSSIM."
+    ),
+    alpha: float = typer.Option(0.9, help="MSE weight of mse_nssim."),
+    frame_size: int = typer.Option(32, min=16, help="Diffraction frame side, pixels."),
+    dim: int = typer.Option(0, min=0, help="Network width (0: PPN 48, PtychoNN 32)."),
+    n_val: int = typer.Option(64, min=1, help="Held-out validation samples."),
+    seed: int = typer.Option(0, help="Seed of the weights and the data stream."),
+    threads: int = typer.Option(1, min=1, help="torch CPU threads."),
+) -> None:
+    """Train a single-shot inversion network (PPN or PtychoNN) on simulated far-field data."""
+    import shlex
+    import sys
+
+    from ptytasks.learned.train_inversion import TrainConfig, run
+
+    if out.suffix != ".pt":
+        raise typer.BadParameter(f"must end in .pt; got {out.name!r}", param_hint="--out")
+    _check_fraction("--alpha", alpha, 0.0, 1.0 + 1e-12)
+    cfg = TrainConfig(model=model.value, steps=steps, batch=batch, epoch_steps=epoch_steps,
+                      lr=lr, loss=loss.value, alpha=alpha, frame_size=frame_size, dim=dim,
+                      n_val=n_val, seed=seed, threads=threads)  # fmt: skip
+    command = shlex.join(["ptyflow", *sys.argv[1:]])
+    rec = run(cfg, out, command=command, log=typer.echo)
+    v = rec["validation"]
+    typer.echo(
+        f"wrote {out} ({rec['parameters']} parameters, {rec['train_seconds']:.0f} s); held-out "
+        f"amplitude PSNR {v['amp_psnr']:.2f} dB SSIM {v['amp_ssim']:.3f}, phase PSNR "
+        f"{v['phase_psnr']:.2f} dB SSIM {v['phase_ssim']:.3f}"
+    )
+
+
+@app.command(
+    "train-denoiser",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_denoiser(ctx: typer.Context) -> None:
+    """Train PINE's nonexpansive DnCNN denoiser on formula-driven synthetic images.
+
+    Every option goes to ``python -m ptytasks.learned.train_denoiser`` (``--out``, ``--seed``,
+    ``--paper`` for the paper's size on a GPU, ``--steps``, ...; ``-- --help`` lists them). The
+    committed default weights were made by the command in
+    ``ptytasks/learned/weights/dncnn_default.json``.
+    """
+    from ptytasks.learned.train_denoiser import main
+
+    main(list(ctx.args))
+
+
 # The pipeline and server commands live in their own modules (lightweight imports only).
 from flows import cli_pipeline, cli_server  # noqa: E402
 

@@ -54,8 +54,10 @@ class CalibrationParams(_Params):
         "estimate; 'mean_pattern': always the estimate from the mean frame; 'physical': from "
         "the beam parameters (electron aperture + defocus, or X-ray zone plate).",
     )
-    object: Literal["uniform", "epie", "rpie"] = Field(
-        "uniform", description="Object prior: uniform, or a quick ePIE/rPIE run."
+    object: Literal["uniform", "epie", "rpie", "pine", "learned"] = Field(
+        "uniform",
+        description="Object prior: uniform, a quick ePIE/rPIE/PINE run, or single-shot network "
+        "inversion ('learned', far-field frames of the trained size).",
     )
     prior_iterations: int = Field(10, ge=1, description="Iterations of the quick prior run.")
     pupil_file: str | None = Field(
@@ -83,12 +85,22 @@ class TilingParams(_Params):
         description="Overlap margin: probe widths (scanning modalities) or detector pixels "
         "(coded, Fourier). Default per modality.",
     )
+    guard: int | None = Field(
+        None,
+        ge=0,
+        description="Coded: detector pixels at each tile-crop edge whose measurements are "
+        "not enforced (the propagation blur across the crop edge). Default half the margin.",
+    )
 
 
 class EngineParams(_Params):
     """The reconstruction engine and its main settings."""
 
-    engine: Literal["rnf", "epie", "rpie"] = Field("rnf", description="Reconstruction engine.")
+    engine: Literal["rnf", "epie", "rpie", "pine", "learned"] = Field(
+        "rnf",
+        description="Reconstruction engine ('pine': ePIE + learned denoiser; 'learned': "
+        "single-shot network inversion).",
+    )
     epochs: int = Field(50, ge=1, description="Epochs (RNF) or iterations (PIE).")
     batch_size: int | None = Field(
         None, ge=1, description="Frames per update (default: the engine's own)."
@@ -113,7 +125,7 @@ class EngineParams(_Params):
         per_engine = {"batch_size": self.batch_size}
         if self.engine == "rnf":
             per_engine.update(mu=self.mu, loss=self.loss)
-        else:
+        elif self.engine != "learned":
             per_engine.update(alpha=self.alpha, beta=self.beta)
         s.update({k: v for k, v in per_engine.items() if v is not None})
         s.update(self.options)

@@ -15,12 +15,14 @@ from storage import layout as L
 FIXED_STEPS = (L.RAW, L.SUBSAMPLE, L.PRIORS, "tiling")
 
 
-def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> tuple[int, int]:
+def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> tuple[float, int]:
     """``(done, total)`` steps of a run in progress, read from the store's markers.
 
     ``total`` counts the fixed steps, one per (tile, half), the mosaics and metrics; before
-    tiles are planned it counts one tile. Incomplete or missing stores read as nothing
-    done: a reader may race the writer, so every error is "not yet".
+    tiles are planned it counts one tile. A tile being reconstructed counts the fraction of
+    its epochs done (the engines' epoch callback writes it beside the store), so the bar
+    moves during long tiles. Incomplete or missing stores read as nothing done: a reader
+    may race the writer, so every error is "not yet".
     """
     from storage.store import RunStore
 
@@ -31,14 +33,27 @@ def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> t
         tiles = store.root["tiling"].attrs["tiles"] if store.marker("tiling") else []
         from flows.stages import tile_step
 
-        done += sum(store.marker(tile_step(t["tile_id"], h)) is not None
-                    for t in tiles for h in halves)  # fmt: skip
+        for t in tiles:
+            for h in halves:
+                step = tile_step(t["tile_id"], h)
+                done += 1.0 if store.marker(step) is not None else _epochs_done(store_path, step)
         mosaics = [f"{L.MOSAIC}{'_' + h if h else ''}" for h in halves]
         done += sum(store.marker(m) is not None for m in mosaics)
         done += store.marker(L.METRICS) is not None
     except Exception:  # noqa: BLE001 - store not there yet or being rewritten
         return 0, n_fixed + len(halves)
     return done, n_fixed + max(1, len(tiles)) * len(halves)
+
+
+def _epochs_done(store_path, step: str) -> float:
+    """Fraction of a running tile's epochs done (0 when unknown)."""
+    from flows.stages import epoch_progress_path
+
+    try:
+        done, total = epoch_progress_path(str(store_path), step).read_text().split()
+        return min(1.0, int(done) / max(1, int(total))) * 0.99  # complete only when stored
+    except (OSError, ValueError):
+        return 0.0
 
 
 def quiet_prefect_console() -> None:

@@ -77,7 +77,9 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
     fp = fingerprint(params.model_dump())
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
-    data = store.read_raw(subsample=True)
+    data = store.read_raw(lazy=True, subsample=True)
+    if data.modality != "coded" or params.probe != "data" or data.probe is not None:
+        data.frames = np.asarray(data.frames)  # coded: the plane-wave prior streams them
     arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
     if data.modality == "fourier":
         measured = None
@@ -110,11 +112,13 @@ def plan(store_path: str, params: TilingParams) -> list[dict]:
     from ptytasks.tiling import Tile, plan_tiles
 
     store = _store(store_path)
-    fp = fingerprint(params.model_dump())
+    # An unset guard leaves the fingerprint of stores planned before it existed unchanged.
+    fp = fingerprint(params.model_dump(exclude={"guard"} if params.guard is None else None))
     if store.is_complete(TILING, fp):
         return list(store.root[TILING].attrs["tiles"])
     data = store.read_raw(lazy=True, subsample=True)
-    tiles = [t.to_dict() for t in plan_tiles(data, tuple(params.grid), margin=params.margin)]
+    tiles = [t.to_dict() for t in plan_tiles(data, tuple(params.grid), margin=params.margin,
+                                             guard=params.guard)]  # fmt: skip
     with store.step(TILING, fp, depends_on=[L.SUBSAMPLE]) as st:
         if not st.done:
             st.set_attrs(tiles=tiles)
@@ -126,6 +130,11 @@ def plan(store_path: str, params: TilingParams) -> list[dict]:
 def tile_step(tile_id: str, half: str = "") -> str:
     """Store group of a tile's reconstruction (``half``: '', 'a' or 'b' for half-data)."""
     return f"{L.RECONSTRUCT}{'_' + half if half else ''}/{tile_id}"
+
+
+def epoch_progress_path(store_path: str, step: str) -> Path:
+    """File holding ``"<epochs done> <epochs>"`` of a tile being reconstructed."""
+    return Path(f"{store_path}.checkpoints") / f"{step.replace('/', '__')}.epoch"
 
 
 def reconstruct_tile(
@@ -181,9 +190,18 @@ def reconstruct_tile(
     obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations)
     ckpt = Path(f"{store_path}.checkpoints") / f"{name.replace('/', '__')}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
+    epochs_file = epoch_progress_path(store_path, name)
+
+    def on_epoch(epoch: int, info: dict):
+        # Beside the store, for progress bars in other processes (flows.runner).
+        tmp = epochs_file.with_name(epochs_file.name + ".tmp")
+        tmp.write_text(f"{epoch + 1} {engine.epochs}")
+        os.replace(tmp, epochs_file)
+        return progress(epoch, info) if progress is not None else None
+
     result = run_engine(
         engine.engine, sub, engine.settings(), object_prior=obj0, probe_prior=probe,
-        surface_prior=surface, pupil_prior=pupil, callback=progress,
+        surface_prior=surface, pupil_prior=pupil, callback=on_epoch,
         checkpoint=str(ckpt) if engine.engine == "rnf" else None,
     )  # fmt: skip
     weight = tile_weight(sub, result)
@@ -195,8 +213,9 @@ def reconstruct_tile(
              "params": {k: v for k, v in result.params.items() if np.ndim(v) == 0},
              "seconds": time.perf_counter() - t0}  # fmt: skip
     key = store.write_group(name, arrays, fp, depends_on=[L.PRIORS, TILING], attrs=attrs)
-    if ckpt.exists():
-        os.remove(ckpt)
+    for f in (ckpt, epochs_file):
+        if f.exists():
+            os.remove(f)
     return {"step": name, "key": key, "seconds": attrs["seconds"], "skipped": False,
             "final_loss": result.final_loss}  # fmt: skip
 
@@ -216,9 +235,12 @@ def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     tl = [Tile.from_dict(t) for t in tiles]
-    corrections = solve_corrections(tl, _TileLoader(store_path, half))
-    shape = mosaic_shape(tl)
     raw = store.root[L.RAW].attrs
+    # A coded tile has no phase-ramp ambiguity (a tilted specimen wave moves across the
+    # fixed coded surface), so no ramp is fitted: its guard bands would only bias one.
+    ramps = raw.get("modality") != "coded"
+    corrections = solve_corrections(tl, _TileLoader(store_path, half), ramps=ramps)
+    shape = mosaic_shape(tl)
     with store.step(name, fp, depends_on=steps) as st:
         if not st.done:
             w = MosaicWriter.create(store, shape, pixel_size=raw["pixel_size"], name=name)

@@ -67,8 +67,13 @@ def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
     if source == "physical":
         return physical_probe(data)
     if data.modality == "coded":
-        # Full-frame illumination: a plane wave carrying the mean counts per pixel.
-        return np.full(data.frame_shape, np.sqrt(float(np.mean(data.frames))), np.complex64)
+        # Full-frame illumination: a plane wave carrying the mean counts per pixel (lazy
+        # frames are averaged a block at a time).
+        f = data.frames
+        blocks = f.iter_blocks() if hasattr(f, "iter_blocks") else [(0, np.asarray(f))]
+        total = sum(float(np.sum(b, dtype=np.float64)) for _, b in blocks)
+        mean = total / float(np.prod(f.shape))
+        return np.full(data.frame_shape, np.sqrt(mean), np.complex64)
     if source in ("data", "mean_pattern"):
         return mean_pattern_probe(data).astype(np.complex64)
     raise ValueError(f"unknown probe prior {source!r}; use 'data', 'mean_pattern' or 'physical'")
@@ -192,29 +197,53 @@ def surface_from_reference(
 def object_prior(
     data: PtychoData, probe: np.ndarray | None, kind: str = "uniform", iterations: int = 10
 ) -> np.ndarray:
-    """Object prior on ``data.object_shape``: ones (free space), or a short ePIE/rPIE run."""
+    """Object prior on ``data.object_shape``: ones (free space), a short ePIE/rPIE/PINE run, or
+    ``"learned"``: single-shot network inversion (:mod:`ptytasks.engines.learned`; far-field
+    frames of the trained size, ``iterations`` unused)."""
     if kind == "uniform":
         return np.ones(data.object_shape, np.complex64)
-    if kind in ("epie", "rpie"):
+    if kind == "learned":
+        from ptytasks.engines.registry import run_engine
+
+        return np.asarray(run_engine("learned", data, {}, probe_prior=probe).object, np.complex64)
+    if kind in ("epie", "rpie", "pine"):
         from ptytasks.engines.registry import run_engine
 
         res = run_engine(kind, data, {"epochs": iterations}, probe_prior=probe)
         return np.asarray(res.object, np.complex64)
-    raise ValueError(f"unknown object prior {kind!r}; use uniform, epie or rpie")
+    raise ValueError(f"unknown object prior {kind!r}; use uniform, epie, rpie, pine or learned")
 
 
 def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
     """How strongly each object pixel of a tile was illuminated: ``sum_i |P(r - p_i)|^2``
-    for scanning modalities, the number of frames seeing a pixel for coded ptychography,
+    for scanning modalities, the number of frames seeing a pixel for coded ptychography
+    (through the enforced part of a tile's detector crop, tapered: see :func:`_guard_taper`),
     ones for Fourier ptychography. Stitching trusts a tile where this is large."""
     shape = tuple(result.object.shape[-2:])
     if data.modality == "fourier" or result.positions_px is None:
         return np.ones(shape, np.float32)
+    # Coded: frames seeing the pixel through enforced detector pixels (a tile's guard band
+    # is not, :func:`ptytasks.tiling.tile_dataset`).
+    m = data.meta.get("tile_mask")
     if data.modality == "coded" or result.probe is None:
-        w = torch.ones(data.frame_shape)
+        w = torch.ones(data.frame_shape) if m is None else torch.as_tensor(_guard_taper(m))
     else:
         p = torch.as_tensor(np.asarray(result.probe))
         w = (p.abs() ** 2).reshape(-1, *p.shape[-2:]).sum(0)
     pos = torch.as_tensor(result.positions_px, dtype=torch.float64)
     cov = insert_patches(w.expand(len(pos), *w.shape), pos, shape, subpixel=False)
     return cov.numpy().astype(np.float32)
+
+
+def _guard_taper(mask) -> np.ndarray:
+    """Float32 weights of a coded tile's detector crop: 0 in its guard band (``mask``
+    False), rising linearly to 1 over the next guard width. Specimen pixels just inside
+    the band also send light into it, so they are only partly constrained."""
+    from scipy.ndimage import distance_transform_edt
+
+    m = np.asarray(mask, bool)
+    if m.all():
+        return np.ones(m.shape, np.float32)
+    rows = m.any(axis=1)
+    g = max(1, int(np.argmax(rows))) if rows.any() else 1
+    return np.clip(distance_transform_edt(m) / g, 0.0, 1.0).astype(np.float32)

@@ -42,6 +42,11 @@ class Tile:
         Global region this tile owns in the stitched mosaic.
     frame_crop : Box or None
         Detector region cropped from every frame (full-frame modalities).
+    guard : int
+        Coded ptychography: detector pixels at each edge of the crop whose measurements
+        the tile does not enforce. The tile propagates its crop as if it were periodic, so
+        near the crop's edge the measured light (from specimen outside the crop) and the
+        model's (wrapped round from the other side) differ; that band is left free.
     """
 
     tile_id: str
@@ -51,9 +56,11 @@ class Tile:
     object_shape: tuple[int, int]
     core: Box
     frame_crop: Box | None = None
+    guard: int = 0
 
     def to_dict(self) -> dict:
         """JSON-friendly description (small: safe as a Prefect result)."""
+        extra = {"guard": self.guard} if self.guard else {}  # old tiles keep their keys
         return {
             "tile_id": self.tile_id,
             "grid_index": list(self.grid_index),
@@ -62,6 +69,7 @@ class Tile:
             "object_shape": list(self.object_shape),
             "core": list(self.core),
             "frame_crop": None if self.frame_crop is None else list(self.frame_crop),
+            **extra,
         }
 
     @classmethod
@@ -74,6 +82,7 @@ class Tile:
             object_shape=tuple(d["object_shape"]),
             core=tuple(d["core"]),
             frame_crop=None if d["frame_crop"] is None else tuple(d["frame_crop"]),
+            guard=int(d.get("guard", 0)),
         )
 
 
@@ -153,6 +162,7 @@ def plan_fullframe_tiles(
     margin_px: int,
     positions: np.ndarray | None = None,
     upsample: int = 1,
+    guard_px: int = 0,
 ) -> list[Tile]:
     """Tiles for coded (``positions`` given) or Fourier (``upsample`` > 1) ptychography.
 
@@ -169,6 +179,9 @@ def plan_fullframe_tiles(
         Coded ptychography: specimen translations as window corners in object pixels.
     upsample : int
         Object pixels per detector pixel (Fourier ptychography); 1 for coded.
+    guard_px : int
+        Coded: the :attr:`Tile.guard` band (pixels, inside the margin) of every tile when
+        there is more than one.
     """
     ny, nx = frame_shape
     ey, ex = _edges(0, ny, grid[0]), _edges(0, nx, grid[1])
@@ -214,15 +227,22 @@ def plan_fullframe_tiles(
                     object_shape=shape,
                     core=core,
                     frame_crop=tuple(int(c) for c in crop),
+                    guard=int(guard_px) if grid[0] * grid[1] > 1 else 0,
                 )
             )
     return tiles
 
 
 def plan_tiles(
-    data: PtychoData, grid: tuple[int, int], *, margin: float | None = None
+    data: PtychoData,
+    grid: tuple[int, int],
+    *,
+    margin: float | None = None,
+    guard: int | None = None,
 ) -> list[Tile]:
-    """Tiles for ``data`` by modality (``margin``: probe widths, or detector pixels)."""
+    """Tiles for ``data`` by modality (``margin``: probe widths, or detector pixels;
+    ``guard``: coded only, the unenforced band at each crop edge, default half the
+    margin)."""
     if data.modality in ("farfield", "nearfield"):
         return plan_scanning_tiles(
             data.positions_px,
@@ -231,11 +251,13 @@ def plan_tiles(
             margin_probe_widths=0.5 if margin is None else margin,
         )
     if data.modality == "coded":
+        margin_px = int(16 if margin is None else margin)
         return plan_fullframe_tiles(
             data.frame_shape,
             grid,
-            margin_px=int(16 if margin is None else margin),
+            margin_px=margin_px,
             positions=data.positions_px,
+            guard_px=margin_px // 2 if guard is None else int(guard),
         )
     if data.modality == "fourier":
         tiles = plan_fullframe_tiles(
@@ -255,6 +277,28 @@ def _with_frames(tile: Tile, frames: np.ndarray) -> Tile:
     return Tile.from_dict(d)
 
 
+def guard_mask(shape: tuple[int, int], guard: int) -> np.ndarray:
+    """Bool ``shape``: True except in a band of ``guard`` pixels along every edge."""
+    m = np.zeros(shape, bool)
+    g = int(guard)
+    m[g : shape[0] - g, g : shape[1] - g] = True
+    return m
+
+
+def _crop_frames(frames, box: Box, block_bytes: int = 64 * 2**20) -> np.ndarray:
+    """``frames[:, y0:y1, x0:x1]`` as float32; lazy frames are read a block of whole
+    frames (at most ``block_bytes``) at a time, so a small crop of a big stack stays small."""
+    y0, y1, x0, x1 = box
+    if isinstance(frames, np.ndarray):
+        return np.ascontiguousarray(frames[:, y0:y1, x0:x1], dtype=np.float32)
+    n, ny, nx = frames.shape
+    out = np.empty((n, y1 - y0, x1 - x0), np.float32)
+    per = max(1, block_bytes // (ny * nx * 4))
+    for s in range(0, n, per):
+        out[s : s + per] = np.asarray(frames[s : s + per])[:, y0:y1, x0:x1]
+    return out
+
+
 def tile_dataset(data: PtychoData, tile: Tile) -> PtychoData:
     """The sub-dataset a tile reconstructs, in the tile's local object coordinates."""
     sub = data.subset(tile.frame_indices)
@@ -266,14 +310,17 @@ def tile_dataset(data: PtychoData, tile: Tile) -> PtychoData:
         shift -= np.array([tile.frame_crop[0], tile.frame_crop[2]], dtype=np.float64)
     if tile.frame_crop is not None:
         y0, y1, x0, x1 = tile.frame_crop
-        f = sub.frames
-        f = f[:, y0:y1, x0:x1] if isinstance(f, np.ndarray) else f.crop(y0, y1, x0, x1)
-        sub.frames = np.ascontiguousarray(np.asarray(f, dtype=np.float32))
+        sub.frames = _crop_frames(sub.frames, tile.frame_crop)
         if sub.probe is not None and sub.probe.shape == data.frame_shape:
             sub.probe = sub.probe[y0:y1, x0:x1]
         surface = sub.meta.get("surface")
         if isinstance(surface, np.ndarray) and surface.shape == data.frame_shape:
             sub.meta["surface"] = surface[y0:y1, x0:x1]  # the coded surface is on the sensor
+        mask = sub.meta.get("mask")
+        if isinstance(mask, np.ndarray) and mask.shape == data.frame_shape:
+            sub.meta["mask"] = mask[y0:y1, x0:x1]
+        if tile.guard:
+            sub.meta["tile_mask"] = guard_mask((y1 - y0, x1 - x0), tile.guard)
     if sub.positions_px is not None:
         sub.positions_px = sub.positions_px - shift
     sub.object_shape = tuple(tile.object_shape)

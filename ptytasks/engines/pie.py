@@ -18,8 +18,9 @@ Frames are visited in a seeded random order per epoch; optional scan-position re
 is :mod:`ptytasks.engines.position_correction`.
 
 The engine works over any :class:`~ptytasks.physics.models.base.ForwardModel` whose
-``to_detector``/``from_detector`` are a unitary pair (far field, near field): it only needs
-those two maps; object patches are taken with :func:`~ptytasks.physics.shifts.extract_patches`
+``from_detector`` inverts ``to_detector`` (far field, near field: a unitary pair; coded
+ptychography: the inverse through the known coded surface): it only needs those two
+maps; object patches are taken with :func:`~ptytasks.physics.shifts.extract_patches`
 conventions (window corners, sub-pixel Fourier shifts).
 """
 
@@ -43,11 +44,12 @@ Callback = Callable[[int, dict], object]
 
 
 def model_from_data(data: PtychoData) -> ForwardModel:
-    """The forward model of a scanning dataset (far field or near field)."""
-    if data.modality not in ("farfield", "nearfield"):
+    """The forward model of a scanning dataset (far field, near field, or coded: the
+    specimen scanned over a coded sensor, with the surface from ``data.meta["surface"]``)."""
+    if data.modality not in ("farfield", "nearfield", "coded"):
         raise ValueError(
-            f"reconstruct_pie handles 'farfield' and 'nearfield' data; got {data.modality!r} "
-            "(use reconstruct_fourier_pie for Fourier ptychography)"
+            f"reconstruct_pie handles 'farfield', 'nearfield' and 'coded' data; got "
+            f"{data.modality!r} (use reconstruct_fourier_pie for Fourier ptychography)"
         )
     return model_for(data)
 
@@ -118,15 +120,20 @@ class PIEState:
         As in :class:`~ptytasks.engines.options.PIEOptions`.
     probe_support : real ``(wy, wx)`` or None
         Multiplied into the probe after each probe update (a pupil's NA disc).
+    detector_mask : bool ``(wy, wx)`` or None
+        Detector pixels whose measurement is enforced; elsewhere the modulus projection
+        keeps the model's own amplitude (and the pixel adds nothing to the error).
     """
 
     def __init__(self, obj, probe, positions, model, amp, sqrt_f, *, alpha: float,
                  beta: float, variant: str, subpixel: bool = True, eps: float = 1e-8,
-                 probe_support: torch.Tensor | None = None):
+                 probe_support: torch.Tensor | None = None,
+                 detector_mask: torch.Tensor | None = None):
         self.obj, self.probe, self.pos, self.model = obj, probe, positions, model
         self.amp, self.sqrt_f = amp, sqrt_f
         self.alpha, self.beta, self.rpie = alpha, beta, variant == "rpie"
         self.subpixel, self.eps, self.support = subpixel, eps, probe_support
+        self.mask = detector_mask
         self.window = tuple(probe.shape[-2:])
         # 1-D frequency grids for the separable sub-pixel shift ramps (cached: rebuilding
         # 2-D grids per frame dominated the sequential loop).
@@ -168,10 +175,15 @@ class PIEState:
         mod = torch.sqrt((wave.real**2 + wave.imag**2).sum(1))
         sf = self.sqrt_f[idx, None, None]
         amp = self.amp[idx]
-        err = float(((mod * sf - amp) ** 2).sum())
         # Modulus projection: keep the phase, impose the measured amplitude (all modes
-        # scaled alike, the mixed-state form).
-        wave = wave * (amp / sf / (mod + eps))[:, None]
+        # scaled alike, the mixed-state form); unmeasured pixels keep the model's.
+        ratio = amp / sf / (mod + eps)
+        if self.mask is None:
+            err = float(((mod * sf - amp) ** 2).sum())
+        else:
+            err = float((((mod * sf - amp) ** 2) * self.mask).sum())
+            ratio = torch.where(self.mask, ratio, torch.ones_like(ratio))
+        wave = wave * ratio[:, None]
         new = self.model.from_detector(wave[:, 0] if single else wave, idx)
         dpsi = (new[:, None] if single else new) - psi
 
@@ -229,8 +241,9 @@ def reconstruct_pie(
     probe_init=None,
     model: ForwardModel | None = None,
     callback: Callback | None = None,
+    detector_mask=None,
 ) -> ReconstructionResult:
-    """Reconstruct object and probe from far-field or near-field ptychography data.
+    """Reconstruct object and probe from far-field, near-field or coded ptychography data.
 
     Parameters
     ----------
@@ -250,6 +263,9 @@ def reconstruct_pie(
         ``callback(epoch, info)`` after every epoch; ``info`` has ``loss``, ``time``
         (seconds this epoch), ``elapsed``, and live ``object``/``probe``/``positions``
         tensors (do not modify them).
+    detector_mask : bool array ``(ny, nx)``, optional
+        Detector pixels to enforce (True); the others are free (e.g. the guard band of a
+        coded tile, :attr:`ptytasks.tiling.Tile.guard`). Default: all.
 
     Returns
     -------
@@ -267,7 +283,12 @@ def reconstruct_pie(
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
-    total_counts = float((amp**2).sum())
+    mask = None
+    if detector_mask is not None:
+        mask = torch.as_tensor(np.asarray(detector_mask, bool), device=device)
+        if tuple(mask.shape) != window:
+            raise ValueError(f"detector_mask shape {tuple(mask.shape)} != frame shape {window}")
+    total_counts = float((amp**2).sum() if mask is None else (amp**2 * mask).sum())
     positions = model.positions.detach().clone().to(device=device, dtype=torch.float64)
     upper = torch.tensor([data.object_shape[0] - window[0], data.object_shape[1] - window[1]],
                          dtype=positions.dtype, device=device)
@@ -296,14 +317,22 @@ def reconstruct_pie(
 
     factors = model.intensity_factors.detach().to(device=device, dtype=rdtype)
     if opts.rescale_probe:
-        # Far/near field are unitary: for |O| ~ 1 a frame's counts equal f * sum|P|^2.
-        power = float((probe.real**2 + probe.imag**2).sum())
+        # Far/near field are unitary: for |O| ~ 1 a frame's counts equal f * sum|P|^2. The
+        # coded surface is not (it absorbs): measure the power the detector sees instead.
+        if model.modality == "coded":
+            idx0 = torch.zeros(1, dtype=torch.long, device=device)
+            det = model.to_detector(probe, idx0)
+            det_int = det.real**2 + det.imag**2
+            power = float((det_int if mask is None else det_int * mask).sum())
+        else:
+            power = float((probe.real**2 + probe.imag**2).sum())
         target = total_counts / float(factors.sum())
         probe *= (target / max(power, 1e-30)) ** 0.5
 
     alpha, beta = opts.steps()
     state = PIEState(obj, probe, positions, model, amp, factors.sqrt(), alpha=alpha, beta=beta,
-                     variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps)
+                     variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps,
+                     detector_mask=mask)
     refiner = PositionRefiner(positions, opts.position_correction) \
         if opts.position_correction is not None else None
     gen = torch.Generator().manual_seed(int(opts.seed))

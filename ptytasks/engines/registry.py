@@ -14,7 +14,7 @@ import numpy as np
 from ptytasks.data import PtychoData
 from ptytasks.engines.result import ReconstructionResult
 
-ENGINES = ("rnf", "epie", "rpie")
+ENGINES = ("rnf", "epie", "rpie", "pine", "learned")
 
 
 def _options(cls, settings: dict, mapping: dict):
@@ -50,15 +50,19 @@ def run_engine(
 
     Parameters
     ----------
-    name : {"rnf", "epie", "rpie"}
-        Fourier-ptychography data runs ``epie``/``rpie`` as the Fourier PIE form.
+    name : {"rnf", "epie", "rpie", "pine", "learned"}
+        Fourier-ptychography data runs ``epie``/``rpie`` as the Fourier PIE form;
+        ``pine`` is ePIE with the learned denoising step (scanning modalities);
+        ``learned`` is single-shot network inversion of far-field frames
+        (:mod:`ptytasks.engines.learned`; no epochs).
     settings : dict
         ``epochs``, ``learn_positions``, ``learn_probe`` plus any field of the engine's
         options dataclass (``batch_size``, ``alpha``, ``mu``, ``loss``, ``seed``, ...).
     object_prior, probe_prior : arrays, optional
         Starting object and probe (the priors the RNF residuals are learned on).
     surface_prior, pupil_prior : arrays, optional
-        Coded-surface and Fourier-pupil priors (RNF; the Fourier PIE takes the pupil).
+        Coded-surface prior (RNF learns on it; ePIE/rPIE project through it, fixed) and
+        Fourier-pupil prior (RNF and the Fourier PIE).
     callback : ``callback(epoch, info)`` progress hook.
     checkpoint : path for the RNF engine's resumable state.
     """
@@ -79,18 +83,38 @@ def run_engine(
             return reconstruct_fourier_pie(
                 data, opts, object_init=object_prior, pupil_init=pupil_prior, callback=callback
             )
-        if data.modality == "coded":
-            raise ValueError("ePIE/rPIE do not model coded ptychography here; use engine 'rnf'")
         from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
-        from ptytasks.engines.pie import reconstruct_pie
+        from ptytasks.engines.pie import model_from_data, reconstruct_pie
+
+        model = None
+        if data.modality == "coded":
+            # The coded surface is known (calibrated): PIE projects through it.
+            model = model_from_data(data)
+            if surface_prior is not None:
+                surf = np.asarray(surface_prior, np.complex64)
+                model.surface.data = model.surface.data.new_tensor(surf)
 
         opts = _options(PIEOptions, s, {
             "variant": name, "iterations": epochs, "update_probe": learn_probe,
             "position_correction": PositionCorrectionOptions() if learn_pos else None,
         })  # fmt: skip
         return reconstruct_pie(
-            data, opts, object_init=object_prior, probe_init=probe_prior, callback=callback
-        )
+            data, opts, object_init=object_prior, probe_init=probe_prior, model=model,
+            callback=callback, detector_mask=data.meta.get("tile_mask"),
+        )  # fmt: skip
+    if name == "pine":
+        if data.modality not in ("farfield", "nearfield"):
+            raise ValueError(f"engine 'pine' runs scanning (far/near-field) data, not "
+                             f"{data.modality!r}; use epie, rpie or rnf")
+        from ptytasks.engines.options import PositionCorrectionOptions
+        from ptytasks.engines.pine import PINEOptions, reconstruct_pine
+
+        opts = _options(PINEOptions, s, {
+            "iterations": epochs, "update_probe": learn_probe,
+            "position_correction": PositionCorrectionOptions() if learn_pos else None,
+        })  # fmt: skip
+        return reconstruct_pine(data, opts, object_init=object_prior, probe_init=probe_prior,
+                                callback=callback)  # fmt: skip
     if name == "rnf":
         from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 
@@ -101,4 +125,9 @@ def run_engine(
             surface_prior=surface_prior, pupil_prior=pupil_prior,
             callback=callback, checkpoint=checkpoint,
         )  # fmt: skip
+    if name == "learned":
+        from ptytasks.engines.learned import LearnedOptions, reconstruct_learned
+
+        opts = _options(LearnedOptions, s, {})
+        return reconstruct_learned(data, opts, probe_prior=probe_prior, callback=callback)
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
+    "cells_object": "coded_large",
     "coded_surface": "coded_fourier",
     "led_wavevectors": "coded_fourier",
     "simulate_coded": "coded_fourier",
+    "simulate_coded_field": "coded_large",
     "simulate_fourier": "coded_fourier",
     "forward_model": "datasets",
     "simulate": "datasets",

@@ -26,7 +26,7 @@ def test_rejects_data_that_is_not_coded(prefect_server, tmp_path):
         gigapixel_coded(params)
 
 
-@pytest.mark.slow  # needs the RNF engine (coded data has no PIE form)
+@pytest.mark.slow  # two RNF tiles under a Prefect server
 def test_resumes_an_interrupted_batch(prefect_server, tmp_path):
     from flows import stages
     from ptytasks.simulate import simulate

@@ -233,3 +233,23 @@ def test_siemens_star_half_data_frc(star, scan, epochs):
         assert np.nanmean(c.frc[1:6]) > 0.5
     print(scan, len(keep), {k: round(float(np.interp(0.25, c.freq, np.nan_to_num(c.frc))), 3)
                             for k, c in out.items()})
+
+
+# --- in the pipeline -------------------------------------------------------------------------
+@needs_weights
+def test_registry_engine_and_object_prior(small):
+    from flows.params import PipelineParams
+    from ptytasks.calibration import object_prior
+    from ptytasks.engines.registry import run_engine
+
+    params = PipelineParams.from_mapping({"input": "scan.cxi", "store": "run.zarr",
+                                          "engine": {"engine": "pine", "epochs": 2,
+                                                     "alpha": 0.5}})
+    res = run_engine("pine", small, params.engine.settings())
+    assert res.engine == "pine" and res.options["alpha"] == 0.5
+    assert len(res.extras["denoise_change"]) == 2
+    prior = object_prior(small, small.probe, "pine", iterations=2)
+    assert prior.shape == small.object_shape and np.isfinite(prior).all()
+    coded = simulate("coded", seed=0, n_positions=4, frame_size=32)
+    with pytest.raises(ValueError, match="pine"):
+        run_engine("pine", coded, {"epochs": 1})

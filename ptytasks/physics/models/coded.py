@@ -15,9 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ptytasks.physics.fft import fft2u, ifft2u
 from ptytasks.physics.models.base import ForwardModel, illuminate, scalar_parameter
-from ptytasks.physics.propagators import propagate
+from ptytasks.physics.propagators import angular_spectrum_tf, fresnel_tf, propagate
 from ptytasks.physics.shifts import extract_patches
+
+_TF = {"angular_spectrum": angular_spectrum_tf, "fresnel": fresnel_tf}
 
 
 class Coded(ForwardModel):
@@ -83,10 +86,25 @@ class Coded(ForwardModel):
         if tuple(s.shape) != self.probe_shape:
             raise ValueError(f"surface shape {tuple(s.shape)} != sensor shape {self.probe_shape}")
         self.surface = nn.Parameter(s.to(cdt), requires_grad=False)
+        self._tf_cache: dict = {}
         self.intensity_factors.data = self.intensity_factors.data.to(dtype)
 
     def _prop(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return propagate(w, self.pixel_size, self.wavelength, z, method=self.method)
+        lam = self.wavelength
+        if self.method not in _TF or (torch.is_grad_enabled() and (z.requires_grad
+                                                                 or lam.requires_grad)):
+            return propagate(w, self.pixel_size, lam, z, method=self.method)
+        # Fixed geometry (projection engines, frozen parameters): the transfer function
+        # costs twice the FFTs it multiplies, so it is kept per (shape, z, wavelength).
+        key = (tuple(w.shape[-2:]), float(z), float(lam), w.dtype, w.device)
+        h = self._tf_cache.get(key)
+        if h is None:
+            h = _TF[self.method](key[0], self.pixel_size, key[2], key[1], dtype=w.dtype,
+                                 device=w.device)  # fmt: skip
+            if len(self._tf_cache) >= 8:
+                self._tf_cache.clear()
+            self._tf_cache[key] = h
+        return ifft2u(fft2u(w) * h)
 
     def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         patches = extract_patches(obj, self.positions[idx], tuple(probe.shape[-2:]))

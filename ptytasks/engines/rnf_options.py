@@ -51,6 +51,11 @@ class RNFOptions:
     warmup_epochs : int
         Epochs before physical parameters (positions, distance, wavelength, Zernike,
         intensities) start moving: the fields first explain the data roughly.
+    probe_warmup_epochs : int
+        Epochs before the probe field starts learning (0: from the start), as PIE's
+        ``probe_update_start``: the object first settles under the probe prior, so that
+        with few, noisy frames the probe residual does not soak up object structure
+        and noise.
 
     Loss
     ----
@@ -139,6 +144,7 @@ class RNFOptions:
     lr_pupil_scale: float = 1.0
     lr_decay: float = 1.0
     warmup_epochs: int = 0
+    probe_warmup_epochs: int = 0
 
     loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "l1"
     domain: Literal["amplitude", "intensity"] = "amplitude"

@@ -213,3 +213,13 @@ def test_wavelet_term_reported(ff):
     assert res.extras["reg_loss_history"][-1] > 0
     assert math.isclose(res.loss_history[-1], res.extras["data_loss_history"][-1]
                         + res.extras["reg_loss_history"][-1], rel_tol=1e-9)
+
+
+def test_probe_warmup_holds_the_probe(ff):
+    kw = {"batch_size": 9, "hidden_features": 8}
+    start = reconstruct_rnf(ff, RNFOptions(epochs=0, **kw)).probe
+    held = reconstruct_rnf(ff, RNFOptions(epochs=2, probe_warmup_epochs=2, **kw))
+    moved = reconstruct_rnf(ff, RNFOptions(epochs=2, **kw))
+    np.testing.assert_allclose(held.probe, start, rtol=0, atol=1e-6 * np.abs(start).max())
+    assert not np.allclose(moved.probe, start, rtol=0, atol=1e-4 * np.abs(start).max())
+    assert not np.allclose(held.object, reconstruct_rnf(ff, RNFOptions(epochs=0, **kw)).object)

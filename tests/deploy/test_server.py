@@ -52,7 +52,7 @@ def test_pipeline_parameter_schema_is_typed_and_described(prefect_server):
     assert {"input", "store", "engine", "tiling", "cluster", "subsample"} <= set(pp)
     assert pp["input"]["type"] == "string" and pp["input"]["description"]
     eng = defs["EngineParams"]["properties"]
-    assert eng["engine"]["enum"] == ["rnf", "epie", "rpie"]
+    assert eng["engine"]["enum"] == ["rnf", "epie", "rpie", "pine", "learned"]
     assert eng["epochs"]["type"] == "integer" and eng["epochs"]["minimum"] == 1
     assert eng["epochs"]["default"] == 50
     assert eng["learn_probe"]["type"] == "boolean"

@@ -72,15 +72,11 @@ def start_probe(data, defocus_factor: float = 1.2) -> np.ndarray:
     (As the blind ePIE/rPIE tests do; the mean-frame default start, with its flat phase,
     does not converge on this strongly curved probe.)
     """
-    from ptytasks.physics.probes import zone_plate_probe
+    from ptytasks.simulate import simulated_zone_plate
 
     gt = data.ground_truth
-    px, lam = float(gt["pixel_size"]), float(gt["wavelength"])
-    d_fzp, dr = 100e-6, 1.25 * px  # the simulator's zone plate (simulate_farfield)
-    f = d_fzp * dr / lam
-    dz = data.meta["probe_diameter_px"] * px * f / d_fzp
-    probe = zone_plate_probe(data.frame_shape, px, lam, d_fzp, dr, defocus=defocus_factor * dz)
-    return probe.numpy()
+    return simulated_zone_plate(data.frame_shape, gt["pixel_size"], gt["wavelength"],
+                                data.meta["probe_diameter_px"], defocus_factor).numpy()
 
 
 def frc_between(a: np.ndarray, b: np.ndarray, mask: np.ndarray):

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ptytasks.metrics import quality_report
-from ptytasks.physics.probes import zone_plate_probe
 from ptytasks.physics.shifts import coverage
+from ptytasks.simulate import simulated_zone_plate
 from ptytasks.simulate.datasets import simulate
 
 
@@ -50,11 +50,8 @@ def zone_plate_prior(data, defocus_error: float = 0.05) -> np.ndarray:
     (a probe "estimated from the defocus", the paper's prior), at the true flux."""
     gt = data.ground_truth
     n = data.frame_shape[0]
-    px, lam = float(gt["pixel_size"]), float(gt["wavelength"])
-    d_fzp, dr = 100e-6, 1.25 * px
-    f = d_fzp * dr / lam
-    dz = data.meta["probe_diameter_px"] * px * f / d_fzp
-    p = zone_plate_probe((n, n), px, lam, d_fzp, dr, defocus=dz * (1 + defocus_error)).numpy()
+    p = simulated_zone_plate((n, n), gt["pixel_size"], gt["wavelength"],
+                             data.meta["probe_diameter_px"], 1 + defocus_error).numpy()
     return p * math.sqrt(data.meta["flux_per_frame"])
 
 

@@ -133,13 +133,10 @@ def probe_prior(data, kind: str = "defocus:1.1") -> np.ndarray:
     if not kind.startswith("defocus:"):
         raise ValueError(f"unknown probe prior {kind!r}")
     factor = float(kind.split(":", 1)[1])
-    from ptytasks.physics.probes import zone_plate_probe
+    from ptytasks.simulate import simulated_zone_plate
 
-    px, lam = float(gt["pixel_size"]), float(gt["wavelength"])
-    d_fzp, dr = 100e-6, 1.25 * px  # the simulator's zone plate (simulate_farfield)
-    f = d_fzp * dr / lam
-    dz = data.meta["probe_diameter_px"] * px * f / d_fzp
-    p = zone_plate_probe(data.frame_shape, px, lam, d_fzp, dr, defocus=factor * dz).numpy()
+    p = simulated_zone_plate(data.frame_shape, gt["pixel_size"], gt["wavelength"],
+                             data.meta["probe_diameter_px"], factor).numpy()
     p = p * math.sqrt(np.sum(np.abs(true) ** 2) / max(np.sum(np.abs(p) ** 2), 1e-30))
     return p.astype(np.complex64)
 

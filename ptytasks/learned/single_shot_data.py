@@ -84,15 +84,13 @@ def zone_plate(geometry: Geometry, flux: float = REFERENCE_FLUX) -> np.ndarray:
     "zone_plate"``: outer zone 1.25 object pixels, defocus set so that the geometric
     footprint is ``geometry.diameter`` pixels.
     """
-    from ptytasks.physics.probes import zone_plate_probe
+    from ptytasks.simulate import simulated_zone_plate
     from ptytasks.simulate._common import H_C_EV_M
 
     n = int(geometry.frame_size)
     lam = H_C_EV_M / geometry.energy_ev
     px = lam * geometry.detector_distance / (n * geometry.detector_pixel)
-    d_fzp, dr = 100e-6, 1.25 * px
-    f = d_fzp * dr / lam
-    p = zone_plate_probe((n, n), px, lam, d_fzp, dr, defocus=geometry.diameter * px * f / d_fzp)
+    p = simulated_zone_plate((n, n), px, lam, geometry.diameter)
     p = p / torch.sqrt((p.abs() ** 2).sum())
     return (p * math.sqrt(flux)).numpy().astype(np.complex64)
 

@@ -21,6 +21,7 @@ _WHERE = {
     "simulate": "datasets",
     "simulate_farfield": "datasets",
     "simulate_nearfield": "datasets",
+    "simulated_zone_plate": "datasets",
     "KINDS": "objects",
     "complex_object": "objects",
     "image": "objects",

@@ -21,8 +21,8 @@ from ptytasks.engines.result import ReconstructionResult
 from ptytasks.metrics import complex_error
 from ptytasks.physics.fft import fft2c
 from ptytasks.physics.models.farfield import FarField
-from ptytasks.physics.probes import zone_plate_probe
 from ptytasks.physics.shifts import coverage, extract_patches
+from ptytasks.simulate import simulated_zone_plate
 from ptytasks.simulate.datasets import simulate
 
 
@@ -42,12 +42,8 @@ def illuminated(data, frac: float = 0.1) -> np.ndarray:
 def zone_plate_like(data, defocus_factor: float) -> np.ndarray:
     """The simulator's zone-plate probe recomputed with its defocus times ``factor``."""
     gt = data.ground_truth
-    px, lam = float(gt["pixel_size"]), float(gt["wavelength"])
-    d_fzp, dr = 100e-6, 1.25 * px  # the simulator's zone plate (simulate_farfield)
-    f = d_fzp * dr / lam
-    dz = data.meta["probe_diameter_px"] * px * f / d_fzp
-    probe = zone_plate_probe(data.frame_shape, px, lam, d_fzp, dr, defocus=defocus_factor * dz)
-    return probe.numpy()
+    return simulated_zone_plate(data.frame_shape, gt["pixel_size"], gt["wavelength"],
+                                data.meta["probe_diameter_px"], defocus_factor).numpy()
 
 
 def object_error(result: ReconstructionResult, data) -> float:

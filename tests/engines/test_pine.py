@@ -20,8 +20,7 @@ from ptytasks.engines.pine import PINEOptions, reconstruct_pine
 from ptytasks.learned import DEFAULT_WEIGHTS
 from ptytasks.learned.dncnn import DnCNN, DnCNNConfig, residual_complex
 from ptytasks.metrics import align, frc, taper_mask
-from ptytasks.physics.probes import zone_plate_probe
-from ptytasks.simulate import simulate
+from ptytasks.simulate import simulate, simulated_zone_plate
 
 needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no default weights")
 
@@ -39,10 +38,8 @@ def toy_denoiser(seed: int = 0) -> DnCNN:
 def start_probe(data, factor: float = 1.2) -> np.ndarray:
     """The simulator's zone plate with a 20 % wrong defocus (as the blind PIE tests)."""
     gt = data.ground_truth
-    px, lam = float(gt["pixel_size"]), float(gt["wavelength"])
-    d_fzp, dr = 100e-6, 1.25 * px
-    dz = data.meta["probe_diameter_px"] * px * (d_fzp * dr / lam) / d_fzp
-    return zone_plate_probe(data.frame_shape, px, lam, d_fzp, dr, defocus=factor * dz).numpy()
+    return simulated_zone_plate(data.frame_shape, gt["pixel_size"], gt["wavelength"],
+                                data.meta["probe_diameter_px"], factor).numpy()
 
 
 def frc_half_nyquist(obj: np.ndarray, data) -> float:

@@ -181,7 +181,7 @@ class LearnedLoss(StrEnum):
 def train_learned(
     model: LearnedModel = typer.Option(LearnedModel.ppn, help="Network: PPN or PtychoNN CNN."),
     out: Path = typer.Option(..., "--out", "-o", help="Weights file (.pt); JSON record beside."),
-    steps: int = typer.Option(600, min=1, help="Optimiser steps (batches)."),
+    steps: int = typer.Option(3000, min=1, help="Optimiser steps (batches)."),
     batch: int = typer.Option(32, min=1, help="Samples per step."),
     epoch_steps: int = typer.Option(100, min=1, help="Steps per validation/plateau epoch."),
     lr: float = typer.Option(1e-3, help="Initial Adam learning rate."),

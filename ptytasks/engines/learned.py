@@ -45,18 +45,41 @@ class LearnedOptions:
         dataset's probe), else the median frame sum divided by the training mean ``|O|^2``.
     threads : int or None
         torch CPU threads during inference (None: leave as is).
+    precision : {"auto", "float32", "bfloat16"}
+        Arithmetic of the network's forward pass. ``"auto"``: bfloat16 autocast where the
+        device runs it natively (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), else
+        float32. Measured here: 1.65x faster on the CPU, largest phase change 0.017 rad
+        against per-pixel prediction errors of ~0.2 rad (``bench/results/learned-vm.md``).
     seed : int
         Unused (the engine is deterministic); accepted so generic settings pass through.
     """
 
     model: str = "ppn"
     weights: str | None = None
-    batch_size: int = 256
+    batch_size: int = 64
     align_phase: bool = True
     align_iterations: int = 4
     flux: float | None = None
     threads: int | None = None
+    precision: str = "auto"
     seed: int = 0
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain float32)."""
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"precision must be auto, float32 or bfloat16; got {precision!r}")
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    try:  # oneDNN's own check for native bf16 (AVX512-BF16 / AMX)
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return torch.bfloat16 if device.type == "cpu" and native else None
 
 
 def _flux(data: PtychoData, probe: np.ndarray | None, noise, given: float | None) -> float:
@@ -148,12 +171,15 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         t1 = time.perf_counter()
         amp, phase = [], []
         frames = np.asarray(data.frames)
-        with torch.inference_mode():
+        dev = next(net.parameters()).device
+        cast = _autocast_dtype(opts.precision, dev)
+        with torch.inference_mode(), torch.autocast(dev.type, cast, enabled=cast is not None):
             for s in range(0, data.n_frames, int(opts.batch_size)):
-                a, p = net(normalize_frames(frames[s:s + opts.batch_size], flux))
-                amp.append(a)
-                phase.append(p)
-            patches = torch.polar(torch.cat(amp), torch.cat(phase))
+                x = normalize_frames(frames[s:s + opts.batch_size], flux).to(dev)
+                a, p = net(x.contiguous(memory_format=torch.channels_last))
+                amp.append(a.float().cpu())
+                phase.append(p.float().cpu())
+        patches = torch.polar(torch.cat(amp), torch.cat(phase))
         t_pred = time.perf_counter() - t1
         crop = geo.crop
         corners = np.rint(np.asarray(data.positions_px, np.float64)) + crop.start
@@ -171,5 +197,5 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         positions_px=np.asarray(data.positions_px, np.float64).copy(),
         timings={"total": total, "predict": t_pred, "stitch": total - t_pred - (t1 - t0)},
         engine="learned", options=asdict(opts),
-        extras={"flux": flux, "network": net.config.model},
+        extras={"flux": flux, "network": net.config.model, "autocast": str(cast)},
     )  # fmt: skip

@@ -53,6 +53,10 @@ class InversionConfig:
         convolutions at full resolution before the strided embedding; 0: embedding only).
     amp_max : float
         ``A_max`` of the amplitude constraint (dimensionless transmission).
+    local_stem : int
+        PPN: channels of a convolutional stem of the local branch (two 3x3 convolutions with
+        BatchNorm and ReLU at full resolution before the patch embedding; 0: none). Early
+        convolutions make ViTs train faster and more stably (Xiao et al. 2021).
     """
 
     model: str = "ppn"
@@ -60,7 +64,7 @@ class InversionConfig:
     noise: NoiseModel = field(default_factory=NoiseModel)
     dim: int = 48
     heads: int = 2
-    patch: int = 8
+    patch: int = 4
     local_depth: int = 2
     nonlocal_depth: int = 2
     nonlocal_stride: int = 4
@@ -68,10 +72,12 @@ class InversionConfig:
     radial_log_scale: float = 8.0
     amp_max: float = 1.2
     stem: int = 0
+    local_stem: int = 16
 
     @classmethod
     def from_dict(cls, d: dict) -> InversionConfig:
         d = dict(d)
+        d.setdefault("local_stem", 0)  # weights written before the local stem existed
         g = Geometry(**d.pop("geometry", {}))
         nz = d.pop("noise", {})
         nz = NoiseModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in nz.items()})
@@ -158,8 +164,9 @@ class PtychoNN(nn.Module):
 class PPN(nn.Module):
     """Dual-branch PPN: local ViT + non-local PoCA branch, 1x1 fusion, transposed-conv decoder.
 
-    The local branch cuts ``patch x patch`` tokens (learned position embedding, standard
-    attention); the non-local branch projects the frame to ``stem`` channels with two 3x3
+    The local branch runs a convolutional stem (``local_stem`` channels, two 3x3 conv/BN/
+    ReLU at full resolution) and cuts ``patch x patch`` tokens (learned position embedding,
+    standard attention); the non-local branch projects the frame to ``stem`` channels with two 3x3
     convolutions, embeds it with a ``stride x stride`` convolution (no position embedding:
     the polar weighting carries the geometry) and runs PoCA blocks. Local features are
     bilinearly upsampled to the non-local grid, concatenated and fused by a 1x1
@@ -175,7 +182,11 @@ class PPN(nn.Module):
             raise ValueError("frame size must be a multiple of patch and nonlocal_stride")
         gl, gn = n // cfg.patch, n // cfg.nonlocal_stride
         self.grid_local, self.grid_nonlocal = (gl, gl), (gn, gn)
-        self.embed_local = nn.Conv2d(1, d, cfg.patch, cfg.patch)
+        c1 = int(cfg.local_stem)
+        stem = [_conv(1, c1), _conv(c1, c1)] if c1 else []  # built first: the seeded init order
+        embed = nn.Conv2d(c1 or 1, d, cfg.patch, cfg.patch)
+        # no stem: the bare embedding, so weights saved before the stem existed still load
+        self.embed_local = nn.Sequential(*stem, embed) if c1 else embed
         self.pos = nn.Parameter(0.02 * torch.randn(1, gl * gl, d))
         self.local = nn.Sequential(*[Block(d, SelfAttention(d, cfg.heads), cfg.mlp_ratio)
                                      for _ in range(cfg.local_depth)])  # fmt: skip
@@ -248,12 +259,40 @@ def save_inversion(model: nn.Module, path: str | Path, meta: dict | None = None)
 
 
 @torch.no_grad()
-def fast_inference(net: nn.Module) -> nn.Module:
-    """Replace every stride-1 ``ConvTranspose2d`` by the equal ``Conv2d`` (in place).
+def _fold_batchnorm(seq: nn.Sequential) -> None:
+    """Fold every eval-mode ``BatchNorm2d`` that follows a (transposed) convolution into it."""
+    mods = list(seq)
+    for i in range(len(mods) - 1):
+        conv, bn = mods[i], mods[i + 1]
+        if not isinstance(bn, nn.BatchNorm2d) or not isinstance(conv, (nn.Conv2d,
+                                                                        nn.ConvTranspose2d)):
+            continue
+        if conv.groups != 1:
+            continue
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        # Conv2d weights are (out, in, k, k); ConvTranspose2d weights are (in, out, k, k)
+        shape = (-1, 1, 1, 1) if isinstance(conv, nn.Conv2d) else (1, -1, 1, 1)
+        conv.weight.mul_(scale.reshape(shape))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+        conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
+        seq[i + 1] = nn.Identity()
 
-    A stride-1 transposed convolution with kernel ``k`` and padding ``p`` is the
-    convolution with the spatially flipped, in/out-swapped kernel and padding
-    ``k - 1 - p``; CPU convolutions are much faster than transposed ones. Exact.
+
+@torch.no_grad()
+def fast_inference(net: nn.Module) -> nn.Module:
+    """Rewrite an eval-mode network into an equal, faster one for inference (in place).
+
+    * Every stride-1 ``ConvTranspose2d`` becomes the equal ``Conv2d``: a stride-1 transposed
+      convolution with kernel ``k`` and padding ``p`` is the convolution with the spatially
+      flipped, in/out-swapped kernel and padding ``k - 1 - p``; CPU convolutions are much
+      faster than transposed ones.
+    * Every ``BatchNorm2d`` that follows a convolution is folded into its weights and bias
+      (eval mode uses fixed statistics, so the pair is one affine convolution).
+    * 4-D weights go to the channels-last layout, oneDNN's fast path for convolutions
+      (1.2-1.6x on this CPU; feed channels-last inputs).
+
+    Exact up to float rounding; not for training or for loading state dicts into.
     """
     for mod in list(net.modules()):
         for child_name, child in list(mod.named_children()):
@@ -266,7 +305,11 @@ def fast_inference(net: nn.Module) -> nn.Module:
                 if child.bias is not None:
                     conv.bias.copy_(child.bias)
                 setattr(mod, child_name, conv.requires_grad_(child.weight.requires_grad))
-    return net
+    if not net.training:
+        for mod in list(net.modules()):
+            if isinstance(mod, nn.Sequential):
+                _fold_batchnorm(mod)
+    return net.to(memory_format=torch.channels_last)
 
 
 def load_inversion(path: str | Path | None = None, device: str | torch.device = "cpu",

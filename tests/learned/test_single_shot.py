@@ -143,6 +143,42 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(net(x)[1], back(x)[1])
     assert back.meta == {"seed": 0} and back.config.geometry.frame_size == 32
+    # a file written before the local stem existed (no "local_stem" key) loads stem-less
+    old = build(InversionConfig(model="ppn", geometry=GEO, dim=16, patch=8, local_stem=0)).eval()
+    blob = torch.load(save_inversion(old, tmp_path / "old.pt"), weights_only=True)
+    del blob["config"]["local_stem"]
+    torch.save(blob, tmp_path / "old.pt")
+    back = load_inversion(tmp_path / "old.pt")
+    assert back.config.local_stem == 0
+    with torch.no_grad():
+        torch.testing.assert_close(old(x)[1], back(x)[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ppn", "ptychonn"])
+def test_fast_inference_equals_the_trained_network(kind):
+    """Transposed-conv rewriting and BatchNorm folding change no output (eval mode)."""
+    import copy
+
+    from ptytasks.learned.inversion import fast_inference
+
+    torch.manual_seed(2)
+    net = build(InversionConfig(model=kind, geometry=GEO, dim=16, local_stem=4))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # non-trivial statistics and affine terms, as after training
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    net.eval()
+    fast = fast_inference(copy.deepcopy(net))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert n_bn == 0
+    x = torch.rand(4, 1, 32, 32, generator=g)
+    with torch.no_grad():
+        for ref, out in zip(net(x), fast(x), strict=True):
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_losses():

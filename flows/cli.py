@@ -190,6 +190,9 @@ def train_learned(
     ),
     alpha: float = typer.Option(0.9, help="MSE weight of mse_nssim."),
     frame_size: int = typer.Option(32, min=16, help="Diffraction frame side, pixels."),
+    probe_diameter: float = typer.Option(
+        0.0, min=0.0, help="Zone-plate footprint, object pixels (0: 0.35 x frame size)."
+    ),
     dim: int = typer.Option(0, min=0, help="Network width (0: PPN 48, PtychoNN 32)."),
     n_val: int = typer.Option(64, min=1, help="Held-out validation samples."),
     seed: int = typer.Option(0, help="Seed of the weights and the data stream."),
@@ -205,8 +208,9 @@ def train_learned(
         raise typer.BadParameter(f"must end in .pt; got {out.name!r}", param_hint="--out")
     _check_fraction("--alpha", alpha, 0.0, 1.0 + 1e-12)
     cfg = TrainConfig(model=model.value, steps=steps, batch=batch, epoch_steps=epoch_steps,
-                      lr=lr, loss=loss.value, alpha=alpha, frame_size=frame_size, dim=dim,
-                      n_val=n_val, seed=seed, threads=threads)  # fmt: skip
+                      lr=lr, loss=loss.value, alpha=alpha, frame_size=frame_size,
+                      probe_diameter_px=probe_diameter or None, dim=dim, n_val=n_val,
+                      seed=seed, threads=threads)  # fmt: skip
     command = shlex.join(["ptyflow", *sys.argv[1:]])
     rec = run(cfg, out, command=command, log=typer.echo)
     v = rec["validation"]

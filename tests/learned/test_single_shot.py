@@ -276,11 +276,13 @@ def test_train_learned_cli_writes_weights_and_record(tmp_path, monkeypatch):
     out = tmp_path / "tiny.pt"
     r = CliRunner().invoke(app, ["train-learned", "--model", "ptychonn", "--out", str(out),
                                  "--steps", "2", "--batch", "2", "--epoch-steps", "1",
-                                 "--frame-size", "32", "--dim", "8", "--n-val", "4"])
+                                 "--frame-size", "32", "--dim", "8", "--n-val", "4",
+                                 "--probe-diameter", "20"])  # fmt: skip
     assert r.exit_code == 0, r.output
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["config"]["model"] == "ptychonn" and rec["config"]["steps"] == 2
-    assert load_inversion(out).config.model == "ptychonn"
+    net = load_inversion(out)
+    assert net.config.model == "ptychonn" and net.config.geometry.probe_diameter_px == 20
 
 
 def test_learned_engine_and_prior_through_pipeline_stages(tmp_path):

@@ -36,6 +36,21 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Small problems: on a shared 2-core machine two OpenMP threads stall on each other
+    (measured 13x slower per optimisation step under load).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_configure(config):
     import torch
 

@@ -18,15 +18,7 @@ from ptytasks.fields.activations import (
     to_split,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one thread. On a shared 2-core machine two OpenMP threads stall on
-    each other (measured 13x slower per optimisation step under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def points(n=64, seed=0, dtype=torch.float64):

@@ -7,15 +7,7 @@ import torch
 
 from ptytasks.fields import HashEncodingConfig, MLPConfig, ResidualField
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one thread. On a shared 2-core machine two OpenMP threads stall on
-    each other (measured 13x slower per optimisation step under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SHAPE = (24, 30)

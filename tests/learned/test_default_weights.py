@@ -28,17 +28,11 @@ from ptytasks.learned.dncnn import jacobian_norm, lipschitz_bound, load_denoiser
 from ptytasks.learned.synthetic import SIGMA, add_noise
 from ptytasks.simulate.objects import image
 
-pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no default weights")
+pytestmark = [
+    pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no default weights"),
+    pytest.mark.usefixtures("one_thread"),
+]
 TOL = 1e-3  # float32 arithmetic and power-iteration convergence
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small convolutions: one thread is several times faster than two on a busy machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from ptytasks.learned.dncnn import (
     symbol_norm,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dense(weight: torch.Tensor, n: int) -> torch.Tensor:

@@ -8,19 +8,10 @@ the issue's threshold. Slow: minutes on 2 CPU cores.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from bench import bench_learned as B
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.mark.xfail(

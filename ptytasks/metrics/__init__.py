@@ -14,7 +14,14 @@ from ptytasks.metrics.align import (
     subpixel_shift,
     to_numpy,
 )
-from ptytasks.metrics.errors import amplitude_phase, complex_error, psnr, quality_report, ssim
+from ptytasks.metrics.errors import (
+    amplitude_phase,
+    complex_error,
+    phase_ssim,
+    psnr,
+    quality_report,
+    ssim,
+)
 from ptytasks.metrics.frc import (
     FRCResult,
     Resolution,
@@ -43,6 +50,7 @@ __all__ = [
     "hann_window",
     "mask_weights",
     "onebit_threshold",
+    "phase_ssim",
     "phase_ramp",
     "psnr",
     "quality_report",

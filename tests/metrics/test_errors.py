@@ -104,3 +104,29 @@ def test_quality_report(ref):
     for k in ("amp_psnr", "amp_ssim", "phase_psnr", "phase_ssim"):
         assert clean[k] > lo[k] > hi[k], k
     assert hi["frc_resolution"] < 0.5 and math.isnan(hi["frc_resolution_m"])
+
+
+def test_phase_ssim_does_not_depend_on_where_the_mean_phase_falls():
+    # Three phase levels (0, 0.6, 1.2 rad) with the same small error on the middle level,
+    # which covers the same area in both objects. Referenced to its mean, as quality_report
+    # does, the middle level sits at zero when the other areas make the mean 0.6 rad, and
+    # plain SSIM (its luminance term assumes images in [0, R]) collapses there; with the
+    # reference's lowest phase as black the score no longer depends on the other areas.
+    from ptytasks.metrics import phase_ssim
+
+    yy, xx = np.mgrid[:100, :100]
+    err = 0.04 * np.sin(2 * np.pi * xx / 24) * np.cos(2 * np.pi * yy / 20)
+    new, old = [], []
+    for top in (30, 2):  # columns of the top level: mean phase 0.60 rad, then 0.26 rad
+        level = np.zeros((100, 100), int)
+        level[:, :40] = 1
+        level[:, 40:40 + top] = 2
+        ref = 0.6 * level
+        ref = ref - ref.mean()
+        rec = ref + np.where(level == 1, err, 0.0)
+        new.append(phase_ssim(rec, ref))
+        old.append(ssim(rec, ref))
+    assert abs(new[0] - new[1]) < 0.01 and min(new) > 0.9
+    assert old[1] - old[0] > 0.1  # plain SSIM: the level at zero loses its structure
+    assert phase_ssim(ref, ref) == pytest.approx(1.0)
+    assert phase_ssim(rec + 2.0, ref + 2.0) == pytest.approx(new[1])  # offset-free

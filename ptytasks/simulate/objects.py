@@ -12,6 +12,7 @@ Bundled with scikit-image (no network): ``camera``, ``astronaut`` (grey), ``coin
 ``chelsea`` (grey), ``coffee`` (grey), ``phantom`` (Shepp-Logan).
 Procedural (drawn here, seeded where random): ``usaf`` (bar target), ``siemens`` (Siemens
 star), ``dead_leaves`` (occluding random discs), ``blobs`` (binary blobs, smoothed),
+``layout`` (two-layer Manhattan wiring with vias, an integrated-circuit-like sample),
 ``flat`` (constant 1).
 """
 
@@ -25,7 +26,7 @@ BUNDLED: tuple[str, ...] = (
     "camera", "astronaut", "coins", "moon", "brick", "grass", "gravel", "cell", "text",
     "page", "clock", "chelsea", "coffee", "phantom",
 )
-PROCEDURAL: tuple[str, ...] = ("usaf", "siemens", "dead_leaves", "blobs", "flat")
+PROCEDURAL: tuple[str, ...] = ("usaf", "siemens", "dead_leaves", "blobs", "layout", "flat")
 KINDS: tuple[str, ...] = BUNDLED + PROCEDURAL
 
 # Default image for the amplitude when ``kind`` drives the phase: a different picture, so a
@@ -225,6 +226,65 @@ def blobs(shape: tuple[int, int], *, seed: int | None = 0, fraction: float = 0.5
     return np.clip(img, 0.0, 1.0)
 
 
+def ic_layout(shape: tuple[int, int], *, seed: int | None = 0, pitch: float | None = None,
+              supersample: int = 4) -> np.ndarray:
+    """Integrated-circuit-like wiring: two metal layers of Manhattan wires and vias.
+
+    The lower layer holds horizontal wires, the upper one vertical wires, on routing tracks
+    ``pitch`` pixels apart (default: drawn in ``[3, 6]``); wires are one or two tracks wide
+    minus a gap and are cut into segments of random length; vias join the layers where
+    wires cross. Grey levels are summed thicknesses (lower 0.45, upper 0.35, via 0.2):
+    a sample class with consistent structure, as a single-shot network expects.
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+        Pixels.
+    seed : int or None
+        Random seed (same seed, same layout).
+    pitch : float, optional
+        Routing-track pitch, pixels.
+    supersample : int
+        Drawing is done on a finer grid and block-averaged (anti-aliased edges).
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    f = int(supersample)
+    p = float(pitch) if pitch else float(rng.uniform(3.0, 6.0))
+    lower = np.zeros((ny * f, nx * f), bool)
+    upper = np.zeros_like(lower)
+
+    def wires(layer: np.ndarray, along: int) -> None:
+        long_, short = (nx, ny) if along == 1 else (ny, nx)
+        t = float(rng.uniform(0, p))
+        while t < short:
+            width = p * (2 if rng.random() < 0.2 else 1) - max(1.0, 0.35 * p)
+            if rng.random() < 0.55:  # this track is used
+                s = float(rng.uniform(-long_ / 4, 0))
+                while s < long_:
+                    length = float(rng.exponential(6 * p)) + 2 * p
+                    a, b = round(t * f), round((t + width) * f)
+                    c, d = round(max(s, 0) * f), round(min(s + length, long_) * f)
+                    if along == 1:
+                        layer[a:b, c:d] = True
+                    else:
+                        layer[c:d, a:b] = True
+                    s += length + float(rng.exponential(4 * p)) + p
+            t += p * (2 if width > p else 1)
+
+    wires(lower, along=1)
+    wires(upper, along=0)
+    both = lower & upper
+    via = np.zeros_like(both)
+    ys, xs = np.nonzero(both[::f, ::f])
+    keep = rng.random(len(ys)) < 0.02
+    v = max(1, round(0.4 * p * f))
+    for y, x in zip(ys[keep] * f, xs[keep] * f, strict=True):
+        via[y:y + v, x:x + v] = True
+    img = 0.45 * lower + 0.35 * upper + 0.2 * (via & both)
+    return _downsample(img, f)
+
+
 def image(kind: str, shape: tuple[int, int], *, seed: int | None = 0) -> np.ndarray:
     """A float64 image in ``[0, 1]`` of ``shape`` for one of :data:`KINDS`.
 
@@ -235,7 +295,7 @@ def image(kind: str, shape: tuple[int, int], *, seed: int | None = 0) -> np.ndar
     shape : (ny, nx)
         Pixels.
     seed : int or None
-        Seed for the random procedural kinds (``dead_leaves``, ``blobs``).
+        Seed for the random procedural kinds (``dead_leaves``, ``blobs``, ``layout``).
     """
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 1:
@@ -250,6 +310,8 @@ def image(kind: str, shape: tuple[int, int], *, seed: int | None = 0) -> np.ndar
         return dead_leaves(shape, seed=seed)
     if kind == "blobs":
         return blobs(shape, seed=seed)
+    if kind == "layout":
+        return ic_layout(shape, seed=seed)
     if kind == "flat":
         return np.ones(shape)
     raise ValueError(f"unknown object kind {kind!r}; choose one of {', '.join(KINDS)}")

@@ -21,7 +21,7 @@ def test_every_kind_has_shape_and_range(kind):
 
 
 def test_random_kinds_are_seeded():
-    for kind in ("dead_leaves", "blobs"):
+    for kind in ("dead_leaves", "blobs", "layout"):
         a = objects.image(kind, (48, 48), seed=1)
         np.testing.assert_array_equal(a, objects.image(kind, (48, 48), seed=1))
         assert not np.array_equal(a, objects.image(kind, (48, 48), seed=2))
@@ -31,6 +31,17 @@ def test_dead_leaves_covers_everything_with_flat_patches():
     img = objects.dead_leaves((64, 64), seed=0)
     # Occluding discs: a handful of grey levels dominate neighbourhoods (many equal pixels).
     assert np.mean(img[1:] == img[:-1]) > 0.5
+
+
+def test_layout_is_manhattan_wiring_on_a_few_levels():
+    img = objects.ic_layout((96, 96), seed=4, pitch=4.0)
+    # Horizontal wires below, vertical above: away from edges, rows and columns are constant
+    # over long runs, and the grey levels are the layers' sums (0, 0.35, 0.45, 0.8, 1).
+    levels = np.array([0.0, 0.35, 0.45, 0.8, 1.0])
+    on_level = np.min(np.abs(img[..., None] - levels), axis=-1) < 1e-9
+    assert on_level.mean() > 0.7  # the rest are anti-aliased wire edges
+    assert np.mean(img[:, 1:] == img[:, :-1]) > 0.6 and np.mean(img[1:] == img[:-1]) > 0.6
+    assert 0.1 < img.mean() < 0.6
 
 
 def test_siemens_star_is_point_symmetric_for_even_spokes():

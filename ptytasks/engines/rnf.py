@@ -40,7 +40,13 @@ from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import wavelet_sparsity
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.engines.rnf_options import RNFOptions
-from ptytasks.engines.rnf_parts import Field, Geometry, default_probe
+from ptytasks.engines.rnf_parts import (
+    Field,
+    Geometry,
+    current_object,
+    default_probe,
+    physical_params,
+)
 from ptytasks.physics.models.base import ForwardModel, illuminate
 from ptytasks.physics.shifts import extract_patches
 
@@ -336,8 +342,9 @@ def reconstruct_rnf(
     model : ForwardModel, optional
         Default :func:`model_for` (nominal geometry). Learned parameters are written to it.
     callback : ``callback(epoch, info)`` after each epoch; ``info`` has ``epoch``,
-        ``loss``, ``data_loss``, ``reg_loss``, ``time``, ``elapsed``, ``lr`` and
-        ``params``. Raising in it stops the run (after the checkpoint is written).
+        ``loss``, ``data_loss``, ``reg_loss``, ``time``, ``elapsed``, ``lr``, ``params``
+        and ``object``, a function returning the current object (complex64, evaluated
+        only when called). Raising in it stops the run (after the checkpoint is written).
     checkpoint : path, optional
         State file; when it exists the run resumes from it, and it is rewritten every
         ``checkpoint_every`` epochs and at the end.
@@ -410,7 +417,7 @@ def reconstruct_rnf(
                 "reg_loss": hist["reg"][-1], "time": hist["time"][-1],
                 "elapsed": time.perf_counter() - t_start,
                 "lr": {g["name"]: g["lr"] for g in st.optim.param_groups},
-                "params": _params(model),
+                "params": physical_params(model), "object": lambda: current_object(st),
             })
         if plateau:
             stop = epoch
@@ -456,16 +463,6 @@ def _restore(ck: dict, st: _Setup, gen, hist, opts) -> int:
 
 
 # ---------------------------------------------------------------------- result
-def _params(model: ForwardModel) -> dict:
-    out = {}
-    for name, p in model.physical_parameters().items():
-        if p.numel() == 1:
-            out[name] = float(p)
-        elif name == "zernike":
-            out[name] = [float(v) for v in p]
-    return out
-
-
 @torch.no_grad()
 def _result(st: _Setup, opts: RNFOptions, hist, t_start, stop) -> ReconstructionResult:
     amp = math.sqrt(st.scale)
@@ -496,7 +493,7 @@ def _result(st: _Setup, opts: RNFOptions, hist, t_start, stop) -> Reconstruction
         positions_px=None if st.fourier else m.positions.detach().cpu().double().numpy(),
         wavevectors=m.wavevectors.detach().cpu().double().numpy() if st.fourier else None,
         pupil=fields["pupil"].cpu().numpy().astype(np.complex64) if st.fourier else None,
-        params=_params(m),
+        params=physical_params(m),
         loss_history=list(hist["loss"]),
         timings={"total": time.perf_counter() - t_start,
                  "per_epoch": float(np.mean(t)) if t else 0.0,

@@ -153,3 +153,23 @@ class Geometry:
         u = self.basis @ self.shadow.detach().double().cpu()
         for n, v0, r, du in zip(self.names, self.start, self.ref, u.tolist(), strict=True):
             getattr(self.model, n).fill_(v0 + r * du)
+
+
+def physical_params(model: ForwardModel) -> dict:
+    """Scalar physical parameters (and the Zernike list) as plain floats, for results."""
+    out = {}
+    for name, p in model.physical_parameters().items():
+        if p.numel() == 1:
+            out[name] = float(p)
+        elif name == "zernike":
+            out[name] = [float(v) for v in p]
+    return out
+
+
+@torch.no_grad()
+def current_object(st) -> np.ndarray:
+    """The object of run setup ``st`` as the result will hold it (Fourier: in data units)."""
+    obj = st.obj_field.full()[0]
+    if st.fourier:
+        obj = obj * math.sqrt(st.scale)
+    return obj.cpu().numpy().astype(np.complex64)

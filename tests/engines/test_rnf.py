@@ -66,7 +66,8 @@ def test_all_models_run(tiny, modality):
     assert np.isfinite(res.object).all()
     assert len(res.loss_history) == 2 and all(np.isfinite(res.loss_history))
     assert [e for e, _ in infos] == [0, 1]
-    assert {"epoch", "loss", "time", "elapsed", "params", "lr"} <= set(infos[0][1])
+    assert {"epoch", "loss", "time", "elapsed", "params", "lr", "object"} <= set(infos[0][1])
+    np.testing.assert_array_equal(infos[-1][1]["object"](), res.object)  # on demand, as held
     if modality == "fourier":
         assert res.pupil.shape == data.frame_shape and res.wavevectors.shape == (data.n_frames, 2)
         assert isinstance(res.params["zernike"], list) and len(res.params["zernike"]) == 15

@@ -54,6 +54,8 @@ _ONLY = {
     "defocus_error": ("--defocus-error", {"fourier"}),
     "na_illum": ("--na-illum", {"fourier"}),
     "upsample": ("--upsample", {"fourier"}),
+    "probe_diameter_px": ("--probe-diameter", {"farfield"}),
+    "known_probe": ("--known-probe", {"farfield", "nearfield"}),
 }
 
 
@@ -84,6 +86,16 @@ def simulate(
         None, "--object", help="Test object, e.g. camera, usaf, siemens, dead_leaves."
     ),
     probe: str | None = typer.Option(None, help="Far-field probe: zone_plate, gaussian, electron."),
+    probe_diameter: float | None = typer.Option(
+        None, min=1.0, help="Far-field probe footprint, object pixels (default 0.35 x frame)."
+    ),
+    amplitude: tuple[float, float] | None = typer.Option(
+        None, help="Object amplitude at image value 0 and 1 (default: the modality's, e.g. "
+        "far field 0.8 1; '1 0.8' with --object layout: one material, thicker is darker)."
+    ),
+    known_probe: bool = typer.Option(
+        False, "--known-probe", help="Store the true probe as the data's probe (far/near field)."
+    ),
     position_error: float = typer.Option(
         0.0, help="RMS random position error, pixels (Fourier: spectrum pixels)."
     ),
@@ -131,6 +143,9 @@ def simulate(
         "upsample": upsample,
         "overlap": overlap,
         "object_kind": object_kind,
+        "probe_diameter_px": probe_diameter,
+        "amplitude_range": None if amplitude is None else tuple(amplitude),
+        "known_probe": known_probe or None,
     }
     for key, value in optional.items():
         if value is None:
@@ -193,7 +208,18 @@ def train_learned(
     probe_diameter: float = typer.Option(
         0.0, min=0.0, help="Zone-plate footprint, object pixels (0: 0.35 x frame size)."
     ),
+    out_size: int = typer.Option(
+        0, min=0, help="Predicted patch side, pixels (0: N/2 if it holds the footprint, else N)."
+    ),
     dim: int = typer.Option(0, min=0, help="Network width (0: PPN 48, PtychoNN 32)."),
+    objects: str | None = typer.Option(
+        None, help="Object kinds of the training canvases (comma list; repeats weight a "
+        "kind; see `ptyflow simulate --help`). Default: the default weights' dead leaves and "
+        "blobs."
+    ),
+    single_material: bool = typer.Option(
+        False, help="One image sets amplitude and phase (thicker is darker; absolute phase)."
+    ),
     n_val: int = typer.Option(64, min=1, help="Held-out validation samples."),
     seed: int = typer.Option(0, help="Seed of the weights and the data stream."),
     threads: int = typer.Option(1, min=1, help="torch CPU threads."),
@@ -207,9 +233,19 @@ def train_learned(
     if out.suffix != ".pt":
         raise typer.BadParameter(f"must end in .pt; got {out.name!r}", param_hint="--out")
     _check_fraction("--alpha", alpha, 0.0, 1.0 + 1e-12)
+    from ptytasks.learned.single_shot_data import TRAIN_KINDS
+    from ptytasks.simulate.objects import KINDS
+
+    kinds = TRAIN_KINDS if objects is None else tuple(
+        k.strip() for k in objects.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise typer.BadParameter(f"unknown kind(s) {', '.join(bad) or '(none)'}; choose from "
+                                 f"{', '.join(KINDS)}", param_hint="--objects")  # fmt: skip
     cfg = TrainConfig(model=model.value, steps=steps, batch=batch, epoch_steps=epoch_steps,
                       lr=lr, loss=loss.value, alpha=alpha, frame_size=frame_size,
-                      probe_diameter_px=probe_diameter or None, dim=dim, n_val=n_val,
+                      probe_diameter_px=probe_diameter or None, out_size=out_size or None,
+                      dim=dim, n_val=n_val, kinds=kinds, single_material=single_material,
                       seed=seed, threads=threads)  # fmt: skip
     command = shlex.join(["ptyflow", *sys.argv[1:]])
     rec = run(cfg, out, command=command, log=typer.echo)

@@ -60,6 +60,11 @@ class CalibrationParams(_Params):
         "inversion ('learned', far-field frames of the trained size).",
     )
     prior_iterations: int = Field(10, ge=1, description="Iterations of the quick prior run.")
+    learned_weights: str = Field(
+        "default",
+        description="Weights of the 'learned' prior: a committed set ('default': 0.35 N zone "
+        "plate, generic objects; 'layout': window-filling probe, IC-like layouts) or a file.",
+    )
     pupil_file: str | None = Field(
         None,
         description="Fourier ptychography: a measured pupil (.mat with 'aberration', or .npy) "

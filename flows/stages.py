@@ -68,13 +68,19 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
 
 
 # ----------------------------------------------------------------------------- calibrate
+def _calibration_key(params: CalibrationParams) -> dict:
+    """The calibration settings that change results: the learned prior's weights only when
+    the prior is learned (stores written before the field existed keep their keys)."""
+    return params.model_dump(exclude={"learned_weights"} if params.object != "learned" else None)
+
+
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
     """Priors as step ``priors``: probe; Fourier pupil (+ its Zernike coefficients); coded
     surface (calibrated from a reference dataset, or the one the dataset carries)."""
     from ptytasks import calibration as cal
 
     store = _store(store_path)
-    fp = fingerprint(params.model_dump())
+    fp = fingerprint(_calibration_key(params))
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
@@ -163,7 +169,7 @@ def reconstruct_tile(
         torch.set_num_threads(torch_threads)
     store = _store(store_path)
     name = tile_step(tile["tile_id"], half)
-    fp = fingerprint(tile, engine.model_dump(), calibration.model_dump(), half)
+    fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half)
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     t0 = time.perf_counter()
@@ -187,7 +193,8 @@ def reconstruct_tile(
     pupil = None
     if sub.modality == "fourier":
         pupil, _ = pupil_prior(sub, coefficients=priors.get("zernike"))
-    obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations)
+    obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations,
+                        learned_weights=calibration.learned_weights)
     ckpt = Path(f"{store_path}.checkpoints") / f"{name.replace('/', '__')}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     epochs_file = epoch_progress_path(store_path, name)

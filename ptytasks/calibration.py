@@ -195,17 +195,21 @@ def surface_from_reference(
 
 
 def object_prior(
-    data: PtychoData, probe: np.ndarray | None, kind: str = "uniform", iterations: int = 10
+    data: PtychoData, probe: np.ndarray | None, kind: str = "uniform", iterations: int = 10,
+    learned_weights: str | None = None,
 ) -> np.ndarray:
     """Object prior on ``data.object_shape``: ones (free space), a short ePIE/rPIE/PINE run, or
     ``"learned"``: single-shot network inversion (:mod:`ptytasks.engines.learned`; far-field
-    frames of the trained size, ``iterations`` unused)."""
+    frames of the trained size, ``iterations`` unused) with ``learned_weights`` (a file or
+    a committed preset, :data:`ptytasks.learned.inversion.PRESETS`; None: ``default``)."""
     if kind == "uniform":
         return np.ones(data.object_shape, np.complex64)
     if kind == "learned":
         from ptytasks.engines.registry import run_engine
 
-        return np.asarray(run_engine("learned", data, {}, probe_prior=probe).object, np.complex64)
+        opts = {} if learned_weights is None else {"weights": str(learned_weights)}
+        res = run_engine("learned", data, opts, probe_prior=probe)
+        return np.asarray(res.object, np.complex64)
     if kind in ("epie", "rpie", "pine"):
         from ptytasks.engines.registry import run_engine
 

@@ -6,15 +6,20 @@ central ``M x M`` part of that frame's probe window. The patches are stitched by
 probe-weighted averaging, ``O = sum_i w_i c_i O_i / sum_i w_i`` with ``w = |P|^2`` on the
 patch, after an optional phase alignment: a frame cannot see a constant phase of its
 patch, so the networks are trained on patches referenced to their mean phase and the unit
-phasors ``c_i`` are chosen by a few sweeps of ``c_i <- phase(sum w_i conj(O_i) O)``
-(least-squares agreement with the current mosaic; the mean correction is removed, so the
-global phase stays the trained reference). No iterations over the data: the runtime is one
-batched forward pass plus the stitching.
+phasors ``c_i`` are chosen to agree with the mosaic, ``c_i = phase(sum w_i conj(O_i) O)``
+(least squares): first in one pass that grows the mosaic from the scan's centre, then in a
+few simultaneous sweeps (the mean correction is removed, so the global phase stays the
+trained reference). Simultaneous sweeps alone converge slowly: from exact patches, four
+left the stitched phase SSIM at 0.70-0.85 on 64-400-position scans. Networks trained on
+single-material objects predict absolute phases (the amplitude a frame sees fixes the
+phase), so their patches are averaged without alignment. No iterations over the data: the
+runtime is one batched forward pass plus the stitching.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -33,11 +38,15 @@ class LearnedOptions:
     model : {"ppn", "ptychonn"}
         Which committed default weights to use when ``weights`` is None.
     weights : str or None
-        Path of weights written by :func:`ptytasks.learned.inversion.save_inversion`.
+        Path of weights written by :func:`ptytasks.learned.inversion.save_inversion`, or a
+        committed preset: ``"default"`` (None) or ``"layout"``
+        (:data:`ptytasks.learned.inversion.PRESETS`).
     batch_size : int
-        Frames per forward pass.
-    align_phase : bool
-        Align the patches' constant phases before averaging.
+        Frames per forward pass (128: 7 % faster than 64 on 2 CPU cores, no gain above).
+    align_phase : bool or None
+        Align the patches' constant phases before averaging. None: unless the network
+        predicts absolute phases (trained on single-material objects, whose amplitude fixes
+        the phase).
     align_iterations : int
         Sweeps of the phase alignment.
     flux : float or None
@@ -56,8 +65,8 @@ class LearnedOptions:
 
     model: str = "ppn"
     weights: str | None = None
-    batch_size: int = 64
-    align_phase: bool = True
+    batch_size: int = 128
+    align_phase: bool | None = None
     align_iterations: int = 4
     flux: float | None = None
     threads: int | None = None
@@ -82,6 +91,18 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and native else None
 
 
+def _store_weights_as(net: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Keep convolution and linear weights in the autocast ``dtype`` (in place).
+
+    Autocast would otherwise cast every weight on every call (1.2x of the forward pass on
+    this CPU); the results are the same, and the other parameters (norms, PoCA's centre and
+    weights) stay float32.
+    """
+    for mod in net.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            mod.to(dtype)
+
+
 def _flux(data: PtychoData, probe: np.ndarray | None, noise, given: float | None) -> float:
     if given:
         return float(given)
@@ -90,6 +111,32 @@ def _flux(data: PtychoData, probe: np.ndarray | None, noise, given: float | None
     a0, a1 = noise.amplitude_range
     mean_t2 = (a0 * a0 + a0 * a1 + a1 * a1) / 3  # E|O|^2 for amplitudes uniform on [a0, a1]
     return float(np.median(np.asarray(data.frames).reshape(data.n_frames, -1).sum(1)) / mean_t2)
+
+
+def _grow_phases(patches: np.ndarray, weight: np.ndarray, corners: np.ndarray,
+                 shape: tuple[int, int]) -> np.ndarray:
+    """Unit phasors aligning ``patches`` in one pass that grows the mosaic from the centre.
+
+    Patches are visited by distance from the scan's centre; each takes the phase that best
+    agrees with the mosaic of those already placed (least squares), then joins it. Exact for
+    noise-free patches whatever the scan size, where simultaneous (Jacobi) sweeps need a
+    number of sweeps growing with the scan's extent.
+    """
+    m = patches.shape[-1]
+    pos = np.asarray(corners, np.int64)
+    order = np.argsort(((pos - pos.mean(0)) ** 2).sum(1), kind="stable")
+    num = np.zeros(shape, np.complex128)
+    den = np.zeros(shape, np.float64)
+    c = np.ones(len(pos), np.complex128)
+    wp = weight[None] * patches  # w O_i
+    for i in order:
+        sl = (slice(pos[i, 0], pos[i, 0] + m), slice(pos[i, 1], pos[i, 1] + m))
+        d = den[sl]
+        z = np.vdot(wp[i], np.divide(num[sl], d, out=np.zeros_like(num[sl]), where=d > 0))
+        c[i] = z / abs(z) if abs(z) > 0 else 1.0
+        num[sl] += c[i] * wp[i]
+        den[sl] += weight
+    return c
 
 
 def stitch_patches(patches: torch.Tensor, corners: np.ndarray, weight: torch.Tensor,
@@ -103,7 +150,8 @@ def stitch_patches(patches: torch.Tensor, corners: np.ndarray, weight: torch.Ten
     corners : ``(n, 2)`` integer top-left corners of the patches, object pixels
     weight : real tensor ``(M, M)`` (``|P|^2`` on the patch)
     shape : object shape ``(ny, nx)``
-    align_phase, iterations : phase alignment (module docstring)
+    align_phase, iterations : phase alignment (module docstring): one growing pass from the
+        scan's centre, then ``iterations`` simultaneous least-squares sweeps.
 
     Returns
     -------
@@ -117,6 +165,10 @@ def stitch_patches(patches: torch.Tensor, corners: np.ndarray, weight: torch.Ten
     den = insert_patches(w, pos, shape, subpixel=False)
     safe = den.clamp_min(1e-12 * float(den.max()))
     c = patches.to(torch.complex64)
+    if align_phase and len(c):
+        ph = _grow_phases(c.numpy(), weight.to(torch.float32).numpy(), np.rint(corners), shape)
+        ph = ph / np.exp(1j * np.angle(ph.mean()))  # keep the trained reference
+        c = c * torch.from_numpy(ph.astype(np.complex64))[:, None, None]
     for _ in range(iterations if align_phase else 0):
         mosaic = insert_patches(w * c, pos, shape, subpixel=False) / safe
         z = (w * c.conj() * extract_patches(mosaic, pos, (m, m), subpixel=False)).sum((-2, -1))
@@ -126,6 +178,26 @@ def stitch_patches(patches: torch.Tensor, corners: np.ndarray, weight: torch.Ten
     obj = insert_patches(w * c, pos, shape, subpixel=False) / safe
     obj = torch.where(den > 1e-6 * float(den.max()), obj, torch.ones_like(obj))
     return obj.numpy().astype(np.complex64), den.numpy().astype(np.float32)
+
+
+def _patch_coverage(den: np.ndarray, probe: np.ndarray, positions_px, shape) -> float:
+    """Share of the illuminated field (summed ``|P|^2`` >= 10 % of its peak) under a patch.
+
+    The networks predict only the central ``M x M`` of each window; a scan whose step
+    exceeds ``M`` leaves illuminated pixels without a prediction (set to 1), so say so.
+    """
+    from ptytasks.physics.shifts import coverage
+
+    p2 = torch.as_tensor(np.abs(probe) ** 2, dtype=torch.float32)
+    pos = torch.as_tensor(np.rint(np.asarray(positions_px, np.float64)))
+    lit = coverage(pos, tuple(p2.shape), shape, p2).numpy()
+    lit = lit >= 0.1 * lit.max()
+    share = float(np.mean(den[lit] > 0)) if lit.any() else 1.0
+    if share < 0.99:
+        warnings.warn(f"learned engine: the predicted patches cover {share:.0%} of the "
+                      "illuminated field (the scan step exceeds the network's output size); "
+                      "the rest is left at 1", stacklevel=3)  # fmt: skip
+    return share
 
 
 def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None, *,
@@ -173,6 +245,8 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         frames = np.asarray(data.frames)
         dev = next(net.parameters()).device
         cast = _autocast_dtype(opts.precision, dev)
+        if cast is not None and model is None:  # our own copy: no per-call weight casts
+            _store_weights_as(net, cast)
         with torch.inference_mode(), torch.autocast(dev.type, cast, enabled=cast is not None):
             for s in range(0, data.n_frames, int(opts.batch_size)):
                 x = normalize_frames(frames[s:s + opts.batch_size], flux).to(dev)
@@ -184,9 +258,15 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         crop = geo.crop
         corners = np.rint(np.asarray(data.positions_px, np.float64)) + crop.start
         weight = torch.as_tensor(np.abs(probe[crop, crop]) ** 2)
-        obj, _ = stitch_patches(patches, corners, weight, tuple(data.object_shape),
-                                align_phase=opts.align_phase,
-                                iterations=opts.align_iterations)  # fmt: skip
+        align = opts.align_phase
+        if align is None:
+            align = not getattr(noise, "single_material", False)
+        obj, den = stitch_patches(patches, corners, weight, tuple(data.object_shape),
+                                  align_phase=align,
+                                  iterations=opts.align_iterations)  # fmt: skip
+        # judged with the training probe: the network assumes its footprint, whatever the prior
+        covered = _patch_coverage(den, zone_plate(geo, 1.0), data.positions_px,
+                                  tuple(data.object_shape))  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     total = time.perf_counter() - t0
@@ -197,5 +277,6 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         positions_px=np.asarray(data.positions_px, np.float64).copy(),
         timings={"total": total, "predict": t_pred, "stitch": total - t_pred - (t1 - t0)},
         engine="learned", options=asdict(opts),
-        extras={"flux": flux, "network": net.config.model, "autocast": str(cast)},
+        extras={"flux": flux, "network": net.config.model, "autocast": str(cast),
+                "patch_coverage": covered},
     )  # fmt: skip

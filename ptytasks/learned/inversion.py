@@ -243,9 +243,24 @@ def n_parameters(model: nn.Module) -> int:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-def default_weights(model: str = "ppn") -> Path:
-    """Path of the committed default weights of ``model`` (``.json`` provenance beside)."""
-    return WEIGHTS_DIR / f"{model}_default.pt"
+#: Committed weight sets: the simulator's default far-field geometry (0.35 N zone plate,
+#: generic objects) and the papers' regime (a probe filling 0.9 of the window, IC-like
+#: single-material layouts); ``docs/learned.md`` has the commands that made them.
+PRESETS: tuple[str, ...] = ("default", "layout")
+
+
+def default_weights(model: str = "ppn", preset: str = "default") -> Path:
+    """Path of the committed ``preset`` weights of ``model`` (``.json`` provenance beside)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown weights preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return WEIGHTS_DIR / f"{model}_{preset}.pt"
+
+
+def resolve_weights(weights: str | Path | None, model: str = "ppn") -> Path:
+    """A weights file from a path, a preset name (:data:`PRESETS`) or None (``default``)."""
+    if weights is None or str(weights) in PRESETS:
+        return default_weights(model, str(weights or "default"))
+    return Path(weights)
 
 
 def save_inversion(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
@@ -316,11 +331,12 @@ def load_inversion(path: str | Path | None = None, device: str | torch.device = 
                    model: str = "ppn", fast: bool = True) -> nn.Module:
     """Load weights written by :func:`save_inversion` (default: the committed ``model``'s).
 
-    Returns the network in eval mode with ``requires_grad`` off and ``.meta`` attached;
-    ``fast``: stride-1 transposed convolutions become convolutions
-    (:func:`fast_inference`; same outputs, not for loading state dicts into).
+    ``path``: a file, or a preset name (:data:`PRESETS`). Returns the network in eval mode
+    with ``requires_grad`` off and ``.meta`` attached; ``fast``: stride-1 transposed
+    convolutions become convolutions (:func:`fast_inference`; same outputs, not for loading
+    state dicts into).
     """
-    path = Path(path) if path is not None else default_weights(model)
+    path = resolve_weights(path, model)
     if not path.is_file():
         raise FileNotFoundError(
             f"single-shot weights {path} not found; train them with "

@@ -49,8 +49,9 @@ class Geometry:
     probe_diameter_px : float or None
         Zone-plate footprint diameter, object pixels (default ``0.35 N``, the simulator's).
     out_size : int or None
-        Side ``M`` of the predicted object patch, centred on the probe (default ``N // 2``,
-        which holds the footprint; the rest of the window is not illuminated).
+        Side ``M`` of the predicted object patch, centred on the probe. Default: ``N // 2``
+        when it holds the footprint (``D <= N / 2``; the rest of the window is not
+        illuminated), else the whole window ``N``.
     energy_ev, detector_distance, detector_pixel : float
         As :func:`ptytasks.simulate.simulate_farfield` (eV, metres, metres).
     """
@@ -68,7 +69,10 @@ class Geometry:
 
     @property
     def out(self) -> int:
-        return int(self.out_size or self.frame_size // 2)
+        if self.out_size:
+            return int(self.out_size)
+        n = int(self.frame_size)
+        return n // 2 if self.diameter <= n / 2 else n
 
     @property
     def crop(self) -> slice:
@@ -113,6 +117,12 @@ class NoiseModel:
         Maximum positional jitter per axis, object pixels (uniform in ``[-j, j]``).
     amplitude_range, phase_range : (float, float)
         Object transmission at image value 0 and 1 (phase in radians), as the simulator's.
+    single_material : bool
+        Amplitude and phase from ONE image (a specimen of one material, where thickness
+        sets both: ``amplitude_range = (1, 0.8)`` makes thicker parts darker); otherwise
+        from independent drawings. A frame cannot see a constant phase, but for one
+        material the amplitude it does see fixes the phase, so targets keep their absolute
+        phase (zero thickness, zero phase) instead of :func:`reference_phase`.
     """
 
     dose: tuple[float, float] = (1e4, 1e6)
@@ -122,6 +132,7 @@ class NoiseModel:
     jitter_px: float = 1.0
     amplitude_range: tuple[float, float] = (0.8, 1.0)
     phase_range: tuple[float, float] = (0.0, math.pi / 2)
+    single_material: bool = False
 
 
 def normalize_frames(frames, flux) -> torch.Tensor:
@@ -181,7 +192,7 @@ class SingleShotStream:
     ``sample()`` returns float32 tensors ``x`` ``(B, 1, N, N)`` (:func:`normalize_frames`),
     ``amp`` and ``phase`` ``(B, M, M)``: the object's amplitude and phase (radians) on the
     central ``M x M`` part of the nominal window, the phase referenced to the patch's
-    probe-weighted mean (:func:`reference_phase`).
+    probe-weighted mean (:func:`reference_phase`; absolute for ``single_material``).
     """
 
     def __init__(self, config: StreamConfig | None = None):
@@ -207,8 +218,9 @@ class SingleShotStream:
         nz = self.cfg.noise
         a0, a1 = nz.amplitude_range
         p0, p1 = nz.phase_range
-        amp = a0 + (a1 - a0) * self._image()
-        phase = p0 + (p1 - p0) * self._image()
+        t = self._image()  # drawn first: the seeded order of the independent case
+        amp = a0 + (a1 - a0) * t
+        phase = p0 + (p1 - p0) * (t if nz.single_material else self._image())
         return torch.from_numpy((amp * np.exp(1j * phase)).astype(np.complex64))
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -233,7 +245,9 @@ class SingleShotStream:
             target.append(obj[y:y + n, x:x + n][geo.crop, geo.crop])
         frames = measure(self.probe, torch.stack(true_p), self.gen, nz, torch.from_numpy(dose))
         x = normalize_frames(frames, dose)
-        tgt = reference_phase(torch.stack(target), self.probe[geo.crop, geo.crop], nz)
+        tgt = torch.stack(target)
+        if not nz.single_material:  # one material: the amplitude fixes the absolute phase
+            tgt = reference_phase(tgt, self.probe[geo.crop, geo.crop], nz)
         return x, tgt.abs(), torch.angle(tgt)
 
 

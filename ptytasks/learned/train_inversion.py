@@ -54,6 +54,9 @@ class TrainConfig:
     probe_diameter_px : float or None
         Probe footprint diameter, object pixels (:class:`~ptytasks.learned.single_shot_data.
         Geometry`; None: its default).
+    out_size : int or None
+        Side ``M`` of the predicted patch (None: ``N / 2`` when it holds the footprint,
+        else ``N``); ``N / 8`` times a power of two.
     frame_size, dim, heads, patch, local_depth, nonlocal_depth, nonlocal_stride, stem : int
     local_stem : int
         Frame side ``N`` and the architecture (:class:`~ptytasks.learned.inversion.
@@ -67,6 +70,12 @@ class TrainConfig:
         Side of the object canvases the patches are cut from, pixels.
     kinds : tuple of str
         Object image kinds of the training (and validation) canvases.
+    single_material : bool
+        The object model (:class:`~ptytasks.learned.single_shot_data.NoiseModel`): one image
+        sets amplitude and phase.
+    amplitude_range : (float, float) or None
+        Amplitude at image value 0 and 1; None: ``(0.8, 1.0)``, or ``(1.0, 0.8)`` for a single
+        material (thicker parts absorb more).
     seed, threads : int
     """
 
@@ -82,6 +91,7 @@ class TrainConfig:
     alpha: float = 0.9
     frame_size: int = 32
     probe_diameter_px: float | None = None
+    out_size: int | None = None
     dim: int = 0
     heads: int = 2
     patch: int = 4
@@ -94,6 +104,8 @@ class TrainConfig:
     bn_batches: int = 10
     canvas: int = 160
     kinds: tuple[str, ...] = TRAIN_KINDS
+    single_material: bool = False
+    amplitude_range: tuple[float, float] | None = None
     seed: int = 0
     threads: int = 1
 
@@ -216,8 +228,12 @@ def train(cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, dict]:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
-    geo = Geometry(frame_size=cfg.frame_size, probe_diameter_px=cfg.probe_diameter_px)
-    noise = NoiseModel()
+    geo = Geometry(frame_size=cfg.frame_size, probe_diameter_px=cfg.probe_diameter_px,
+                   out_size=cfg.out_size)
+    geo.out_size = geo.out  # stored resolved: the weights do not depend on the default rule
+    amp_range = cfg.amplitude_range or ((1.0, 0.8) if cfg.single_material else (0.8, 1.0))
+    noise = NoiseModel(single_material=bool(cfg.single_material),
+                       amplitude_range=tuple(amp_range))
     dim = cfg.dim or (48 if cfg.model == "ppn" else 32)
     icfg = InversionConfig(model=cfg.model, geometry=geo, noise=noise, dim=dim,
                            heads=cfg.heads, patch=cfg.patch, local_depth=cfg.local_depth,

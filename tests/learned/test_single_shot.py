@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from ptytasks.learned.single_shot_data import (
 )
 
 GEO = Geometry(frame_size=32)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _stream(seed: int, batch: int = 4) -> SingleShotStream:
@@ -47,6 +49,28 @@ def test_stream_shapes_ranges_and_seeding():
     assert not torch.equal(xa, xc)
     lo, hi = NoiseModel().amplitude_range
     assert amp.min() >= lo - 1e-5 and amp.max() <= hi + 1e-5
+
+
+def test_predicted_patch_holds_the_probe_footprint():
+    # M = N/2 holds a footprint of up to N/2; a window-filling probe predicts the whole window
+    assert Geometry(32).out == 16 and Geometry(32, probe_diameter_px=16).out == 16
+    assert Geometry(32, probe_diameter_px=28.8).out == 32
+    assert Geometry(32, probe_diameter_px=28.8, out_size=16).out == 16
+    assert Geometry(64, probe_diameter_px=40).crop == slice(0, 64)
+
+
+def test_single_material_targets_keep_absolute_coupled_phase():
+    # One image sets both (thicker is darker and shifts more); the frame's amplitude fixes
+    # the phase, so targets are not referenced to their mean phase
+    nz = NoiseModel(single_material=True, amplitude_range=(1.0, 0.8))
+    cfg = StreamConfig(batch=6, canvas=64, pool=2, refresh=1, kinds=("layout",), seed=1,
+                       geometry=GEO, noise=nz)  # fmt: skip
+    _, amp, ph = SingleShotStream(cfg).sample()
+    t = ph / (math.pi / 2)
+    assert t.min() >= -1e-6 and t.max() <= 1 + 1e-6 and (t < 1e-6).any()  # vacuum at 0 rad
+    torch.testing.assert_close(amp, 1.0 - 0.2 * t, atol=1e-5, rtol=0)
+    _, amp_i, ph_i = _stream(1).sample()  # independent drawings: referenced phases
+    assert not torch.allclose(amp_i, 0.8 + 0.2 * ph_i / (math.pi / 2), atol=1e-2)
 
 
 def test_reference_phase_sets_weighted_mean_phase():
@@ -212,6 +236,25 @@ def test_stitch_patches_recovers_object_from_phase_shifted_crops():
     assert np.all(out[~seen] == 1)
 
 
+def test_stitch_patches_aligns_a_large_scan_with_default_sweeps():
+    # 400 patches with random constant phases: four simultaneous sweeps alone left a
+    # complex error of ~0.1 here; the growing pass makes the alignment exact
+    from ptytasks.engines.learned import stitch_patches
+
+    rng = np.random.default_rng(1)
+    obj = (0.8 + 0.2 * rng.random((149, 149))) * np.exp(1j * 1.5 * rng.random((149, 149)))
+    corners = np.array([[y, x] for y in range(0, 134, 7) for x in range(0, 134, 7)])
+    crops = np.stack([obj[y:y + 16, x:x + 16] for y, x in corners])
+    offsets = np.exp(1j * rng.uniform(-np.pi, np.pi, len(crops)))[:, None, None]
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    w = torch.from_numpy(np.exp(-(yy**2 + xx**2) / 40.0))  # a probe-like weight
+    out, weight = stitch_patches(torch.from_numpy(crops * offsets), corners, w, (149, 149))
+    seen = weight > 0
+    c = np.vdot(out[seen], obj[seen]) / np.vdot(out[seen], out[seen])
+    err = np.linalg.norm(c * out[seen] - obj[seen]) / np.linalg.norm(obj[seen])
+    assert err < 1e-3
+
+
 def test_learned_engine_round_trip_through_registry_and_prior(tmp_path):
     from ptytasks.calibration import object_prior
     from ptytasks.engines.learned import LearnedOptions, reconstruct_learned
@@ -235,6 +278,52 @@ def test_learned_engine_round_trip_through_registry_and_prior(tmp_path):
                    {"weights": str(weights)})  # fmt: skip
     prior = object_prior(data, data.probe, "learned")  # committed default weights
     assert prior.shape == tuple(data.object_shape) and np.isfinite(prior).all()
+    mine = object_prior(data, data.probe, "learned", learned_weights=str(weights))
+    np.testing.assert_array_equal(mine, res.object)
+    assert res.extras["patch_coverage"] == 1.0
+
+
+def test_weight_presets_and_absolute_phase_networks_skip_alignment(tmp_path):
+    from ptytasks.engines.learned import reconstruct_learned
+    from ptytasks.learned.inversion import PRESETS, default_weights, resolve_weights
+    from ptytasks.simulate import simulate
+
+    assert resolve_weights(None) == default_weights("ppn") == resolve_weights("default")
+    assert resolve_weights("layout", "ptychonn").name == "ptychonn_layout.pt"
+    assert resolve_weights(tmp_path / "w.pt") == tmp_path / "w.pt"
+    with pytest.raises(ValueError, match="preset"):
+        default_weights("ppn", "nonsense")
+    for preset in PRESETS:  # every committed set loads, for both networks
+        for m in ("ppn", "ptychonn"):
+            assert load_inversion(preset, model=m).config.model == m
+    lay = load_inversion("layout").config
+    assert lay.noise.single_material and lay.geometry.diameter == pytest.approx(28.8)
+    assert lay.geometry.out == 32
+    # a network of absolute phases is stitched without alignment (None = auto)
+    geo = Geometry(32, probe_diameter_px=28.8)
+    nz = NoiseModel(single_material=True, amplitude_range=(1.0, 0.8))
+    net = build(InversionConfig(model="ptychonn", geometry=geo, noise=nz, dim=8)).eval()
+    data = simulate("farfield", frame_size=32, n_positions=9, overlap=0.3, known_probe=True,
+                    probe_diameter_px=28.8, object_kind="layout", seed=2)  # fmt: skip
+    from ptytasks.engines.learned import LearnedOptions
+
+    auto = reconstruct_learned(data, LearnedOptions(), model=net).object
+    off = reconstruct_learned(data, LearnedOptions(align_phase=False), model=net).object
+    on = reconstruct_learned(data, LearnedOptions(align_phase=True), model=net).object
+    np.testing.assert_array_equal(auto, off)
+    assert not np.array_equal(auto, on)
+
+
+def test_learned_engine_warns_when_patches_leave_gaps():
+    from ptytasks.engines.learned import _patch_coverage, stitch_patches
+
+    probe = np.ones((32, 32), np.complex64)  # a window-filling probe, 16 x 16 patches
+    pos = np.array([[0, 0], [0, 24], [24, 0], [24, 24]], np.float64)  # step 24 > 16
+    patches = torch.ones(4, 16, 16, dtype=torch.complex64)
+    _, den = stitch_patches(patches, pos + 8, torch.ones(16, 16), (56, 56), align_phase=False)
+    with pytest.warns(UserWarning, match="cover"):
+        share = _patch_coverage(den, probe, pos, (56, 56))
+    assert share == pytest.approx(4 * 256 / 56**2)  # the patches hold a third of the field
 
 
 def test_pipeline_params_accept_learned():
@@ -243,6 +332,12 @@ def test_pipeline_params_accept_learned():
     s = EngineParams(engine="learned", alpha=0.5, batch_size=64).settings()
     assert s["batch_size"] == 64 and "alpha" not in s
     assert CalibrationParams(object="learned").object == "learned"
+    from flows.stages import _calibration_key
+
+    # the learned prior's weights key a run only when the prior is learned, so stores
+    # written before the field existed keep their fingerprints
+    assert "learned_weights" not in _calibration_key(CalibrationParams())
+    assert _calibration_key(CalibrationParams(object="learned"))["learned_weights"] == "default"
 
 
 def _tiny(cfg):
@@ -283,6 +378,16 @@ def test_train_learned_cli_writes_weights_and_record(tmp_path, monkeypatch):
     assert rec["config"]["model"] == "ptychonn" and rec["config"]["steps"] == 2
     net = load_inversion(out)
     assert net.config.model == "ptychonn" and net.config.geometry.probe_diameter_px == 20
+    assert net.config.geometry.out == 32  # a 20 px footprint does not fit the 16 px centre
+    bad = CliRunner().invoke(app, ["train-learned", "--out", str(out), "--objects", "lego"])
+    assert bad.exit_code == 2 and "lego" in bad.output
+    out2 = tmp_path / "tiny_layout.pt"
+    r = CliRunner().invoke(app, ["train-learned", "--out", str(out2), "--steps", "1",
+                                 "--epoch-steps", "1", "--dim", "8", "--n-val", "2",
+                                 "--objects", "layout", "--single-material"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    nz = load_inversion(out2).config.noise
+    assert nz.single_material and tuple(nz.amplitude_range) == (1.0, 0.8)
 
 
 def test_learned_engine_and_prior_through_pipeline_stages(tmp_path):
@@ -310,3 +415,39 @@ def test_learned_engine_and_prior_through_pipeline_stages(tmp_path):
         out = stages.reconstruct_tile(store, tiles[0], engine, cal)
         assert out["skipped"] is False
     assert stages.stitch(store, tiles)["n_tiles"] == 1
+
+
+def test_layout_recipe_runs_rnf_from_the_layout_network(tmp_path):
+    # deployments/configs/learned-layout.yaml with the simulate command in its header
+    from typer.testing import CliRunner
+
+    from flows import stages
+    from flows.cli import app
+    from flows.params import PipelineParams
+    from ptytasks.calibration import object_prior
+    from storage.cxi import read_cxi
+
+    cxi = tmp_path / "lay.cxi"
+    r = CliRunner().invoke(app, [
+        "simulate", "-m", "farfield", "--frame-size", "32", "--object", "layout",
+        "--probe-diameter", "28.8", "--amplitude", "1", "0.8", "--overlap", "0.3",
+        "--n-positions", "16", "--scan", "raster", "--dose", "1e6", "--known-probe",
+        "-o", str(cxi)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    data = read_cxi(cxi)
+    assert data.probe is not None and data.meta["probe_diameter_px"] == pytest.approx(28.8)
+    truth = data.ground_truth["object"]
+    assert np.abs(truth).max() <= 1 + 1e-6 and np.abs(truth).min() >= 0.8 - 1e-6
+    p = PipelineParams.from_yaml(REPO / "deployments" / "configs" / "learned-layout.yaml",
+                                 input=str(cxi), store=str(tmp_path / "lay.zarr"))  # fmt: skip
+    assert p.calibration.learned_weights == "layout" and not p.engine.learn_probe
+    store = p.store
+    stages.ingest(str(cxi), store, p.ingest)
+    stages.subsample(store, p.subsample)
+    stages.calibrate(store, p.calibration)
+    tiles = stages.plan(store, p.tiling)
+    engine = p.engine.model_copy(update={"epochs": 1})
+    assert stages.reconstruct_tile(store, tiles[0], engine, p.calibration)["skipped"] is False
+    prior = object_prior(data, data.probe, "learned", learned_weights="layout")
+    default = object_prior(data, data.probe, "learned")
+    assert not np.allclose(prior, default)  # the layout network, not the default one

@@ -260,7 +260,7 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         weight = torch.as_tensor(np.abs(probe[crop, crop]) ** 2)
         align = opts.align_phase
         if align is None:
-            align = not getattr(noise, "single_material", False)
+            align = not noise.single_material
         obj, den = stitch_patches(patches, corners, weight, tuple(data.object_shape),
                                   align_phase=align,
                                   iterations=opts.align_iterations)  # fmt: skip

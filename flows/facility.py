@@ -76,6 +76,16 @@ class Decision:
 
 
 # ----------------------------------------------------------------------------- plain functions
+def params_fingerprint(params: PipelineParams) -> str:
+    """A dataset's run settings (its paths aside) and the content of the network weights
+    they read: weights retrained in place count as changed parameters."""
+    from flows.stages import network_weights
+
+    own = {k: v for k, v in params.model_dump(mode="json").items() if k not in ("input", "store")}
+    weights = network_weights(params.engine, params.calibration)
+    return fingerprint(own, weights) if weights else fingerprint(own)
+
+
 def pipeline_version(settings: FacilityParams) -> str:
     """The configured version, else the installed ptyflow's."""
     if settings.pipeline_version:
@@ -200,7 +210,7 @@ def decide(settings: FacilityParams, ledger: dict, now: float | None = None) -> 
             out.append(d)
             continue
         d.params = params.model_dump(mode="json")
-        pfp = fingerprint({k: v for k, v in d.params.items() if k not in ("input", "store")})
+        pfp = params_fingerprint(params)
         if not entry:
             d.action, d.reason = "process", "new"
         elif entry.get("fingerprint") != d.fingerprint:
@@ -227,8 +237,8 @@ class Ledger:
         self.entries: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def record(self, d: Decision, status: str, version: str, error: str = "") -> None:
-        params = {k: v for k, v in (d.params or {}).items() if k not in ("input", "store")}
-        entry = {"fingerprint": d.fingerprint, "params": fingerprint(params),
+        pfp = params_fingerprint(PipelineParams.model_validate(d.params)) if d.params else ""
+        entry = {"fingerprint": d.fingerprint, "params": pfp,
                  "version": version, "status": status, "error": error[:2000],
                  "store": d.store, "finished": dt.datetime.now(dt.UTC).isoformat(),
                  **(d.source or {})}  # fmt: skip

@@ -5,6 +5,8 @@ them directly. Every stage is a resumable step of the run store (``storage.atomi
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import time
@@ -65,6 +67,47 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
                   seed=params.seed)  # fmt: skip
     key = store.write_subsample(kept, fingerprint(params.model_dump()), method=params.method)
     return {"step": L.SUBSAMPLE, "key": key, "n_kept": int(len(kept)), "n_frames": n}
+
+
+# ----------------------------------------------------------------------------- weights
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dict[str, str]:
+    """SHA-256 of every network weights file a tile reads, by role ({} when none).
+
+    Part of the tile fingerprints (and the facility's parameter check), so weights retrained
+    in place under the same path or preset name are not mistaken for the old ones. A missing
+    file gets ``"missing"``: the engine then raises its own error naming it.
+    """
+    from ptytasks.learned import DEFAULT_WEIGHTS
+    from ptytasks.learned.inversion import resolve_weights
+
+    opts = engine.options
+    files: dict[str, Path] = {}
+    if calibration.object == "learned":
+        files["object_prior"] = resolve_weights(calibration.learned_weights)
+    if engine.engine == "learned":
+        files["engine"] = resolve_weights(opts.get("weights"), str(opts.get("model", "ppn")))
+    if engine.engine == "pine":
+        files["denoiser"] = Path(str(opts.get("denoiser") or DEFAULT_WEIGHTS))
+    if calibration.object == "pine":
+        files["prior_denoiser"] = Path(DEFAULT_WEIGHTS)
+    out = {}
+    for role, f in files.items():
+        try:
+            st = f.stat()
+        except OSError:
+            out[role] = "missing"
+            continue
+        out[role] = _digest(str(f.resolve()), st.st_size, st.st_mtime_ns)
+    return out
 
 
 # ----------------------------------------------------------------------------- calibrate
@@ -169,7 +212,10 @@ def reconstruct_tile(
         torch.set_num_threads(torch_threads)
     store = _store(store_path)
     name = tile_step(tile["tile_id"], half)
-    fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half)
+    # weights by content; runs without a network keep the keys they had before
+    weights = network_weights(engine, calibration)
+    fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
+                     *([weights] if weights else []))  # fmt: skip
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     t0 = time.perf_counter()

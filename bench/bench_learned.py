@@ -91,10 +91,37 @@ def region(data, fraction: float = 0.1) -> np.ndarray:
     return cov >= fraction * cov.max()
 
 
+def papers_phase_ssim(obj: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Phase SSIM as the papers score it: unwrapped, each map min-max normalised to [0, 1].
+
+    Only the global phase is removed (no shift or ramp fit). Each phase is unwrapped over
+    ``mask`` (:func:`skimage.restoration.unwrap_phase`) and scaled by its own minimum and
+    maximum there, so a few outlying pixels (an unconstrained gap, an unwrapping error)
+    compress the whole map; SSIM with data range 1, averaged over ``mask``.
+    """
+    from skimage.restoration import unwrap_phase
+
+    from ptytasks.metrics.errors import ssim
+
+    def unwrapped(z: np.ndarray) -> np.ndarray:
+        z = z * np.exp(-1j * np.angle(np.sum(mask * z * np.conj(truth))))
+        ph = unwrap_phase(np.ma.masked_array(np.angle(z), mask=~mask)).filled(0.0)
+        v = ph[mask]
+        return (ph - v.min()) / max(float(v.max() - v.min()), 1e-12)
+
+    return ssim(unwrapped(obj), unwrapped(truth), data_range=1.0, mask=mask)
+
+
 def field_metrics(obj: np.ndarray, data) -> dict:
-    """Quality of a reconstruction against the truth on the illuminated region."""
-    rep = quality_report(obj, data.ground_truth["object"], region(data))
-    return {k: float(rep[k]) for k in (*KEYS, "complex_error")}
+    """Quality of a reconstruction against the truth on the illuminated region.
+
+    ``quality_report`` (aligned to the truth) plus ``phase_ssim_papers``
+    (:func:`papers_phase_ssim`).
+    """
+    w, truth = region(data), data.ground_truth["object"]
+    rep = quality_report(obj, truth, w)
+    return {**{k: float(rep[k]) for k in (*KEYS, "complex_error")},
+            "phase_ssim_papers": papers_phase_ssim(np.asarray(obj), truth, w)}  # fmt: skip
 
 
 def learned(data, model: str = "ppn", preset: str = "default", **kw):
@@ -324,6 +351,8 @@ NOTES = """\
   truth; phase SSIM with the reference's lowest phase as black, `phase_ssim`) on pixels
   whose summed `|P|^2` is at least 10 % of its maximum; patch metrics on the patch pixels
   with `|P|^2` >= 10 % of its peak, normalised by the training ranges.
+- `phase SSIM (papers)`: the papers' scoring (`papers_phase_ssim`): global phase removed,
+  no shift or ramp fit, phase unwrapped, each map min-max normalised over the same pixels.
 - `epie`: 100 epochs started from the true probe and refining it (the papers' protocol);
   `epie_fixed`: the probe held at the truth; `epie_blind`: from the mean-pattern estimate.
 - Each part records when it finished and the load average then (JSON); `--merge` reruns
@@ -359,15 +388,16 @@ def _compare_md(c: dict) -> list[str]:
 
 
 def _rows_md(title: str, rows: dict, label) -> list[str]:
-    lines = [title, "", "| scan | method | amp PSNR | amp SSIM | phase PSNR | phase SSIM | s |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [title, "", "| scan | method | amp PSNR | amp SSIM | phase PSNR | phase SSIM | "
+             "phase SSIM (papers) | s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, d in rows.items():
         if not isinstance(d, dict):
             continue
         for m in ("ppn", "ptychonn", "epie", "epie_fixed", "epie_blind"):
             if m in d:
                 v = d[m]
-                lines.append(f"| {label(key, d)} | {m} | " + " | ".join(f"{v[k]:.3f}" for k in KEYS)
+                cells = [f"{v[k]:.3f}" for k in KEYS] + [_fmt(v.get("phase_ssim_papers"), 3)]
+                lines.append(f"| {label(key, d)} | {m} | " + " | ".join(cells)
                              + f" | {v['seconds']:.2f} |")  # fmt: skip
     return lines + [""]
 

@@ -45,6 +45,7 @@ from ptytasks.engines.rnf_parts import (
     Geometry,
     current_object,
     default_probe,
+    field_groups,
     physical_params,
 )
 from ptytasks.physics.models.base import ForwardModel, illuminate
@@ -182,13 +183,10 @@ class _Setup:
         m.learnable(*names)
         self.learned = names
         omega = lambda mod: [p for n, p in mod.named_parameters() if n.endswith("omega")]
-        rest = lambda mod: [p for n, p in mod.named_parameters() if not n.endswith("omega")]
-        groups = [{"params": rest(self.obj_field), "lr": o.lr, "name": "object"}]
-        for fld, scale, name in ((self.probe_field, o.lr_probe_scale, "probe"),
-                                 (self.surface_field, o.lr_surface_scale, "surface"),
-                                 (self.pupil_field, o.lr_pupil_scale, "pupil")):
-            if fld is not None:
-                groups.append({"params": rest(fld), "lr": o.lr * scale, "name": name})
+        groups = field_groups({"object": (self.obj_field, 1.0),
+                               "probe": (self.probe_field, o.lr_probe_scale),
+                               "surface": (self.surface_field, o.lr_surface_scale),
+                               "pupil": (self.pupil_field, o.lr_pupil_scale)}, o)
         om = [p for f in self.fields() for p in omega(f)]
         if om:
             groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
@@ -239,7 +237,7 @@ class _Setup:
         f = o.lr_decay + (1 - o.lr_decay) * 0.5 * (1 + math.cos(math.pi * t))
         for g in self.optim.param_groups:
             frozen = (g.get("physical", False) and epoch < o.warmup_epochs) or (
-                g["name"] == "probe" and epoch < o.probe_warmup_epochs)
+                g.get("field") == "probe" and epoch < o.probe_warmup_epochs)
             g["lr"] = 0.0 if frozen else g["base_lr"] * f
 
     # ------------------------------------------------------------------ evaluation
@@ -456,7 +454,11 @@ def _restore(ck: dict, st: _Setup, gen, hist, opts) -> int:
     with torch.no_grad():
         st.geometry.shadow.copy_(ck["geometry"]["shadow"])
     st.geometry.start = list(ck["geometry"]["start"])
-    st.optim.load_state_dict(ck["optimizer"])
+    try:
+        st.optim.load_state_dict(ck["optimizer"])
+    except ValueError as exc:  # e.g. written before the fields' rates were split
+        raise ValueError(f"checkpoint's optimiser state does not fit these options ({exc}); "
+                         "delete the checkpoint to start the run afresh") from None
     gen.set_state(ck["rng"])
     hist.update({k: (list(v) if isinstance(v, list) else v) for k, v in ck["history"].items()})
     return int(ck["epoch"])

@@ -45,6 +45,13 @@ class RNFOptions:
         Phasor frequencies when ``learn_omega``.
     lr_probe_scale, lr_surface_scale, lr_pupil_scale : float
         Multipliers of ``lr`` for the probe, coded-surface and pupil fields.
+    lr_tables_scale, lr_mlp_scale : float
+        Multipliers of every field's rate for its hash tables (10) and its MLP weights
+        (0.3). At the start the tables' features are ~1e-4, so the MLP can only move the
+        field's constant part, which every MLP weight moves at once: at one rate for all,
+        Adam sets the constant swinging (+-2 % in scale) and the error stalls for ~50 steps
+        while the data loss recovers. Faster tables and a slower MLP halve the epochs to a
+        given error from the uniform and from a learned prior (``docs/learned.md``).
     lr_decay : float
         Final fraction of every rate reached by a cosine schedule over ``epochs``
         (1 = constant rates).
@@ -142,6 +149,8 @@ class RNFOptions:
     lr_probe_scale: float = 1.0
     lr_surface_scale: float = 1.0
     lr_pupil_scale: float = 1.0
+    lr_tables_scale: float = 10.0
+    lr_mlp_scale: float = 0.3
     lr_decay: float = 1.0
     warmup_epochs: int = 0
     probe_warmup_epochs: int = 0

@@ -111,6 +111,28 @@ class Field(nn.Module):
         return self.region(0, 0, *self.shape)
 
 
+def field_groups(fields: dict, opts) -> list[dict]:
+    """AdamW groups of the residual fields ``{name: (field or None, rate multiplier)}``.
+
+    Each field's hash tables and MLP weights get their own group, at ``opts.lr`` times the
+    field's multiplier times ``opts.lr_tables_scale`` / ``opts.lr_mlp_scale`` (why:
+    :class:`~ptytasks.engines.rnf_options.RNFOptions`); phasor frequencies are left out.
+    Groups are named ``<field>_tables`` and ``<field>_mlp`` and carry ``field``.
+    """
+    groups = []
+    for name, (fld, scale) in fields.items():
+        if fld is None:
+            continue
+        named = [(n, p) for n, p in fld.named_parameters() if not n.endswith("omega")]
+        for part, mult, tables in (("tables", opts.lr_tables_scale, True),
+                                   ("mlp", opts.lr_mlp_scale, False)):
+            ps = [p for n, p in named if (".encoding." in n) == tables]
+            if ps:
+                groups.append({"params": ps, "lr": opts.lr * scale * mult,
+                               "name": f"{name}_{part}", "field": name})
+    return groups
+
+
 class Geometry:
     """Distance and wavelength learned through a well-conditioned linear shadow.
 

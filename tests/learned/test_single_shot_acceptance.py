@@ -58,7 +58,8 @@ def test_inference_100x_faster_than_100_epochs_of_epie():
     assert res["speedup"] >= 100, res
 
 
-def test_learned_prior_halves_rnf_epochs_on_sparse_scans():
-    res = B.part_prior(preset="layout", overlaps=(0.3,))
-    low = res["0.30"]
-    assert low["epoch_ratio"] is not None and low["epoch_ratio"] >= 2, low
+def test_learned_prior_halves_rnf_epochs():
+    res = B.part_prior(preset="layout")  # 30, 50 and 75 % overlap
+    for ov in ("0.30", "0.50", "0.75"):
+        r = res[ov]
+        assert r["epoch_ratio"] is not None and r["epoch_ratio"] >= 2, (ov, r)

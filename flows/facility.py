@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import hashlib
 import json
 import os
 import threading
@@ -31,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.params import ConfigError, PipelineParams
 from flows.pipeline import pipeline
-from storage.atomic import fingerprint
+from storage.atomic import file_digest, fingerprint
 
 LEDGER = "ptyflow-facility.json"
 PATTERNS = ["*.cxi", "*.h5", "*.hdf5", "*.nxs", "*.npz", "*.npz.bz2", "*.npy", "*.mat",
@@ -126,11 +125,7 @@ def content_hash(path: Path, cached: dict | None = None) -> str:
     st = path.stat()
     if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
         return cached["content"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def store_for(settings: FacilityParams, rel: Path) -> Path:

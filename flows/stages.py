@@ -6,7 +6,6 @@ them directly. Every stage is a resumable step of the run store (``storage.atomi
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import time
@@ -24,7 +23,7 @@ from flows.params import (
     TilingParams,
 )
 from storage import layout as L
-from storage.atomic import fingerprint
+from storage.atomic import file_digest, fingerprint
 from storage.store import RunStore
 
 log = logging.getLogger("ptyflow")
@@ -72,11 +71,7 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
 # ----------------------------------------------------------------------------- weights
 @functools.lru_cache(maxsize=64)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)  # size and mtime key the cache: a rewrite is hashed again
 
 
 def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dict[str, str]:

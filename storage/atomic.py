@@ -38,7 +38,7 @@ from storage.layout import STEP_ATTR
 if TYPE_CHECKING:  # pragma: no cover
     from storage.store import RunStore
 
-__all__ = ["fingerprint", "Step"]
+__all__ = ["fingerprint", "file_digest", "Step"]
 
 
 def _feed(h, v) -> None:
@@ -80,6 +80,15 @@ def fingerprint(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
         _feed(h, p)
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
 

@@ -9,7 +9,7 @@ import time
 import yaml
 
 from flows.facility import FacilityParams, Ledger, decide
-from flows.params import CalibrationParams, EngineParams, IngestParams, PipelineParams
+from flows.params import CalibrationParams, EngineParams, IngestParams
 from flows.stages import network_weights
 
 
@@ -59,7 +59,6 @@ def test_facility_reprocesses_when_weights_are_retrained_in_place(tmp_path, monk
                        pipeline_version="0.1.0")  # fmt: skip
     led = Ledger(s.output_root)
     for d in decide(s, {}):
-        PipelineParams.model_validate(d.params)
         led.record(d, "ok", "0.1.0")
     monkeypatch.setattr("flows.facility._store_finished", lambda store: True)
     assert [d.action for d in decide(s, Ledger(s.output_root).entries)] == ["skip"]

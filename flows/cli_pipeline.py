@@ -28,6 +28,11 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of a data or lock error on one line (file, field, what is wrong)."""
+    return " ".join(str(exc).split())
+
+
 def _grid(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -64,9 +69,13 @@ def _print_metrics(metrics: dict) -> None:
 
 def _run(params, *, verbose: bool, progress: bool = True) -> dict:
     from flows.runner import run_pipeline, write_metrics_table
+    from storage.errors import DataError
+    from storage.lock import StoreLockedError
 
     try:
         result = run_pipeline(params, progress=progress, verbose=verbose)
+    except (DataError, StoreLockedError) as exc:  # bad input, or the store is taken: 2
+        _fail(_one_line(exc))
     except KeyboardInterrupt:
         typer.secho("interrupted: finished steps are kept; run the same command again to "
                     "resume", err=True, fg="yellow")  # fmt: skip
@@ -193,6 +202,7 @@ def ingest(
     from flows.params import IngestParams
     from flows.stages import ingest as do_ingest
     from storage.errors import DataError
+    from storage.lock import StoreLock, StoreLockedError
 
     if not input.exists():
         _fail(f"input {input} does not exist")
@@ -203,9 +213,10 @@ def ingest(
             raise typer.BadParameter(f"expected KEY=VALUE; got {o!r}", param_hint="--option")
         opts[k] = yaml.safe_load(v)
     try:
-        ref = do_ingest(str(input), str(out), IngestParams(z1=z1, options=opts))
-    except (DataError, ValueError, TypeError) as exc:
-        _fail(str(exc))
+        with StoreLock(out):
+            ref = do_ingest(str(input), str(out), IngestParams(z1=z1, options=opts))
+    except (DataError, ValueError, TypeError, StoreLockedError) as exc:
+        _fail(_one_line(exc))
     typer.echo(f"ingested {ref['n_frames']} {ref['modality']} frames into {out}")
 
 

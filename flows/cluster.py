@@ -3,6 +3,10 @@
 Every kind advertises the same worker resource ``GPU=1`` and reconstruction tasks ask for
 it, so a worker runs one tile at a time and the scheduling path is the same on CPU
 workers, dask-cuda GPU workers and a facility's dask-jobqueue cluster.
+
+A local cluster's scheduler, workers and dashboard listen on 127.0.0.1 unless
+``$PTYFLOW_BIND_HOST`` says otherwise (:func:`flows.serve.bind_host`): the dashboard has
+no authentication, and Dask's own default binds it on every interface.
 """
 
 from __future__ import annotations
@@ -26,6 +30,21 @@ def default_workers(cfg: ClusterParams) -> tuple[int, int]:
 def torch_threads(cfg: ClusterParams) -> int:
     """Threads each tile's torch may use: explicit, else the worker's thread share."""
     return cfg.torch_threads or default_workers(cfg)[1]
+
+
+def local_cluster_kwargs(host: str | None = None) -> dict:
+    """Where a local cluster listens: ``{"host", "dashboard_address"}``.
+
+    Parameters
+    ----------
+    host : interface (default :func:`flows.serve.bind_host`, i.e. 127.0.0.1). The
+        dashboard gets a free port on it (Dask's ``":0"`` alone means every interface).
+    """
+    from flows.serve import bind_host
+
+    host = host or bind_host()
+    dash_host = f"[{host}]" if ":" in host else host  # IPv6 literal
+    return {"host": host, "dashboard_address": f"{dash_host}:0"}
 
 
 def make_task_runner(cfg: ClusterParams):
@@ -54,7 +73,7 @@ def make_task_runner(cfg: ClusterParams):
                 "threads_per_worker": threads,
                 "processes": True,
                 "resources": GPU_RESOURCE,
-                "dashboard_address": ":0",
+                **local_cluster_kwargs(),
             },
         )
     if cfg.kind == "local_cuda":
@@ -67,6 +86,6 @@ def make_task_runner(cfg: ClusterParams):
         # One worker per visible GPU; each advertises GPU=1 like the CPU workers.
         return DaskTaskRunner(
             cluster_class="dask_cuda.LocalCUDACluster",
-            cluster_kwargs={"resources": GPU_RESOURCE, "dashboard_address": ":0"},
+            cluster_kwargs={"resources": GPU_RESOURCE, **local_cluster_kwargs()},
         )
     raise ValueError(f"unknown cluster kind {cfg.kind!r}")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +68,49 @@ def best_probe(store: RunStore) -> np.ndarray | None:
     return best
 
 
+_EXPORT_BLOCK_BYTES = 64 * 2**20  # rows copied per block: peak memory of an export
+
+
+def _write_member(zf: zipfile.ZipFile, key: str, arr) -> None:
+    """``arr`` (ndarray, or a zarr array copied in blocks of rows) as ``key.npy``."""
+    fmt = np.lib.format
+    if isinstance(arr, np.ndarray) or np.ndim(arr) == 0:
+        arr = np.asarray(arr)
+        with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+            fmt.write_array(fh, arr, allow_pickle=False)
+        return
+    header = {"descr": fmt.dtype_to_descr(np.dtype(arr.dtype)), "fortran_order": False,
+              "shape": tuple(int(v) for v in arr.shape)}  # fmt: skip
+    row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * np.dtype(arr.dtype).itemsize)
+    per = max(1, _EXPORT_BLOCK_BYTES // row)
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+        fmt.write_array_header_2_0(fh, header)
+        for s in range(0, arr.shape[0], per):  # C order: row blocks are contiguous bytes
+            fh.write(np.ascontiguousarray(arr[s : s + per]).tobytes())
+
+
+def write_npz_streamed(out: Path, arrays: dict) -> None:
+    """An uncompressed ``.npz`` (as ``np.savez``) written atomically, large arrays a block
+    of rows at a time, so memory stays ~``_EXPORT_BLOCK_BYTES`` whatever their size."""
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, arr in arrays.items():
+                _write_member(zf, key, arr)
+        os.replace(tmp, out)  # a crash leaves the old file (or none), never half a file
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     """Write ``object``, ``probe``, ``positions`` (and context) of a finished run to NPZ.
 
     Keys: ``object`` (complex64 mosaic, level 0), ``weight``, ``probe``, ``positions``
     (final, global pixels; empty for Fourier ptychography), ``frames`` (raw indices of the
     positions), ``wavevectors`` (Fourier), ``pixel_size`` [m], ``wavelength`` [m].
-    Returns ``{key: shape}``.
+    Returns ``{key: shape}``. The mosaic is copied from the store a block of rows at a time
+    and the file is written atomically (:func:`write_npz_streamed`).
 
     Raises
     ------
@@ -83,9 +121,10 @@ def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     if not store.is_complete(L.MOSAIC):
         raise DataError(store.path, L.MOSAIC, "no complete mosaic: run the pipeline first")
     raw = store.root[L.RAW]
-    arrays: dict[str, np.ndarray] = {
-        "object": store.read_array(f"{L.MOSAIC}/level_0/object").astype(np.complex64),
-        "weight": store.read_array(f"{L.MOSAIC}/level_0/weight"),
+    level0 = store.root[f"{L.MOSAIC}/level_0"]
+    arrays: dict = {
+        "object": level0["object"],  # complex64 zarr arrays, streamed into the file
+        "weight": level0["weight"],
         "pixel_size": np.float64(raw.attrs["pixel_size"]),
         "wavelength": np.float64(raw.attrs["wavelength"]),
     }
@@ -100,7 +139,9 @@ def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
         if "wavevectors" in raw:
             arrays["wavevectors"] = raw["wavevectors"][...][kept]
     out = Path(out)
-    np.savez(out, **arrays)
+    if out.suffix != ".npz":  # as np.savez did
+        out = out.with_name(out.name + ".npz")
+    write_npz_streamed(out, arrays)
     return {k: np.shape(v) for k, v in arrays.items()}
 
 

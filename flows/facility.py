@@ -1,38 +1,47 @@
 """The ``reprocess-facility`` flow: keep a folder of raw datasets reconstructed.
 
-Every (scheduled) run scans ``data_root`` and runs the pipeline for each dataset that is
-new, whose content fingerprint changed, or that an older pipeline version (or other
-parameters) processed; a few at a time. The ledger ``<output_root>/ptyflow-facility.json``
-remembers, per dataset, the fingerprint, parameters, version and outcome. A dataset that
-failed is reported and not retried until it changes (or ``retry_failed``), so one corrupt
-file neither stops the others nor fails every later run.
+Every (scheduled) run scans ``data_root`` (:mod:`flows.facility_scan`: files and TIFF frame
+folders, no links out of the root) and runs the pipeline for each dataset that is new,
+whose content fingerprint changed, or that an older pipeline version (or other parameters)
+processed; a few at a time. The ledger ``<output_root>/ptyflow-facility.json``
+(:mod:`flows.facility_ledger`) remembers, per dataset, the fingerprint, parameters,
+version, outcome and attempts, written as each dataset starts and finishes. A dataset that
+failed is reported and not retried until it changes (or ``retry_failed``); one whose
+process died (killed, out of memory) is retried alone, after the others, at most
+``max_attempts`` times. So one corrupt file neither stops the others nor fails every run.
 
 Per-dataset settings (e.g. ``ingest: {z1: 3.65e-3}`` for cone-beam near-field data) go in
-a sidecar ``<dataset file>.yaml`` beside the file; they override ``config`` for it.
+a sidecar ``<dataset>.yaml`` beside it; they override ``config`` for it, science only.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import fnmatch
-import json
-import os
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.facility_ledger import LEDGER, Ledger, is_live
+from flows.facility_scan import (
+    inside,
+    load_yaml,
+    read_sidecar,
+    scan,
+    sidecar_for,
+    source_files,
+    source_state,
+)
 from flows.params import ConfigError, PipelineParams
-from flows.pipeline import pipeline
-from storage.atomic import file_digest, fingerprint
+from storage.atomic import fingerprint
 
-LEDGER = "ptyflow-facility.json"
+__all__ = ["LEDGER", "Decision", "FacilityParams", "Ledger", "decide", "load_yaml",
+           "reprocess_facility", "run_dataset", "store_for"]  # fmt: skip
+
 PATTERNS = ["*.cxi", "*.h5", "*.hdf5", "*.nxs", "*.npz", "*.npz.bz2", "*.npy", "*.mat",
             "*.tif", "*.tiff"]  # fmt: skip
 
@@ -50,7 +59,7 @@ class FacilityParams(BaseModel):
     patterns: list[str] = Field(
         default_factory=lambda: list(PATTERNS), description="File-name globs of datasets."
     )
-    max_concurrent: int = Field(2, ge=1, description="Datasets reconstructed at once.")
+    max_concurrent: int = Field(2, ge=1, le=64, description="Datasets reconstructed at once.")
     min_age_seconds: float = Field(
         60.0, ge=0, description="Skip files modified more recently (still being written)."
     )
@@ -58,6 +67,11 @@ class FacilityParams(BaseModel):
         None, description="Version recorded with results (default: installed ptyflow)."
     )
     retry_failed: bool = Field(False, description="Retry datasets that failed, even unchanged.")
+    max_attempts: int = Field(
+        3, ge=1, le=100,
+        description="Attempts at an unchanged dataset whose process died (killed, out of "
+        "memory) before it is left as failed until its content or parameters change.",
+    )  # fmt: skip
 
 
 @dataclass
@@ -67,11 +81,13 @@ class Decision:
     name: str  # path relative to data_root: the ledger key
     path: str
     store: str
-    action: str  # "process" | "skip" | "failed-before" | "wait" | "invalid"
+    action: str  # process | skip | failed-before | wait | invalid | vanished | refused | running
     reason: str
     fingerprint: str = ""
     params: dict | None = None
-    source: dict | None = None  # size, mtime_ns and content hash of the file when scanned
+    source: dict | None = None  # size, newest mtime_ns, stat signature and content hash
+    params_fp: str = ""  # params_fingerprint of ``params``
+    died: int = 0  # attempts whose process died: such datasets run alone, after the others
 
 
 # ----------------------------------------------------------------------------- plain functions
@@ -107,53 +123,25 @@ def _older(a: str, b: str) -> bool:
         return a < b
 
 
-def find_datasets(root: Path, patterns: list[str]) -> list[Path]:
-    """Files under ``root`` matching any of ``patterns`` (sorted; hidden files ignored)."""
-    if not root.is_dir():
-        raise ConfigError(f"data_root {root} is not a folder")
-    out = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if p.is_file() and not any(s.startswith(".") for s in rel.parts):
-            if any(fnmatch.fnmatch(p.name, pat) for pat in patterns):
-                out.append(p)
-    return out
-
-
-def content_hash(path: Path, cached: dict | None = None) -> str:
-    """SHA-256 of the file's bytes; reused from ``cached`` when size and mtime match."""
-    st = path.stat()
-    if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
-        return cached["content"]
-    return file_digest(path)
-
-
 def store_for(settings: FacilityParams, rel: Path) -> Path:
     """``<output_root>/<folders>/<name with dots as _>.zarr``: unique per source file."""
     return Path(settings.output_root) / rel.parent / (rel.name.replace(".", "_") + ".zarr")
 
 
-def load_yaml(path: str | Path) -> dict:
-    """A YAML mapping; a missing, unreadable or non-mapping file is a :class:`ConfigError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: configuration file not found")
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: top level must be a mapping of parameters")
-    return doc
-
-
 def dataset_params(settings: FacilityParams, path: Path, store: Path) -> PipelineParams:
-    """Pipeline parameters for one dataset: ``config``, then its sidecar YAML, validated."""
+    """Pipeline parameters for one dataset: ``config``, then its sidecar YAML, validated.
+
+    Raises
+    ------
+    ConfigError
+        Naming the sidecar (or the dataset) and the field.
+    """
     raw = load_yaml(settings.config) if settings.config else {}
-    sidecar = Path(f"{path}.yaml")
-    if sidecar.is_file():
-        raw = _merge(raw, load_yaml(sidecar))
-    return PipelineParams.from_mapping(raw, source=str(sidecar if sidecar.is_file() else path),
+    sidecar = sidecar_for(path)
+    has_sidecar = sidecar.is_file() or sidecar.is_symlink()
+    if has_sidecar:
+        raw = _merge(raw, read_sidecar(sidecar, Path(settings.data_root)))
+    return PipelineParams.from_mapping(raw, source=str(sidecar if has_sidecar else path),
                                        input=str(path), store=str(store))  # fmt: skip
 
 
@@ -174,75 +162,112 @@ def _store_finished(store: Path) -> bool:
 
 
 def decide(settings: FacilityParams, ledger: dict, now: float | None = None) -> list[Decision]:
-    """Scan ``data_root`` and decide, per dataset, whether to (re)process it."""
+    """Scan ``data_root`` and decide, per dataset, whether to (re)process it.
+
+    One dataset's trouble (vanished, unreadable, a bad sidecar) is its own decision, never
+    an error of the scan. Raises :class:`ConfigError` only for the operator's settings (a
+    broken shared ``config``, a missing ``data_root``).
+    """
     root = Path(settings.data_root)
     now = time.time() if now is None else now
     version = pipeline_version(settings)
     if settings.config:  # a broken shared config is the operator's error, not each dataset's
         PipelineParams.from_mapping(load_yaml(settings.config), source=settings.config,
                                     input="-", store="-")  # fmt: skip
-    out = []
-    for path in find_datasets(root, settings.patterns):
+    found = scan(root, settings.patterns)
+    out = [Decision(p.relative_to(root).as_posix(), str(p), "", "refused", f"{why}: not followed")
+           for p, why in found.refused]  # fmt: skip
+    for path in found.datasets:
         rel = path.relative_to(root)
-        name, store = rel.as_posix(), store_for(settings, rel)
-        entry = ledger.get(name, {})
-        d = Decision(name, str(path), str(store), "skip", "unchanged")
-        if now - path.stat().st_mtime < settings.min_age_seconds:
-            d.action, d.reason = "wait", "modified recently (may still be written)"
-            out.append(d)
-            continue
-        st = path.stat()
-        content = content_hash(path, entry)
-        d.source = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "content": content}
-        sidecar = Path(f"{path}.yaml")
-        d.fingerprint = fingerprint(content, sidecar.read_text() if sidecar.is_file() else "")
+        d = Decision(rel.as_posix(), str(path), str(store_for(settings, rel)), "skip", "unchanged")
+        entry = ledger.get(d.name, {})
         try:
-            params = dataset_params(settings, path, store)
-        except ConfigError as exc:
-            d.action, d.reason = "invalid", str(exc)
-            if entry.get("fingerprint") == d.fingerprint and entry.get("error") == str(exc)[:2000]:
-                d.action, d.reason = "failed-before", f"failed before, unchanged: {exc}"
-            out.append(d)
-            continue
-        d.params = params.model_dump(mode="json")
-        pfp = params_fingerprint(params)
-        if not entry:
-            d.action, d.reason = "process", "new"
-        elif entry.get("fingerprint") != d.fingerprint:
-            d.action, d.reason = "process", "content changed"
-        elif _older(entry.get("version", "0"), version):
-            d.action, d.reason = "process", f"pipeline {entry.get('version')} < {version}"
-        elif entry.get("params") != pfp:
-            d.action, d.reason = "process", "parameters changed"
-        elif entry.get("status") == "failed":
-            d.action = "process" if settings.retry_failed else "failed-before"
-            d.reason = f"failed before, unchanged: {entry.get('error', '')}"
-        elif not _store_finished(store):
-            d.action, d.reason = "process", "run store missing or incomplete"
+            _decide_one(settings, d, entry, now, version)
+        except FileNotFoundError:  # deleted or renamed between listing and reading
+            d.action, d.reason = "vanished", "disappeared during the scan"
+        except Exception as exc:  # noqa: BLE001 - unreadable file etc.: this dataset's failure
+            d.action, d.reason = "invalid", f"{type(exc).__name__}: {exc}"
+        if d.action == "invalid" and (entry.get("fingerprint"), entry.get("error")) == (
+            d.fingerprint, d.reason[:2000]):  # fmt: skip
+            d.action, d.reason = "failed-before", f"failed before, unchanged: {d.reason}"
         out.append(d)
     return out
 
 
-class Ledger:
-    """The facility's JSON ledger; thread-safe updates, atomic rewrites."""
+def _decide_one(settings: FacilityParams, d: Decision, entry: dict, now: float, version: str):
+    path = Path(d.path)
+    recent = source_state(path, content=False)["mtime_ns"] / 1e9 > now - settings.min_age_seconds
+    if recent:  # not hashed: it may still be being written
+        d.action, d.reason = "wait", "modified recently (may still be written)"
+        return
+    real_root = Path(settings.data_root).resolve()
+    for f in source_files(path):  # frames or positions the reader would follow out of the root
+        if not inside(f, real_root):
+            raise ConfigError(f"{f}: a link out of data_root {settings.data_root}: not read")
+    state = d.source = source_state(path, entry)  # the hash is reused while files are unchanged
+    sidecar = sidecar_for(path)
+    own = sidecar.is_file() and inside(sidecar, real_root)
+    d.fingerprint = fingerprint(state["content"], sidecar.read_text() if own else "")
+    try:
+        params = dataset_params(settings, path, Path(d.store))
+    except ConfigError as exc:
+        d.action, d.reason = "invalid", str(exc)
+        return
+    d.params = params.model_dump(mode="json")
+    d.params_fp = params_fingerprint(params)
+    status, attempts = entry.get("status"), entry.get("attempts", 1)
+    if status == "running" and is_live(entry):
+        d.action = "running"
+        d.reason = f"being processed by pid {entry.get('pid')} since {entry.get('started')}"
+    elif not entry:
+        d.action, d.reason = "process", "new"
+    elif entry.get("fingerprint") != d.fingerprint:
+        d.action, d.reason = "process", "content changed"
+    elif _older(entry.get("version", "0"), version):
+        d.action, d.reason = "process", f"pipeline {entry.get('version')} < {version}"
+    elif entry.get("params") != d.params_fp:
+        d.action, d.reason = "process", "parameters changed"
+    elif status == "failed":
+        d.action = "process" if settings.retry_failed else "failed-before"
+        d.reason = f"failed before, unchanged: {entry.get('error', '')}"
+    elif status in ("died", "running"):  # "running" of a gone process: not reaped yet
+        d.died = attempts
+        if attempts < settings.max_attempts or settings.retry_failed:
+            d.action = "process"
+            d.reason = f"attempt {attempts + 1} of {settings.max_attempts}, alone: process died"
+        else:
+            d.action = "failed-before"
+            d.reason = f"process died in {attempts} attempts, unchanged: {entry.get('error', '')}"
+    elif not _store_finished(Path(d.store)):
+        d.action, d.reason = "process", "run store missing or incomplete"
 
-    def __init__(self, output_root: str | Path):
-        self.path = Path(output_root) / LEDGER
-        self._lock = threading.Lock()
-        self.entries: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
-    def record(self, d: Decision, status: str, version: str, error: str = "") -> None:
-        pfp = params_fingerprint(PipelineParams.model_validate(d.params)) if d.params else ""
-        entry = {"fingerprint": d.fingerprint, "params": pfp,
-                 "version": version, "status": status, "error": error[:2000],
-                 "store": d.store, "finished": dt.datetime.now(dt.UTC).isoformat(),
-                 **(d.source or {})}  # fmt: skip
-        with self._lock:
-            self.entries[d.name] = entry
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)  # readers never see a half-written ledger
+def run_dataset(d: Decision, ledger: Ledger, version: str, run=None) -> dict:
+    """Run the pipeline for ``d``, recorded in ``ledger`` as it starts and as it ends.
+
+    ``run(params)`` defaults to the ``pipeline`` flow. An exception is recorded as
+    ``failed`` and re-raised; a process killed meanwhile leaves ``running``, which the next
+    scan records as ``died`` (:meth:`Ledger.reap`).
+    """
+    if run is None:
+        from flows.pipeline import pipeline as run
+    ledger.start(d, version)
+    try:
+        result = run(PipelineParams.model_validate(d.params))
+    except Exception as exc:
+        ledger.record(d, "failed", version, f"{type(exc).__name__}: {exc}")
+        raise
+    ledger.record(d, "ok", version)
+    return {"name": d.name, "metrics": (result or {}).get("metrics", {})}
+
+
+def batches(todo: list[Decision], max_concurrent: int) -> list[tuple[list[Decision], int]]:
+    """``[(datasets, threads), ...]`` in order: the others at ``max_concurrent``, then each
+    dataset whose process died before, alone (fewest deaths first), so a dataset that
+    kills its process takes no other dataset with it."""
+    first = [d for d in todo if not d.died]
+    suspects = sorted((d for d in todo if d.died), key=lambda d: (d.died, d.name))
+    return ([(first, max_concurrent)] if first else []) + [([d], 1) for d in suspects]
 
 
 # ----------------------------------------------------------------------------- Prefect
@@ -250,20 +275,22 @@ class DatasetFailures(RuntimeError):
     """Datasets that failed in this run (the others finished; see the report)."""
 
 
-@task(name="process-dataset", task_run_name="process-{name}")
-def process_dataset(name: str, params: dict) -> dict:
-    """Run the pipeline flow for one dataset (as a subflow of this task)."""
-    result = pipeline(PipelineParams.model_validate(params))
-    return {"name": name, "metrics": result.get("metrics", {})}
+# Inputs include the ledger (a lock, a file): not hashable, and never to be cached.
+@task(name="process-dataset", task_run_name="process-{name}", cache_policy=NONE)
+def process_dataset(name: str, decision: dict, ledger: Ledger, version: str) -> dict:
+    """Run the pipeline flow for one dataset (a subflow of this task), recorded as it goes."""
+    return run_dataset(Decision(**decision), ledger, version)
 
 
 @flow(name="reprocess-datasets")
-def reprocess_datasets(todo: list[dict]) -> list[dict]:
-    """Submit every dataset; the task runner's thread count is the concurrency limit.
+def reprocess_datasets(todo: list[dict], output_root: str, version: str) -> list[dict]:
+    """Submit every dataset (``Decision`` as dict); the task runner's threads limit how many
+    run at once. Each is in the ledger the moment it starts and the moment it ends.
 
     Returns one ``{"name", "ok", "error"}`` per dataset; failures do not stop the others.
     """
-    futures = [process_dataset.submit(d["name"], d["params"]) for d in todo]
+    ledger = Ledger(output_root)
+    futures = [process_dataset.submit(d["name"], d, ledger, version) for d in todo]
     out = []
     for d, fut in zip(todo, futures, strict=True):
         try:
@@ -284,27 +311,31 @@ def reprocess_facility(settings: FacilityParams) -> dict:
     """
     log = get_run_logger()
     ledger = Ledger(settings.output_root)
+    for p in ledger.set_aside:
+        log.warning("unreadable ledger set aside as %s; rebuilt from this scan", p)
+    for name in ledger.reap():
+        log.error("%s: the process of its last attempt died (killed or out of memory)", name)
     version = pipeline_version(settings)
     decisions = decide(settings, ledger.entries)
-    todo = [d for d in decisions if d.action == "process"]
-    log.info("%d datasets, %d to process", len(decisions), len(todo))
-    runner = ThreadPoolTaskRunner(max_workers=settings.max_concurrent)
-    results = reprocess_datasets.with_options(task_runner=runner)(
-        [{"name": d.name, "params": d.params} for d in todo]
-    ) if todo else []  # fmt: skip
-    by_name = {d.name: d for d in todo}
-    for r in results:
-        d = by_name[r["name"]]
-        ledger.record(d, "ok" if r["ok"] else "failed", version, r["error"])
-        d.action, d.reason = ("processed", d.reason) if r["ok"] else ("failed", r["error"])
     for d in decisions:
         if d.action == "invalid":  # a broken sidecar is as bad as a broken file
             ledger.record(d, "failed", version, d.reason)
+    todo = [d for d in decisions if d.action == "process"]
+    log.info("%d datasets, %d to process", len(decisions), len(todo))
+    results = []
+    for group, threads in batches(todo, settings.max_concurrent):
+        runner = ThreadPoolTaskRunner(max_workers=threads)
+        results += reprocess_datasets.with_options(task_runner=runner)(
+            [asdict(d) for d in group], settings.output_root, version)  # fmt: skip
+    by_name = {d.name: d for d in todo}
+    for r in results:
+        d = by_name[r["name"]]
+        d.action, d.reason = ("processed", d.reason) if r["ok"] else ("failed", r["error"])
     report: dict[str, list[str]] = {}
     for d in decisions:
         report.setdefault(d.action, []).append(d.name)
-        level = log.error if d.action in ("failed", "invalid", "failed-before") else log.info
-        level("%s: %s (%s)", d.name, d.action, d.reason)
+        bad = d.action in ("failed", "invalid", "failed-before", "refused")
+        (log.error if bad else log.info)("%s: %s (%s)", d.name, d.action, d.reason)
     rows = [{k: v for k, v in asdict(d).items() if k in ("name", "action", "reason", "store")}
             for d in decisions]  # fmt: skip
     create_table_artifact(key="facility-report", table=rows or [{"name": "(no datasets)"}],

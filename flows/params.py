@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,11 +16,20 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Upper bounds keep a typo or a planted file from asking for days of compute or thousands
+# of processes; they sit far above any real run (RNF paper: 50 epochs; PIE: a few hundred).
+MAX_EPOCHS = 10_000
+_GridSide = Annotated[int, Field(ge=1, le=256)]  # 256 x 256 tiles: beyond any gigapixel run
+
+
 class IngestParams(_Params):
     """Reading the raw dataset into the run store (format chosen by extension/content)."""
 
     z1: float | None = Field(
-        None, description="Focus-to-sample distance in metres (cone-beam near-field data).", gt=0
+        None,
+        description="Focus-to-sample distance in metres (cone-beam near-field data).",
+        gt=0,
+        le=10,
     )
     options: dict[str, float | int | str] = Field(
         default_factory=dict,
@@ -38,7 +47,9 @@ class SubsampleParams(_Params):
         "all", description="all frames, a random fraction, a raster stride, or a target overlap"
     )
     fraction: float = Field(1.0, gt=0, le=1, description="Fraction of frames kept ('fraction').")
-    stride: int = Field(1, ge=1, description="Keep every n-th raster row and column ('stride').")
+    stride: int = Field(
+        1, ge=1, le=64, description="Keep every n-th raster row and column ('stride')."
+    )
     overlap: float | None = Field(
         None, ge=0, lt=1, description="Target linear overlap of kept positions ('overlap')."
     )
@@ -59,7 +70,9 @@ class CalibrationParams(_Params):
         description="Object prior: uniform, a quick ePIE/rPIE/PINE run, or single-shot network "
         "inversion ('learned', far-field frames of the trained size).",
     )
-    prior_iterations: int = Field(10, ge=1, description="Iterations of the quick prior run.")
+    prior_iterations: int = Field(
+        10, ge=1, le=MAX_EPOCHS, description="Iterations of the quick prior run."
+    )
     learned_weights: str = Field(
         "default",
         description="Weights of the 'learned' prior: a committed set ('default': 0.35 N zone "
@@ -71,7 +84,10 @@ class CalibrationParams(_Params):
         "whose Zernike fit seeds the pupil prior.",
     )
     pupil_wavelength: float | None = Field(
-        None, gt=0, description="Wavelength of the measured pupil, metres (default: the data's)."
+        None,
+        gt=0,
+        le=1e-3,
+        description="Wavelength of the measured pupil, metres (default: the data's).",
     )
     surface_reference: str | None = Field(
         None,
@@ -83,16 +99,18 @@ class CalibrationParams(_Params):
 class TilingParams(_Params):
     """How the field is split into independent reconstruction tasks."""
 
-    grid: tuple[int, int] = Field((1, 1), description="Tiles along (y, x).")
+    grid: tuple[_GridSide, _GridSide] = Field((1, 1), description="Tiles along (y, x).")
     margin: float | None = Field(
         None,
         ge=0,
+        le=4096,
         description="Overlap margin: probe widths (scanning modalities) or detector pixels "
         "(coded, Fourier). Default per modality.",
     )
     guard: int | None = Field(
         None,
         ge=0,
+        le=4096,
         description="Coded: detector pixels at each tile-crop edge whose measurements are "
         "not enforced (the propagation blur across the crop edge). Default half the margin.",
     )
@@ -106,15 +124,17 @@ class EngineParams(_Params):
         description="Reconstruction engine ('pine': ePIE + learned denoiser; 'learned': "
         "single-shot network inversion).",
     )
-    epochs: int = Field(50, ge=1, description="Epochs (RNF) or iterations (PIE).")
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS, description="Epochs (RNF) or iterations (PIE).")
     batch_size: int | None = Field(
-        None, ge=1, description="Frames per update (default: the engine's own)."
+        None, ge=1, le=65536, description="Frames per update (default: the engine's own)."
     )
     learn_positions: bool = Field(False, description="Correct scan positions jointly.")
     learn_probe: bool = Field(True, description="Update the probe (or pupil).")
     alpha: float | None = Field(None, gt=0, le=1, description="PIE object step (rPIE alpha).")
     beta: float | None = Field(None, gt=0, le=1, description="PIE probe step.")
-    mu: float | None = Field(None, ge=0, description="RNF wavelet-sparsity weight (paper: 0.1).")
+    mu: float | None = Field(
+        None, ge=0, le=1e3, description="RNF wavelet-sparsity weight (paper: 0.1)."
+    )
     loss: Literal["huber", "l1", "l2", "gradient", "poisson"] | None = Field(
         None, description="RNF data term (default: the engine's own)."
     )
@@ -157,9 +177,9 @@ class ClusterParams(_Params):
         "LocalCUDACluster (gpu extra); 'address': an existing scheduler; 'none': in-process.",
     )
     address: str | None = Field(None, description="Scheduler address for kind='address'.")
-    n_workers: int | None = Field(None, ge=1, description="Workers (default: by machine).")
-    threads_per_worker: int | None = Field(None, ge=1, description="Threads per worker.")
-    torch_threads: int | None = Field(None, ge=1, description="torch threads per worker.")
+    n_workers: int | None = Field(None, ge=1, le=1024, description="Workers (default: by machine).")
+    threads_per_worker: int | None = Field(None, ge=1, le=256, description="Threads per worker.")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker.")
 
 
 class PipelineParams(_Params):

@@ -3,6 +3,8 @@ evaluate, every step persisted in the run store and skipped when already done.""
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import dask
@@ -24,6 +26,7 @@ from flows.tasks import (
     stitch_task,
     subsample_task,
 )
+from storage.lock import StoreLock
 
 
 class TileFailure(RuntimeError):
@@ -69,8 +72,18 @@ def reconstruct_tiles(
 def pipeline(params: PipelineParams) -> dict:
     """Reconstruct one dataset end to end into the run store ``params.store``.
 
-    Returns a small summary: steps, tile references and metrics.
+    Returns a small summary: steps, tile references and metrics. Holds the store's lock
+    (:mod:`storage.lock`) throughout: a second run into the same store fails at once with
+    ``StoreLockedError`` naming this one.
     """
+    from prefect.runtime import flow_run
+
+    command = f"pipeline flow run {flow_run.name} ({flow_run.id}): {shlex.join(sys.argv)}"
+    with StoreLock(params.store, command):  # re-entered when `ptyflow run` holds it
+        return _pipeline(params)
+
+
+def _pipeline(params: PipelineParams) -> dict:
     log = get_run_logger()
     store = params.store
     raw = ingest_task(params.input, store, params.ingest)

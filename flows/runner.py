@@ -1,5 +1,6 @@
-"""Running the pipeline flow from the command line: one Prefect API for the whole run, a
-progress bar fed by the run store, and the metrics written as a table beside the store."""
+"""Running the pipeline flow from the command line: the store's lock and the input checked
+before anything else, one Prefect API for the whole run, a progress bar fed by the run
+store, and the metrics written as a table beside the store."""
 
 from __future__ import annotations
 
@@ -80,7 +81,41 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
     Returns
     -------
     The flow's summary: ``{"store", "tiles", "metrics"}``.
+
+    Raises
+    ------
+    storage.lock.StoreLockedError
+        Another run holds the store (checked before any Prefect server starts).
+    storage.errors.DataError
+        The input is unreadable or invalid (found by :func:`ingest_input`, before Prefect).
     """
+    from storage.lock import StoreLock
+
+    with StoreLock(params.store):  # held for the whole run; the flow re-enters it
+        ingest_input(params)
+        return _run_flow(params, progress=progress, verbose=verbose)
+
+
+def ingest_input(params: PipelineParams) -> dict:
+    """The pipeline's ``raw`` step, run before Prefect starts: bad input is a one-line
+    :class:`~storage.errors.DataError` (file and field) instead of failed flow and task
+    runs, and the flow's own ingest then finds the step done (same fingerprint) and skips.
+
+    Uses :func:`flows.stages.ingest`, the very validation of ``ptyflow ingest``; reader
+    option errors (``ValueError``/``TypeError``) become ``DataError`` of ``ingest.options``.
+    """
+    from flows.stages import ingest
+    from storage.errors import DataError
+
+    try:
+        return ingest(params.input, params.store, params.ingest)
+    except DataError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise DataError(params.input, "ingest.options", str(exc)) from exc
+
+
+def _run_flow(params: PipelineParams, *, progress: bool, verbose: bool) -> dict:
     from flows.serve import prefect_api
 
     if not verbose:

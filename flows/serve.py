@@ -3,7 +3,10 @@
 Used by ``ptyflow server ...``, ``deployments/init.py``, the CLI's one-API-per-run rule
 (:func:`prefect_api`) and the deployment tests. Every process started here gets its own
 process group, so :func:`stop_process` ends it together with its children (a worker's flow
-run subprocesses, a server's uvicorn process) and nothing else.
+run subprocesses, a server's uvicorn process) and nothing else, and dies with the process
+that started it, SIGKILL included (:mod:`flows.lifeline`). Every server runs with
+telemetry off (:data:`TELEMETRY_OFF`) and, unless configured, on 127.0.0.1
+(:func:`bind_host`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +27,22 @@ PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
 DEFAULT_POOL = "ptyflow-process"
 DEPLOYMENTS = ("pipeline/pipeline", "reprocess-facility/reprocess-facility",
                "gigapixel-coded/gigapixel-coded")  # fmt: skip
+# Prefect's server sends a heartbeat to prefect.io (and logs "Failed to send telemetry"
+# where it cannot); its clients send usage events unless DO_NOT_TRACK is set.
+TELEMETRY_OFF = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+BIND_HOST_ENV = "PTYFLOW_BIND_HOST"
+LOOPBACK = "127.0.0.1"
+
+
+def bind_host() -> str:
+    """The interface ptyflow's servers listen on: ``$PTYFLOW_BIND_HOST``, else 127.0.0.1.
+
+    It applies to a local Dask cluster's scheduler and dashboard and is the default of
+    ``ptyflow server start --host``; the temporary server of ``ptyflow run`` is always
+    on 127.0.0.1. Anything else than loopback exposes an unauthenticated service (the
+    Dask dashboard has no login): set it only behind a firewall or an authenticating proxy.
+    """
+    return os.environ.get(BIND_HOST_ENV, "").strip() or LOOPBACK
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -50,7 +70,7 @@ def server_env(
     extra : further variables (win over everything else).
     """
     env = dict(os.environ)
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.update(TELEMETRY_OFF)
     if home is not None:
         env["PREFECT_HOME"] = str(home)
         env["PREFECT_PROFILES_PATH"] = str(Path(home) / "profiles.toml")
@@ -63,12 +83,16 @@ def server_env(
 
 
 def _popen(args: list[str], env: dict, log: str | os.PathLike | None, cwd=None):
+    from flows.lifeline import guarded
+
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     try:
         # start_new_session: a process group of its own, so stop_process can end the
-        # whole tree (uvicorn, a worker's flow-run subprocesses) by one PID.
-        return subprocess.Popen(args, env=env, cwd=cwd or REPO_ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        # whole tree (uvicorn, a worker's flow-run subprocesses) by one PID. SIGTERM when
+        # we die: servers and workers then shut down cleanly, and end their own children.
+        return subprocess.Popen(guarded(args, signal.SIGTERM), env=env, cwd=cwd or REPO_ROOT,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
     finally:
         if log:
             out.close()
@@ -84,10 +108,11 @@ def start_server(
 ) -> tuple[subprocess.Popen, str]:
     """Start ``prefect server start`` in the background; returns ``(process, api_url)``.
 
-    The caller waits with :func:`wait_healthy` and ends it with :func:`stop_process`.
+    The caller waits with :func:`wait_healthy` and ends it with :func:`stop_process`; the
+    server gets SIGTERM when the caller dies. Telemetry is off whatever ``env`` says.
     """
     port = port or free_port(host)
-    env = dict(env or server_env())
+    env = {**(env or server_env()), **TELEMETRY_OFF}
     env.setdefault("PREFECT_UI_ENABLED", "true" if ui else "false")
     # The UI asks /ui-settings where the API is; without this it says port 4200.
     env.setdefault("PREFECT_UI_API_URL", f"http://{host}:{port}/api")
@@ -221,9 +246,14 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str | None]:
     """One Prefect API for this process and every Dask worker it starts.
 
     With ``PREFECT_API_URL`` set (a real server) nothing is started. Otherwise one
-    temporary server (Prefect's ephemeral server, SQLite under PREFECT_HOME) runs for the
-    whole block, and ``PREFECT_API_URL`` is exported so worker processes report to it
-    instead of starting a server each.
+    temporary server (Prefect's ephemeral server, SQLite under PREFECT_HOME, on
+    127.0.0.1, telemetry off) runs for the whole block, and ``PREFECT_API_URL`` is
+    exported so worker processes report to it instead of starting a server each.
+
+    The server cannot outlive this process (:class:`flows.temporary_server.TemporaryServer`:
+    killed by the kernel if this process dies, SIGKILL included), and within the block
+    SIGTERM raises ``SystemExit(143)`` (:func:`sigterm_as_exit`) so the block's cleanup
+    runs: the Dask cluster closed, logs flushed, the server stopped.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -231,28 +261,62 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str | None]:
     if url:
         yield url
         return
-    from prefect.server.api.server import SubprocessASGIServer
+    from flows.temporary_server import TemporaryServer
 
-    server = SubprocessASGIServer(port=free_port())
+    server = TemporaryServer(port=free_port())
     # Code that asks for "the" ephemeral server (None key) must find this one, not start
     # a second (the same trick as prefect.testing.utilities.prefect_test_harness).
-    prior = SubprocessASGIServer._instances.get(None)
-    SubprocessASGIServer._instances[None] = server
-    server.start(timeout=int(timeout))
-    os.environ["PREFECT_API_URL"] = server.api_url
+    prior = TemporaryServer._instances.get(None)
+    TemporaryServer._instances[None] = server
+    # The clients (this process, the Dask workers it starts) send no usage events either.
+    saved = {k: os.environ.get(k) for k in TELEMETRY_OFF}
+    os.environ.update(TELEMETRY_OFF)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            try:
-                yield server.api_url
-            finally:
-                drain_prefect_workers()  # logs and events reach the API before it stops
+        with sigterm_as_exit():
+            server.start(timeout=int(timeout))
+            os.environ["PREFECT_API_URL"] = server.api_url
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                try:
+                    yield server.api_url
+                finally:
+                    drain_prefect_workers()  # logs and events reach the API before it stops
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         server.stop()
         if prior is not None:
-            SubprocessASGIServer._instances[None] = prior
+            TemporaryServer._instances[None] = prior
         else:
-            SubprocessASGIServer._instances.pop(None, None)
+            TemporaryServer._instances.pop(None, None)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread.
+
+    Python's default SIGTERM action ends the process at once, skipping every ``finally``;
+    an exception runs them (a temporary server stopped, a Dask cluster closed). A second
+    SIGTERM during that cleanup ends the process at once. Nothing changes outside the main
+    thread or where a SIGTERM handler is already installed (e.g. a Prefect worker's).
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def exit_on_sigterm(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def drain_prefect_workers() -> None:

@@ -82,26 +82,31 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
     file gets ``"missing"``: the engine then raises its own error naming it.
     """
     from ptytasks.learned import DEFAULT_WEIGHTS
-    from ptytasks.learned.inversion import resolve_weights
+    from ptytasks.learned.inversion import preset_files
 
     opts = engine.options
-    files: dict[str, Path] = {}
+    files: dict[str, list[Path]] = {}
+    # a preset may resolve to a per-frame-size file (ppn_default_64.pt) that is only chosen
+    # once the frames are read: hash every file the preset can resolve to
     if calibration.object == "learned":
-        files["object_prior"] = resolve_weights(calibration.learned_weights)
+        files["object_prior"] = preset_files(calibration.learned_weights)
     if engine.engine == "learned":
-        files["engine"] = resolve_weights(opts.get("weights"), str(opts.get("model", "ppn")))
+        files["engine"] = preset_files(opts.get("weights"), str(opts.get("model", "ppn")))
     if engine.engine == "pine":
-        files["denoiser"] = Path(str(opts.get("denoiser") or DEFAULT_WEIGHTS))
+        files["denoiser"] = [Path(str(opts.get("denoiser") or DEFAULT_WEIGHTS))]
     if calibration.object == "pine":
-        files["prior_denoiser"] = Path(DEFAULT_WEIGHTS)
+        files["prior_denoiser"] = [Path(DEFAULT_WEIGHTS)]
     out = {}
-    for role, f in files.items():
-        try:
-            st = f.stat()
-        except OSError:
-            out[role] = "missing"
-            continue
-        out[role] = _digest(str(f.resolve()), st.st_size, st.st_mtime_ns)
+    for role, paths in files.items():
+        digests = []
+        for f in paths:
+            try:
+                st = f.stat()
+            except OSError:
+                digests.append("missing")
+                continue
+            digests.append(_digest(str(f.resolve()), st.st_size, st.st_mtime_ns))
+        out[role] = ",".join(digests)  # one file: its digest alone, as before
     return out
 
 
@@ -110,6 +115,18 @@ def _calibration_key(params: CalibrationParams) -> dict:
     """The calibration settings that change results: the learned prior's weights only when
     the prior is learned (stores written before the field existed keep their keys)."""
     return params.model_dump(exclude={"learned_weights"} if params.object != "learned" else None)
+
+
+def _mean_frame(frames) -> np.ndarray:
+    """The mean of ``frames`` (lazy or not) as a one-frame float32 stack ``(1, det_y,
+    det_x)``, summed in float64 a block (one ~16 MiB raw shard) at a time."""
+    lazy = hasattr(frames, "iter_blocks")
+    blocks = frames.iter_blocks(L.FRAME_SHARD_BYTES) if lazy else [(0, frames)]
+    total = np.zeros(frames.shape[1:], np.float64)
+    for _, block in blocks:
+        total += np.sum(block, axis=0, dtype=np.float64)
+        del block  # before the next read: one block in memory, not two
+    return (total / max(1, frames.shape[0])).astype(np.float32)[None]
 
 
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
@@ -122,8 +139,10 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
-    if data.modality != "coded" or params.probe != "data" or data.probe is not None:
-        data.frames = np.asarray(data.frames)  # coded: the plane-wave prior streams them
+    if data.modality != "fourier" and not (params.probe == "data" and data.probe is not None):
+        # Every frame-derived probe prior (mean pattern, physical scaling, coded plane wave)
+        # depends on the frames only through their mean: stream it, one block in memory.
+        data.frames = _mean_frame(data.frames)
     arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
     if data.modality == "fourier":
         measured = None
@@ -181,6 +200,34 @@ def epoch_progress_path(store_path: str, step: str) -> Path:
     return Path(f"{store_path}.checkpoints") / f"{step.replace('/', '__')}.epoch"
 
 
+def checkpoint_path(store_path: str, step: str, key: str) -> Path:
+    """The RNF checkpoint of ``step`` under step key ``key``.
+
+    ``key`` is the key the step will be stored with (its fingerprint and its upstream
+    steps' keys), so a changed parameter, prior or dataset names another file: state
+    computed under the old inputs is never found, let alone resumed.
+    """
+    return Path(f"{store_path}.checkpoints") / f"{step.replace('/', '__')}.{key}.pt"
+
+
+def _drop_stale_checkpoints(store_path: str, step: str, keep: Path) -> None:
+    """Delete ``step``'s checkpoints under other keys (and the unkeyed ``<step>.pt`` of
+    older versions), with their leftover temporary files; and the epoch-progress file when
+    no current checkpoint backs it (it would show the old run's epochs)."""
+    import re
+
+    stem = re.escape(step.replace("/", "__"))
+    ours = re.compile(rf"{stem}(\.[0-9a-f]{{64}})?\.pt(\..+\.tmp)?")
+    folder = keep.parent
+    if folder.is_dir():
+        for f in folder.iterdir():
+            # keep's own temporary files may belong to a writer still running
+            if ours.fullmatch(f.name) and not f.name.startswith(keep.name):
+                f.unlink(missing_ok=True)
+    if not keep.exists():
+        epoch_progress_path(store_path, step).unlink(missing_ok=True)
+
+
 def reconstruct_tile(
     store_path: str,
     tile: dict,
@@ -194,14 +241,27 @@ def reconstruct_tile(
     """Reconstruct one tile and write it as step ``reconstruct[_half]/<tile_id>``.
 
     Skipped when the step is complete with the same tile, engine and priors. The engine's
-    checkpoint lives beside the store, so a worker killed mid-tile resumes it.
+    checkpoint lives beside the store under the step's key (:func:`checkpoint_path`), so
+    a worker killed mid-tile resumes it with the same inputs and parameters, and only then;
+    checkpoints of the tile under other keys are deleted.
+
+    Raises
+    ------
+    DataError
+        An upstream step (priors, tiling) is not complete.
+    ptytasks.engines.checkpoint.CheckpointError
+        The checkpoint file is not one ptyflow wrote (e.g. a planted pickle: refused,
+        never executed).
     """
     import torch
 
     from ptytasks.calibration import object_prior, pupil_prior, tile_weight
+    from ptytasks.engines.checkpoint import StaleCheckpoint
     from ptytasks.engines.registry import run_engine
     from ptytasks.metrics.frc import half_split_indices
     from ptytasks.tiling import Tile, tile_dataset
+    from storage.atomic import step_key
+    from storage.errors import DataError
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -213,6 +273,15 @@ def reconstruct_tile(
                      *([weights] if weights else []))  # fmt: skip
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
+    upstream = {}
+    for dep in (L.PRIORS, TILING):  # write_group's depends_on: the key it will store
+        m = store.marker(dep)
+        if m is None or not store.is_complete(dep):
+            raise DataError(store_path, dep, f"step {name!r} depends on {dep!r}, which is "
+                            "not complete (run it first)")
+        upstream[dep] = m["key"]
+    ckpt = checkpoint_path(store_path, name, step_key(fp, upstream))
+    _drop_stale_checkpoints(store_path, name, keep=ckpt)
     t0 = time.perf_counter()
     # Lazy: a tile reads only its own frames (and only its crop of them).
     data = store.read_raw(lazy=True, subsample=True)
@@ -236,7 +305,6 @@ def reconstruct_tile(
         pupil, _ = pupil_prior(sub, coefficients=priors.get("zernike"))
     obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations,
                         learned_weights=calibration.learned_weights)
-    ckpt = Path(f"{store_path}.checkpoints") / f"{name.replace('/', '__')}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     epochs_file = epoch_progress_path(store_path, name)
 
@@ -247,11 +315,19 @@ def reconstruct_tile(
         os.replace(tmp, epochs_file)
         return progress(epoch, info) if progress is not None else None
 
-    result = run_engine(
-        engine.engine, sub, engine.settings(), object_prior=obj0, probe_prior=probe,
-        surface_prior=surface, pupil_prior=pupil, callback=on_epoch,
+    run = functools.partial(
+        run_engine, engine.engine, sub, engine.settings(), object_prior=obj0,
+        probe_prior=probe, surface_prior=surface, pupil_prior=pupil, callback=on_epoch,
         checkpoint=str(ckpt) if engine.engine == "rnf" else None,
     )  # fmt: skip
+    try:
+        result = run()
+    except StaleCheckpoint as exc:
+        # Same key, other engine options: engine defaults changed with the code. Raised
+        # before any training, so starting afresh loses nothing that could be kept.
+        log.warning("%s; reconstructing %s afresh", exc, name)
+        ckpt.unlink(missing_ok=True)
+        result = run()
     weight = tile_weight(sub, result)
     arrays = {"object": result.object, "weight": weight, "probe": result.probe,
               "loss": np.asarray(result.loss_history, np.float64),
@@ -279,7 +355,7 @@ def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -
     store = _store(store_path)
     name = f"{L.MOSAIC}{'_' + half if half else ''}"
     steps = [tile_step(t["tile_id"], half) for t in tiles]
-    fp = fingerprint(steps, [store.marker(s)["key"] for s in steps])
+    fp = fingerprint(steps, [store.marker(s)["key"] for s in steps], MosaicWriter.FORMAT)
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     tl = [Tile.from_dict(t) for t in tiles]
@@ -331,25 +407,72 @@ def _stitch_shard(shard, store_path, tiles, corr, half, name) -> None:
 
 
 # ----------------------------------------------------------------------------- evaluate
+_BAND_PIXELS = 2**20  # level-0 pixels per band when the truth is reduced (~50 MiB transient)
+
+
+def _evaluation_level(store: RunStore, names: list[str]) -> int:
+    """The pyramid level metrics use: the finest within ``MAX_EVAL_PIXELS`` that every
+    mosaic in ``names`` has (level 0 for all but very large mosaics)."""
+    from ptytasks.evaluation import evaluation_level
+
+    shapes, k = [], 0
+    while all(store.exists(f"{n}/level_{k}/object") for n in names):
+        shapes.append(tuple(store.root[f"{names[0]}/level_{k}/object"].shape))
+        k += 1
+    return evaluation_level(shapes)
+
+
+def _truth_at_level(store: RunStore, k: int) -> np.ndarray | None:
+    """The ground-truth object on pyramid level ``k``'s grid (None without truth), reduced
+    band by band with the level-0 mosaic weight, so level 0 is never read whole."""
+    from ptytasks.evaluation import downsample_weighted
+
+    path = f"{L.TRUTH}/object"
+    if not store.exists(path):
+        return None
+    if k == 0:
+        return store.read_array(path)
+    t, w0 = store.root[path], store.root[f"{L.MOSAIC}/level_0/weight"]
+    f = 2**k
+    h, wd = min(t.shape[0], w0.shape[0]), min(t.shape[1], w0.shape[1])
+    rows = f * max(1, _BAND_PIXELS // max(1, wd * f))  # whole f x f blocks per band
+    out = np.zeros((-(-h // f), -(-wd // f)), np.complex64)
+    for y in range(0, h, rows):
+        y1 = min(h, y + rows)
+        out[y // f : -(-y1 // f)] = downsample_weighted(t[y:y1, :wd], w0[y:y1, :wd], f)
+    return out
+
+
 def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | None = None) -> dict:
     """Metrics of the stitched object (vs ground truth, and/or half-data FRC) as step
-    ``metrics``; preview PNGs of amplitude and phase written beside the store."""
+    ``metrics``; preview PNGs of amplitude and phase written beside the store.
+
+    A mosaic larger than ``ptytasks.evaluation.MAX_EVAL_PIXELS`` is evaluated on the finest
+    pyramid level within it (``values["evaluation_level"]``; resolutions in metres use that
+    level's pixel), so memory does not grow with the mosaic.
+    """
     from ptytasks.evaluation import evaluate_mosaic, write_previews
 
     store = _store(store_path)
     deps = [s for s in (L.MOSAIC, f"{L.MOSAIC}_a", f"{L.MOSAIC}_b") if store.is_complete(s)]
-    fp = fingerprint(params.model_dump(), [store.marker(d)["key"] for d in deps])
+    halved = f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps
+    k = _evaluation_level(store, [L.MOSAIC, *([f"{L.MOSAIC}_a", f"{L.MOSAIC}_b"] * halved)])
+    # level 0 keeps the fingerprint of stores evaluated before levels were chosen
+    fp = fingerprint(params.model_dump(), [store.marker(d)["key"] for d in deps],
+                     *([{"evaluation_level": k}] if k else []))  # fmt: skip
     if store.is_complete(L.METRICS, fp):
         return dict(store.root[L.METRICS].attrs["values"])
-    mosaic = store.read_array(f"{L.MOSAIC}/level_0/object")
-    weight = store.read_array(f"{L.MOSAIC}/level_0/weight")
-    truth = store.read_array(f"{L.TRUTH}/object") if store.exists(f"{L.TRUTH}/object") else None
+    lv = f"level_{k}"
+    mosaic = store.read_array(f"{L.MOSAIC}/{lv}/object")
+    weight = store.read_array(f"{L.MOSAIC}/{lv}/weight")
+    truth = _truth_at_level(store, k)
     halves = None
-    if f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps:
-        halves = tuple(store.read_array(f"{L.MOSAIC}_{h}/level_0/object") for h in "ab")
-    px = float(store.root[L.RAW].attrs["pixel_size"])
+    if halved:
+        halves = tuple(store.read_array(f"{L.MOSAIC}_{h}/{lv}/object") for h in "ab")
+    px = float(store.root[L.RAW].attrs["pixel_size"]) * 2**k
     values = evaluate_mosaic(mosaic, weight, truth=truth, halves=halves, pixel_size=px,
                              threshold=params.threshold)  # fmt: skip
+    values["evaluation_level"] = float(k)
     out_dir = Path(preview_dir or Path(store_path).parent)
     previews = write_previews(mosaic, weight, out_dir, stem=Path(store_path).stem)
     with store.step(L.METRICS, fp, depends_on=deps) as st:

@@ -1,5 +1,10 @@
 """Quality of a stitched reconstruction: against ground truth, or between two
-reconstructions from interleaved halves of the data; preview images."""
+reconstructions from interleaved halves of the data; preview images.
+
+Memory: metrics need the whole image at once (alignment, FRC), so a mosaic with more than
+:data:`MAX_EVAL_PIXELS` pixels is evaluated on the finest pyramid level within that bound
+(:func:`evaluation_level`); the truth is reduced the same way (:func:`downsample_weighted`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,43 @@ import numpy as np
 
 from ptytasks.metrics.errors import quality_report
 from ptytasks.metrics.frc import frc
+
+#: Most pixels of the image the metrics are computed on (2048 x 2048). Alignment, FRC and
+#: SSIM work in float64/complex128 with FFTs: ~530 bytes per pixel, a ~2.3 GB peak against
+#: the truth at this bound (bench/bench_memory.py). Lower it for small machines.
+MAX_EVAL_PIXELS = 2048 * 2048
+
+
+def evaluation_level(shapes: list[tuple[int, int]], max_pixels: int | None = None) -> int:
+    """The finest pyramid level with at most ``max_pixels`` pixels (else the coarsest).
+
+    Parameters
+    ----------
+    shapes : the ``(y, x)`` shapes of levels 0, 1, ... (each 2x coarser)
+    max_pixels : default :data:`MAX_EVAL_PIXELS`
+    """
+    limit = MAX_EVAL_PIXELS if max_pixels is None else int(max_pixels)
+    for k, (h, w) in enumerate(shapes):
+        if h * w <= limit:
+            return k
+    return max(0, len(shapes) - 1)
+
+
+def downsample_weighted(obj: np.ndarray, weight: np.ndarray, factor: int) -> np.ndarray:
+    """Weight-averaged ``factor x factor`` blocks of ``obj`` (complex64; empty blocks 0).
+
+    Equal to ``factor = 2**k`` rounds of the mosaic pyramid's weighted 2x2 averaging
+    (``storage.mosaic``), so a truth reduced this way lies on level ``k``'s grid. Edges are
+    padded with zero weight (the pyramid's ``ceil(n / 2)`` shapes).
+    """
+    f = int(factor)
+    h, w = obj.shape
+    hh, ww = -(-h // f) * f, -(-w // f) * f
+    o = np.pad(np.asarray(obj, np.complex128), ((0, hh - h), (0, ww - w)))
+    wt = np.pad(np.asarray(weight, np.float64), ((0, hh - h), (0, ww - w)))
+    num = (o * wt).reshape(hh // f, f, ww // f, f).sum((1, 3))
+    den = wt.reshape(hh // f, f, ww // f, f).sum((1, 3))
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 0).astype(np.complex64)
 
 
 def trusted_mask(weight: np.ndarray, fraction: float = 0.1) -> np.ndarray:

@@ -3,14 +3,19 @@
 A *step* is one group of the run store (``raw``, ``reconstruct/tile_003``, ...). It is
 written in three phases:
 
-1. any old completion marker is removed (one atomic rewrite of the group's ``zarr.json``),
-   then the old group is deleted;
+1. any old completion marker is replaced by the flag ``ptyflow_writing`` (one atomic
+   rewrite of the group's ``zarr.json``), the old group is moved out of the store (one
+   rename) and deleted, and the group is created anew carrying the flag;
 2. the step writes its arrays;
-3. the marker ``ptyflow_step`` is added to the group's attributes -- again one atomic
-   rewrite of ``zarr.json`` (Zarr's local store writes to a temporary file and renames).
+3. the marker ``ptyflow_step`` replaces the flag in the group's attributes -- again one
+   atomic rewrite of ``zarr.json`` (Zarr's local store writes to a temporary file and
+   renames).
 
 A reader that finds the marker therefore sees every array of the step in full; a writer
-killed at any point leaves no marker, and a re-run starts the step afresh.
+killed at any point leaves no marker, and a re-run starts the step afresh. A reader that
+overlaps a rewrite notices that the marker changed (:func:`read_whole`, behind
+``RunStore.read_array``/``read_group``/``read_raw``), so it gets the old or the new step,
+whole.
 
 The marker holds the step's own fingerprint (a hash of its inputs and parameters) and the
 *keys* of the steps it depends on. A step's key hashes its fingerprint together with its
@@ -26,7 +31,8 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
@@ -38,7 +44,68 @@ from storage.layout import STEP_ATTR
 if TYPE_CHECKING:  # pragma: no cover
     from storage.store import RunStore
 
-__all__ = ["fingerprint", "file_digest", "Step"]
+#: Attribute of a step group while it is being written (host, pid, start); readers of its
+#: arrays wait or fail instead of reading half a step. Replaced by the marker.
+WRITING_ATTR = "ptyflow_writing"
+
+
+def _who() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "at": _dt.datetime.now(_dt.UTC).isoformat()}  # fmt: skip
+
+
+__all__ = ["fingerprint", "file_digest", "Step", "read_whole"]
+
+# A read that overlaps a rewrite of its step is retried: 50 x 20 ms covers the marker and
+# small arrays being rewritten; longer rewrites give a DataError, never a half step.
+_READ_TRIES, _READ_PAUSE = 50, 0.02
+
+
+def enclosing_step(store: RunStore, path: str) -> tuple[str | None, dict | None]:
+    """``(step, marker)`` of the innermost step group holding ``path`` (the group itself or
+    an ancestor): ``marker`` is None while the step is being written; ``(None, None)``
+    outside any step or when nothing is there."""
+    import zarr
+
+    parts = path.strip("/").split("/")
+    for i in range(len(parts), 0, -1):
+        p = "/".join(parts[:i])
+        try:
+            g = store.root[p]
+        except KeyError:
+            continue
+        if isinstance(g, zarr.Group):
+            a = g.attrs.asdict()
+            if STEP_ATTR in a or WRITING_ATTR in a:
+                return p, a.get(STEP_ATTR)
+    return None, None
+
+
+def read_whole(store: RunStore, path: str, read: Callable):
+    """``read()`` of data under ``path`` as one complete version of its step (a seqlock).
+
+    The writer replaces a step's marker before touching its arrays, moves the old group out
+    by one rename, and writes the new marker last; so a read bracketed by two looks at the
+    same marker saw one whole version. A read that overlapped a rewrite, or a step being
+    written, is retried every 20 ms for up to ~1 s, then raises ``DataError``. Errors of
+    the read itself (a missing array) are raised when the step did not change meanwhile.
+    """
+    step = None
+    for _ in range(_READ_TRIES):
+        before = enclosing_step(store, path)
+        try:
+            value, error = read(), None
+        except Exception as exc:  # noqa: BLE001 - judged by the re-check below
+            value, error = None, exc
+        after = enclosing_step(store, path)
+        step = before[0]
+        if after == before and (step is None or before[1] is not None):
+            if error is not None:
+                raise error
+            return value  # one complete version (or data outside any step)
+        time.sleep(_READ_PAUSE)
+    raise DataError(store.path, step, "step is incomplete: being written by a run, or left "
+                    "incomplete by a failed one (run again to redo it)")  # fmt: skip
 
 
 def _feed(h, v) -> None:
@@ -134,21 +201,20 @@ class Step:
         if m is not None and m.get("key") == self.key and self.store.is_complete(self.name):
             self.done = True
             return self
-        self.store._reset_group(self.name)
+        self.store._reset_group(self.name, {WRITING_ATTR: _who()})
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None and not self.done:
-            marker = {
-                "fingerprint": self.fingerprint,
-                "key": self.key,
-                "depends_on": self._upstream,
-                "completed_at": _dt.datetime.now(_dt.UTC).isoformat(),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-            # Written last: one atomic rewrite of the group's zarr.json.
-            self.store.group(self.name).attrs[STEP_ATTR] = marker
+            w = _who()
+            marker = {"fingerprint": self.fingerprint, "key": self.key,
+                      "depends_on": self._upstream, "completed_at": w["at"],
+                      "host": w["host"], "pid": w["pid"]}  # fmt: skip
+            attrs = self.store.group(self.name).attrs
+            new = {k: v for k, v in attrs.asdict().items() if k != WRITING_ATTR}
+            # Written last: one atomic rewrite of the group's zarr.json (marker in, the
+            # "being written" flag out).
+            attrs.put({**new, STEP_ATTR: marker})
         return False
 
     # Convenience pass-throughs, refusing writes into a step that is already complete.

@@ -36,6 +36,7 @@ import os
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers bitshuffle/LZ4, Blosc, ... filters (Eiger files)
 import numpy as np
 
 from ptytasks.data import PtychoData
@@ -48,6 +49,7 @@ from storage.geometry import (
     object_shape_for,
     positions_from_metres,
 )
+from storage.readers._common import read_small
 from storage.readers.lazy import LazyFrames
 from storage.validate import check_frames, validate_data
 
@@ -165,7 +167,11 @@ def _write(f: h5py.File, d: PtychoData) -> None:
 def _scalar(f: h5py.File, key: str) -> float | None:
     if key not in f:
         return None
-    return float(np.asarray(f[key][()]).reshape(-1)[0])
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset) or ds.size == 0:
+        raise DataError(f.filename, key, "must be a dataset holding one number")
+    # the first element only: a scalar declared as a huge array is never read whole
+    return float(np.asarray(ds[()] if ds.ndim == 0 else ds[(0,) * ds.ndim]))
 
 
 def read_cxi(
@@ -210,10 +216,15 @@ def read_cxi(
     try:
         with wrap_errors(path, None):
             d = _read(f, path, z1, margin, lazy, overrides)
+        return validate_data(d, path, check_values=not lazy)
+    except BaseException:
+        # Close now: a file left to the cyclic garbage collector (the traceback holds it)
+        # may be finalised on another thread (zarr's event loop) and deadlock HDF5's lock.
+        f.close()
+        raise
     finally:
         if not lazy:
             f.close()
-    return validate_data(d, path, check_values=not lazy)
 
 
 def _frames(f: h5py.File, path: Path, lazy: bool):
@@ -242,7 +253,8 @@ def _read(f, path, z1, margin, lazy, ov) -> PtychoData:
         a = pty.attrs
         params = {k: float(v) for k, v in pty["params"].attrs.items()} if "params" in pty else {}
         meta.update(serial.loads(a["meta_json"]) if "meta_json" in a else {})
-        meta.update({k: v[()] for k, v in pty["meta"].items()} if "meta" in pty else {})
+        if "meta" in pty:
+            meta.update({k: read_small(v, path, f"{PTY}/meta/{k}") for k, v in pty["meta"].items()})
     # Raw physical metadata (file values, then user overrides)
     wavelength = ov.get("wavelength")
     if wavelength is None:
@@ -255,30 +267,31 @@ def _read(f, path, z1, margin, lazy, ov) -> PtychoData:
         raise DataError(path, f"{SRC}/wavelength", "no wavelength or energy; pass wavelength=")
     det_px = ov.get("detector_pixel", _scalar(f, f"{DET}/x_pixel_size"))
     z2 = _scalar(f, f"{DET}/distance")
-    if f"{DET}/mask" in f:
-        m = np.asarray(f[f"{DET}/mask"][()])
-        if m.shape == (ny, nx):
-            meta["mask"] = m == 0  # CXI: nonzero marks a bad pixel; ours: True = usable
+    if f"{DET}/mask" in f and getattr(f[f"{DET}/mask"], "shape", None) == (ny, nx):
+        m = read_small(f[f"{DET}/mask"], path, f"{DET}/mask")  # shape checked before reading
+        meta["mask"] = m == 0  # CXI: nonzero marks a bad pixel; ours: True = usable
     if pty is not None:
         a = pty.attrs
+        small = lambda k: read_small(pty[k], path, f"{PTY}/{k}") if k in pty else None
         d = PtychoData(
             modality=str(a["modality"]),
             frames=frames,
             wavelength=float(a.get("wavelength", wavelength)),
             pixel_size=float(a["pixel_size"]),
             object_shape=tuple(int(v) for v in a["object_shape"]),
-            positions_px=pty["positions_px"][()] if "positions_px" in pty else None,
-            wavevectors=pty["wavevectors"][()] if "wavevectors" in pty else None,
+            positions_px=small("positions_px"),
+            wavevectors=small("wavevectors"),
             distance=float(a["distance"]) if "distance" in a else None,
             detector_pixel=float(a["detector_pixel"]) if "detector_pixel" in a else None,
-            probe=pty["probe"][()] if "probe" in pty else None,
+            probe=small("probe"),
             params=params,
             meta=meta,
         )
     else:
         d = _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta)
     if TRUTH in f:
-        d.ground_truth = {k: v[()] for k, v in f[TRUTH].items()}
+        # size-checked before reading: ground truth is read whole even when lazy
+        d.ground_truth = {k: read_small(v, path, f"{TRUTH}/{k}") for k, v in f[TRUTH].items()}
     for k, v in ov.items():
         if k in ("params", "meta"):
             getattr(d, k).update(v)
@@ -331,11 +344,12 @@ def _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta) -> P
         raise DataError(path, "pixel_size", f"cannot derive it for {modality}; pass pixel_size=")
     positions = None
     if TRANSLATION in f:
-        t = np.asarray(f[TRANSLATION][()], dtype=np.float64)
-        if t.ndim != 2 or t.shape[0] != n or t.shape[1] < 2:
+        shape = getattr(f[TRANSLATION], "shape", None)
+        if shape is None or len(shape) != 2 or shape[0] != n or not 2 <= shape[1] <= 3:
             raise DataError(
-                path, TRANSLATION, f"shape {t.shape} does not match {n} frames: need ({n}, 3)"
-            )
+                path, TRANSLATION, f"shape {shape} does not match {n} frames: need ({n}, 3)"
+            )  # checked before reading: a declared-huge array is never allocated
+        t = np.asarray(read_small(f[TRANSLATION], path, TRANSLATION), dtype=np.float64)
         if not np.isfinite(t).all():
             raise DataError(path, TRANSLATION, "contains NaN or infinite values")
         positions = positions_from_metres(t[:, [1, 0]], pixel, margin)  # (x, y) -> (y, x)

@@ -28,7 +28,12 @@ dims, and a ``units`` attribute. Complex arrays are ``complex64``. Layout::
                             of the tile in the mosaic, frame indices, engine settings
     mosaic/level_<k>/       step "mosaic": object (y, x) complex64 and weight (y, x)
                             float32 at 2**k downsampling, coords y, x in metres;
-                            mosaic attrs: multiscales (levels, scale factors)
+                            amplitude_phase (c, y, x) float32, c = "amplitude", "phase"
+                            (coordinate c): the OME-Zarr image (see storage.ome)
+    mosaic                  attrs: pixel_size [m], origin [m], and "ome": OME-Zarr 0.5
+                            multiscales (axes c, y, x in metres; one scale + translation
+                            per level) and omero channels, so napari, neuroglancer and
+                            ome-zarr open run.zarr/mosaic (and mosaic_a, mosaic_b) as an image
     metrics/                step "metrics" (or any name): scalars as attrs, arrays
 
 Every step group carries, once all its arrays are written, the attribute

@@ -18,6 +18,11 @@ Tile weights: the tile group's ``weight`` array if present, else a separable rai
 taper of ``taper`` pixels at the tile edges (``taper=0``: uniform, a plain average).
 A multiscale pyramid (``level_1``, ``level_2``, ... each 2x coarser, weight-averaged)
 is built afterwards, also shard by shard.
+
+The mosaic group is an OME-Zarr 0.5 image (:mod:`storage.ome`): every level also holds
+``amplitude_phase`` (c, y, x) float32, written by the same shard writer as ``object`` (so
+the two never disagree), and the group's ``"ome"`` attribute lists the levels with their
+scale in metres, for napari, neuroglancer and ``ome-zarr``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from storage import ome
 from storage.errors import DataError
 
 __all__ = ["MosaicWriter", "TileRef", "taper_window"]
@@ -65,6 +71,10 @@ class MosaicWriter:
     workers; every method opens the store itself.
     """
 
+    #: What a finished mosaic holds; part of the mosaic step's fingerprint, so a mosaic
+    #: written before the OME image existed is rebuilt on the next run, not kept as is.
+    FORMAT = f"ome-zarr-{ome.OME_VERSION}/{ome.IMAGE}"
+
     def __init__(self, path: str | os.PathLike, name: str = "mosaic"):
         self.path = os.fspath(path)
         self.name = name.strip("/")
@@ -93,6 +103,7 @@ class MosaicWriter:
             "units": {"pixel_size": "m", "origin": "m"}, "shard": list(shard),
         })  # fmt: skip
         w._create_level(0, tuple(int(s) for s in shape), shard, chunk)
+        w.write_ome(0, sample=False)  # valid OME from the start; build_pyramid adds levels
         return w
 
     def _create_level(self, k: int, shape, shard, chunk) -> None:
@@ -109,6 +120,18 @@ class MosaicWriter:
                 shards=sh, dimension_names=("y", "x"), fill_value=0, overwrite=True,
                 attributes={"units": units, "level": k, "downsample": 2**k},
             )  # fmt: skip
+        # The OME image: channels ride in the same shard as their pixels (one writer each).
+        zarr.create_array(
+            store=self.path, name=f"{grp}/{ome.IMAGE}", shape=(len(ome.CHANNELS), *shape),
+            dtype="float32", chunks=(1, *ch), shards=(len(ome.CHANNELS), *sh),
+            dimension_names=("c", "y", "x"), fill_value=0, overwrite=True,
+            attributes={"units": ", ".join(f"{u} ({c})" for c, u in
+                                           zip(ome.CHANNELS, ome.CHANNEL_UNITS, strict=True)),
+                        "channels": list(ome.CHANNELS), "level": k, "downsample": 2**k},
+        )  # fmt: skip
+        c = zarr.create_array(store=self.path, name=f"{grp}/c", shape=(len(ome.CHANNELS),),
+                              dtype=str, dimension_names=("c",), overwrite=True)  # fmt: skip
+        c[:] = np.asarray(ome.CHANNELS, dtype=str)
         f = 2**k
         for dim, n, o in (("y", shape[0], origin[0]), ("x", shape[1], origin[1])):
             c = zarr.create_array(store=self.path, name=f"{grp}/{dim}", shape=(n,),
@@ -141,9 +164,12 @@ class MosaicWriter:
                 f"{(sy, sx)} of the {(ny, nx)} mosaic; concurrent partial-shard writes would "
                 "lose data (use assemble(), or align the region)",
             )  # fmt: skip
-        a[y0 : y0 + h, x0 : x0 + w] = np.asarray(obj, np.complex64)
+        obj = np.asarray(obj, np.complex64)
+        a[y0 : y0 + h, x0 : x0 + w] = obj
         wt = np.ones(obj.shape, np.float32) if weight is None else np.asarray(weight, np.float32)
         wa[y0 : y0 + h, x0 : x0 + w] = wt
+        img = self.array(ome.IMAGE, level)
+        img[:, y0 : y0 + h, x0 : x0 + w] = np.stack([np.abs(obj), np.angle(obj)])
 
     # ------------------------------------------------------------------ assembly
     def plan(self, tiles: Iterable[TileRef]) -> list[tuple[tuple[slice, slice], list[TileRef]]]:
@@ -211,12 +237,26 @@ class MosaicWriter:
             else:
                 client.gather(client.map(self._downsample_shard, [k] * len(jobs), jobs,
                                          pure=False))  # fmt: skip
-        root = zarr.open_group(self.path, mode="a")
-        root[self.name].attrs["multiscales"] = [{
-            "name": "object", "axes": ["y", "x"],
-            "datasets": [{"path": f"level_{k}", "downsample": 2**k} for k in range(levels + 1)],
-        }]  # fmt: skip
+        self.write_ome(levels)
         return levels
+
+    def write_ome(self, levels: int, sample: bool = True) -> None:
+        """Write the group's OME-Zarr 0.5 ``"ome"`` attribute for levels ``0..levels``.
+
+        With ``sample``, the amplitude display window comes from the coarsest level's
+        covered pixels (weight > 0), read with a stride that keeps it to ~1 Mpixel (a
+        gigapixel level 0 is never loaded whole); else a default window is written.
+        """
+        amp = None
+        if sample:
+            wa = self.array("weight", levels)
+            s = max(1, math.ceil(math.sqrt(wa.size / 2**20)))
+            amp = self.array(ome.IMAGE, levels)[0, ::s, ::s][wa[::s, ::s] > 0]
+        g = zarr.open_group(self.path, mode="a")[self.name]
+        a = g.attrs.asdict()
+        g.attrs["ome"] = ome.image_attrs(self.name.rsplit("/", 1)[-1], levels,
+                                         pixel_size=a["pixel_size"], origin=a["origin"],
+                                         amplitude=amp)  # fmt: skip
 
     def _downsample_shard(self, k: int, shard: tuple[slice, slice]) -> None:
         ys, xs = shard
@@ -245,7 +285,8 @@ def assemble_mosaic(
     tiles = list(tiles)
     params = {"tiles": [(t.name, t.y0, t.x0) for t in tiles], "shape": list(shape),
               "pixel_size": pixel_size, "origin": list(origin), "shard": list(shard),
-              "chunk": list(chunk), "taper": taper, "levels": levels}  # fmt: skip
+              "chunk": list(chunk), "taper": taper, "levels": levels,
+              "format": MosaicWriter.FORMAT}  # fmt: skip
     fp = fingerprint_ if fingerprint_ is not None else params
     with store.step(name, fp, depends_on=sorted({t.name for t in tiles})) as st:
         if not st.done:

@@ -13,8 +13,10 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,9 +27,10 @@ import zarr
 from ptytasks.data import PtychoData
 from storage import layout as L
 from storage import serial
-from storage.atomic import Step, fingerprint
+from storage.atomic import WRITING_ATTR, Step, fingerprint, read_whole
 from storage.errors import DataError, wrap_errors
 from storage.geometry import wavelength_to_energy_ev
+from storage.lock import StoreLock
 from storage.readers.lazy import LazyFrames
 from storage.validate import check_frames, validate_data
 
@@ -61,7 +64,8 @@ class RunStore:
         self.path = Path(path)
         self.mode = mode
         if mode == "w" and self.path.exists():
-            shutil.rmtree(self.path)
+            with StoreLock(self.path):  # never delete a store another run is writing
+                shutil.rmtree(self.path)
         if mode == "r" and not (self.path / "zarr.json").is_file():
             raise DataError(self.path, None, "is not a run store (no zarr.json)")
         with wrap_errors(self.path, None, "opening the run store"):
@@ -82,6 +86,11 @@ class RunStore:
     def open(cls, path, mode: str = "r") -> RunStore:
         return cls(path, mode=mode)
 
+    def lock(self, command: str | None = None) -> StoreLock:
+        """This store's exclusive run lock (``with store.lock(): ...``); see
+        :mod:`storage.lock`. Runs take it; their Dask workers write under it."""
+        return StoreLock(self.path, command)
+
     # ------------------------------------------------------------------ groups, arrays
     def group(self, name: str) -> zarr.Group:
         """The group ``name`` (created when the store is writable)."""
@@ -99,14 +108,42 @@ class RunStore:
             return False
         return True
 
-    def _reset_group(self, name: str) -> None:
-        """Remove a step's marker (first, atomically), then its old content."""
+    def _reset_group(self, name: str, attrs: Mapping | None = None) -> None:
+        """Replace a step's marker by ``attrs`` (first, atomically), remove its old content,
+        and create the group anew with ``attrs`` in its first ``zarr.json``."""
+        attrs = dict(attrs or {})
+        moved = None
         if self.exists(name):
             g = self.root[name]
-            if L.STEP_ATTR in g.attrs:
-                del g.attrs[L.STEP_ATTR]
+            old = g.attrs.asdict()
+            if L.STEP_ATTR in old:
+                old.pop(L.STEP_ATTR)
+                g.attrs.put({**old, **attrs})
+            moved = self._move_out(name)
+        self.root.create_group(name, attributes=attrs, overwrite=True)
+        if moved is not None:  # deleted after the new group exists: no long gap for readers
+            shutil.rmtree(moved)
+            with contextlib.suppress(OSError):  # another deletion may be using it
+                moved.parent.rmdir()
+
+    def _move_out(self, name: str) -> Path | None:
+        """Take group ``name`` out of the hierarchy; on a local store by one atomic rename
+        into ``<store>.trash/`` (returned, for deletion), so a reader finds the whole old
+        group or none -- never some arrays deleted and their chunks read as fill values."""
+        store = self.root.store
+        if not isinstance(store, zarr.storage.LocalStore):
             del self.root[name]
-        self.root.require_group(name)
+            return None
+        trash = Path(f"{store.root}.trash")
+        trash.mkdir(exist_ok=True)
+        bin_ = Path(tempfile.mkdtemp(dir=trash))
+        os.rename(Path(store.root) / name, bin_ / "group")
+        return bin_
+
+    def _snapshot(self, path: str, read):
+        """``read()`` as one complete version of the step holding ``path``; see
+        :func:`storage.atomic.read_whole`."""
+        return read_whole(self, path, read)
 
     def write_array(
         self,
@@ -180,9 +217,10 @@ class RunStore:
         return z
 
     def read_array(self, path: str) -> np.ndarray:
-        """The array at ``path`` (``group/name``) in memory."""
+        """The array at ``path`` (``group/name``) in memory, from one complete version of
+        its step (a step being rewritten is waited for briefly, else ``DataError``)."""
         with wrap_errors(self.path, path):
-            return self.root[path.strip("/")][...]
+            return self._snapshot(path, lambda: self.root[path.strip("/")][...])
 
     # ------------------------------------------------------------------ steps
     def step(self, name: str, fingerprint_, depends_on: Iterable[str] = ()) -> Step:
@@ -267,6 +305,7 @@ class RunStore:
             if lazy:  # in-memory frames were checked by validate_data already
                 check_frames(block, src, "frames")
             z[s : s + per] = block
+            del block  # before the next read: one block in memory, not two
         meta = dict(d.meta)
         scan = np.asarray(meta.get("kept_indices", np.arange(n)), dtype=np.int64)
         scan = scan if scan.shape == (n,) else np.arange(n)
@@ -313,8 +352,14 @@ class RunStore:
     def read_raw(self, lazy: bool = False, subsample: bool = False) -> PtychoData:
         """The raw data as :class:`PtychoData` (``lazy``: frames stay on disk).
 
-        ``subsample=True`` returns only the frames kept by the ``subsample`` step.
+        ``subsample=True`` returns only the frames kept by the ``subsample`` step. Eager
+        reads are one complete version of ``raw`` (see :meth:`read_array`).
         """
+        if lazy:
+            return self._read_raw(True, subsample)
+        return self._snapshot(L.RAW, lambda: self._read_raw(False, subsample))
+
+    def _read_raw(self, lazy: bool, subsample: bool) -> PtychoData:
         if not self.is_complete(L.RAW):
             raise DataError(self.path, L.RAW, "raw data is missing or incomplete")
         with wrap_errors(self.path, L.RAW):
@@ -388,12 +433,17 @@ class RunStore:
         return st.key
 
     def read_group(self, name: str) -> dict:
-        """``{array: ndarray}`` (nested groups as dicts) plus ``"attrs"`` of ``name``."""
+        """``{array: ndarray}`` (nested groups as dicts) plus ``"attrs"`` of ``name``, all
+        from one complete version of its step (see :meth:`read_array`)."""
+        return self._snapshot(name, lambda: self._read_group(name))
+
+    def _read_group(self, name: str) -> dict:
         with wrap_errors(self.path, name):
             g = self.root[name.strip("/")]
             out: dict = {k: v[...] for k, v in g.arrays()}
-            out.update({k: self.read_group(f"{name}/{k}") for k, _ in g.groups()})
-            out["attrs"] = {k: v for k, v in g.attrs.asdict().items() if k != L.STEP_ATTR}
+            out.update({k: self._read_group(f"{name}/{k}") for k, _ in g.groups()})
+            hidden = (L.STEP_ATTR, WRITING_ATTR)
+            out["attrs"] = {k: v for k, v in g.attrs.asdict().items() if k not in hidden}
         return out
 
     # ------------------------------------------------------------------ xarray

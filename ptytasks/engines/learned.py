@@ -14,6 +14,25 @@ left the stitched phase SSIM at 0.70-0.85 on 64-400-position scans. Networks tra
 single-material objects predict absolute phases (the amplitude a frame sees fixes the
 phase), so their patches are averaged without alignment. No iterations over the data: the
 runtime is one batched forward pass plus the stitching.
+
+Frames of another size than the network's (``N x N`` against ``n x n``): the committed
+preset's set for ``N`` is used when there is one (``ppn_default_64.pt`` for the
+simulator's default 64 x 64 frames); otherwise the frames are resampled by keeping the
+window and changing the pixel (:mod:`ptytasks.learned.frame_mapping`): the central
+``n x n`` detector pixels are kept (``N > n``; the extra pixels are the highest angles) or
+the frame is zero-padded (``N < n``), so the network works at the real-space pixel
+``dx' = lambda z / (n dp) = (N / n) dx`` over the same window ``lambda z / dp``. Binning
+would keep ``dx`` but shrink the window ``k``-fold, so a probe footprint of ``0.35 N``
+pixels (the simulator's, at every ``N``) would fill ``0.7`` of the network's window
+instead of the ``0.35`` it was trained with; the crop keeps it at ``0.35``. The probe
+prior goes through the same crop of its far field (its ``sum |P'|^2``, the photons on the
+kept pixels, is the flux the input is normalised by); the ``M x M`` output is interpolated
+back to the data's pixels (network pixel ``j`` at data pixel ``(N / n) j``) and stitched
+there with the data's ``|P|^2``, so positions, pixel size and object shape stay the data's.
+A resampled frame still comes from the data's probe: when its far-field amplitude differs
+from the training probe's (``extras["probe_match"]`` below 0.95) the engine warns that the
+output is not to be trusted (``docs/learned.md``: the simulator's 64 x 64 zone plate has a
+Fresnel number twice the 32 x 32 one's, and no resampling changes that).
 """
 
 from __future__ import annotations
@@ -40,7 +59,8 @@ class LearnedOptions:
     weights : str or None
         Path of weights written by :func:`ptytasks.learned.inversion.save_inversion`, or a
         committed preset: ``"default"`` (None) or ``"layout"``
-        (:data:`ptytasks.learned.inversion.PRESETS`).
+        (:data:`ptytasks.learned.inversion.PRESETS`); a preset takes its set for the
+        data's frame side when one is committed (``ppn_default_64.pt``), else resamples.
     batch_size : int
         Frames per forward pass (128: 7 % faster than 64 on 2 CPU cores, no gain above).
     align_phase : bool or None
@@ -103,14 +123,15 @@ def _store_weights_as(net: torch.nn.Module, dtype: torch.dtype) -> None:
             mod.to(dtype)
 
 
-def _flux(data: PtychoData, probe: np.ndarray | None, noise, given: float | None) -> float:
+def _flux(frames: torch.Tensor, probe: np.ndarray | None, noise, given: float | None) -> float:
+    """Photons per frame of the probe on the network's detector (``frames``: ``(k, n, n)``)."""
     if given:
         return float(given)
     if probe is not None:
         return float(np.sum(np.abs(probe) ** 2))
     a0, a1 = noise.amplitude_range
     mean_t2 = (a0 * a0 + a0 * a1 + a1 * a1) / 3  # E|O|^2 for amplitudes uniform on [a0, a1]
-    return float(np.median(np.asarray(data.frames).reshape(data.n_frames, -1).sum(1)) / mean_t2)
+    return float(np.median(frames.numpy().reshape(len(frames), -1).sum(1)) / mean_t2)
 
 
 def _grow_phases(patches: np.ndarray, weight: np.ndarray, corners: np.ndarray,
@@ -207,7 +228,9 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
     Parameters
     ----------
     data : PtychoData
-        Far-field frames (centred) of the side the network was trained for.
+        Far-field frames (centred, square, any side ``N``). A committed preset uses its set
+        for ``N`` when there is one; otherwise frames of another side than the network's
+        are cropped (padded) to it and the output interpolated back (module docstring).
     options : LearnedOptions
     probe_prior : array ``(N, N)``, optional
         Probe for the flux and the stitching weights (default ``data.probe``, else the
@@ -215,34 +238,58 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
     model : torch module, optional
         A loaded network (default: :func:`ptytasks.learned.inversion.load_inversion`).
     callback : ``callback(0, info)`` once, with ``time`` and ``elapsed`` seconds.
+
+    Returns
+    -------
+    ReconstructionResult
+        On the data's grid (its pixel size, positions and object shape); ``extras`` add
+        ``frame_mapping`` (``mode`` none/crop/pad, ``data_size``, ``net_size``, ``scale``
+        data pixels per network pixel), ``probe_match`` and ``weights`` (the file read).
     """
-    from ptytasks.learned.inversion import load_inversion
+    from ptytasks.learned.frame_mapping import FrameMapping, probe_match
+    from ptytasks.learned.inversion import load_inversion, resolve_weights
     from ptytasks.learned.single_shot_data import normalize_frames, zone_plate
 
     opts = options or LearnedOptions()
     if data.modality != "farfield":
         raise ValueError(f"the learned engine inverts far-field frames; got {data.modality!r}")
+    shape = tuple(data.frame_shape)
+    if shape[0] != shape[1]:
+        raise ValueError(f"the learned engine needs square frames; data has "
+                         f"{shape[0]}x{shape[1]}")  # fmt: skip
     t0 = time.perf_counter()
-    net = model if model is not None else load_inversion(opts.weights, model=opts.model)
+    source = "model"
+    if model is None:
+        source = str(resolve_weights(opts.weights, opts.model, shape[0]))
+        net = load_inversion(source, model=opts.model)
+    else:
+        net = model
     geo, noise = net.config.geometry, net.config.noise
-    n = geo.frame_size
-    if tuple(data.frame_shape) != (n, n):
-        raise ValueError(f"the network was trained on {n}x{n} frames; data has "
-                         f"{data.frame_shape[0]}x{data.frame_shape[1]}")  # fmt: skip
+    mapping = FrameMapping(int(shape[0]), int(geo.frame_size))
     probe = probe_prior if probe_prior is not None else data.probe
     probe = None if probe is None else np.asarray(probe)
     if probe is not None and probe.ndim == 3:
         probe = probe[0]
-    flux = _flux(data, probe, noise, opts.flux)
+    frames = mapping.frames(np.asarray(data.frames))
+    probe_net = None if probe is None else mapping.probe_to_network(probe)
+    flux = _flux(frames, probe_net, noise, opts.flux)
+    trained = zone_plate(geo, flux)
     if probe is None:
-        probe = zone_plate(geo, flux)
+        probe_net, probe = trained, mapping.probe_to_data(trained)
+    match = probe_match(probe_net, trained)
+    if mapping.mode != "none" and match < 0.95:
+        warnings.warn(f"learned engine: {shape[0]}x{shape[1]} frames resampled to the "
+                      f"network's {geo.frame_size}x{geo.frame_size}, but the probe's far field "
+                      f"differs from the training probe's (match {match:.2f} < 0.95); the "
+                      "output is not to be trusted: train weights for this geometry "
+                      "(`ptyflow train-learned --frame-size N`, docs/learned.md)",
+                      stacklevel=2)  # fmt: skip
     threads = torch.get_num_threads()
     if opts.threads:
         torch.set_num_threads(int(opts.threads))
     try:
         t1 = time.perf_counter()
         amp, phase = [], []
-        frames = np.asarray(data.frames)
         dev = next(net.parameters()).device
         cast = _autocast_dtype(opts.precision, dev)
         if cast is not None and model is None:  # our own copy: no per-call weight casts
@@ -255,8 +302,11 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
                 phase.append(p.float().cpu())
         patches = torch.polar(torch.cat(amp), torch.cat(phase))
         t_pred = time.perf_counter() - t1
-        crop = geo.crop
-        corners = np.rint(np.asarray(data.positions_px, np.float64)) + crop.start
+        # on the data's pixels: network pixel j at data pixel s j (identity when N == n)
+        patches, start = mapping.patches_to_data(patches, geo.crop)
+        side = patches.shape[-1]
+        crop = slice(start, start + side)
+        corners = np.rint(np.asarray(data.positions_px, np.float64)) + start
         weight = torch.as_tensor(np.abs(probe[crop, crop]) ** 2)
         align = opts.align_phase
         if align is None:
@@ -265,8 +315,8 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
                                   align_phase=align,
                                   iterations=opts.align_iterations)  # fmt: skip
         # judged with the training probe: the network assumes its footprint, whatever the prior
-        covered = _patch_coverage(den, zone_plate(geo, 1.0), data.positions_px,
-                                  tuple(data.object_shape))  # fmt: skip
+        covered = _patch_coverage(den, mapping.probe_to_data(zone_plate(geo, 1.0)),
+                                  data.positions_px, tuple(data.object_shape))  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     total = time.perf_counter() - t0
@@ -278,5 +328,7 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         timings={"total": total, "predict": t_pred, "stitch": total - t_pred - (t1 - t0)},
         engine="learned", options=asdict(opts),
         extras={"flux": flux, "network": net.config.model, "autocast": str(cast),
-                "patch_coverage": covered},
+                "patch_coverage": covered, "weights": source, "probe_match": match,
+                "frame_mapping": {"mode": mapping.mode, "data_size": mapping.data_size,
+                                  "net_size": mapping.net_size, "scale": mapping.scale}},
     )  # fmt: skip

@@ -13,7 +13,8 @@ Huber threshold mean the same at any dose); the probe (Fourier: the object) is s
 in the result. Only the object pixels under a batch's windows are needed, so the object
 field is evaluated on the windows' bounding box when that is smaller than the object
 (``eval_region``). Runs are seeded and deterministic on CPU, checkpoint every epoch, and
-resume exactly (:mod:`ptytasks.engines.checkpoint`).
+resume exactly -- only from a checkpoint made from the same inputs and options
+(:mod:`ptytasks.engines.checkpoint`).
 
 What the physics lets one learn (see ``docs`` of :class:`RNFOptions` and the tests):
 near-field propagation with the angular spectrum ``exp(i k z sqrt(1 - (lambda f)^2))``
@@ -35,7 +36,12 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
-from ptytasks.engines.checkpoint import load_checkpoint, save_checkpoint
+from ptytasks.engines.checkpoint import (
+    inputs_digest,
+    load_checkpoint,
+    restore_state,
+    save_state,
+)
 from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import wavelet_sparsity
 from ptytasks.engines.result import ReconstructionResult
@@ -344,8 +350,11 @@ def reconstruct_rnf(
         and ``object``, a function returning the current object (complex64, evaluated
         only when called). Raising in it stops the run (after the checkpoint is written).
     checkpoint : path, optional
-        State file; when it exists the run resumes from it, and it is rewritten every
-        ``checkpoint_every`` epochs and at the end.
+        State file, rewritten every ``checkpoint_every`` epochs and at the end. When it
+        exists the run resumes from it -- only if it was written for the same frames,
+        priors, nominal model and options (else
+        :class:`~ptytasks.engines.checkpoint.StaleCheckpoint`, before any training); it is
+        read without unpickling (a file holding Python objects raises ``CheckpointError``).
 
     Returns
     -------
@@ -366,10 +375,13 @@ def reconstruct_rnf(
                                delta=opts.huber_delta)
     gen = torch.Generator().manual_seed(int(opts.seed) + 7919)
     hist = {"loss": [], "data": [], "reg": [], "time": [], "best": math.inf, "stale": 0}
-    start = 0
-    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
-    if ck is not None:
-        start = _restore(ck, st, gen, hist, opts)
+    start, inputs = 0, None
+    if checkpoint is not None:
+        inputs = inputs_digest(st.frames, model.state_dict(),
+                               (object_prior, probe_prior, surface_prior, pupil_prior))
+        ck = load_checkpoint(checkpoint)
+        if ck is not None:  # only when made from these inputs and options (else raises)
+            start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
     bs = max(1, int(opts.batch_size))
     stop = None
@@ -408,7 +420,7 @@ def reconstruct_rnf(
         plateau = opts.plateau_patience > 0 and hist["stale"] >= opts.plateau_patience
         if checkpoint is not None and (done % max(1, opts.checkpoint_every) == 0 or plateau
                                        or done == opts.epochs):
-            _save(checkpoint, st, gen, hist, done, opts)
+            save_state(checkpoint, st, gen, hist, done, opts, inputs)
         if callback is not None:
             callback(epoch, {
                 "epoch": epoch, "loss": cur, "data_loss": hist["data"][-1],
@@ -421,47 +433,6 @@ def reconstruct_rnf(
             stop = epoch
             break
     return _result(st, opts, hist, t_start, stop)
-
-
-# ---------------------------------------------------------------------- checkpoints
-def _state(st: _Setup) -> dict:
-    return {
-        "fields": {k: f.state_dict() for k, f in (("object", st.obj_field),
-                   ("probe", st.probe_field), ("surface", st.surface_field),
-                   ("pupil", st.pupil_field)) if f is not None},
-        "optimizer": st.optim.state_dict(),
-        "model": st.model.state_dict(),
-        "geometry": {"shadow": st.geometry.shadow.detach().clone(), "start": st.geometry.start},
-    }
-
-
-def _save(path, st, gen, hist, epoch, opts):
-    save_checkpoint(path, {**_state(st), "epoch": epoch, "rng": gen.get_state(),
-                           "history": dict(hist), "options": opts.to_dict(),
-                           "shape": (st.data.n_frames, *st.data.frame_shape)})
-
-
-def _restore(ck: dict, st: _Setup, gen, hist, opts) -> int:
-    if tuple(ck["shape"]) != (st.data.n_frames, *st.data.frame_shape):
-        raise ValueError("checkpoint was written for a dataset of another shape")
-    named = {"object": st.obj_field, "probe": st.probe_field, "surface": st.surface_field,
-             "pupil": st.pupil_field}
-    if set(ck["fields"]) != {k for k, v in named.items() if v is not None}:
-        raise ValueError(f"checkpoint fields {sorted(ck['fields'])} do not match the options")
-    for k, sd in ck["fields"].items():
-        named[k].load_state_dict(sd)
-    st.model.load_state_dict(ck["model"])
-    with torch.no_grad():
-        st.geometry.shadow.copy_(ck["geometry"]["shadow"])
-    st.geometry.start = list(ck["geometry"]["start"])
-    try:
-        st.optim.load_state_dict(ck["optimizer"])
-    except ValueError as exc:  # e.g. written before the fields' rates were split
-        raise ValueError(f"checkpoint's optimiser state does not fit these options ({exc}); "
-                         "delete the checkpoint to start the run afresh") from None
-    gen.set_state(ck["rng"])
-    hist.update({k: (list(v) if isinstance(v, list) else v) for k, v in ck["history"].items()})
-    return int(ck["epoch"])
 
 
 # ---------------------------------------------------------------------- result

@@ -256,11 +256,34 @@ def default_weights(model: str = "ppn", preset: str = "default") -> Path:
     return WEIGHTS_DIR / f"{model}_{preset}.pt"
 
 
-def resolve_weights(weights: str | Path | None, model: str = "ppn") -> Path:
-    """A weights file from a path, a preset name (:data:`PRESETS`) or None (``default``)."""
+def resolve_weights(weights: str | Path | None, model: str = "ppn",
+                    frame_size: int | None = None) -> Path:
+    """A weights file from a path, a preset name (:data:`PRESETS`) or None (``default``).
+
+    With ``frame_size``, a preset resolves to its set trained on frames of that side when
+    one is committed (``{model}_{preset}_{N}.pt``, e.g. ``ppn_default_64.pt``), else to the
+    preset's own file (the engine then resamples the frames,
+    :mod:`ptytasks.learned.frame_mapping`). A path is taken as it is.
+    """
     if weights is None or str(weights) in PRESETS:
-        return default_weights(model, str(weights or "default"))
+        base = default_weights(model, str(weights or "default"))
+        sized = base.with_name(f"{base.stem}_{int(frame_size)}.pt") if frame_size else None
+        return sized if sized is not None and sized.is_file() else base
     return Path(weights)
+
+
+def preset_files(weights: str | Path | None, model: str = "ppn") -> list[Path]:
+    """Every file ``weights`` may resolve to, whatever the frame size (sorted; existing).
+
+    A preset's own file and its per-frame-size sets: what a fingerprint of "the weights a
+    run of this preset reads" must hash, when the frame size is not known there.
+    """
+    base = resolve_weights(weights, model)
+    if not (weights is None or str(weights) in PRESETS):
+        return [base]
+    sized = [p for p in base.parent.glob(f"{base.stem}_*.pt") if p.stem[len(base.stem) + 1:]
+             .isdigit()]  # fmt: skip
+    return sorted([base, *sized])
 
 
 def save_inversion(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
@@ -328,15 +351,17 @@ def fast_inference(net: nn.Module) -> nn.Module:
 
 
 def load_inversion(path: str | Path | None = None, device: str | torch.device = "cpu",
-                   model: str = "ppn", fast: bool = True) -> nn.Module:
+                   model: str = "ppn", fast: bool = True, frame_size: int | None = None
+                   ) -> nn.Module:
     """Load weights written by :func:`save_inversion` (default: the committed ``model``'s).
 
-    ``path``: a file, or a preset name (:data:`PRESETS`). Returns the network in eval mode
-    with ``requires_grad`` off and ``.meta`` attached; ``fast``: stride-1 transposed
+    ``path``: a file, or a preset name (:data:`PRESETS`; with ``frame_size``, its set for
+    that frame side when one is committed, :func:`resolve_weights`). Returns the network in
+    eval mode with ``requires_grad`` off and ``.meta`` attached; ``fast``: stride-1 transposed
     convolutions become convolutions (:func:`fast_inference`; same outputs, not for loading
     state dicts into).
     """
-    path = resolve_weights(path, model)
+    path = resolve_weights(path, model, frame_size)
     if not path.is_file():
         raise FileNotFoundError(
             f"single-shot weights {path} not found; train them with "

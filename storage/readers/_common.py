@@ -17,9 +17,40 @@ FIELDS = frozenset(
     ("modality", "wavelength", "pixel_size", "object_shape", "positions_px", "wavevectors",
      "distance", "detector_pixel", "probe", "params", "ground_truth", "meta")
 )  # fmt: skip
+#: Most bytes an auxiliary dataset (mask, probe, positions, metadata arrays, ground truth)
+#: may declare: such arrays are read whole, so a small file declaring a huge one (HDF5
+#: stores unwritten chunks as nothing) would otherwise allocate its declared size.
+AUX_LIMIT_BYTES = 256 * 2**20
 #: Placeholders for files that store no geometry (far-field engines work in pixels);
 #: ``meta["nominal"]`` lists which fields carry them.
 NOMINAL = {"wavelength": 1e-10, "pixel_size": 1e-8}
+
+
+def read_small(ds, file, field: str, limit: int | None = None) -> np.ndarray:
+    """Read a whole auxiliary HDF5 dataset after checking its declared size.
+
+    Parameters
+    ----------
+    ds : h5py.Dataset (or anything with ``shape``, ``dtype`` and ``[()]``)
+    file, field : named in the error
+    limit : int, optional
+        Most bytes allowed (default :data:`AUX_LIMIT_BYTES`).
+
+    Raises
+    ------
+    DataError
+        The declared size exceeds ``limit`` (nothing is read), or reading fails.
+    """
+    limit = AUX_LIMIT_BYTES if limit is None else int(limit)
+    shape = tuple(int(v) for v in getattr(ds, "shape", None) or ())
+    nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(ds.dtype).itemsize
+    if nbytes > limit:
+        raise DataError(file, field, f"declares shape {shape} {np.dtype(ds.dtype)} "
+                        f"({nbytes / 2**20:.0f} MiB), more than the {limit / 2**20:.0f} MiB an "
+                        "auxiliary dataset may hold (storage.readers._common.AUX_LIMIT_BYTES); "
+                        "refusing to read it")  # fmt: skip
+    with wrap_errors(file, field):
+        return np.asarray(ds[()])
 
 
 def split_overrides(options: dict, reader: str) -> dict:

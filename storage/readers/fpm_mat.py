@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers compression filters (bitshuffle/LZ4, Blosc)
 import numpy as np
 import scipy.io
 from scipy.optimize import brentq

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers compression filters (bitshuffle/LZ4, Blosc)
 import numpy as np
 
 from ptytasks.data import PtychoData
@@ -58,7 +59,7 @@ def _value(f: h5py.File, spec, path, field):
         raise DataError(path, spec, f"mapping entry {field!r} names a path not in the file")
     with wrap_errors(path, spec):
         obj = f[dset]
-        v = obj.attrs[attr] if attr else obj[()]
+        v = obj.attrs[attr] if attr else C.read_small(obj, path, spec)
     return np.asarray(v)
 
 
@@ -89,6 +90,15 @@ def read_hdf5(
     ov = C.split_overrides(dict(options), "read_hdf5")
     with wrap_errors(path, None, "opening the HDF5 file"):
         f = h5py.File(path, "r")
+    try:
+        return _read_open(f, path, mapping, margin, lazy, options, ov)
+    except BaseException:
+        f.close()  # now, not by the garbage collector on some other thread
+        raise
+
+
+def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
+    """The body of :func:`read_hdf5` once ``f`` is open (closed by the caller on error)."""
     fkey = mapping["frames"]
     if fkey not in f or not isinstance(f[fkey], h5py.Dataset):
         f.close()

@@ -22,8 +22,6 @@ Nothing is unpickled (``allow_pickle=False``).
 
 from __future__ import annotations
 
-import bz2
-import io
 import os
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
 from storage.readers.lazy import LazyFrames
+from storage.readers.npy_members import NpyArray, open_npy, open_npz
 
 __all__ = ["read_npz", "read_npy", "load_npz"]
 
@@ -42,22 +41,25 @@ _POS_KEYS = (("scan", "px"), ("positions", "px"), ("positions_px", "px"), ("posi
 _SCALARS = ("wavelength", "energy_ev", "pixel_size", "distance", "detector_pixel")
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` (or ``.npz.bz2``) file, never unpickling."""
+def load_npz(path: Path, lazy: bool = False) -> dict[str, np.ndarray | NpyArray]:
+    """All arrays of an ``.npz`` (or ``.npz.bz2``) file, never unpickling.
+
+    A ``.bz2`` archive is decompressed as a stream to a temporary file, never in memory
+    (:func:`storage.readers.npy_members.open_npz`). ``lazy=True`` leaves the arrays of
+    uncompressed members on disk (:class:`~storage.readers.npy_members.NpyArray`, read by
+    row range); otherwise every array is read into memory once.
+    """
+    path = Path(path)
+    arrays = open_npz(path)
+    if lazy:
+        return arrays
     with wrap_errors(path, None, "reading the npz archive"):
-        if path.name.lower().endswith(".bz2"):
-            with bz2.open(path, "rb") as fh:
-                raw = io.BytesIO(fh.read())
-            z = np.load(raw, allow_pickle=False)
-        else:
-            z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            return {"data": np.asarray(z)}
-        with z:
-            return {k: z[k] for k in z.files}
+        return {k: np.asarray(v) for k, v in arrays.items()}
 
 
 def _squeeze_leading(a: np.ndarray, ndim: int) -> np.ndarray:
+    if isinstance(a, NpyArray):
+        return a.squeeze_leading(ndim)  # nothing read
     while a.ndim > ndim and a.shape[0] == 1:
         a = a[0]
     return a
@@ -83,13 +85,14 @@ def read_npz(
     margin : float
         Object pixels around the scan.
     lazy : bool
-        Accepted for symmetry; an archive member is always read whole.
+        Keep the frames on disk, read in blocks (archive members stored uncompressed, as
+        ``np.savez`` writes them; a deflated member is read whole).
     **options
         :class:`PtychoData` overrides (``wavelength=``, ``pixel_size=``, ...).
     """
     path = Path(path)
     ov = C.split_overrides(options, "read_npz")
-    arrays = load_npz(path)
+    arrays = load_npz(path, lazy=lazy)
     return _build(path, arrays, keys or {}, fftshift, margin, ov, lazy)
 
 
@@ -103,7 +106,7 @@ def read_npy(
     lazy: bool = False,
     **options,
 ) -> PtychoData:
-    """Read a ``(scan, y, x)`` frame stack from ``.npy`` (memory-mapped when ``lazy``).
+    """Read a ``(scan, y, x)`` frame stack from ``.npy`` (read in blocks when ``lazy``).
 
     Positions come from ``positions=`` (array, ``.npy`` or ``.csv``) or a sidecar file
     ``<stem>_positions.csv`` / ``.npy``. 4-D arrays are 4D-STEM: use
@@ -111,8 +114,11 @@ def read_npy(
     """
     path = Path(path)
     ov = C.split_overrides(options, "read_npy")
-    with wrap_errors(path, None, "reading the npy file"):
-        arr = np.load(path, mmap_mode="r" if lazy else None, allow_pickle=False)
+    if lazy:  # rows read on demand: a streamed copy never maps the whole file
+        arr = open_npy(path)
+    else:
+        with wrap_errors(path, None, "reading the npy file"):
+            arr = np.load(path, allow_pickle=False)
     if positions is None:
         for ext in (".csv", ".npy"):
             side = path.with_name(f"{path.stem}_positions{ext}")
@@ -150,7 +156,7 @@ def _build(path, arrays, keys, fftshift, margin, ov, lazy) -> PtychoData:
         raise DataError(path, fkey, f"frames have unsupported dtype {frames.dtype}")
     n, ny, nx = frames.shape
     shift = bool(C.is_corner_centred(frames) if fftshift is None else fftshift)
-    if lazy and isinstance(frames, np.memmap):
+    if lazy and isinstance(frames, (np.memmap, NpyArray)):
         src = frames
         get = lambda a, b: _maybe_shift(np.asarray(src[a:b], np.float32), shift)
         frames_out = LazyFrames(get, frames.shape, frames.dtype)

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers compression filters (bitshuffle/LZ4, Blosc)
 import numpy as np
 
 from ptytasks.data import PtychoData
@@ -83,8 +84,9 @@ def read_stem4d(
     if src_path is None:
         arr, attrs, closer = path, {}, None
     elif src_path.suffix.lower() == ".npy":
-        with wrap_errors(src_path, None, "reading the npy file"):
-            arr = np.load(src_path, mmap_mode="r", allow_pickle=False)
+        from storage.readers.npy_members import open_npy
+
+        arr = open_npy(src_path)  # scan rows read on demand, never the whole file mapped
         attrs, closer = {}, None
     else:
         with wrap_errors(src_path, None, "opening the HDF5 file"):

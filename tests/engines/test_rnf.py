@@ -137,7 +137,7 @@ def test_checkpoint_resume_matches_uninterrupted(ff, tmp_path):
 def test_checkpoint_rejects_other_options(ff, tmp_path):
     ck = tmp_path / "run.ckpt"
     reconstruct_rnf(ff, RNFOptions(**FAST), checkpoint=ck)
-    with pytest.raises(ValueError, match="fields"):
+    with pytest.raises(ValueError, match="learn_probe: True -> False"):
         reconstruct_rnf(ff, RNFOptions(**FAST, learn_probe=False), checkpoint=ck)
 
 

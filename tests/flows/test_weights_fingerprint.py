@@ -24,12 +24,29 @@ def test_only_runs_with_a_network_carry_weights():
     assert network_weights(EngineParams(), CalibrationParams(object="epie")) == {}
     w = network_weights(EngineParams(engine="learned"), CalibrationParams(object="learned"))
     assert set(w) == {"engine", "object_prior"} and w["engine"] == w["object_prior"]
-    assert all(len(v) == 64 for v in w.values())  # sha-256 of the committed default weights
+    # sha-256 of each committed default weights file: the preset's own and its 64x64 set
+    assert all(len(d) == 64 for v in w.values() for d in v.split(","))
     layout = network_weights(EngineParams(), CalibrationParams(object="learned",
                                                                learned_weights="layout"))
     assert layout["object_prior"] != w["object_prior"]
     pine = network_weights(EngineParams(engine="pine"), CalibrationParams(object="pine"))
     assert pine["denoiser"] == pine["prior_denoiser"]
+
+
+def test_a_preset_hashes_its_per_frame_size_weights(tmp_path, monkeypatch):
+    """The 64x64 set is chosen only once frames are read: retraining it must change the key."""
+    import shutil
+
+    from ptytasks.learned import inversion
+
+    for f in inversion.WEIGHTS_DIR.glob("ppn_default*.pt"):
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.setattr(inversion, "WEIGHTS_DIR", tmp_path)
+    eng = EngineParams(engine="learned")
+    before = network_weights(eng, CalibrationParams())["engine"]
+    assert before.count(",") == 1
+    _rewrite(tmp_path / "ppn_default_64.pt", b"retrained 64x64 set")
+    assert network_weights(eng, CalibrationParams())["engine"] != before
 
 
 def test_weights_rewritten_in_place_change_the_digest(tmp_path):
@@ -91,7 +108,7 @@ def test_a_tile_reruns_after_its_weights_are_retrained_in_place(tmp_path):
     tile = stages.plan(store, TilingParams())[0]
     assert stages.reconstruct_tile(store, tile, engine, cal)["skipped"] is False
     assert stages.reconstruct_tile(store, tile, engine, cal)["skipped"] is True
-    ckpt = torch.load(weights, weights_only=False)
+    ckpt = torch.load(weights, weights_only=True)
     ckpt["meta"]["retrained"] = True  # same path, new content
     torch.save(ckpt, weights)
     assert stages.reconstruct_tile(store, tile, engine, cal)["skipped"] is False

@@ -273,9 +273,10 @@ def test_learned_engine_round_trip_through_registry_and_prior(tmp_path):
     np.testing.assert_allclose(res.extras["flux"], np.sum(np.abs(data.probe) ** 2), rtol=1e-5)
     direct = reconstruct_learned(data, LearnedOptions(weights=str(weights)))
     np.testing.assert_array_equal(direct.object, res.object)
-    with pytest.raises(ValueError, match="32x32"):
-        run_engine("learned", simulate("farfield", frame_size=48, n_positions=4, seed=0),
-                   {"weights": str(weights)})  # fmt: skip
+    other = simulate("farfield", frame_size=48, n_positions=4, seed=0)  # resampled (#22)
+    res48 = run_engine("learned", other, {"weights": str(weights)})
+    assert res48.object.shape == tuple(other.object_shape)
+    assert res48.extras["frame_mapping"]["mode"] == "crop"
     prior = object_prior(data, data.probe, "learned")  # committed default weights
     assert prior.shape == tuple(data.object_shape) and np.isfinite(prior).all()
     mine = object_prior(data, data.probe, "learned", learned_weights=str(weights))

@@ -1,0 +1,146 @@
+"""``ptyflow run`` with bad input (issue #22, item 7b): exit code 2 and one line naming the
+file and the field, found before any Prefect server or flow starts -- for the same
+malformed files that ``ptyflow ingest`` refuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import tifffile
+from typer.testing import CliRunner
+
+from flows.cli import app
+from ptytasks.data import PtychoData
+from storage.cxi import write_cxi
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def _valid(n: int = 6, f: int = 8) -> PtychoData:
+    rng = np.random.default_rng(0)
+    pos = np.stack([np.arange(n) * 2.0, np.arange(n) * 1.0], 1) + 2
+    return PtychoData("farfield", rng.poisson(3, (n, f, f)).astype(np.float32), 1e-10, 1e-8,
+                      (40, 40), positions_px=pos, distance=1.0, detector_pixel=5e-5)  # fmt: skip
+
+
+def _foreign_cxi(path: Path, frames=None, translation=None, wavelength=None) -> Path:
+    """A valid CXI file as another program would write it (no ptyflow group), then damaged."""
+    write_cxi(path, _valid())
+    with h5py.File(path, "a") as f:
+        del f["entry_1/ptyflow"]
+        if frames is not None:
+            for key in ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data"):
+                if key in f:
+                    del f[key]
+            if not isinstance(frames, str):  # "none": no frames at all
+                f["entry_1/data_1/data"] = frames
+        if translation is not None:
+            del f["entry_1/sample_1/geometry_1/translation"]
+            f["entry_1/sample_1/geometry_1/translation"] = translation
+        if wavelength is not None:
+            for key in ("wavelength", "energy"):
+                if f"entry_1/instrument_1/source_1/{key}" in f:
+                    del f[f"entry_1/instrument_1/source_1/{key}"]
+            f["entry_1/instrument_1/source_1/wavelength"] = wavelength
+    return path
+
+
+def _frames(change) -> np.ndarray:
+    fr = _valid().frames.copy()
+    change(fr)
+    return fr
+
+
+# case: (file name, builder(path), text the one line must hold: the field, or what failed)
+CASES = {
+    "garbage": ("garbage.cxi", lambda p: p.write_bytes(b"garbage" * 50), "opening the CXI"),
+    "empty": ("empty.npz", lambda p: p.write_bytes(b""), "npz archive"),
+    "truncated": ("truncated.cxi",
+                  lambda p: p.write_bytes(write_cxi(p, _valid()).read_bytes()[:3000]),
+                  "truncated file"),
+    "nan": ("nan.cxi", lambda p: _foreign_cxi(
+        p, frames=_frames(lambda f: f.__setitem__((2, 1, 1), np.nan))), "[frames]"),
+    "negative": ("negative.cxi", lambda p: _foreign_cxi(
+        p, frames=_frames(lambda f: f.__setitem__((3, 2, 2), -5))), "[frames]"),
+    "complex": ("complex.cxi", lambda p: _foreign_cxi(
+        p, frames=_valid().frames.astype(np.complex64)), "[entry_1/data_1/data]"),
+    "2d": ("frame2d.cxi", lambda p: _foreign_cxi(p, frames=_valid().frames[0]),
+           "[entry_1/data_1/data]"),
+    "no_frames": ("noframes.cxi", lambda p: _foreign_cxi(p, frames="none"),
+                  "[entry_1/data_1/data]"),
+    "nanometres": ("nm.cxi", lambda p: _foreign_cxi(p, wavelength=532.0), "[wavelength]"),
+    "translation": ("trans.cxi", lambda p: _foreign_cxi(p, translation=np.zeros((5, 3))),
+                    "[entry_1/sample_1/geometry_1/translation]"),
+    "translation_nan": ("transnan.cxi", lambda p: _foreign_cxi(
+        p, translation=np.where(np.eye(6, 3) > 0, np.nan, 0.0)),
+        "[entry_1/sample_1/geometry_1/translation]"),
+    "npz_positions": ("mismatch.npz", lambda p: np.savez(
+        p, data=_valid().frames, scan=_valid().positions_px[:4]), "[scan]"),
+    "tiff_no_geometry": ("t.tif", lambda p: (
+        tifffile.imwrite(p, _valid().frames, photometric="minisblack"),
+        np.savetxt(p.with_suffix(".csv"), _valid().positions_px, delimiter=",",
+                   header="y,x", comments="")), "[wavelength]"),
+    "mat_no_images": ("f.mat", lambda p: scipy.io.savemat(p, {"wlength": 5e-7}), "[imlow_HDR]"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("malformed")
+    out = {}
+    for case, (name, build, _) in CASES.items():
+        sub = folder / case  # one folder each: sidecar files (t.csv) stay with their data
+        sub.mkdir()
+        build(sub / name)
+        out[case] = sub / name
+    return out
+
+
+def _one_line(res, path: Path, expected: str) -> str:
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1, res.output
+    assert str(path) in lines[0] and expected in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_run_refuses_what_ingest_refuses(case, bad_files, tmp_path, monkeypatch):
+    path, expected = bad_files[case], CASES[case][2]
+    res = runner.invoke(app, ["ingest", str(path), "-o", str(tmp_path / "i.zarr")])
+    ingest_line = _one_line(res, path, expected)
+
+    def no_prefect(*a, **k):
+        raise AssertionError("a Prefect API was started for bad input")
+
+    monkeypatch.setattr("flows.serve.prefect_api", no_prefect)
+    store = tmp_path / "r.zarr"
+    res = runner.invoke(app, ["run", str(path), "-o", str(store), "--cluster", "none"])
+    assert _one_line(res, path, expected) == ingest_line  # the same check, the same words
+    from storage.store import RunStore
+
+    if (store / "zarr.json").exists():
+        assert not RunStore(store, "r").is_complete("raw")
+
+
+def test_run_bad_input_real_process(bad_files, tmp_path):
+    """The real command: exit 2, one line on stderr, nothing on stdout, no Prefect logs."""
+    path = bad_files["nan"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("PREFECT_API_URL", None)
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "-o",
+                          str(tmp_path / "r.zarr"), "--cluster", "none"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert str(path) in lines[0] and "[frames]" in lines[0] and "NaN" in lines[0]

@@ -329,8 +329,8 @@ def _realdata(name: str, d: dict, out: Path) -> list[str]:
         )
         L.append("")
         L.append(
-            "| engine | half-bit, last crossing (cyc/px) | resolution | first crossing | "
-            "first crossing above 0.02 | min FRC to 0.125 cyc/px | s/epoch (half A) |"
+            "| engine | half-bit, first crossing (cyc/px) | resolution | 1/7 (cyc/px) | "
+            "diagnostic: last smoothed crossing | min FRC to 0.125 cyc/px | s/epoch (half A) |"
         )
         L.append("|---|---|---|---|---|---|---|")
         for r in [r for r in d.get("rows", []) if r["dataset"] == ds]:
@@ -341,8 +341,8 @@ def _realdata(name: str, d: dict, out: Path) -> list[str]:
             res = "–" if m is None else f"{m * 1e9:.0f} nm"
             L.append(
                 f"| {r['engine']} | {_f(r.get('frc_halfbit_cyc_px'))} | {res} | "
-                f"{_f(r.get('frc_first_halfbit_cyc_px'))} | "
-                f"{_f(r.get('frc_halfbit_above_0p02_cyc_px'))} | "
+                f"{_f(r.get('frc_onesev_cyc_px'))} | "
+                f"{_f(r.get('diag_frc_last_halfbit_smoothed_cyc_px'))} | "
                 f"{_f(r.get('frc_min_to_quarter_nyquist'))} | "
                 f"{_f((r.get('times') or [{}])[0].get('epoch_s_median'), '{:.3f}')} |"
             )

@@ -137,38 +137,37 @@ def lit_mask(d, probe, frac: float = 0.5) -> np.ndarray:
 
 
 def half_frc(a, b, mask, pixel_size) -> dict:
-    from ptytasks.metrics import align, frc, resolution, taper_mask
+    """Half-data FRC of two half reconstructions, the product's own yardstick.
 
-    b_al, _ = align(b, a, mask)
-    # Remove each image's mean over the region first: the window multiplies the images, so
-    # a common constant would put the window's own spectrum into both (FRC ~ 1 at every
-    # ring for nearly flat reconstructions, whatever their agreement).
-    m = np.asarray(mask, bool)
-    a0 = np.where(m, a - np.mean(np.asarray(a)[m]), 0)
-    b0 = np.where(m, b_al - np.mean(np.asarray(b_al)[m]), 0)
-    curve = frc(b0, a0, window=None, mask=taper_mask(mask))
-    res = curve.resolution("halfbit", pixel_size)
+    ``ptytasks.evaluation.half_data_frc`` (aligned, means removed, soft-edged mask, effective
+    pixel counts) and the standard first crossing of ``ptytasks.metrics.frc.resolution``
+    give the headline numbers, half-bit and 1/7. The last half-bit crossing of the curve
+    smoothed over 5 rings is kept only as a labelled diagnostic (``diag_``): it is no
+    resolution.
+    """
+    from ptytasks.evaluation import half_data_frc
+
+    curve = half_data_frc(np.asarray(a), np.asarray(b), np.asarray(mask, bool))
+    hb = curve.resolution("halfbit", pixel_size)
+    s7 = curve.resolution("1/7", pixel_size)
     low = (curve.freq > 0) & (curve.freq <= 0.125)
-    # Primary: the highest frequency where the FRC, smoothed over 5 rings, is still above
-    # the half-bit curve ("last crossing"). The standard first crossing (kept as
-    # ``frc_first_halfbit_cyc_px``) stops at the first dip, and the lowest rings dip when the
-    # halves differ at the largest scales (slow phase drifts, FPM's spectrum-tile offsets).
     v = np.nan_to_num(np.asarray(curve.frc, float))
     smooth = np.convolve(v, np.ones(5) / 5, mode="same")
     above = np.flatnonzero((smooth >= curve.halfbit) & (curve.freq > 0))
-    last = float(curve.freq[above[-1]]) if above.size else 0.0
-    k0 = int(np.searchsorted(curve.freq, 0.02))
-    res2 = resolution(curve, "halfbit", pixel_size, start=max(1, k0))
     return {
-        "frc_halfbit_cyc_px": last,
-        "frc_halfbit_m": None if pixel_size is None or last <= 0 else pixel_size / last,
-        "frc_first_halfbit_cyc_px": float(res.freq),
-        "crossed": bool(res.crossed),
-        "frc_halfbit_above_0p02_cyc_px": float(res2.freq),
+        "frc_halfbit_cyc_px": float(hb.freq),
+        "frc_halfbit_m": hb.length_m,
+        "crossed": bool(hb.crossed),
+        "frc_onesev_cyc_px": float(s7.freq),
+        "frc_low_freq_region_cyc_px": float(curve.min_freq),
+        "diag_frc_last_halfbit_smoothed_cyc_px": float(curve.freq[above[-1]]) if above.size
+        else 0.0,
         "frc_min_to_quarter_nyquist": float(np.nanmin(curve.frc[low])) if low.any() else None,
         "frc_curve": {
             "freq": curve.freq.tolist(),
             "frc": [None if not np.isfinite(v) else float(v) for v in curve.frc],
+            "halfbit": curve.halfbit.tolist(),
+            "n_effective": curve.n_effective.tolist(),
         },
     }
 

@@ -9,9 +9,24 @@ ring ``k`` holds the pixels with ``k - 1/2 <= q n < k + 1/2``, at frequency ``k 
 ``k = 0 .. n // 2``; the corners beyond Nyquist (0.5 cycles/pixel) are left out.
 
 Resolution is ``1 / f`` (a full period) at the first crossing ``f`` of the curve below a
-threshold, found by linear interpolation between rings. Half-bit and 1/7 are the criteria
-for two *independent half-data* reconstructions; against a noise-free ground truth the
-equivalent 1/7 criterion is ~0.5 (Rosenthal & Henderson 2003), see :func:`resolution`.
+threshold after the low-frequency region, found by linear interpolation between rings (the
+rule is stated once, in :func:`resolution`). Half-bit and 1/7 are the criteria for two
+*independent half-data* reconstructions; against a noise-free ground truth the equivalent
+1/7 criterion is ~0.5 (Rosenthal & Henderson 2003).
+
+Effective pixel counts. A window or mask ``w`` (the product of both) leaves fewer
+independent Fourier samples per ring than the ring has pixels: the spectrum of the windowed
+image is smoothed by ``|W|^2``, which correlates neighbouring samples over about
+``sqrt(N / A_eff)`` pixels, with ``N`` the image's pixel count and
+``A_eff = (sum w^2)^2 / sum w^4`` the window's effective area in pixels (a binary mask: its
+pixel count). A ring is one pixel wide, so only the correlation *along* it removes samples:
+``n_eff = n_ring * sqrt(A_eff / N)`` (a mask over a quarter of the image, half as many per
+ring; the FRC over the masked region alone, without zero padding, has the same count per
+ring of the same frequency). The half-bit and one-bit curves (van Heel & Schatz 2005, where
+``n`` is the number of independent pixels per ring) take ``n_eff``.
+``tests/metrics/test_frc.py`` checks the factor against the measured spread of the FRC of
+independent noise under masks and windows (counting every pixel, or the area ratio without
+the square root, is off by 2x-4x there).
 """
 
 from __future__ import annotations
@@ -72,20 +87,33 @@ class FRCResult:
     n_per_ring : (K,) int
         Pixels per ring.
     halfbit : (K,) float
-        Half-bit threshold for those ring sizes.
+        Half-bit threshold for the effective counts ``n_effective``.
+    n_effective : (K,) float
+        Independent samples per ring under the window and mask (module docstring);
+        ``n_per_ring`` when no window was applied.
+    min_freq : float
+        Upper edge of the low-frequency region, cycles per pixel: ``2 / sqrt(A_eff)``,
+        twice the main-lobe half-width of the window's spectrum (module docstring); rings
+        below it hold the window's own leakage of the mean and are not searched.
     """
 
     freq: np.ndarray
     frc: np.ndarray
     n_per_ring: np.ndarray
     halfbit: np.ndarray
+    n_effective: np.ndarray | None = None
+    min_freq: float = 0.0
+
+    def __post_init__(self):
+        if self.n_effective is None:
+            self.n_effective = np.asarray(self.n_per_ring, float)
 
     def threshold(self, kind: str | float = "halfbit") -> np.ndarray:
         """Threshold curve: ``"halfbit"``, ``"onebit"``, ``"1/7"`` or a fixed float."""
         if kind == "halfbit":
             return self.halfbit
         if kind == "onebit":
-            return onebit_threshold(self.n_per_ring)
+            return onebit_threshold(self.n_effective)
         value = 1 / 7 if kind == "1/7" else float(kind)
         return np.full(self.freq.shape, value)
 
@@ -101,9 +129,17 @@ def resolution(
     threshold: str | float = "halfbit",
     pixel_size: float | None = None,
     *,
-    start: int = 1,
+    start: int | None = None,
 ) -> Resolution:
-    """First crossing of ``result.frc`` below a threshold, linearly interpolated.
+    """Resolution from an FRC curve: the standard first crossing.
+
+    The rule: search the rings from the first one at or above ``result.min_freq`` (the
+    low-frequency region, where the window's spectrum leaks the mean, is skipped; ring 0
+    always is); the resolution is the first ring where the curve falls below the threshold,
+    linearly interpolated with the ring before it. Rings without power (NaN) count as
+    below. If the curve never falls below up to Nyquist, ``freq`` is 0.5 and ``crossed``
+    False. Later recoveries above the threshold do not count ("last crossing" is no
+    resolution).
 
     Parameters
     ----------
@@ -112,11 +148,13 @@ def resolution(
         Use ``0.5`` when comparing one reconstruction with a noise-free ground truth.
     pixel_size : float, optional
         Metres per pixel; gives ``length_m = pixel_size / freq``.
-    start : int
-        First ring searched; ring 0 (the mean) is skipped as it always correlates.
+    start : int, optional
+        First ring searched, overriding the low-frequency rule (at least 1).
     """
     d = result.frc - result.threshold(threshold)
     f = result.freq
+    if start is None:
+        start = int(np.searchsorted(f, result.min_freq - 1e-12))
     freq, crossed = float(f[-1]), False
     # NaN rings (no power) count as "below": nothing is resolved there.
     below = ~(d >= 0)
@@ -212,8 +250,13 @@ def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None) -> FRCResult:
     if mask is not None:
         m = to_numpy(mask).astype(float)
         w = m if w is None else w * m
+    area = float(x.size)
     if w is not None:
         x, y = x * w, y * w
+        w2 = float(np.sum(w**2))
+        if w2 <= 0:
+            raise ValueError("the window/mask is zero everywhere: nothing to correlate")
+        area = w2**2 / float(np.sum(w**4))
     fa = np.fft.fft2(x.astype(np.complex128))
     fb = np.fft.fft2(y.astype(np.complex128))
     k, freq = ring_indices(x.shape)
@@ -227,7 +270,9 @@ def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None) -> FRCResult:
     den = np.sqrt(pa * pb)
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(den > 0, num / den, np.nan)
-    return FRCResult(freq, curve, npr, halfbit_threshold(npr))
+    n_eff = npr * np.sqrt(area / x.size)
+    min_freq = 2.0 / np.sqrt(area)
+    return FRCResult(freq, curve, npr, halfbit_threshold(n_eff), n_eff, min_freq)
 
 
 def half_split_indices(scan, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:

@@ -130,3 +130,101 @@ def test_half_split_indices():
     assert list(a[:3]) == [0, 2, 4] and len(a) == 26
     with pytest.raises(ValueError):
         half_split_indices(np.stack([t, t**2], 1), method="checkerboard")
+
+
+def test_frc_matches_spectral_snr_ring_by_ring():
+    """Two copies of a signal with independent noise: FRC(k) = SNR(k) / (1 + SNR(k)).
+
+    The signal's power spectrum falls as a Gaussian and the noise is white, so the SNR is
+    known per ring; each ring must sit within 4 standard errors of the prediction, with the
+    standard error of a correlation, ``(1 - rho^2) / sqrt(n_indep)`` (real images: the
+    Hermitian half of the ring, ``n / 2`` samples).
+    """
+    n = 256
+    rng = np.random.default_rng(11)
+    fy = np.fft.fftfreq(n)[:, None]
+    fx = np.fft.fftfreq(n)[None, :]
+    q = np.hypot(fy, fx)
+    s_amp = 10.0 * np.exp(-((q / 0.12) ** 2))  # signal amplitude spectrum per pixel
+    signal = np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, n))) * s_amp).real
+    a = signal + rng.standard_normal((n, n))
+    b = signal + rng.standard_normal((n, n))
+    res = frc(a, b, window=None)
+    k, _ = ring_indices((n, n))
+    snr = np.bincount(k[k >= 0], (s_amp**2)[k >= 0]) / np.bincount(k[k >= 0])
+    rho = snr / (1 + snr)
+    se = (1 - rho**2) / np.sqrt(res.n_per_ring / 2)
+    rings = slice(2, None)
+    dev = np.abs(res.frc[rings] - rho[rings]) / se[rings]
+    assert np.all(dev < 4.0), np.max(dev)
+    # and it is a real test: the prediction spans correlated and uncorrelated rings
+    assert rho[2] > 0.99 and rho[-1] < 0.01
+    # the crossing of the 1/7 threshold is where SNR/(1+SNR) = 1/7, i.e. SNR = 1/6
+    f7 = res.resolution("1/7").freq
+    f_true = 0.12 * np.sqrt(np.log(100 * 6) / 2)  # s_amp^2 = 100 exp(-2 (f/0.12)^2) = 1/6
+    assert f7 == pytest.approx(f_true, abs=3 / n)
+
+
+def test_masked_threshold_uses_effective_counts():
+    """A binary mask over a quarter of the image halves each ring's count (hand-computed)."""
+    n = 64
+    rng = np.random.default_rng(12)
+    mask = np.zeros((n, n))
+    mask[:32, :32] = 1.0
+    a, b = rng.standard_normal((2, n, n))
+    res = frc(a, b, window=None, mask=mask)
+    full = frc(a, b, window=None)
+    np.testing.assert_array_equal(res.n_per_ring, full.n_per_ring)
+    np.testing.assert_allclose(res.n_effective, full.n_per_ring / 2)
+    # ring 10 of a 64x64 grid: count its pixels by hand and evaluate the published formula
+    k, _ = ring_indices((n, n))
+    n10 = int(np.sum(k == 10))
+    s = np.sqrt(n10 / 2)
+    assert res.halfbit[10] == pytest.approx((0.2071 + 1.9102 / s) / (1.2071 + 0.9102 / s))
+    assert res.halfbit[10] > full.halfbit[10]  # fewer samples: a higher threshold
+    # a soft window: A_eff = (sum w^2)^2 / sum w^4
+    w = np.outer(np.hanning(n), np.hanning(n))
+    soft = frc(a, b, window=w)
+    a_eff = np.sum(w**2) ** 2 / np.sum(w**4)
+    np.testing.assert_allclose(soft.n_effective, full.n_per_ring * np.sqrt(a_eff / n**2))
+    assert soft.min_freq == pytest.approx(2 / np.sqrt(a_eff))
+
+
+def test_effective_counts_match_the_noise_spread_under_a_mask():
+    """The spread of the FRC of independent noise grows as 1/sqrt(n_eff) under a mask.
+
+    Over many independent pairs, the variance of each ring's FRC is ~1/n_indep: a mask over
+    1/16 of the field must multiply it by ~4, as the effective count says (counting every
+    pixel of the ring would predict no change, the plain area ratio 16x).
+    """
+    n = 64
+    rng = np.random.default_rng(13)
+    mask = np.zeros((n, n))
+    mask[24:40, 24:40] = 1.0
+    rings = slice(8, 30)
+    pred_ratio = None
+    curves_f, curves_m = [], []
+    for _ in range(200):
+        a, b = rng.standard_normal((2, n, n))
+        curves_f.append(frc(a, b, window=None).frc[rings])
+        r = frc(a, b, window=None, mask=mask)
+        curves_m.append(r.frc[rings])
+        pred_ratio = r.n_per_ring[rings] / r.n_effective[rings]
+    var_full = np.var(curves_f, axis=0).mean()
+    var_mask = np.var(curves_m, axis=0).mean()
+    assert pred_ratio.mean() == pytest.approx(4.0)
+    assert var_mask / var_full == pytest.approx(pred_ratio.mean(), rel=0.2)
+
+
+def test_resolution_rule_skips_low_frequency_region_only():
+    """The first crossing after the low-frequency region; later recoveries do not count."""
+    res = frc(np.ones((64, 64)), np.ones((64, 64)), window=None)
+    assert res.min_freq == pytest.approx(2 / 64)
+    curve = np.full(res.freq.shape, 0.9)
+    curve[1] = 0.0  # a dip inside the low-frequency region (ring 1 < 2 / 64 * 64)
+    curve[10:14] = 0.0  # the first real crossing ...
+    curve[14:] = 0.9  # ... and a recovery that must not move the result
+    res.frc = curve
+    r = res.resolution(0.5)
+    assert r.crossed and r.freq == pytest.approx((9 + 0.4 / 0.9) / 64)
+    assert resolution(res, 0.5, start=1).freq == pytest.approx((0 + 0.4 / 0.9) / 64)

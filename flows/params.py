@@ -62,8 +62,11 @@ class CalibrationParams(_Params):
     probe: Literal["data", "mean_pattern", "physical"] = Field(
         "data",
         description="'data': the dataset's probe if it has one, else the mean-pattern "
-        "estimate; 'mean_pattern': always the estimate from the mean frame; 'physical': from "
-        "the beam parameters (electron aperture + defocus, or X-ray zone plate).",
+        "estimate; 'mean_pattern': always the estimate from the frames (far field: the mean "
+        "pattern's aperture with the defocus that best predicts held-out frames, "
+        "ptytasks.probe_estimate; near field: the back-propagated root-mean frame); "
+        "'physical': from the beam parameters (electron aperture + defocus, or X-ray zone "
+        "plate).",
     )
     object: Literal["uniform", "epie", "rpie", "pine", "learned"] = Field(
         "uniform",

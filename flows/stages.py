@@ -139,10 +139,13 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
+    blind_farfield = data.modality == "farfield" and params.probe != "physical"
     if data.modality != "fourier" and not (params.probe == "data" and data.probe is not None):
-        # Every frame-derived probe prior (mean pattern, physical scaling, coded plane wave)
-        # depends on the frames only through their mean: stream it, one block in memory.
-        data.frames = _mean_frame(data.frames)
+        # The physical scaling, coded plane wave and near-field start depend on the frames
+        # only through their mean: stream it, one block in memory. The blind far-field
+        # probe streams the mean itself and reads a bounded trial set beside it.
+        if not blind_farfield:
+            data.frames = _mean_frame(data.frames)
     arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
     if data.modality == "fourier":
         measured = None

@@ -91,11 +91,18 @@ def _local_windows(corners: torch.Tensor, window: tuple[int, int]):
 
 
 def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torch.Tensor:
-    """A probe guess when none is given: the back-propagated root-mean frame.
+    """A probe guess when none is given.
 
-    Its amplitude spectrum matches the mean diffraction pattern, so its size and power are
-    right; its phase (flat) is what the probe update has to find.
+    Far field: :func:`ptytasks.probe_estimate.blind_farfield_probe` (the mean pattern's
+    aperture with the defocus the frames choose). Otherwise the back-propagated root-mean
+    frame: its amplitude matches the mean pattern, its phase (flat) is left to the probe
+    update.
     """
+    if model.modality == "farfield":
+        from ptytasks.probe_estimate import blind_farfield_probe
+
+        probe, _ = blind_farfield_probe(data)
+        return torch.as_tensor(probe, device=device).to(cdtype)
     mean_amp = torch.as_tensor(np.sqrt(np.clip(data.frames, 0, None).mean(0)), device=device)
     idx = torch.zeros(1, dtype=torch.long, device=device)
     return model.from_detector(mean_amp.to(cdtype)[None], idx)[0]

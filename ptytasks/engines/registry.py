@@ -65,7 +65,44 @@ def run_engine(
         Fourier-pupil prior (RNF and the Fourier PIE).
     callback : ``callback(epoch, info)`` progress hook.
     checkpoint : path for the RNF engine's resumable state.
+
+    Raises
+    ------
+    ptytasks.probe_estimate.ProbeCollapsed
+        The probe's power shrank into a few pixels (checked after every epoch where the
+        engine reports its probe, and on the result): the run stops with a message rather
+        than writing a reconstruction of dots.
     """
+    from ptytasks.probe_estimate import check_probe
+
+    scanning = data.modality != "fourier" and name != "learned"
+
+    def watched(epoch: int, info: dict):
+        if scanning and info.get("probe") is not None:
+            check_probe(info["probe"], epoch=epoch)
+        return callback(epoch, info) if callback is not None else None
+
+    result = _run(name, data, settings, object_prior=object_prior, probe_prior=probe_prior,
+                  surface_prior=surface_prior, pupil_prior=pupil_prior, callback=watched,
+                  checkpoint=checkpoint)  # fmt: skip
+    if scanning and result.probe is not None:
+        check_probe(result.probe)
+    return result
+
+
+def _run(
+    name: str,
+    data: PtychoData,
+    settings: dict | None,
+    *,
+    object_prior,
+    probe_prior,
+    surface_prior,
+    pupil_prior,
+    callback,
+    checkpoint,
+) -> ReconstructionResult:
+    """:func:`run_engine` without the probe check."""
     s = dict(settings or {})
     epochs = int(s.get("epochs", 50))
     learn_pos = bool(s.get("learn_positions", False))

@@ -1,0 +1,57 @@
+"""The blind far-field probe: geometry of one candidate, and the held-out choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ptytasks.physics.fft import fft2c
+from ptytasks.probe_estimate import (
+    aperture_support,
+    blind_farfield_probe,
+    farfield_probe,
+    probe_health,
+)
+from ptytasks.simulate import simulate
+
+
+def _disc_mean(n=64, r=10.0, counts=1e4):
+    yy, xx = np.indices((n, n))
+    disc = np.hypot(yy - n // 2, xx - n // 2) <= r
+    return disc * counts / disc.sum()
+
+
+def test_candidate_is_centred_power_matched_and_measures_the_mean_pattern():
+    mean = _disc_mean()
+    p = farfield_probe(mean, 20.0, -1.0)
+    n = mean.shape[0]
+    i = np.abs(p) ** 2
+    yy, xx = np.indices(i.shape)
+    # centred on the window (not split over its corners, the flat-phase start's fault)
+    assert abs((i * yy).sum() / i.sum() - n // 2) < 1.0
+    assert abs((i * xx).sum() / i.sum() - n // 2) < 1.0
+    np.testing.assert_allclose(i.sum(), mean.sum(), rtol=1e-6)  # counts per frame
+    det = fft2c(torch.as_tensor(p)).numpy()
+    np.testing.assert_allclose(np.abs(det) ** 2, mean * aperture_support(mean),
+                               atol=1e-6 * mean.max())
+
+
+def test_defocus_sets_the_footprint():
+    mean = _disc_mean()
+    small = probe_health(farfield_probe(mean, 10.0))["participation_px"]
+    large = probe_health(farfield_probe(mean, 30.0))["participation_px"]
+    # a uniform disc of diameter D has participation ~ pi D^2 / 4 (edges ring: loose)
+    assert 0.5 < large / small / 9.0 < 2.0
+
+
+def test_held_out_frames_choose_footprint_and_sign():
+    """The simulator's zone plate (22.4 px footprint, sample past the focus) is found, by a
+    clear margin over the other defocus sign."""
+    data = simulate("farfield", seed=0)
+    probe, rep = blind_farfield_probe(data)
+    assert rep["sign"] == -1.0
+    assert 22.4 / 1.35 < rep["diameter_px"] < 22.4 * 1.35
+    other = min(c["held_out_error"] for c in rep["candidates"] if c["sign"] == 1.0)
+    chosen = min(c["held_out_error"] for c in rep["candidates"])
+    assert chosen < other / 3  # measured: 0.0020 vs 0.032 (+1 sign's best)
+    assert probe.dtype == np.complex64 and probe.shape == data.frame_shape

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", nargs="*", default=[], choices=SUITES, help="suites to leave out")
     p = sub.add_parser("report", help="regenerate report.md and plots from the JSON results")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="render results from different commits, each labelled with its own")
     p = sub.add_parser("peers", help="which peers import (versions, import time)")
     return ap
 
@@ -106,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "report":
         from bench import report
 
-        print(report.write_report(args.out))
+        try:
+            print(report.write_report(args.out, allow_mixed=args.allow_mixed))
+        except report.MixedCommits as exc:
+            print(f"bench report: {exc}", file=sys.stderr)
+            return 2
         return 0
     _configure(args)
     from bench import suite_common as C
@@ -137,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "all":
         from bench import report
 
-        C.log(f"report: {report.write_report(args.out)}")
+        try:
+            C.log(f"report: {report.write_report(args.out)}")
+        except report.MixedCommits as exc:  # the suites' JSON files are written regardless
+            C.log(f"report not written: {exc}")
     C.log(f"total {time.perf_counter() - t0:.0f} s")
     if failed:
         print("FAILED suites:\n  " + "\n  ".join(failed), file=sys.stderr)

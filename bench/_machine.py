@@ -1,8 +1,10 @@
 """Machine description recorded with every benchmark result.
 
 ``machine_info()`` returns host name, CPU model, core counts, RAM, OS, Python and library
-versions, and the GPU (via torch, if CUDA is available). Only standard-library calls and
-already-installed packages are used; missing pieces are reported as ``None``.
+versions (the peers' included), the GPU (via torch, if CUDA is available), the load
+average when it was called, and the git commit and dirty flag of the code that ran
+(:func:`git_state`). Only standard-library calls and already-installed packages are used;
+missing pieces are reported as ``None``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,35 @@ import datetime as _dt
 import os
 import platform
 import socket
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: Library versions recorded with every result: ptyflow's stack and the peers it is compared with.
+PACKAGES = ("numpy", "zarr", "h5py", "xarray", "dask", "torch", "scipy", "prefect",
+            "pty-chi", "ptyrad", "ptylab")  # fmt: skip
+
+
+def git_state() -> dict:
+    """``{"commit": sha, "dirty": bool}`` of this checkout (``None`` where git cannot tell).
+
+    ``dirty`` counts tracked files only: a result written from uncommitted engine code is
+    marked, and ``bench report`` refuses to mix it silently with clean results.
+    """
+
+    def git(*args):
+        try:
+            r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                               timeout=30)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty": bool(status) if status is not None else None}  # fmt: skip
 
 
 def _cpu_model() -> str | None:
@@ -55,7 +84,7 @@ def _gpu() -> list[dict] | None:
         return None
 
 
-def machine_info(packages=("numpy", "zarr", "h5py", "xarray", "dask", "torch", "scipy")) -> dict:
+def machine_info(packages=PACKAGES) -> dict:
     """A JSON-able description of this machine and software stack."""
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -72,6 +101,8 @@ def machine_info(packages=("numpy", "zarr", "h5py", "xarray", "dask", "torch", "
         "python": sys.version.split()[0],
         "versions": {p: _version(p) for p in packages},
         "gpu": _gpu(),
+        "load_average": list(os.getloadavg()),
+        "git": git_state(),
     }
 
 

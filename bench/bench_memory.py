@@ -197,19 +197,8 @@ def _run_child(stage, src, store, work, a, traced: bool) -> dict:
     return res
 
 
-# ----------------------------------------------------------------------------- provenance
-def git_state() -> dict:
-    def git(*args):
-        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None
-            else None}  # fmt: skip
-
-
 def run(scales: list[int], work: Path, out: Path | None, a) -> dict:
-    from bench._machine import machine_info
+    from bench._machine import git_state, machine_info
 
     load0 = os.getloadavg()  # a shared machine: record how busy it was
     results: dict = {"ingest": {}, "calibrate": {}, "evaluate": {}, "export": {}}

@@ -500,10 +500,47 @@ def headline_rows(found: dict) -> list[str]:
     return L
 
 
-def write_report(out: Path | None = None) -> Path:
+class MixedCommits(ValueError):
+    """The result files were written by different commits (or from uncommitted code)."""
+
+
+def provenance(d: dict) -> str:
+    """``"<commit[:10]>"``, ``"<commit[:10]>+dirty"`` or ``"unknown"`` (files from before
+    results recorded their commit)."""
+    g = d.get("git") or (d.get("machine") or {}).get("git") or {}
+    if not g.get("commit"):
+        return "unknown"
+    return g["commit"][:10] + ("+dirty" if g.get("dirty") else "")
+
+
+def check_commits(found: dict, allow_mixed: bool = False) -> set[str]:
+    """The set of code states behind ``found``; :class:`MixedCommits` when there is more
+    than one and ``allow_mixed`` is not set, naming each file's. (A single dirty state is
+    rendered, and flagged at the top of the report.)"""
+    by_file = {name: provenance(d) for items in found.values() for name, d in items}
+    commits = set(by_file.values())
+    if not allow_mixed and len(commits) > 1:
+        listing = ", ".join(f"{n}: {c}" for n, c in sorted(by_file.items()))
+        raise MixedCommits(
+            f"the results come from {len(commits)} code states ({listing}); rerun them at one "
+            "commit, or pass --allow-mixed to label every table with its commit"
+        )
+    return commits
+
+
+def write_report(out: Path | None = None, allow_mixed: bool = False) -> Path:
+    """Write ``report.md`` from the JSON results in ``out``.
+
+    Raises
+    ------
+    MixedCommits
+        The results were written by different code states (commits, or uncommitted code),
+        unless ``allow_mixed``: then the report says so at the top and under every table.
+    """
     out = Path(out) if out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     found = _load(out)
+    commits = check_commits(found, allow_mixed)
     L = [
         "# ptyflow benchmarks",
         "",
@@ -512,6 +549,11 @@ def write_report(out: Path | None = None) -> Path:
         "below comes from one of those files, named beside it.",
         "",
     ]
+    if len(commits) > 1:
+        L += [f"**Mixed code states** ({', '.join(sorted(commits))}): results from different "
+              "commits are not comparable; each table names its own.", ""]  # fmt: skip
+    elif any(c.endswith("+dirty") for c in commits):
+        L += [f"**Uncommitted code** ({next(iter(commits))}): not reproducible from git.", ""]
     peers = next(
         (d.get("peers") for items in found.values() for _, d in items if d.get("peers")), None
     )
@@ -542,7 +584,7 @@ def write_report(out: Path | None = None) -> Path:
         L += [f"## {titles[suite]}", ""]
         for name, d in items:
             try:
-                L += render[suite](name, d, out)
+                L += render[suite](name, d, out) + [f"(code: {provenance(d)})", ""]
             except Exception as exc:  # noqa: BLE001 - a malformed file must not stop the rest
                 L += [f"(could not render `{name}`: {type(exc).__name__}: {exc})", ""]
     path = out / "report.md"

@@ -228,8 +228,12 @@ def test_siemens_star_half_data_frc(star, scan, epochs):
         out[name] = c
         # The two independent halves agree at low frequency (the star's spokes).
         assert np.nanmean(c.frc[1:6]) > 0.5
-    print(scan, len(keep), {k: round(float(np.interp(0.25, c.freq, np.nan_to_num(c.frc))), 3)
-                            for k, c in out.items()})
+    at = {k: float(np.interp(0.25, c.freq, np.nan_to_num(c.frc))) for k, c in out.items()}
+    print(scan, len(keep), {k: round(v, 3) for k, v in at.items()})
+    # PINE is ePIE (same steps, same epochs) plus the denoising step: the halves must agree
+    # better at a quarter of the sampling frequency. Measured: all 0.220 vs 0.204, half
+    # 0.034 vs 0.019, quarter 0.081 vs 0.074 (without the step PINE equals ePIE: fails).
+    assert at["pine"] > at["epie"], at
 
 
 # --- in the pipeline -------------------------------------------------------------------------

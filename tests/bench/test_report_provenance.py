@@ -1,0 +1,38 @@
+"""Provenance: every result records the code state, and the report will not mix states."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import report
+from bench._machine import machine_info
+
+
+def test_machine_info_records_commit_load_and_peer_versions():
+    m = machine_info()
+    assert len(m["git"]["commit"]) == 40 and isinstance(m["git"]["dirty"], bool)
+    assert len(m["load_average"]) == 3
+    assert {"pty-chi", "ptyrad", "ptylab", "torch"} <= set(m["versions"])
+
+
+def _write(folder, name, commit, dirty=False):
+    d = {"suite": name.split("-")[0], "machine": {"git": {"commit": commit, "dirty": dirty}}}
+    (folder / f"{name}.json").write_text(json.dumps(d))
+
+
+def test_report_refuses_results_of_two_commits(tmp_path):
+    _write(tmp_path, "quality-cpu", "a" * 40)
+    _write(tmp_path, "speed-cpu", "b" * 40)
+    with pytest.raises(report.MixedCommits, match="quality-cpu.json: aaaaaaaaaa.*--allow-mixed"):
+        report.write_report(tmp_path)
+    text = report.write_report(tmp_path, allow_mixed=True).read_text()
+    assert "Mixed code states" in text and "(code: bbbbbbbbbb)" in text
+
+
+def test_report_of_one_commit_names_it_and_flags_uncommitted_code(tmp_path):
+    _write(tmp_path, "quality-cpu", "a" * 40, dirty=True)
+    _write(tmp_path, "speed-cpu", "a" * 40, dirty=True)
+    text = report.write_report(tmp_path).read_text()
+    assert "Uncommitted code" in text and "(code: aaaaaaaaaa+dirty)" in text

@@ -148,10 +148,10 @@ def markdown(results: dict[str, dict]) -> str:
     r = results.get("fpm_real")
     if r:
         rows.append(
-            f"| FPM blood smear (crop {r['crop']}) | FRC {f(r['frc_rnf'])} vs centre "
-            f"LED {f(r['frc_centre_led'])} cycles/px ({f(r['sharpening'], 2)}x); capped "
-            f"at what each can hold: {f(r.get('frc_rnf_capped', r['frc_rnf']))} vs "
-            f"{f(r.get('frc_centre_led_capped', r['frc_centre_led']))} | sharper |"
+            f"| FPM blood smear (crop {r['crop']}), standard half-data FRC | RNF "
+            f"{f(r['frc_rnf'])} vs Fourier rPIE {f(r['frc_fourier_rpie'])} cycles/px "
+            f"(bright-field cutoff {f(r['brightfield_cutoff_cyc_px'])}, synthetic "
+            f"{f(r['synthetic_cutoff_cyc_px'])}) | above rPIE, below the synthetic cutoff |"
         )
     r = results.get("coded")
     if r:

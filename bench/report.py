@@ -53,6 +53,13 @@ def _overhead(seconds: float, fraction: float) -> str:
     return f"{seconds:.2f} s ({100 * fraction:.0f} % of compute)"
 
 
+def _ci(interval, fmt="{:.2f}") -> str:
+    """`` (95 % CI a–b)`` or nothing when the result has no interval (older files)."""
+    if not interval or len(interval) != 2:
+        return ""
+    return f" (95 % CI {fmt.format(interval[0])} – {fmt.format(interval[1])})"
+
+
 def _engine_order(names) -> list[str]:
     ours = [n for n in OURS if n in names]
     return ours + sorted(n for n in names if n not in OURS)
@@ -380,19 +387,23 @@ def _pipeline(name: str, d: dict, out: Path) -> list[str]:
         f"| `stages.reconstruct_tile` per tile (store I/O, priors) | "
         f"{_f(d['stage_per_tile_s'], '{:.2f}')} s "
         f"(+{100 * d['stage_overhead_fraction']:.1f} %) |",
-        f"| Prefect + Dask flow per tile, 1 worker (marginal tiles of a batch) | "
-        f"{_f(d.get('flow_per_tile_1w_s'), '{:.2f}')} s |",
+        f"| Prefect + Dask flow per tile, 1 worker (slope of the flow time over "
+        f"{len(f1.get('flow_s', {}))} tile counts) | {_f(d.get('flow_per_tile_1w_s'), '{:.2f}')} s"
+        f"{_ci(f1.get('per_tile_ci95_s'), '{:.2f}')} |",
         f"| orchestration overhead per tile | "
-        f"{_overhead(d['overhead_per_tile_s'], d['overhead_fraction'])} |",
+        f"{_overhead(d['overhead_per_tile_s'], d['overhead_fraction'])}"
+        f"{_ci(d.get('overhead_per_tile_ci95_s'), '{:.3f}')} |",
         f"| compute per tile above which overhead < 5 % | "
         f"{_f(d.get('compute_s_for_5pct'), '{:.0f}')} s |",
-        f"| fixed flow cost (cluster start/stop, worker imports, API), 1 / 2 workers | "
-        f"{_f(f1.get('fixed_s'), '{:.1f}')} / {_f(f2.get('fixed_s'), '{:.1f}')} s |",
-        f"| marginal tiles time 1 → 2 workers (speed-up) | "
-        f"{_f(f1.get('marginal_s'), '{:.1f}')} → {_f(f2.get('marginal_s'), '{:.1f}')} s "
+        f"| fixed flow cost (intercept: cluster start/stop, worker imports, API), 1 / 2 "
+        f"workers | {_f(f1.get('fixed_s'), '{:.1f}')} / {_f(f2.get('fixed_s'), '{:.1f}')} s |",
+        f"| per-tile time 1 → 2 workers (speed-up) | "
+        f"{_f(f1.get('per_tile_s', f1.get('marginal_s')), '{:.2f}')} → "
+        f"{_f(f2.get('per_tile_s', f2.get('marginal_s')), '{:.2f}')} s "
         f"({_f(d.get('scaling_1_to_2'), '{:.2f}')}×) |",
         f"| projected 1-gigapixel coded field, 2 workers / 1 worker | "
-        f"{_f(p.get('hours_2_workers'), '{:.1f}')} / {_f(p.get('hours_1_worker'), '{:.1f}')}"
+        f"{_f(p.get('hours_2_workers'), '{:.1f}')}{_ci(p.get('hours_2_workers_ci95'), '{:.1f}')}"
+        f" / {_f(p.get('hours_1_worker'), '{:.1f}')}{_ci(p.get('hours_1_worker_ci95'), '{:.1f}')}"
         f" h ({p.get('epochs')} epochs, this tile size) |",
         "",
     ]
@@ -487,15 +498,17 @@ def headline_rows(found: dict) -> list[str]:
     if p and "overhead_fraction" in p:
         L.append(
             f"| Prefect + Dask overhead per tile ({p['compute_per_tile_s']:.1f} s tiles) | "
-            f"{_overhead(p['overhead_per_tile_s'], p['overhead_fraction'])}; fixed cost per "
-            f"flow {p['flows'].get('1', {}).get('fixed_s', float('nan')):.0f} s | `{name}` |"
+            f"{_overhead(p['overhead_per_tile_s'], p['overhead_fraction'])}"
+            f"{_ci(p.get('overhead_per_tile_ci95_s'), '{:.3f}')}; fixed cost per flow "
+            f"{p['flows'].get('1', {}).get('fixed_s', float('nan')):.0f} s | `{name}` |"
         )
         L.append(f"| speed-up 1 → 2 workers | {p['scaling_1_to_2']:.2f}× | `{name}` |")
         pr = p.get("projection_1gpx", {})
         if pr:
             L.append(
                 f"| projected 1-gigapixel coded field (2 workers, this machine) | "
-                f"{pr['hours_2_workers']:.0f} h | `{name}` |"
+                f"{pr['hours_2_workers']:.0f} h{_ci(pr.get('hours_2_workers_ci95'), '{:.0f}')}"
+                f" | `{name}` |"
             )
     return L
 

@@ -1,24 +1,29 @@
 """Pipeline cost: what Prefect + Dask add per tile, worker scaling, memory, gigapixel time.
 
-On simulated coded-ptychography data (the gigapixel flow's modality), tiled on the
-detector, with the production engine (RNF) and one torch thread per worker:
+On simulated coded-ptychography data (the gigapixel flow's modality), with the production
+engine (RNF) and one torch thread per worker:
 
-* **compute**: each tile's engine call (``run_engine``) timed inside
-  ``flows.stages.reconstruct_tile`` run in this process (a timing wrapper around the
-  registry), against the stage's own total (store reads, priors, writes);
+* **fixed-compute tiles**: one detector tile of the plan, replicated under new ids, so
+  every tile costs the same; its epochs are set so one tile computes for about
+  ``tile_seconds`` (timed once in this process);
+* **compute**: ``n_direct`` such tiles through ``flows.stages.reconstruct_tile`` in this
+  process, the engine call (``run_engine``) timed inside it: mean and spread;
 * **orchestration**: the ``reconstruct-tiles`` Prefect flow on a local Dask cluster with 1
-  and then 2 worker processes, each against a fresh run store; a flow with no tiles on the
-  same cluster kind gives the fixed cost (server round trips, cluster start and stop), so
-  ``per-tile overhead = (T_flow(n) - T_flow(0)) / n - compute per tile`` (1 worker);
-* **scaling** 1 -> 2 workers: ``(T_1 - T0_1) / (T_2 - T0_2)`` (2.0 is perfect);
+  and then 2 worker processes, for several tile counts ``n`` (``counts``); a straight-line
+  fit ``T(n) = fixed + n * per_tile`` gives the per-tile time with its standard error, so
+  ``per-tile overhead = per_tile(1 worker) - compute per tile`` has a 95 % interval (the
+  fixed part -- cluster start and stop, worker imports, API round trips -- is the
+  intercept, kept out of the per-tile cost);
+* **scaling** 1 -> 2 workers: ``per_tile(1) / per_tile(2)`` (2.0 is perfect);
 * **memory**: peak RSS (sampled every 10 ms) of a fresh worker-like process while it
   reconstructs one tile, per tile size, and its increment over the RSS before the tile;
-* **projection** to a 1-gigapixel coded field: core object pixels per second measured with
-  2 workers (fixed cost excluded), scaled to 1e9 pixels, for 2 workers and per worker.
+* **projection** to a 1-gigapixel coded field: the measured tile rate (core object pixels
+  per second from the fitted per-tile time, 1 and 2 workers), scaled to 1e9 pixels, at the
+  measured tile size and epochs, with the interval the slope's carries.
 
 The overhead target (< 5 % of compute) refers to production tiles (minutes of compute
-each); the quick run's tiles take seconds, so the report also gives the compute time per
-tile above which the measured overhead is under 5 %.
+each); the report also gives the compute time per tile above which the measured overhead
+is under 5 %.
 """
 
 from __future__ import annotations
@@ -40,28 +45,37 @@ QUICK = {
     "frame_size": 96,
     "n_positions": 16,
     "grid": [2, 2],
-    "epochs": 3,
+    "tile_seconds": 1.0,
+    "n_direct": 8,
+    "counts": [4, 8, 12, 16],
     "memory_sizes": [64, 128],
 }
 FULL = {
     "frame_size": 256,
     "n_positions": 25,
     "grid": [2, 2],
-    "epochs": 10,
+    "tile_seconds": 2.0,
+    "n_direct": 16,
+    "counts": [8, 16, 24, 32, 48],
     "memory_sizes": [64, 128, 256, 512],
 }
 GPU = {
     "frame_size": 1024,
     "n_positions": 25,
     "grid": [2, 2],
-    "epochs": 20,
+    "tile_seconds": 2.0,
+    "n_direct": 16,
+    "counts": [8, 16, 32, 64],
     "memory_sizes": [256, 512, 1024],
 }
 ENGINE = {"engine": "rnf", "batch_size": 4}
 
 
 def add_args(p) -> None:
-    p.add_argument("--pipeline-epochs", type=int, help="RNF epochs per tile (override)")
+    p.add_argument("--pipeline-epochs", type=int,
+                   help="RNF epochs per tile (default: set from --pipeline-tile-seconds)")
+    p.add_argument("--pipeline-tile-seconds", type=float,
+                   help="compute per tile the epochs are chosen for (default 2, quick 1)")
 
 
 def _cfg(args) -> dict:
@@ -70,7 +84,29 @@ def _cfg(args) -> dict:
     )
     if getattr(args, "pipeline_epochs", None):
         g["epochs"] = int(args.pipeline_epochs)
+    if getattr(args, "pipeline_tile_seconds", None):
+        g["tile_seconds"] = float(args.pipeline_tile_seconds)
     return g
+
+
+def replicate(tile: dict, n: int, prefix: str) -> list[dict]:
+    """``n`` copies of ``tile`` under ids ``{prefix}{i:04d}``: the same compute each, each
+    written as its own step (none is skipped as already complete)."""
+    return [{**tile, "tile_id": f"{prefix}{i:04d}"} for i in range(n)]
+
+
+def line_fit(n, t) -> dict:
+    """``t = fixed + n * per_tile`` by least squares, with the slope's standard error and
+    95 % interval (Student t, ``len(n) - 2`` degrees of freedom)."""
+    from scipy import stats
+
+    n, t = np.asarray(n, float), np.asarray(t, float)
+    res = stats.linregress(n, t)
+    dof = max(1, len(n) - 2)
+    half = float(stats.t.ppf(0.975, dof) * res.stderr)
+    return {"per_tile_s": float(res.slope), "per_tile_se_s": float(res.stderr),
+            "per_tile_ci95_s": [float(res.slope) - half, float(res.slope) + half],
+            "fixed_s": float(res.intercept), "dof": dof, "r2": float(res.rvalue**2)}
 
 
 def make_cxi(folder: Path, frame_size: int, n_positions: int) -> Path:
@@ -238,7 +274,6 @@ def run(args) -> dict:
     g = _cfg(args)
     head = C.run_header("pipeline", args)
     head["grid"] = g
-    head["engine"] = {**ENGINE, "epochs": g["epochs"]}
     head["notes"] = (
         "coded data simulated with known_surface=False: tile_dataset does not "
         "crop meta['surface'] to the tile's detector crop (ptytasks/tiling.py), "
@@ -252,64 +287,83 @@ def run(args) -> dict:
         tmp = Path(tmp)
         cxi = make_cxi(tmp, g["frame_size"], g["n_positions"])
         # --- compute vs stage, in process
-        C.log(
-            f"pipeline: direct tiles ({g['frame_size']} px frames, grid {g['grid']}, "
-            f"{g['epochs']} RNF epochs)"
-        )
-        tiles = prepare_store(cxi, tmp / "direct.zarr", g["grid"])
-        direct = direct_tiles(tmp / "direct.zarr", tiles, g["epochs"], threads, args.device)
+        C.log(f"pipeline: direct tiles ({g['frame_size']} px frames, one tile of a "
+              f"{g['grid']} plan, ~{g['tile_seconds']} s each)")  # fmt: skip
+        tile0 = prepare_store(cxi, tmp / "direct.zarr", g["grid"])[0]
+        if not g.get("epochs"):
+            # one tile at 2 epochs, one at 4: the per-epoch cost, then the epochs that make
+            # a tile compute for about tile_seconds
+            two = direct_tiles(tmp / "direct.zarr", replicate(tile0, 1, "e2-"), 2, threads,
+                               args.device)[0]["engine_s"]  # fmt: skip
+            four = direct_tiles(tmp / "direct.zarr", replicate(tile0, 1, "e4-"), 4, threads,
+                                args.device)[0]["engine_s"]  # fmt: skip
+            per_epoch = max((four - two) / 2, 1e-3)
+            g["epochs"] = int(max(1, round(g["tile_seconds"] / per_epoch)))
+            res["epoch_calibration"] = {"per_epoch_s": per_epoch, "two_epochs_s": two,
+                                        "four_epochs_s": four}  # fmt: skip
+        head["engine"] = {**ENGINE, "epochs": g["epochs"]}
+        direct = direct_tiles(tmp / "direct.zarr", replicate(tile0, g["n_direct"], "d"),
+                              g["epochs"], threads, args.device)  # fmt: skip
         res["direct"] = direct
-        # Median: the first tile of a process also pays one-off warm-up (allocator, plans).
-        engine_s = float(np.median([d["engine_s"] for d in direct]))
-        stage_s = float(np.median([d["stage_s"] for d in direct]))
+        # the first tile of a process also pays one-off warm-up (allocator, plans)
+        eng = np.array([d["engine_s"] for d in direct[1:] or direct])
+        stage = np.array([d["stage_s"] for d in direct[1:] or direct])
+        engine_s = float(eng.mean())
         res["compute_per_tile_s"] = engine_s
-        res["stage_per_tile_s"] = stage_s
-        res["stage_overhead_fraction"] = (stage_s - engine_s) / engine_s
+        res["compute_per_tile_sd_s"] = float(eng.std(ddof=1)) if len(eng) > 1 else 0.0
+        res["stage_per_tile_s"] = float(stage.mean())
+        res["stage_overhead_fraction"] = (res["stage_per_tile_s"] - engine_s) / engine_s
         C.write_json(path, {**head, **res, "partial": True})
-        # --- orchestration: Prefect + Dask, 1 and 2 workers. Each flow run starts its own
-        # cluster (lazily, at the first task) and each worker imports the stack on its first
-        # tile, so the marginal cost of the last half of the tiles, T(n) - T(n/2), is what a
-        # long batch pays per tile; the fixed part is reported too.
+        # --- orchestration: Prefect + Dask, 1 and 2 workers, several tile counts; each
+        # flow run starts its own cluster, so the fit's intercept holds the fixed cost
         quiet_prefect_console()
         flows: dict = {}
-        half = max(1, len(tiles) // 2)
         with prefect_api() as url:
             res["prefect_api"] = "temporary" if url and "127.0.0.1" in str(url) else "given"
             for workers in (1, 2):
+                st = tmp / f"flow{workers}.zarr"
+                prepare_store(cxi, st, g["grid"])
                 runs = {}
-                for n in (half, len(tiles)):
-                    C.log(f"pipeline: flow, {workers} worker(s), {n} tiles")
-                    st = tmp / f"flow{workers}-{n}.zarr"
-                    tl = prepare_store(cxi, st, g["grid"])[:n]
+                for n in g["counts"]:
+                    C.log(f"pipeline: flow, {workers} worker(s), {n} tiles of {g['epochs']} "
+                          "epochs")  # fmt: skip
+                    tl = replicate(tile0, n, f"w{workers}n{n}-")
                     runs[n] = flow_run(st, tl, g["epochs"], workers, threads, args.device)
-                marginal = runs[len(tiles)] - runs[half]
-                flows[workers] = {
-                    "flow_s": {str(k): v for k, v in runs.items()},
-                    "marginal_s": marginal,
-                    "marginal_tiles": len(tiles) - half,
-                    "fixed_s": runs[half] - marginal * half / (len(tiles) - half),
-                }
-                C.write_json(path, {**head, **res, "flows": flows, "partial": True})
-        n_marg = len(tiles) - half
+                    flows[workers] = {"flow_s": {str(k): v for k, v in runs.items()}}
+                    C.write_json(path, {**head, **res, "flows": flows, "partial": True})
+                flows[workers].update(line_fit(list(runs), list(runs.values())))
         res["flows"] = flows
-        per_tile_1 = flows[1]["marginal_s"] / n_marg
-        res["flow_per_tile_1w_s"] = per_tile_1
-        res["overhead_per_tile_s"] = per_tile_1 - engine_s
-        res["overhead_fraction"] = (per_tile_1 - engine_s) / engine_s
-        res["compute_s_for_5pct"] = max(0.0, res["overhead_per_tile_s"]) / 0.05
-        res["scaling_1_to_2"] = flows[1]["marginal_s"] / flows[2]["marginal_s"]
-        core = float(np.sum([d["core_px"] for d in direct[half:]]))
-        px_per_s_2w = core / flows[2]["marginal_s"]
-        px_per_s_1w = core / flows[1]["marginal_s"]
+        f1, f2 = flows[1], flows[2]
+        n_eng = len(eng)
+        se_compute = res["compute_per_tile_sd_s"] / np.sqrt(n_eng)
+        over = f1["per_tile_s"] - engine_s
+        se_over = float(np.hypot(f1["per_tile_se_s"], se_compute))
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.975, f1["dof"]) * se_over)
+        res["flow_per_tile_1w_s"] = f1["per_tile_s"]
+        res["overhead_per_tile_s"] = over
+        res["overhead_per_tile_se_s"] = se_over
+        res["overhead_per_tile_ci95_s"] = [over - half, over + half]
+        res["overhead_fraction"] = over / engine_s
+        res["compute_s_for_5pct"] = max(0.0, over) / 0.05
+        res["scaling_1_to_2"] = f1["per_tile_s"] / f2["per_tile_s"]
+        core = _core_px(tile0)
+
+        def hours(per_tile_s):
+            return 1e9 / (core / per_tile_s) / 3600
+
         res["projection_1gpx"] = {
-            "core_px_measured": core,
+            "core_px_per_tile": core,
             "epochs": g["epochs"],
-            "px_per_s_1_worker": px_per_s_1w,
-            "px_per_s_2_workers": px_per_s_2w,
-            "hours_2_workers": 1e9 / px_per_s_2w / 3600,
-            "hours_1_worker": 1e9 / px_per_s_1w / 3600,
-            "note": "marginal tiles of a flow (fixed flow and worker start-up excluded); "
-            "same epochs and tile size as measured",
+            "px_per_s_1_worker": core / f1["per_tile_s"],
+            "px_per_s_2_workers": core / f2["per_tile_s"],
+            "hours_1_worker": hours(f1["per_tile_s"]),
+            "hours_1_worker_ci95": [hours(x) for x in f1["per_tile_ci95_s"]],
+            "hours_2_workers": hours(f2["per_tile_s"]),
+            "hours_2_workers_ci95": [hours(x) for x in f2["per_tile_ci95_s"]],
+            "note": "fitted per-tile time of fixed-compute tiles (flow and worker start-up in "
+            "the intercept, excluded); at the measured tile size and epochs",
         }
         C.write_json(path, {**head, **res, "partial": True})
         # --- memory per worker vs tile size

@@ -6,9 +6,17 @@ Conventions bridged (ptyflow's are in ``docs/conventions.md``):
   frequency to the corner its forward model predicts;
 * FFT scale: pty-chi's far-field propagator is the unnormalised FFT, ptyflow's is unitary,
   so the same counts need the probe divided by ``sqrt(Ny Nx)`` (multiplied back on output);
-* positions: pty-chi takes patch *centres*; a ptyflow window corner ``c`` has its centre at
-  ``c + (N - 1) / 2`` (pty-chi's patch origin), with the position origin pinned to object
-  pixel ``(0, 0)`` (``SPECIFIED``), so the returned object is on ptyflow's object grid;
+* positions: pty-chi takes patch *centres* relative to ``position_origin_coords``; a ptyflow
+  window corner ``c`` has its centre at ``c + (N - 1) / 2`` on the object array. pty-chi's
+  PIE/LSQML forward model and updates snap a centre to ``round(p) + origin`` and then take
+  the window start ``round(centre - (N - 1) / 2)``, shifting the probe by ``p - round(p)``;
+  for even ``N`` that start is only exact when the origin is a half-integer (its own
+  default origin, ``round(shape / 2) - 0.5``, always is). With an integer origin the second
+  ``round`` meets an exact ``.5`` and torch's round-half-to-even moves every window by
+  +-0.5 px per axis (a parity-dependent jitter: 12 % frame misfit with the true object and
+  probe). So the origin is ``((N - 1) / 2) mod 1`` (0.5 for even, 0 for odd ``N``) and the
+  positions ``c + (N - 1) / 2 - origin``: the window start is ``c`` exactly and the object
+  stays on ptyflow's grid (``SPECIFIED``);
 * near field: pty-chi's angular-spectrum propagator over ``distance`` with ``fft_shift``
   off (its far-field shift does not apply).
 """
@@ -67,6 +75,13 @@ def _options(api, engine: str, s: dict):
     return o
 
 
+def placement(positions_px, frame_shape) -> tuple[np.ndarray, np.ndarray]:
+    """pty-chi ``(centres, position_origin_coords)`` for ptyflow window corners."""
+    half = np.array([(frame_shape[0] - 1) / 2.0, (frame_shape[1] - 1) / 2.0])
+    origin = half % 1.0  # half-pixel origin for even frames (see the module docstring)
+    return np.asarray(positions_px, np.float64) + half - origin, origin
+
+
 def run(job: dict, arrays: dict, snapshot) -> dict:
     """Reconstruct; ``snapshot(epoch, object, seconds)`` is called at the requested epochs."""
     import ptychi.api as api
@@ -77,7 +92,7 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     frames = np.asarray(arrays["frames"], np.float32)
     n, ny, nx = frames.shape
     pos = np.asarray(arrays["positions_px"], np.float64)
-    centres = pos + np.array([(ny - 1) / 2.0, (nx - 1) / 2.0])
+    centres, origin = placement(pos, (ny, nx))
     fft_scale = np.sqrt(ny * nx)
     probe = np.asarray(arrays["probe"], np.complex64)
     nearfield = job.get("modality", "farfield") == "nearfield"
@@ -100,7 +115,7 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     o.object_options.determine_position_origin_coords_by = (
         api.ObjectPosOriginCoordsMethods.SPECIFIED
     )
-    o.object_options.position_origin_coords = np.zeros(2)
+    o.object_options.position_origin_coords = origin
     o.probe_options.initial_guess = torch.as_tensor((probe / fft_scale)[None, None])
     o.probe_options.optimizable = bool(job.get("learn_probe", True))
     o.probe_position_options.position_x_px = centres[:, 1]

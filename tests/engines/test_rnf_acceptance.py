@@ -58,9 +58,12 @@ def test_nearfield_distance_and_wavelength(bench):
     for case in ("optical_both_plus", "optical_opposite"):
         assert abs(r[case]["distance_error"]) < 0.005, case
         assert abs(r[case]["wavelength_error"]) < 0.005, case
-    # paraxial regime: only the Fresnel product is identifiable (and is recovered)
-    assert abs(r["xray_paraxial"]["product_error"]) < 0.005
-    assert abs(r["xray_paraxial"]["start_distance_error"]) == pytest.approx(0.05, rel=1e-6)
+    # paraxial regime: only the Fresnel product is identifiable (and is recovered: from
+    # the start's (1.05 x 1.05 - 1) = 10 % to under 0.5 %, a 20-fold reduction at least)
+    x = r["xray_paraxial"]
+    start_product = (1 + x["start_distance_error"]) * (1 + x["start_wavelength_error"]) - 1
+    assert abs(x["product_error"]) < 0.005
+    assert abs(x["product_error"]) < abs(start_product) / 20
 
 
 def test_fourier_pupil_recovery(bench):
@@ -71,18 +74,19 @@ def test_fourier_pupil_recovery(bench):
 
 
 @pytest.mark.realdata
-def test_fpm_bloodsmear_sharper_than_centre_led(bench, data_dir):
+def test_fpm_bloodsmear_half_data_frc_beats_fourier_rpie(bench, data_dir):
     path = data_dir / "fpm-bloodsmear" / "bloodsmear_green.mat"
     if not path.exists():
         pytest.skip(f"{path} is absent")
     r = bench.fourier_bloodsmear(path)
     print(r)
-    assert r["frc_rnf"] > r["frc_centre_led"]
-    # also when each FRC is limited to what its image can physically hold (RNF: the
-    # synthetic-NA cutoff; centre LED: its own Nyquist, above which bicubic replicas agree)
-    assert r["frc_rnf_capped"] > r["frc_centre_led_capped"]
-    # and beyond the objective's own band: the dark-field LEDs were used consistently
-    assert r["frc_rnf_capped"] > r["brightfield_cutoff_cyc_px"]
+    # the standard half-data FRC (means removed, first crossing) of RNF's two LED halves:
+    # within what the LEDs synthesise (else the halves agree on their common prior, not on
+    # data), beyond the objective's own band, and above ptyflow's Fourier rPIE on the same
+    # halves at the same epochs -- not above RNF's own prior (the centre-LED image)
+    assert r["frc_rnf"] <= r["synthetic_cutoff_cyc_px"]
+    assert r["frc_rnf"] > r["brightfield_cutoff_cyc_px"]
+    assert r["frc_rnf"] > r["frc_fourier_rpie"]
 
 
 def test_coded_25_frames(bench):
@@ -96,13 +100,24 @@ def test_raster_pathology(bench):
     r = bench.raster_pathology()
     print(r)
     assert r["ratio_epie_over_rnf"] >= 2
+    # and in total, not only at the raster frequencies: below ePIE's best complex error
+    # anywhere on its grid (measured: RNF 0.0080; ePIE best 0.0199 at step 1 / 300
+    # epochs, where its periodic error is 20x RNF's; rPIE 0.081)
+    best_epie = min(g["complex_error"] for g in r["epie_grid"])
+    best_rpie = min(g["complex_error"] for g in r["rpie_grid"])
+    assert r["rnf"]["complex_error"] < min(best_epie, best_rpie), (r["rnf"], best_epie)
 
 
-def test_activation_ablation_runs_every_activation(bench):
-    # a benchmark (its table is in bench/results/rnf.md), not a threshold: check that
-    # every activation trains and is scored, on a short run
-    r = bench.activation_ablation(epochs=2, lrs=(1e-3,))
+def test_activation_ablation_every_activation_learns(bench):
+    """The ablation at its benchmark settings (30 epochs, lr 1e-3; ~65 s): every
+    activation must reconstruct, the default (phasor) among the good ones.
+
+    Measured (commit of this test): phasor 0.025, ctanh 0.027, crelu 0.023, zrelu 0.042,
+    modrelu 0.037, modulus_relu 0.031, split_relu 0.023; the uniform object RNF starts from
+    scores ~0.3, so a broken activation (or a residual that never trains) fails.
+    """
+    r = bench.activation_ablation(lrs=(1e-3,))
     assert set(r) == set(bench.ACTIVATIONS)
     for act, v in r.items():
-        assert 0 < v["complex_error"] < 1, act
-        assert v["final_loss"] > 0, act
+        assert v["complex_error"] < 0.07, (act, v["complex_error"])
+    assert r["phasor"]["complex_error"] < 0.04

@@ -88,9 +88,18 @@ def test_star_rnf_pipeline_reports_half_data_frc(harness, data_dir, tmp_path):
     assert s.root["metrics"].attrs["values"]["halfdata_frc_resolution"] == res
     rows = {r["metric"]: float(r["value"]) for r in _artifact_rows("metrics")}
     assert math.isclose(rows["halfdata_frc_resolution"], res, rel_tol=1e-5)
-    # Sane: the halves agree beyond the coarsest scales (a period under 50 pixels) and the
-    # crossing lies below Nyquist.
-    assert 0.02 < res < 0.5, res
+    # The control: the same pipeline, the same rPIE object prior, rPIE for the same epochs
+    # instead of RNF. RNF must add resolution to the prior it learns on, not just keep it.
+    ctrl_store = tmp_path / "star-rpie.zarr"
+    ctrl_settings = {**SETTINGS, "engine": {**SETTINGS["engine"], "engine": "rpie"}}
+    ctrl_settings["engine"].pop("batch_size")
+    ctrl = pipeline(PipelineParams.from_yaml(CONFIG, input=str(path), store=str(ctrl_store),
+                                             **ctrl_settings))  # fmt: skip
+    res_rpie = ctrl["metrics"]["halfdata_frc_resolution"]
+    print(f"half-data FRC (standard first crossing): RNF {res:.4f}, rPIE control "
+          f"{res_rpie:.4f} cycles/px")  # fmt: skip
+    assert res > res_rpie, (res, res_rpie)
+    assert res < 0.5, res  # a crossing below Nyquist
 
     result = {
         "suite": "pipeline-rnf-star",
@@ -103,6 +112,7 @@ def test_star_rnf_pipeline_reports_half_data_frc(harness, data_dir, tmp_path):
         "seconds": seconds,
         "tile_seconds": {r["step"]: float(s.root[r["step"]].attrs["seconds"]) for r in refs},
         "halfdata_frc_resolution_cycles_per_px": res,
+        "rpie_control_halfdata_frc_resolution_cycles_per_px": res_rpie,
         "halfdata_frc_period_px": 1 / res,
         "metrics": out["metrics"],
     }

@@ -64,7 +64,7 @@ class CalibrationParams(_Params):
         description="'data': the dataset's probe if it has one, else the mean-pattern "
         "estimate; 'mean_pattern': always the estimate from the frames (far field: the mean "
         "pattern's aperture with the defocus that best predicts held-out frames, "
-        "ptytasks.probe_estimate; near field: the back-propagated root-mean frame); "
+        "ptytasks.probe_estimate; near field: a phase-only-object ePIE on a trial set); "
         "'physical': from the beam parameters (electron aperture + defocus, or X-ray zone "
         "plate).",
     )

@@ -139,12 +139,12 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
-    blind_farfield = data.modality == "farfield" and params.probe != "physical"
+    blind = data.modality in ("farfield", "nearfield") and params.probe != "physical"
     if data.modality != "fourier" and not (params.probe == "data" and data.probe is not None):
-        # The physical scaling, coded plane wave and near-field start depend on the frames
-        # only through their mean: stream it, one block in memory. The blind far-field
-        # probe streams the mean itself and reads a bounded trial set beside it.
-        if not blind_farfield:
+        # The physical scaling and coded plane wave depend on the frames only through their
+        # mean: stream it, one block in memory. The blind far- and near-field probes stream
+        # the mean themselves and read a bounded trial set beside it.
+        if not blind:
             data.frames = _mean_frame(data.frames)
     arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
     if data.modality == "fourier":

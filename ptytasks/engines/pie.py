@@ -91,17 +91,28 @@ def _local_windows(corners: torch.Tensor, window: tuple[int, int]):
 
 
 def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torch.Tensor:
-    """A probe guess when none is given.
+    """A probe guess when none is given (:mod:`ptytasks.probe_estimate`).
 
-    Far field: :func:`ptytasks.probe_estimate.blind_farfield_probe` (the mean pattern's
-    aperture with the defocus the frames choose). Otherwise the back-propagated root-mean
-    frame: its amplitude matches the mean pattern, its phase (flat) is left to the probe
-    update.
+    Far field: the mean pattern's aperture with the defocus the frames choose
+    (:func:`~ptytasks.probe_estimate.blind_farfield_probe`). Near field: the probe a
+    phase-only-object ePIE finds on a trial set
+    (:func:`~ptytasks.probe_estimate.blind_nearfield_probe`; a warning when it did not leave
+    the flat-phase start's trap). Otherwise (coded) the back-propagated root-mean frame.
     """
-    if model.modality == "farfield":
-        from ptytasks.probe_estimate import blind_farfield_probe
+    from ptytasks import probe_estimate as pe
 
-        probe, _ = blind_farfield_probe(data)
+    if model.modality == "farfield":
+        probe, _ = pe.blind_farfield_probe(data)
+        return torch.as_tensor(probe, device=device).to(cdtype)
+    if model.modality == "nearfield":
+        probe, rep = pe.blind_nearfield_probe(data)
+        if not rep["escaped"]:
+            import warnings
+
+            warnings.warn(f"blind near-field probe: the trial loss fell only from "
+                          f"{rep['loss_first']:.3g} to {rep['loss_final']:.3g} in "
+                          f"{rep['epochs']} epochs; supply a probe if the result is poor",
+                          stacklevel=2)  # fmt: skip
         return torch.as_tensor(probe, device=device).to(cdtype)
     mean_amp = torch.as_tensor(np.sqrt(np.clip(data.frames, 0, None).mean(0)), device=device)
     idx = torch.zeros(1, dtype=torch.long, device=device)

@@ -2,7 +2,8 @@
 defaults, must come out near its own truth -- not as the dots the flat-phase mean-frame
 probe gave (complex error 0.33-0.43, ``trusted_pixels`` 462 of 28,561).
 
-Measured (commit of this test, seed 0, 2-core VM; error after the pipeline's alignment):
+Far field, measured (commit of this test, seed 0, 2-core VM; error after the pipeline's
+alignment):
 
 =========  ==================  ===========
 engine     dose none (exact)   dose 1e5
@@ -43,8 +44,8 @@ from storage.cxi import write_cxi
 FLOOR = 0.15  # the issue's acceptance line
 
 
-def _blind_run(tmp_path, engine: str, dose: float | None = None) -> dict:
-    data = simulate("farfield", seed=0, **({"dose": dose} if dose else {}))
+def _blind_run(tmp_path, engine: str, dose: float | None = None, modality="farfield") -> dict:
+    data = simulate(modality, seed=0, **({"dose": dose} if dose else {}))
     assert data.probe is None  # blind: nothing but frames, positions and geometry
     cxi = write_cxi(tmp_path / "x.cxi", data)
     store = str(tmp_path / "r.zarr")
@@ -75,6 +76,18 @@ def test_blind_farfield_default_reaches_truth(tmp_path, engine, dose):
     m = _blind_run(tmp_path, engine, dose)
     assert m["truth_complex_error"] < FLOOR, m
     assert m["trusted_pixels"] > 5000, m  # the scanned field, not a few dots
+
+
+@pytest.mark.parametrize("engine", ["rpie", *[pytest.param(e, marks=pytest.mark.slow)
+                                              for e in ("epie", "pine", "rnf")]])  # fmt: skip
+def test_blind_nearfield_default_reaches_truth(tmp_path, engine):
+    """Near field (diffuser probe, 16 frames): the phase-only-object start
+    (``blind_nearfield_probe``). Measured, seeds 0/1/2: rpie 0.004/0.006/0.008, epie
+    0.025/0.029/0.024, pine 0.054/0.060/0.055, rnf 0.026/0.028/0.028; the flat-phase start
+    gave 0.41-0.47. At dose 1e5 the acceptance line is NOT met (rpie 0.52 blind, 0.31 even
+    from the true probe): see the issue's closing note."""
+    m = _blind_run(tmp_path, engine, modality="nearfield")
+    assert m["truth_complex_error"] < FLOOR, m
 
 
 def test_collapsing_probe_stops_the_run_with_a_message():

@@ -27,8 +27,8 @@ PACKAGES = ("numpy", "zarr", "h5py", "xarray", "dask", "torch", "scipy", "prefec
 def git_state() -> dict:
     """``{"commit": sha, "dirty": bool}`` of this checkout (``None`` where git cannot tell).
 
-    ``dirty`` counts tracked files only: a result written from uncommitted engine code is
-    marked, and ``bench report`` refuses to mix it silently with clean results.
+    ``dirty`` counts tracked files outside ``bench/results`` only: a result written from
+    uncommitted code is marked, and ``bench report`` labels it.
     """
 
     def git(*args):
@@ -39,7 +39,9 @@ def git_state() -> dict:
             return None
         return r.stdout.strip() if r.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # results being written (bench/results) are not code: they do not make a run dirty
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":(exclude)bench/results")  # fmt: skip
     return {"commit": git("rev-parse", "HEAD"),
             "dirty": bool(status) if status is not None else None}  # fmt: skip
 

@@ -29,7 +29,7 @@ import numpy as np
 #: Candidate footprint diameters, as fractions of the frame side (steps of ~1.3x).
 FOOTPRINT_FRACTIONS = (0.15, 0.2, 0.26, 0.34, 0.44, 0.57, 0.74)
 #: Frames of the trial set (the ones nearest the scan's centroid) and its rPIE epochs.
-TRIAL_FRAMES, TRIAL_EPOCHS = 64, 10
+TRIAL_FRAMES, TRIAL_EPOCHS = 48, 5
 
 
 #: Bytes of frames a lazy store is read in (one ~16 MiB raw shard: memory stays flat

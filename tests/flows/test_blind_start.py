@@ -22,9 +22,6 @@ issue's command line itself.
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -40,6 +37,7 @@ from flows.params import (
 )
 from ptytasks.simulate import simulate
 from storage.cxi import write_cxi
+from tests.cli_runner import ptyflow_cli
 
 FLOOR = 0.15  # the issue's acceptance line
 
@@ -64,7 +62,7 @@ def _blind_run(tmp_path, engine: str, dose: float | None = None, modality="farfi
     [
         ("rpie", None),
         ("epie", None),
-        ("pine", None),
+        pytest.param("pine", None, marks=pytest.mark.slow),
         pytest.param("rnf", None, marks=pytest.mark.slow),
         pytest.param("rpie", 1e5, marks=pytest.mark.slow),
         pytest.param("epie", 1e5, marks=pytest.mark.slow),
@@ -107,15 +105,7 @@ def test_collapsing_probe_stops_the_run_with_a_message():
 def test_cli_simulate_then_run_blind_rpie(tmp_path):
     """The issue's command line: ``ptyflow simulate -m farfield -o x.cxi`` then ``ptyflow run
     x.cxi -o r.zarr --engine rpie`` (subprocesses, a temporary Prefect server)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API_URL", "PTYFLOW__"))}  # fmt: skip
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", OMP_NUM_THREADS="1")  # fmt: skip
-
-    def ptyflow(*args):
-        cmd = [sys.executable, "-c", "from flows.cli import app; app()", *args]
-        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=900)  # fmt: skip
+    ptyflow = ptyflow_cli(tmp_path, timeout=900)
 
     sim = ptyflow("simulate", "-m", "farfield", "-o", "x.cxi")
     assert sim.returncode == 0, sim.stdout + sim.stderr

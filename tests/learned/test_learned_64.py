@@ -11,14 +11,11 @@ user's first try, ``ptyflow simulate -m farfield -o x.cxi && ptyflow run x.cxi -
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from ptytasks.learned.inversion import default_weights, resolve_weights
+from tests.cli_runner import ptyflow_cli
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -118,15 +115,7 @@ def test_cli_simulate_then_run_learned(tmp_path):
 
     from storage.store import RunStore
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API_URL", "PTYFLOW__"))}  # fmt: skip
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", OMP_NUM_THREADS="1")  # fmt: skip
-
-    def ptyflow(*args):
-        cmd = [sys.executable, "-c", "from flows.cli import app; app()", *args]
-        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
+    ptyflow = ptyflow_cli(tmp_path, timeout=600)
 
     sim = ptyflow("simulate", "-m", "farfield", "-o", "x.cxi")
     assert sim.returncode == 0, sim.stdout + sim.stderr

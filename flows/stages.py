@@ -117,22 +117,11 @@ def _calibration_key(params: CalibrationParams) -> dict:
     return params.model_dump(exclude={"learned_weights"} if params.object != "learned" else None)
 
 
-def _mean_frame(frames) -> np.ndarray:
-    """The mean of ``frames`` (lazy or not) as a one-frame float32 stack ``(1, det_y,
-    det_x)``, summed in float64 a block (one ~16 MiB raw shard) at a time."""
-    lazy = hasattr(frames, "iter_blocks")
-    blocks = frames.iter_blocks(L.FRAME_SHARD_BYTES) if lazy else [(0, frames)]
-    total = np.zeros(frames.shape[1:], np.float64)
-    for _, block in blocks:
-        total += np.sum(block, axis=0, dtype=np.float64)
-        del block  # before the next read: one block in memory, not two
-    return (total / max(1, frames.shape[0])).astype(np.float32)[None]
-
-
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
     """Priors as step ``priors``: probe; Fourier pupil (+ its Zernike coefficients); coded
     surface (calibrated from a reference dataset, or the one the dataset carries)."""
     from ptytasks import calibration as cal
+    from ptytasks.probe_estimate import mean_pattern
 
     store = _store(store_path)
     fp = fingerprint(_calibration_key(params))
@@ -145,7 +134,7 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
         # mean: stream it, one block in memory. The blind far- and near-field probes stream
         # the mean themselves and read a bounded trial set beside it.
         if not blind:
-            data.frames = _mean_frame(data.frames)
+            data.frames = mean_pattern(data.frames, clip=False).astype(np.float32)[None]
     arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
     if data.modality == "fourier":
         measured = None

@@ -37,20 +37,26 @@ TRIAL_FRAMES, TRIAL_EPOCHS = 48, 5
 BLOCK_BYTES = 16 * 2**20
 
 
-def mean_pattern(frames) -> np.ndarray:
-    """Mean frame (counts), read a block at a time for lazy frame stores."""
-    if hasattr(frames, "iter_blocks"):
-        total, n = None, 0
-        for _, b in frames.iter_blocks(BLOCK_BYTES):
+def mean_pattern(frames, *, clip: bool = True) -> np.ndarray:
+    """Mean frame (counts, float64), read a block at a time for lazy frame stores.
+
+    ``clip``: negative counts (background-subtracted detectors) count as 0, as a probe
+    amplitude ``sqrt(mean)`` needs; ``False`` keeps them (a plain mean).
+    """
+    if not hasattr(frames, "iter_blocks"):
+        a = np.asarray(frames)
+        return (np.clip(a, 0, None) if clip else a).mean(0, dtype=np.float64)
+    total, n = None, 0
+    for _, b in frames.iter_blocks(BLOCK_BYTES):
+        if clip:
             if not b.flags.writeable:
                 b = b.copy()
             np.maximum(b, 0, out=b)  # in place: no second copy of the block
-            s = np.sum(b, axis=0, dtype=np.float64)
-            total = s if total is None else total + s
-            n += len(b)
-            del b
-        return total / max(n, 1)
-    return np.clip(np.asarray(frames, np.float64), 0, None).mean(0)
+        s = np.sum(b, axis=0, dtype=np.float64)
+        total = s if total is None else total + s
+        n += len(b)
+        del b  # before the next read: one block in memory, not two
+    return total / max(n, 1)
 
 
 def aperture_support(mean: np.ndarray, level: float = 0.1) -> np.ndarray:

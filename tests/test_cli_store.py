@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows import stages
 from flows.cli import app
 from flows.params import PipelineParams
+from tests.stage_runner import run_stages
 
 runner = CliRunner()
 
@@ -29,14 +29,7 @@ def finished(tmp_path_factory):
         "input": str(d / "ff.cxi"), "store": str(d / "ff.zarr"), "tiling": {"grid": [2, 2]},
         "engine": {"engine": "rpie", "epochs": 3, "learn_probe": False},
         "cluster": {"kind": "none"}})  # fmt: skip
-    stages.ingest(p.input, p.store, p.ingest)
-    stages.subsample(p.store, p.subsample)
-    stages.calibrate(p.store, p.calibration)
-    tiles = stages.plan(p.store, p.tiling)
-    for t in tiles:
-        stages.reconstruct_tile(p.store, t, p.engine, p.calibration)
-    stages.stitch(p.store, tiles)
-    stages.evaluate(p.store, p.evaluation)
+    run_stages(p)
     return p
 
 

@@ -27,17 +27,11 @@ import numpy as np
 import pytest
 
 from flows import stages
-from flows.params import (
-    CalibrationParams,
-    EngineParams,
-    EvaluationParams,
-    IngestParams,
-    SubsampleParams,
-    TilingParams,
-)
+from flows.params import EngineParams, PipelineParams
 from ptytasks.simulate import simulate
 from storage.cxi import write_cxi
 from tests.cli_runner import ptyflow_cli
+from tests.stage_runner import run_stages
 
 FLOOR = 0.15  # the issue's acceptance line
 
@@ -46,15 +40,10 @@ def _blind_run(tmp_path, engine: str, dose: float | None = None, modality="farfi
     data = simulate(modality, seed=0, **({"dose": dose} if dose else {}))
     assert data.probe is None  # blind: nothing but frames, positions and geometry
     cxi = write_cxi(tmp_path / "x.cxi", data)
-    store = str(tmp_path / "r.zarr")
-    stages.ingest(str(cxi), store, IngestParams())
-    stages.subsample(store, SubsampleParams())
-    stages.calibrate(store, CalibrationParams())
-    tiles = stages.plan(store, TilingParams())
-    for t in tiles:
-        stages.reconstruct_tile(store, t, EngineParams(engine=engine), CalibrationParams())
-    stages.stitch(store, tiles)
-    return stages.evaluate(store, EvaluationParams())
+    p = PipelineParams(input=str(cxi), store=str(tmp_path / "r.zarr"),
+                       engine=EngineParams(engine=engine))  # fmt: skip
+    run_stages(p)
+    return stages.evaluate(p.store, p.evaluation)  # skipped: the stored metrics
 
 
 @pytest.mark.parametrize(

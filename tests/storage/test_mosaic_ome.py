@@ -126,6 +126,7 @@ def test_pipeline_mosaic_is_ome(tmp_path):
     from flows.params import PipelineParams
     from ptytasks.simulate import simulate
     from storage.cxi import write_cxi
+    from tests.stage_runner import run_stages
 
     write_cxi(tmp_path / "ff.cxi", simulate("farfield", seed=2, frame_size=32,
                                             n_positions=40, known_probe=True))  # fmt: skip
@@ -133,13 +134,7 @@ def test_pipeline_mosaic_is_ome(tmp_path):
         "input": str(tmp_path / "ff.cxi"), "store": str(tmp_path / "ff.zarr"),
         "tiling": {"grid": [2, 1]}, "engine": {"engine": "rpie", "epochs": 1},
         "cluster": {"kind": "none"}})  # fmt: skip
-    stages.ingest(p.input, p.store, p.ingest)
-    stages.subsample(p.store, p.subsample)
-    stages.calibrate(p.store, p.calibration)
-    tiles = stages.plan(p.store, p.tiling)
-    for t in tiles:
-        stages.reconstruct_tile(p.store, t, p.engine, p.calibration)
-    stages.stitch(p.store, tiles)
+    tiles = run_stages(p, evaluate=False)
     assert stages.stitch(p.store, tiles)["skipped"]
     with pytest.MonkeyPatch.context() as mp:  # an older mosaic format is stitched again
         mp.setattr(MosaicWriter, "FORMAT", "plain-complex")

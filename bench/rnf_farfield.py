@@ -147,7 +147,7 @@ def periodic_error(obj, truth, mask, step: tuple[float, float], harmonics: int =
 
 def raster_pathology(epochs: int = 150, seed: int = 0) -> dict:
     """Strict 7 x 7 raster, Gaussian probe recovered blind: every engine starts from the
-    same back-propagated mean frame (:func:`~ptytasks.engines.rnf.default_probe`) and a
+    same blind probe estimate (:func:`~ptytasks.engines.rnf.default_probe`) and a
     uniform object. Error power at the scan frequency and its harmonics, RNF vs ePIE
     (and rPIE).
 

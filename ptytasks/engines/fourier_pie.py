@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.engines.pie import PIEState, cpu_threads
 from ptytasks.engines.result import ReconstructionResult
@@ -102,6 +103,8 @@ def reconstruct_fourier_pie(
     opts = options or FourierPIEOptions()
     t_start = time.perf_counter()
     device = torch.device(opts.device)
+    if device.type == "cpu":
+        keep_heap()  # reuse freed buffers across frames (ptytasks/engines/cpu_heap.py)
     cdtype = torch.complex128 if opts.dtype == "complex128" else torch.complex64
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
     model = (model or fourier_model_from_data(data)).to(device)

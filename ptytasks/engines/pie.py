@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
@@ -295,6 +296,8 @@ def reconstruct_pie(
     opts = options or PIEOptions()
     t_start = time.perf_counter()
     device = torch.device(opts.device)
+    if device.type == "cpu":
+        keep_heap()  # reuse freed buffers across frames (ptytasks/engines/cpu_heap.py)
     cdtype = torch.complex128 if opts.dtype == "complex128" else torch.complex64
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
     model = (model or model_from_data(data)).to(device)

@@ -36,12 +36,14 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.batching import batches
 from ptytasks.engines.checkpoint import (
     inputs_digest,
     load_checkpoint,
     restore_state,
     save_state,
 )
+from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import wavelet_sparsity
 from ptytasks.engines.result import ReconstructionResult
@@ -260,6 +262,23 @@ class _Setup:
             out["pupil"] = base if self.pupil_field is None else base + self.pupil_field.full()[0]
         return out
 
+    def object_box(self, idx: torch.Tensor) -> tuple[int, int, int, int]:
+        """``(y0, x0, h, w)``: the object pixels a step on frames ``idx`` evaluates.
+
+        The bounding box of the frames' windows, or the whole object where that is not
+        much smaller (``eval_region``, ``bbox_fraction``).
+        """
+        ny, nx = self.data.object_shape
+        corners = torch.floor(self.model.positions[idx].detach()).long()
+        lo = corners.min(0).values
+        hi = corners.max(0).values + torch.tensor(self.window, device=corners.device)
+        y0, x0 = int(lo[0]), int(lo[1])
+        h, w = int(hi[0]) - y0, int(hi[1]) - x0
+        mode = self.opts.eval_region
+        if mode == "full" or (mode == "auto" and h * w > self.opts.bbox_fraction * ny * nx):
+            return 0, 0, ny, nx
+        return y0, x0, h, w
+
     def predict(self, idx: torch.Tensor):
         """Predicted normalised intensities of frames ``idx`` and the object residual."""
         fields = self.extra_fields()
@@ -269,20 +288,9 @@ class _Setup:
                                           **fields)
             return self.model.intensity(wave, idx), res
         pos = self.model.positions[idx]
-        corners = torch.floor(pos.detach()).long()
-        lo = corners.min(0).values
-        hi = corners.max(0).values + torch.tensor(self.window, device=corners.device)
-        y0, x0 = int(lo[0]), int(lo[1])
-        h, w = int(hi[0]) - y0, int(hi[1]) - x0
-        ny, nx = self.data.object_shape
-        mode = self.opts.eval_region
-        if mode == "full" or (mode == "auto" and h * w > self.opts.bbox_fraction * ny * nx):
-            obj, res = self.obj_field.full()
-            off = torch.zeros(2, dtype=pos.dtype, device=pos.device)
-            region = obj
-        else:
-            region, res = self.obj_field.region(y0, x0, h, w)
-            off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
+        y0, x0, h, w = self.object_box(idx)
+        region, res = self.obj_field.region(y0, x0, h, w)
+        off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
         patches = extract_patches(region, pos - off, self.window)
         psi = illuminate(self.probe(), patches)
         return self.model.intensity(self.model.to_detector(psi, idx, **fields), idx), res
@@ -367,6 +375,8 @@ def reconstruct_rnf(
     opts = replace(options) if options is not None else RNFOptions()
     t_start = time.perf_counter()
     device = torch.device(opts.device)
+    if device.type == "cpu":
+        keep_heap()  # reuse freed activation buffers: no page faults per step
     model, rdt, cdt = _resolve(data, opts, model, opts.dtype, device)
     torch.manual_seed(int(opts.seed))
     st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),
@@ -388,9 +398,9 @@ def reconstruct_rnf(
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         st.set_epoch_lr(epoch)
-        order = torch.randperm(n, generator=gen).to(device)
+        pos = None if st.fourier else st.model.positions
         tot_d = tot_r = 0.0
-        for step, idx in enumerate(order.split(bs)):
+        for step, idx in enumerate(batches(opts.batching, pos, n, bs, gen, device)):
             if st.obj_field.annealed is not None:
                 steps = math.ceil(n / bs)
                 st.obj_field.annealed.set_progress(

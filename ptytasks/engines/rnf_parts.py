@@ -22,24 +22,19 @@ from ptytasks.physics.models.base import ForwardModel
 
 @torch.no_grad()
 def default_probe(data: PtychoData, model: ForwardModel, frames=None, cdtype=torch.complex64):
-    """A probe guess from the data: the root-mean frame taken back to the sample plane.
+    """A probe guess from the data, the same as the PIE engines start from.
 
-    Its amplitude spectrum matches the mean diffraction pattern (far field) or the mean
-    hologram is back-propagated (near field); coded ptychography gets a plane wave. The
-    far-field back-transform is centred in the window (``ifft2c`` leaves the real-space
-    origin at the corner, which would split the guess over the four corners). The power
-    is that of the (given) frames with a transparent object.
+    Far and near field: the blind estimates of :func:`ptytasks.engines.pie.initial_probe`
+    (:mod:`ptytasks.probe_estimate`); the root-mean frame taken back with a flat phase
+    collapses to a few pixels within epochs. Coded ptychography gets a plane wave. The
+    caller matches the power to the frames (``RNFOptions.rescale_prior``); ``frames`` is
+    accepted for the signature's sake (the estimate reads ``data``).
     """
-    f = torch.as_tensor(np.asarray(data.frames if frames is None else frames))
-    f = f.to(dtype=torch.float64).clamp(min=0)
     if data.modality == "coded":
-        return torch.ones(data.frame_shape, dtype=cdtype, device=f.device)
-    amp = torch.sqrt(f.mean(0)).to(cdtype)
-    idx = torch.zeros(1, dtype=torch.long, device=f.device)
-    p = model.from_detector(amp[None].to(model.positions.device), idx)[0]
-    if data.modality == "farfield":
-        p = torch.fft.fftshift(p, dim=(-2, -1))
-    return p.to(cdtype)
+        return torch.ones(data.frame_shape, dtype=cdtype, device=model.positions.device)
+    from ptytasks.engines.pie import initial_probe
+
+    return initial_probe(data, model, model.positions.device, cdtype)
 
 
 class AnnealedEncoding(nn.Module):
@@ -86,7 +81,8 @@ class Field(nn.Module):
         super().__init__()
         mlp = {"activation": opts.activation, "first_omega": opts.omega,
                "hidden_omega": opts.hidden_omega, "learnable_omega": opts.learn_omega,
-               "hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers}
+               "hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
+               "hidden_precision": opts.hidden_precision}
         if opts.out_init_scale is not None:
             mlp["out_init_scale"] = opts.out_init_scale
         self.net = ResidualField(tuple(shape), prior, encoding=dict(opts.encoding), mlp=mlp,

@@ -25,6 +25,8 @@ unchanged. The result equals the layer-by-layer autograd chain to float rounding
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -61,38 +63,50 @@ def _phasor_backward(g: torch.Tensor, h: torch.Tensor, out: torch.Tensor) -> tor
 class PhasorMLPFunction(torch.autograd.Function):
     """``out = W_L phasor(... phasor(W_1 x + b_1) ...) + b_L`` on channels-first input.
 
-    ``forward(ctx, x, chunk, *wb)``: ``x`` ``(D, P)`` real features, ``chunk`` points per
-    chunk (``None``: all), ``wb`` the stacked ``(weight, bias)`` pairs of every layer with
-    the phasor frequencies folded in (``ComplexLinear.stacked(act.pre_scale())``); the last
-    pair is the output layer. Returns ``(2 out, P)``.
+    ``forward(ctx, x, chunk, hidden_dtype, *wb)``: ``x`` ``(D, P)`` real features, ``chunk``
+    points per chunk (``None``: all), ``hidden_dtype`` (see :func:`phasor_mlp`), ``wb``
+    the stacked ``(weight, bias)`` pairs of every layer with the phasor frequencies folded
+    in (``ComplexLinear.stacked(act.pre_scale())``); the last pair is the output layer.
+    Returns ``(2 out, P)``.
     """
 
     @staticmethod
-    def forward(ctx, x, chunk, *wb):
+    def forward(ctx, x, chunk, hidden_dtype, *wb):
         p = x.shape[-1]
         chunk = max(1, p if not chunk else min(int(chunk), p))
         mats = [torch.cat([w, b[:, None]], 1) for w, b in zip(wb[::2], wb[1::2], strict=True)]
+        # hidden-to-hidden products in a low-precision dtype (bfloat16): the first layer
+        # (phases up to first_omega * |W x|, tens of radians) and the output stay float32
+        low = [m.to(hidden_dtype) if 0 < i < len(mats) - 1 and hidden_dtype is not None
+               else None for i, m in enumerate(mats)]
         out = torch.empty(mats[-1].shape[0], p, dtype=x.dtype, device=x.device)
-        saved = []  # per chunk: augmented input, then each hidden activation (augmented)
+        # per chunk: augmented input, then each hidden activation (augmented); beside them
+        # the low-precision copies of the inputs of the low-precision layers
+        saved, saved_low = [], []
         for s in range(0, p, chunk):
             h = _augment(x[:, s:s + chunk])
-            acts = [h]
-            for m in mats[:-1]:
-                y = torch.mm(m, h)
-                h = torch.empty(y.shape[0] + 1, y.shape[1], dtype=y.dtype, device=y.device)
+            acts, lows = [h], [None]
+            for i, m in enumerate(mats[:-1]):
+                # low-precision product, float32 phasor (the elementwise maths stays exact)
+                y = torch.mm(m, h) if low[i] is None else torch.mm(low[i], lows[-1]).float()
+                h = torch.empty(y.shape[0] + 1, y.shape[1], dtype=x.dtype, device=y.device)
                 _phasor_into(y, h)
                 acts.append(h)
+                lows.append(h.to(hidden_dtype) if low[i + 1] is not None else None)
             torch.mm(mats[-1], h, out=out[:, s:s + chunk])
             saved.append(acts)
+            saved_low.append(lows)
+        ctx.saved_low = saved_low
         ctx.saved = saved
         ctx.mats = mats
+        ctx.low = low
         ctx.chunk = chunk
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        mats, chunk, saved = ctx.mats, ctx.chunk, ctx.saved
+        mats, chunk, saved, low = ctx.mats, ctx.chunk, ctx.saved, ctx.low
         need_x = ctx.needs_input_grad[0]
         gmats = [torch.zeros_like(m) for m in mats]
         # the first layer's gradient is accumulated transposed, (D + 1, 2 C) += x g^T:
@@ -103,7 +117,7 @@ class PhasorMLPFunction(torch.autograd.Function):
             d = mats[0].shape[1] - 1
             gx = torch.empty(d, grad.shape[-1], dtype=grad.dtype, device=grad.device)
         wo = mats[-1][:, :-1]  # (2 out, 2 C)
-        for k, acts in enumerate(saved):
+        for k, (acts, lows) in enumerate(zip(saved, ctx.saved_low, strict=True)):
             s = k * chunk
             g = grad[:, s:s + chunk]
             h = acts[-1]
@@ -114,6 +128,11 @@ class PhasorMLPFunction(torch.autograd.Function):
                 gh.addcmul_(wo[j][:, None], g[j])
             for i in range(len(mats) - 2, -1, -1):
                 gy = _phasor_backward(gh, acts[i + 1], torch.empty_like(gh))
+                if i > 0 and low[i] is not None:
+                    gyl = gy.to(low[i].dtype)
+                    gmats[i].add_(torch.mm(gyl, lows[i].T))
+                    gh = torch.mm(low[i][:, :-1].T, gyl).to(gy.dtype)
+                    continue
                 if i > 0:
                     gmats[i].addmm_(gy, acts[i].T)
                     gh = torch.mm(mats[i][:, :-1].T, gy)
@@ -121,14 +140,40 @@ class PhasorMLPFunction(torch.autograd.Function):
                 gmats[0].addmm_(acts[0], gy.T)
                 if need_x:
                     torch.mm(mats[0][:, :-1].T, gy, out=gx[:, s:s + gy.shape[1]])
-        ctx.saved = None
+        ctx.saved = ctx.saved_low = None
         gmats[0] = gmats[0].T
         grads = []
         for gm in gmats:
             grads += [gm[:, :-1], gm[:, -1]]
-        return (gx, None, *grads)
+        return (gx, None, None, *grads)
 
 
-def phasor_mlp(x: torch.Tensor, wb: list[torch.Tensor], chunk: int | None) -> torch.Tensor:
-    """Apply :class:`PhasorMLPFunction` (see there); ``wb`` as ``ComplexMLP`` stacks them."""
-    return PhasorMLPFunction.apply(x, chunk, *wb)
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA device with
+    bfloat16 support, or a CPU with AVX512-BF16 or AMX-BF16 (read from ``/proc/cpuinfo``;
+    elsewhere ``False``). Without it, bfloat16 products are emulated and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def phasor_mlp(x: torch.Tensor, wb: list[torch.Tensor], chunk: int | None,
+               hidden_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Apply :class:`PhasorMLPFunction` (see there); ``wb`` as ``ComplexMLP`` stacks them.
+
+    ``hidden_dtype``: run the hidden-to-hidden products (forward and both backward
+    products) in this dtype, e.g. ``torch.bfloat16``; ``None``: all float32.
+    """
+    return PhasorMLPFunction.apply(x, chunk, hidden_dtype, *wb)

@@ -275,3 +275,21 @@ def test_split_rates_end_the_start_stall():
 
     assert after(lr_tables_scale=1.0, lr_mlp_scale=1.0) > 0.9 * e0  # the stall
     assert after() < 0.8 * e0
+
+
+def test_blind_start_takes_the_blind_probe_estimate():
+    """Without a probe RNF starts where the PIE engines do (the blind estimate), not from
+    the flat-phase back-propagated mean frame, which collapsed within 4 epochs here and
+    stopped the run (ProbeCollapsed); the estimate ends at probe error 0.27."""
+    from ptytasks.engines.pie import initial_probe
+    from ptytasks.engines.registry import run_engine
+    from ptytasks.engines.rnf import default_probe
+    from ptytasks.metrics.errors import complex_error
+
+    data = simulate("farfield", frame_size=48, n_positions=49, seed=0, dose=1e6)
+    assert data.probe is None
+    model = model_for(data)
+    torch.testing.assert_close(default_probe(data, model),
+                               initial_probe(data, model, "cpu", torch.complex64))
+    res = run_engine("rnf", data, {"epochs": 4, "hidden_features": 16})
+    assert complex_error(res.probe, data.ground_truth["probe"]) < 0.4

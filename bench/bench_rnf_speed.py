@@ -1,0 +1,308 @@
+"""RNF speed: field throughput and where an epoch's time goes, beside rPIE and the FFT floor.
+
+Two measurements, all in one process run, so every ratio is back to back on the same
+machine state (and recorded with its load average):
+
+* **Field throughput** -- forward + backward of the default :class:`ResidualField`
+  (encoding levels, complex width and phasor of ``RNFOptions``) on a full ``N x N``
+  pixel grid, in field coordinates per second, with the naive reference (every level
+  hashed, per-corner gathers, complex-dtype MLP with ``torch.exp(1j w z)``) measured in
+  the same run, plus the bare ``(2C) x (2C+1)`` GEMM rate of this machine (the floor the
+  hidden layer cannot beat).
+* **Epoch split** -- for each dataset (simulated far field 100 x 64^2; the Siemens star,
+  P25 near field and blood-smear FPM when ``../shared/data`` or ``$PTYFLOW_DATA`` has
+  them): the real RNF epoch (``reconstruct_rnf``'s own timer, first epoch dropped), the
+  same steps replayed stage by stage with detached boundaries so each stage is timed
+  alone (``encoding``, ``mlp_forward``, ``mlp_backward``, ``forward_model`` forward and
+  backward, ``loss`` (data term + wavelet) forward and backward, ``optimiser``; the rest
+  of the real epoch is ``python_overhead``), ptyflow's rPIE epoch on the same data and
+  the batched FFT floor (``fft2 + ifft2`` of all frames).
+
+Usage::
+
+    python bench/bench_rnf_speed.py                    # 1 and 2 threads, all datasets
+    python bench/bench_rnf_speed.py --quick            # simulated set only, 1 thread
+    python bench/bench_rnf_speed.py --settings '{"hidden_features": 64}'
+
+Writes ``bench/results/rnf-speed-<device>[-quick].json`` (git commit and dirty flag,
+machine, load, settings, seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._machine import machine_info  # noqa: E402
+from ptytasks.engines.batching import batches  # noqa: E402
+from ptytasks.engines.losses import data_loss as make_data_loss  # noqa: E402
+from ptytasks.engines.losses import wavelet_sparsity  # noqa: E402
+from ptytasks.engines.rnf import RNFOptions, _resolve, _Setup, reconstruct_rnf  # noqa: E402
+from ptytasks.fields import ResidualField  # noqa: E402
+from ptytasks.fields.activations import from_split  # noqa: E402
+from ptytasks.fields.hash_encoding import pixel_to_unit  # noqa: E402
+from ptytasks.physics.models.base import illuminate  # noqa: E402
+from ptytasks.physics.shifts import extract_patches  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STAGES = ("encoding", "mlp_forward", "mlp_backward", "forward_model", "loss", "optimiser")
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+class _Clock:
+    """Accumulates wall seconds per stage (device synchronised at each boundary)."""
+
+    def __init__(self, device):
+        self.device, self.t = device, dict.fromkeys(STAGES, 0.0)
+
+    def __call__(self, stage, fn, *args):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        _sync(self.device)
+        self.t[stage] += time.perf_counter() - t0
+        return out
+
+
+# ---------------------------------------------------------------------------- throughput
+def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> dict:
+    """Forward + backward coordinates/s of the default field, the naive reference, and
+    the machine's GEMM rate at the hidden layer's shape."""
+    from bench.bench_fields import ComplexDtypeMLP, NaiveHashEncoding, measure_interleaved
+    from ptytasks.fields import HashEncodingConfig
+
+    dev = torch.device(device)
+    mlp = {"hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
+           "first_omega": opts.omega, "hidden_omega": opts.hidden_omega}
+    prior = torch.ones(n, n, dtype=torch.complex64, device=dev)
+    field = ResidualField((n, n), prior, encoding=dict(opts.encoding), mlp=mlp).to(dev)
+    paper = HashEncodingConfig(level_policy="paper")
+    naive_enc = NaiveHashEncoding(paper).to(dev)
+    naive_mlp = ComplexDtypeMLP(
+        ResidualField((8, 8), None, encoding=paper, mlp=mlp).mlp).to(dev)
+    unit = torch.arange(n, device=dev, dtype=torch.float32) / (n - 1)
+    coords = torch.stack(torch.meshgrid(unit, unit, indexing="ij"), -1).reshape(-1, 2)
+    c2 = 2 * opts.hidden_features
+    a = torch.randn(c2, c2 + 1, device=dev)
+    b = torch.randn(c2 + 1, n * n, device=dev)
+
+    def ours():
+        z = field()
+        (z.real.square() + z.imag.square()).sum().backward()
+
+    def naive():
+        z = naive_mlp(naive_enc(coords)) + 1
+        (z.real.square() + z.imag.square()).sum().backward()
+
+    rows = measure_interleaved([ours, naive, lambda: torch.mm(a, b)], dev, reps)
+    p = n * n
+    out = {"grid": n, "coords": p, "threads": torch.get_num_threads(),
+           "field": {**rows[0], "coords_per_s": p / rows[0]["wall_s"]},
+           "naive": {**rows[1], "coords_per_s": p / rows[1]["wall_s"]},
+           "hidden_gemm_gflops": 2 * c2 * (c2 + 1) * p / rows[2]["wall_s"] / 1e9}
+    out["speedup_vs_naive"] = rows[1]["wall_s"] / rows[0]["wall_s"]
+    return out
+
+
+# ---------------------------------------------------------------------------- epoch split
+def _field_parts(fld, box):
+    """Encoding input and the pieces to rebuild ``Field.region`` from a detached MLP output."""
+    net = fld.net
+    y0, x0, h, w = box
+    dev, dt = net.offset.device, net.offset.dtype
+    ys = pixel_to_unit(torch.arange(y0, y0 + h, device=dev, dtype=dt), net.shape)
+    xs = pixel_to_unit(torch.arange(x0, x0 + w, device=dev, dtype=dt), net.shape)
+
+    def assemble(delta):
+        delta = delta.view(2, net.channels, h, w)
+        base = net._base((slice(y0, y0 + h), slice(x0, x0 + w)))
+        field, res = net._finish(from_split(base + delta)), net._finish(from_split(delta))
+        if fld.mask is not None:
+            m = fld.mask[y0:y0 + h, x0:x0 + w]
+            field, res = field - res + res * m, res * m
+        return field, res
+
+    return net, ys, xs, assemble
+
+
+def _staged_step(st, idx, data_loss, opts, clock):
+    """One training step of ``reconstruct_rnf`` replayed stage by stage (same maths)."""
+    st.optim.zero_grad(set_to_none=True)
+    boxes = {"obj": (0, 0, *st.data.object_shape) if st.fourier else st.object_box(idx)}
+    if st.probe_field is not None:
+        boxes["probe"] = (0, 0, *st.probe_field.shape)
+    flds = {"obj": st.obj_field, "probe": st.probe_field}
+    graph = {}
+    for name, box in boxes.items():
+        net, ys, xs, assemble = _field_parts(flds[name], box)
+        feats = clock("encoding", net.encoding.encode_grid, ys, xs)
+        feats_l = feats.detach().requires_grad_(True)
+        delta = clock("mlp_forward", net._mlp, feats_l.reshape(feats.shape[0], -1))
+        delta_l = delta.detach().requires_grad_(True)
+        graph[name] = (feats, feats_l, delta, delta_l, assemble)
+
+    def forward_model():
+        obj, res = graph["obj"][4](graph["obj"][3])
+        probe = (graph["probe"][4](graph["probe"][3])[0] if "probe" in graph
+                 else st.probe_fixed)
+        fields = st.extra_fields()
+        if st.fourier:
+            wave = st.model.to_detector(st.model.exit_waves(obj, probe, idx), idx, **fields)
+            return st.model.intensity(wave, idx), res
+        pos = st.model.positions[idx]
+        y0, x0 = boxes["obj"][:2]
+        off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
+        psi = illuminate(probe, extract_patches(obj, pos - off, st.window))
+        return st.model.intensity(st.model.to_detector(psi, idx, **fields), idx), res
+
+    pred, res = clock("forward_model", forward_model)
+    pred_l, res_l = pred.detach().requires_grad_(True), res.detach().requires_grad_(True)
+
+    def loss():
+        ld = data_loss(pred_l, st.frames[idx])
+        lr_ = wavelet_sparsity(res_l, opts.mu, levels=opts.wavelet_levels) if opts.mu > 0 else 0
+        return ld + lr_
+
+    total = clock("loss", loss)
+    clock("loss", total.backward)
+    grads = [g for g in (pred_l.grad, res_l.grad if res_l.grad is not None
+                         else torch.zeros_like(res_l))]
+    clock("forward_model", torch.autograd.backward, [pred, res], grads)
+    for feats, feats_l, delta, delta_l, _ in graph.values():
+        if delta_l.grad is not None:
+            clock("mlp_backward", delta.backward, delta_l.grad)
+        if feats_l.grad is not None:
+            clock("encoding", feats.backward, feats_l.grad)
+
+    def optimise():
+        st.geometry.pull_grad()
+        st.optim.step()
+        st.geometry.push()
+        st.constrain()
+
+    clock("optimiser", optimise)
+
+
+def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> dict:
+    """Real RNF epoch, its stage-by-stage replay, rPIE epoch and FFT floor on ``data``."""
+    from bench.suite_speed import fft_floor
+    from ptytasks.engines.registry import run_engine
+
+    threads = torch.get_num_threads()
+    out = {"modality": data.modality, "n_frames": int(data.n_frames),
+           "frame_shape": list(data.frame_shape), "object_shape": list(data.object_shape),
+           "threads": threads, "load_start": list(os.getloadavg())}
+    out["fft_floor_s"] = fft_floor(data.n_frames, data.frame_shape,
+                                   threads=threads)["batched_s_median"]
+    # ptyflow's rPIE (its own thread policy inside the same thread budget)
+    times = []
+    run_engine("rpie", data, {"epochs": epochs}, probe_prior=probe_prior,
+               callback=lambda e, info: times.append(info["time"]))
+    out["rpie_epoch_s"] = float(np.median(times[1:]))
+    # the real RNF epoch
+    o = RNFOptions(**{**opts.to_dict(), "epochs": epochs})
+    r = reconstruct_rnf(data, o, probe_prior=probe_prior)
+    wall = r.extras["epoch_seconds"]
+    out["rnf_epoch_s"] = float(np.median(wall[1:]))
+    # the replay: one warm-up epoch, then one timed epoch
+    model, rdt, cdt = _resolve(data, o, None, o.dtype, torch.device(o.device))
+    torch.manual_seed(int(o.seed))
+    st = _Setup(data, o, model, (None, probe_prior, None, None), torch.device(o.device), rdt,
+                cdt)
+    data_loss = make_data_loss(o.loss, "intensity" if o.loss == "poisson" else o.domain,
+                               delta=o.huber_delta)
+    gen = torch.Generator().manual_seed(int(o.seed) + 7919)
+    clock = None
+    for _ in range(2):
+        clock = _Clock(o.device)
+        pos = None if st.fourier else st.model.positions
+        for idx in batches(o.batching, pos, data.n_frames, o.batch_size, gen, o.device):
+            _staged_step(st, idx, data_loss, o, clock)
+    out["split_s"] = clock.t
+    out["split_sum_s"] = sum(clock.t.values())
+    out["python_overhead_s"] = out["rnf_epoch_s"] - out["split_sum_s"]
+    out["rnf_over_rpie"] = out["rnf_epoch_s"] / out["rpie_epoch_s"]
+    out["rnf_over_fft_floor"] = out["rnf_epoch_s"] / out["fft_floor_s"]
+    out["rpie_over_fft_floor"] = out["rpie_epoch_s"] / out["fft_floor_s"]
+    out["load_end"] = list(os.getloadavg())
+    return out
+
+
+# ---------------------------------------------------------------------------- datasets
+def datasets(quick: bool, data_dir: Path | None):
+    """``(name, data, probe_prior)``: the simulated set, then the real ones that exist."""
+    from ptytasks.simulate.datasets import simulate
+
+    sim = simulate("farfield", frame_size=64, n_positions=100, seed=0, dose=1e6)
+    yield "sim-farfield-100x64", sim, None
+    if quick:
+        return
+    from bench import suite_realdata as R
+
+    root = data_dir or R.data_dir(argparse.Namespace(data_dir=None))
+    for name in ("farfield-star", "nearfield-p25", "fpm-blood"):
+        path = root / R.FILES[name]
+        if not path.exists():
+            print(f"  skip {name}: {path} not found", flush=True)
+            continue
+        d = R.load(name, path)
+        if d.positions_px is not None:
+            d = R._placed(d)
+        yield name, d, R.common_probe(d)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--grid", type=int, default=256, help="throughput grid side")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per timing (first dropped)")
+    ap.add_argument("--settings", default="{}", help="RNFOptions overrides, JSON")
+    ap.add_argument("--quick", action="store_true", help="simulated set only, 1 thread")
+    ap.add_argument("--only", nargs="*", help="dataset names to run")
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    threads = [1] if args.quick else args.threads
+    opts = RNFOptions(device=args.device, **json.loads(args.settings))
+    t0 = time.perf_counter()
+    doc = {"suite": "rnf-speed", "machine": machine_info(), "settings": opts.to_dict(),
+           "seeds": {"simulation": 0, "rnf": opts.seed}, "epochs": args.epochs,
+           "throughput": [], "epochs_split": []}
+    for nt in threads:
+        torch.set_num_threads(nt)
+        tp = field_throughput(args.grid, opts, args.device)
+        print(json.dumps({k: v for k, v in tp.items() if k != "naive"}, default=float),
+              flush=True)
+        doc["throughput"].append(tp)
+        for name, data, probe in datasets(args.quick, args.data_dir):
+            if args.only and name not in args.only:
+                continue
+            row = {"dataset": name, **epoch_split(data, opts, probe, args.epochs)}
+            print(json.dumps(row, default=float), flush=True)
+            doc["epochs_split"].append(row)
+    doc["seconds"] = time.perf_counter() - t0
+    doc["load_end"] = list(os.getloadavg())
+    tag = args.device.split(":")[0] + ("-quick" if args.quick else "")
+    out = args.out or RESULTS / f"rnf-speed-{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=float))
+    print(f"wrote {out} ({doc['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -215,11 +215,12 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
     out = {"modality": data.modality, "n_frames": int(data.n_frames),
            "frame_shape": list(data.frame_shape), "object_shape": list(data.object_shape),
            "threads": threads, "load_start": list(os.getloadavg())}
-    out["fft_floor_s"] = fft_floor(data.n_frames, data.frame_shape,
-                                   threads=threads)["batched_s_median"]
+    out["fft_floor_s"] = fft_floor(data.n_frames, data.frame_shape, threads=threads,
+                                   device=opts.device)["batched_s_median"]
     # ptyflow's rPIE (its own thread policy inside the same thread budget)
     times = []
-    run_engine("rpie", data, {"epochs": epochs}, probe_prior=probe_prior,
+    run_engine("rpie", data, {"epochs": epochs, "device": opts.device},
+               probe_prior=probe_prior,
                callback=lambda e, info: times.append(info["time"]))
     out["rpie_epoch_s"] = float(np.median(times[1:]))
     # the real RNF epoch

@@ -182,6 +182,10 @@ def plan(store_path: str, params: TilingParams) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- reconstruct
+# Seeds of the half-data reconstructions relative to the full one (independent starts)
+HALF_SEED_OFFSET = {"a": 1000, "b": 2000}
+
+
 def tile_step(tile_id: str, half: str = "") -> str:
     """Store group of a tile's reconstruction (``half``: '', 'a' or 'b' for half-data)."""
     return f"{L.RECONSTRUCT}{'_' + half if half else ''}/{tile_id}"
@@ -261,8 +265,16 @@ def reconstruct_tile(
     name = tile_step(tile["tile_id"], half)
     # weights by content; runs without a network keep the keys they had before
     weights = network_weights(engine, calibration)
+    settings = engine.settings()
+    if half:
+        # The halves must be independent reconstructions (van Heel & Schatz 2005): with
+        # one seed two RNF halves start from the same hash tables and MLP weights, and what
+        # the data leave unconstrained comes out alike in both -- a correlation the FRC
+        # reads as resolution (the star's RNF halves agreed up to Nyquist, 0.5 c/px).
+        settings["seed"] = int(settings.get("seed", 0)) + HALF_SEED_OFFSET[half]
     fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
-                     *([weights] if weights else []))  # fmt: skip
+                     *([weights] if weights else []),
+                     *([f"seed={settings['seed']}"] if half else []))  # fmt: skip
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     upstream = {}
@@ -308,7 +320,7 @@ def reconstruct_tile(
         return progress(epoch, info) if progress is not None else None
 
     run = functools.partial(
-        run_engine, engine.engine, sub, engine.settings(), object_prior=obj0,
+        run_engine, engine.engine, sub, settings, object_prior=obj0,
         probe_prior=probe, surface_prior=surface, pupil_prior=pupil, callback=on_epoch,
         checkpoint=str(ckpt) if engine.engine == "rnf" else None,
     )  # fmt: skip

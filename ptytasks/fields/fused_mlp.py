@@ -21,6 +21,11 @@ in place (``addmm_``), and forms the ``K = 2`` product by broadcasting. Only the
 outputs are saved (as :class:`~ptytasks.fields.activations.Phasor` does), so memory is
 unchanged. The result equals the layer-by-layer autograd chain to float rounding
 (``tests/fields/test_complex_layers.py``); device agnostic (on GPU: one chunk).
+
+With ``hidden_dtype=torch.bfloat16`` the hidden-to-hidden products (forward, weight and
+input gradients) run in bfloat16 with float32 accumulation: 1.6-1.9x faster products on a CPU
+with AVX512-BF16 (tensor cores on GPU), ~1-2 % relative change of outputs and gradients.
+Each such layer's input is kept in both precisions (+50 % of its activation memory).
 """
 
 from __future__ import annotations

@@ -253,12 +253,13 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
 
 
 # ---------------------------------------------------------------------------- datasets
-def datasets(quick: bool, data_dir: Path | None):
+def datasets(quick: bool, data_dir: Path | None, sim_size: tuple[int, int] = (64, 100)):
     """``(name, data, probe_prior)``: the simulated set, then the real ones that exist."""
     from ptytasks.simulate.datasets import simulate
 
-    sim = simulate("farfield", frame_size=64, n_positions=100, seed=0, dose=1e6)
-    yield "sim-farfield-100x64", sim, None
+    frame, n = sim_size
+    sim = simulate("farfield", frame_size=frame, n_positions=n, seed=0, dose=1e6)
+    yield f"sim-farfield-{n}x{frame}", sim, None
     if quick:
         return
     from bench import suite_realdata as R
@@ -284,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="simulated set only, 1 thread")
     ap.add_argument("--only", nargs="*", help="dataset names to run")
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--sim", type=int, nargs=2, default=[64, 100], metavar=("FRAME", "N"),
+                    help="simulated set: frame side (px) and positions (default 64 100)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -299,7 +302,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: (v["coords_per_s"] if isinstance(v, dict) else v)
                           for k, v in tp.items()}, default=float), flush=True)
         doc["throughput"].append(tp)
-        for name, data, probe in datasets(args.quick, args.data_dir):
+        for name, data, probe in datasets(args.quick, args.data_dir, tuple(args.sim)):
             if args.only and name not in args.only:
                 continue
             row = {"dataset": name, **epoch_split(data, opts, probe, args.epochs)}

@@ -13,8 +13,8 @@
 #
 # Usage (from anywhere; results go to bench/results unless --out=DIR):
 #   bench/gpu.sh                 # needs CUDA; commit the JSON it writes
-#   bench/gpu.sh --dry-run       # CPU: steps 1-2 at tiny sizes, steps 3-4 printed (not
-#                                # run), step 5 collects only; ~30 s (tests/bench/test_gpu_sh.py)
+#   bench/gpu.sh --dry-run       # CPU: step 1 at tiny sizes, steps 2-4 printed (not run),
+#                                # step 5 collects only; ~15 s (tests/bench/test_gpu_sh.py)
 # Real data: ../shared/data or $PTYFLOW_DATA (the star steps are skipped without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,14 +37,15 @@ trap 'rm -rf "$WORK"' EXIT
 
 if [ "$DRY" = 1 ]; then
   TAG=dryrun; DEV=cpu; CLUSTER=local
-  SPEED=(--quick --grid 64 --epochs 2)
+  SPEED=(--quick --grid 64 --epochs 2 --sim 32 25)
   FIELDS=(--device cpu --sizes 64 --reps 1 --skip-naive)
+  GPU_TESTS=tests/engines
   RUN_INPUT="$STAR"; RUN_FLAGS=(--config deployments/configs/farfield-siemens.yaml --workers 1)
   PIPE=(--quick)
 else
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "bench/gpu.sh: no CUDA device (use --dry-run to check the script on CPU)" >&2; exit 2; }
-  TAG=cuda; DEV=cuda; CLUSTER=local_cuda
+  TAG=cuda; DEV=cuda; CLUSTER=local_cuda; GPU_TESTS=tests
   SPEED=(--threads 1 --grid 1024 --only sim-farfield-100x64 farfield-star)
   FIELDS=(--device cuda --sizes 512 1024 2048)
   RUN_INPUT="$STAR"
@@ -52,12 +53,13 @@ else
   PIPE=(--quick)
 fi
 
+# the long steps: run them, or (dry run) print them
+heavy() { if [ "$DRY" = 1 ]; then echo "   dry run, not run: $*"; else "$@"; fi; }
+
 echo "== 1. field throughput and RNF epoch split ($DEV)"
 "$PY" bench/bench_rnf_speed.py --device "$DEV" "${SPEED[@]}" --out "$OUT/rnf-speed-$TAG.json"
 echo "== 2. field building blocks"
-"$PY" bench/bench_fields.py "${FIELDS[@]}" --out "$OUT/fields-$TAG.json"
-# the long steps: run them, or (dry run) print them
-heavy() { if [ "$DRY" = 1 ]; then echo "   dry run, not run: $*"; else "$@"; fi; }
+heavy "$PY" bench/bench_fields.py "${FIELDS[@]}" --out "$OUT/fields-$TAG.json"
 echo "== 3. RNF reconstruction through the pipeline ($CLUSTER)"
 if [ -e "$RUN_INPUT" ] || [ "$DRY" = 1 ]; then
   heavy "$PY" bench/run_timed.py --out "$OUT/star-rnf-$TAG.json" --fresh --label "RNF defaults, $CLUSTER" \
@@ -70,7 +72,7 @@ echo "== 4. tile pipeline ($CLUSTER)"
 heavy "$PY" -m bench pipeline --device "$DEV" --no-peers --out "$OUT" --tag "$TAG" "${PIPE[@]}"
 echo "== 5. CUDA tests"
 COLLECT=(); [ "$DRY" = 1 ] && COLLECT=(--collect-only)
-"$PY" -m pytest -q -p no:cacheprovider -m gpu "${COLLECT[@]}" tests \
+"$PY" -m pytest -q -p no:cacheprovider -m gpu "${COLLECT[@]}" $GPU_TESTS \
   > "$OUT/pytest-gpu-$TAG.txt" 2>&1 || {
   tail -20 "$OUT/pytest-gpu-$TAG.txt"; exit 1; }
 tail -1 "$OUT/pytest-gpu-$TAG.txt"

@@ -189,7 +189,12 @@ def star(data_dir):
 
 @needs_weights
 @pytest.mark.realdata
-@pytest.mark.parametrize("scan, epochs", [("all", 3), ("half", 4), ("quarter", 6)])
+@pytest.mark.parametrize("scan, epochs", [
+    ("all", 3),
+    # 7 s and 13 s: in the slow run, to keep the default run under 10 minutes
+    pytest.param("half", 4, marks=pytest.mark.slow),
+    pytest.param("quarter", 6, marks=pytest.mark.slow),
+])
 def test_siemens_star_half_data_frc(star, scan, epochs):
     """ePIE, rPIE and PINE on the measured star (binned 2x), all / 1/2 / 1/4 of the scan.
 

@@ -107,6 +107,7 @@ def test_default_simulation_through_the_pipeline_stages(tmp_path):
     assert err < 0.8 * uniform, (err, uniform)
 
 
+@pytest.mark.slow  # 35 s (a Prefect server); the stages run in-process in the default run
 @pytest.mark.timeout(900)
 def test_cli_simulate_then_run_learned(tmp_path):
     # the command line, as a user types it (subprocesses, a temporary Prefect

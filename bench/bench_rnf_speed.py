@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._machine import machine_info  # noqa: E402
+from bench.bench_fields import sync  # noqa: E402
 from ptytasks.engines.batching import batches  # noqa: E402
 from ptytasks.engines.losses import data_loss as make_data_loss  # noqa: E402
 from ptytasks.engines.losses import wavelet_sparsity  # noqa: E402
@@ -57,22 +58,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("encoding", "mlp_forward", "mlp_backward", "forward_model", "loss", "optimiser")
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 class _Clock:
     """Accumulates wall seconds per stage (device synchronised at each boundary)."""
 
     def __init__(self, device):
-        self.device, self.t = device, dict.fromkeys(STAGES, 0.0)
+        self.device, self.t = torch.device(device), dict.fromkeys(STAGES, 0.0)
 
     def __call__(self, stage, fn, *args):
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         out = fn(*args)
-        _sync(self.device)
+        sync(self.device)
         self.t[stage] += time.perf_counter() - t0
         return out
 
@@ -188,9 +184,8 @@ def _staged_step(st, idx, data_loss, opts, clock):
 
     total = clock("loss", loss)
     clock("loss", total.backward)
-    grads = [g for g in (pred_l.grad, res_l.grad if res_l.grad is not None
-                         else torch.zeros_like(res_l))]
-    clock("forward_model", torch.autograd.backward, [pred, res], grads)
+    res_grad = res_l.grad if res_l.grad is not None else torch.zeros_like(res_l)
+    clock("forward_model", torch.autograd.backward, [pred, res], [pred_l.grad, res_grad])
     for feats, feats_l, delta, delta_l, _ in graph.values():
         if delta_l.grad is not None:
             clock("mlp_backward", delta.backward, delta_l.grad)

@@ -18,6 +18,8 @@ import ctypes
 import os
 import sys
 
+import torch
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # 256 MiB: above any per-chunk activation; larger blocks (whole frame stacks) still mmap
@@ -27,9 +29,14 @@ TRIM_THRESHOLD = 1024 * 2**20
 _done: bool | None = None
 
 
-def keep_heap() -> bool:
-    """Raise glibc's mmap and trim thresholds once per process; ``True`` when applied."""
+def keep_heap(device=None) -> bool:
+    """Raise glibc's mmap and trim thresholds once per process; ``True`` when applied.
+
+    ``device``: the run's torch device; anything but a CPU leaves the heap alone.
+    """
     global _done
+    if device is not None and torch.device(device).type != "cpu":
+        return False
     if _done is not None:
         return _done
     _done = False

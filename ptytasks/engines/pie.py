@@ -296,8 +296,7 @@ def reconstruct_pie(
     opts = options or PIEOptions()
     t_start = time.perf_counter()
     device = torch.device(opts.device)
-    if device.type == "cpu":
-        keep_heap()  # reuse freed buffers across frames (ptytasks/engines/cpu_heap.py)
+    keep_heap(device)  # CPU: reuse freed buffers across frames (ptytasks/engines/cpu_heap.py)
     cdtype = torch.complex128 if opts.dtype == "complex128" else torch.complex64
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
     model = (model or model_from_data(data)).to(device)

@@ -154,7 +154,7 @@ class _Setup:
 
     # ------------------------------------------------------------------ priors
     def _default_probe(self) -> torch.Tensor:
-        return default_probe(self.data, self.model, self.frames, self.cdt)
+        return default_probe(self.data, self.model, self.cdt)
 
     def _fourier_object_prior(self) -> torch.Tensor:
         """Upsampled amplitude of the most central LED's image (zero phase)."""
@@ -375,8 +375,7 @@ def reconstruct_rnf(
     opts = replace(options) if options is not None else RNFOptions()
     t_start = time.perf_counter()
     device = torch.device(opts.device)
-    if device.type == "cpu":
-        keep_heap()  # reuse freed activation buffers: no page faults per step
+    keep_heap(device)  # CPU: reuse freed activation buffers, no page faults per step
     model, rdt, cdt = _resolve(data, opts, model, opts.dtype, device)
     torch.manual_seed(int(opts.seed))
     st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),

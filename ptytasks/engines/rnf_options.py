@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from ptytasks.engines.batching import BATCHING
+
 LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
 DOMAINS = ("amplitude", "intensity")
 
@@ -209,8 +211,8 @@ class RNFOptions:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
         if self.domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}; got {self.domain!r}")
-        if self.batching not in ("random", "compact"):
-            raise ValueError(f"batching must be random or compact; got {self.batching!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}; got {self.batching!r}")
         if self.eval_region not in ("auto", "bbox", "full"):
             raise ValueError(f"eval_region must be auto, bbox or full; got {self.eval_region!r}")
         if self.epochs < 0 or self.batch_size < 1:

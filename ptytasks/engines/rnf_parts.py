@@ -21,14 +21,13 @@ from ptytasks.physics.models.base import ForwardModel
 
 
 @torch.no_grad()
-def default_probe(data: PtychoData, model: ForwardModel, frames=None, cdtype=torch.complex64):
+def default_probe(data: PtychoData, model: ForwardModel, cdtype=torch.complex64):
     """A probe guess from the data, the same as the PIE engines start from.
 
     Far and near field: the blind estimates of :func:`ptytasks.engines.pie.initial_probe`
     (:mod:`ptytasks.probe_estimate`); the root-mean frame taken back with a flat phase
     collapses to a few pixels within epochs. Coded ptychography gets a plane wave. The
-    caller matches the power to the frames (``RNFOptions.rescale_prior``); ``frames`` is
-    accepted for the signature's sake (the estimate reads ``data``).
+    caller matches the power to the frames (``RNFOptions.rescale_prior``).
     """
     if data.modality == "coded":
         return torch.ones(data.frame_shape, dtype=cdtype, device=model.positions.device)

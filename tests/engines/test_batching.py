@@ -86,6 +86,7 @@ def test_keep_heap_is_idempotent_and_can_be_switched_off(monkeypatch):
     import ptytasks.engines.cpu_heap as ch
 
     monkeypatch.setattr(ch, "_done", None)
+    assert ch.keep_heap("cuda") is False and ch._done is None  # a GPU run leaves it alone
     monkeypatch.setenv("PTYFLOW_KEEP_HEAP", "0")
     assert ch.keep_heap() is False
     monkeypatch.setattr(ch, "_done", None)

@@ -1,6 +1,8 @@
 """``python -m bench <suite> [--quick] [--device cpu|cuda] ...``: the benchmark suites.
 
-Suites: ``quality`` (error vs kept positions and dose, simulated, with ground truth),
+Suites: ``grid`` (the yardstick: every engine with frozen settings chosen on disjoint
+tuning cases, 3 test cases per cell; ``--tune`` chooses and freezes the settings),
+``quality`` (error vs kept positions and dose, simulated, with ground truth),
 ``realdata`` (half-data FRC on the measured sets in ../shared/data), ``speed`` (time per
 epoch and to a given error, against the FFT floor), ``pipeline`` (Prefect + Dask overhead
 per tile, 1 -> 2 workers, memory per worker, gigapixel projection), ``all`` (every suite,
@@ -54,7 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench import suite_pipeline, suite_quality, suite_realdata, suite_speed
+    from bench import suite_grid, suite_pipeline, suite_quality, suite_realdata, suite_speed
 
     ap = argparse.ArgumentParser(
         prog="python -m bench",
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
         _common(p)
         mod.add_args(p)
+    p = sub.add_parser("grid", help=(suite_grid.__doc__ or "").strip().splitlines()[0])
+    _common(p)
+    suite_grid.add_args(p)
     p = sub.add_parser("all", help="every suite, then the report")
     _common(p)
     for mod in mods.values():
@@ -118,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench import suite_common as C
 
     mods = {}
-    from bench import suite_pipeline, suite_quality, suite_realdata, suite_speed
+    from bench import suite_grid, suite_pipeline, suite_quality, suite_realdata, suite_speed
 
     mods = {
+        "grid": suite_grid,
         "quality": suite_quality,
         "realdata": suite_realdata,
         "speed": suite_speed,

@@ -11,7 +11,6 @@ same way for all engines. Errors are computed here, in one place, with
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OURS = ("rnf", "epie", "rpie")
+OURS = ("rnf", "epie", "rpie", "pine")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -207,50 +206,6 @@ def default_settings(engine: str, epochs: int, *, quick: bool = False) -> dict:
     return s
 
 
-@contextlib.contextmanager
-def _capture_rnf_state():
-    """Expose the RNF engine's live state to the benchmark's epoch callback.
-
-    The RNF callback reports losses but not the object; the benchmark evaluates the object
-    at a few epochs (outside the timed epochs) by keeping a reference to the engine's setup
-    object. Restored on exit. If the engine's internals change, snapshots are skipped and
-    only the final error is reported.
-    """
-    holder: dict = {}
-    try:
-        import ptytasks.engines.rnf as rnf_mod
-
-        orig = rnf_mod._Setup
-    except (ImportError, AttributeError):
-        yield holder
-        return
-
-    class _Capturing(orig):  # type: ignore[misc, valid-type]
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            holder["st"] = self
-
-    rnf_mod._Setup = _Capturing
-    try:
-        yield holder
-    finally:
-        rnf_mod._Setup = orig
-
-
-def _rnf_object(holder) -> np.ndarray | None:
-    import torch
-
-    st = holder.get("st")
-    if st is None:
-        return None
-    try:
-        with torch.no_grad():
-            obj = st.obj_field.full()[0]
-        return obj.detach().cpu().numpy().astype(np.complex64)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def run_ours(
     name: str,
     data,
@@ -269,7 +224,7 @@ def run_ours(
 
     s = dict(settings)
     s.setdefault("device", device)
-    if name in ("epie", "rpie"):
+    if name in ("epie", "rpie", "pine"):
         s.setdefault("cpu_threads", int(threads))
     old = torch.get_num_threads()
     torch.set_num_threads(int(threads))
@@ -281,21 +236,18 @@ def run_ours(
         losses.append(float(info.get("loss", float("nan"))))
         e = epoch + 1
         if e in want:
-            if "object" in info:
-                snaps[e] = info["object"].detach().cpu().numpy().astype(np.complex64).copy()
-            else:
-                o = _rnf_object(holder)
-                if o is not None:
-                    snaps[e] = o
-            if e in snaps:
+            obj = info.get("object")
+            # RNF hands a callable (the field is evaluated only when asked); PIE a tensor.
+            obj = obj() if callable(obj) else obj
+            if obj is not None:
+                if hasattr(obj, "detach"):
+                    obj = obj.detach().cpu().numpy()
+                snaps[e] = np.array(obj, np.complex64)
                 snap_t[e] = float(np.nansum(times))
 
     t0 = time.perf_counter()
     try:
-        with _capture_rnf_state() as holder:
-            res = run_engine(
-                name, data, s, probe_prior=probe, object_prior=object_init, callback=cb
-            )
+        res = run_engine(name, data, s, probe_prior=probe, object_prior=object_init, callback=cb)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0

@@ -1,0 +1,149 @@
+"""The cells, seeds and candidate settings of the yardstick grid (issue #17), and one run.
+
+A *cell* is a measurement situation (modality, scan, share of positions kept, dose); a
+*case* is one simulated object in it (seed + object image). Tuning cases and test cases are
+disjoint in seed, in object image and, for the far field, in dose (tuned at 1e5, tested at
+1e6 and 1e4), so no setting is ever chosen on data it is scored on.
+
+Every engine in a case starts from the same probe: the blind estimate ptyflow computes when
+a file has no probe (:func:`ptytasks.engines.pie.initial_probe`; Fourier: each engine's pupil
+from the objective's NA), the same uniform object, the same nominal positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from bench import suite_common as C
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement situation; ``name`` keys results and the cache."""
+
+    name: str
+    modality: str  # farfield | nearfield | fourier
+    keep: float = 1.0  # share of scan positions kept (same random subset for every engine)
+    dose: float = 1e6  # photons per frame (Poisson)
+    scan: str = "fermat"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Far field: 64 px frames, 100 positions at 75 % linear overlap (15 % keeps 15 frames).
+FARFIELD = {"frame_size": 64, "n_positions": 100, "overlap": 0.75}
+# Near field: 64 px frames, 16 random positions (the simulator's geometry, smaller frames).
+NEARFIELD = {"frame_size": 64, "n_positions": 16}
+# Fourier: 32 px camera images, 4x upsampled object (128 px), the simulator's LED grid.
+FOURIER = {"image_size": 32, "upsample": 4}
+
+CELLS: tuple[Cell, ...] = tuple(
+    Cell(f"ff-{int(k * 100)}-{d:.0e}".replace("+0", ""), "farfield", k, d)
+    for d in (1e6, 1e4)
+    for k in (1.0, 0.25, 0.15)
+) + (
+    Cell("ff-raster-100-1e6", "farfield", 1.0, 1e6, scan="raster"),
+    Cell("nf-100-1e6", "nearfield", 1.0, 1e6, scan="random"),
+    Cell("fourier-1e6", "fourier", 1.0, 1e6, scan="leds"),
+)
+QUICK_CELLS = ("ff-25-1e6", "ff-15-1e4", "nf-100-1e6")
+TUNING_CELLS: dict[str, Cell] = {
+    "farfield": Cell("tune-ff-25-1e5", "farfield", 0.25, 1e5),
+    "nearfield": Cell("tune-nf-100-1e5", "nearfield", 1.0, 1e5, scan="random"),
+    "fourier": Cell("tune-fourier-1e5", "fourier", 1.0, 1e5, scan="leds"),
+}
+#: (seed, object image): scored cases, and the disjoint cases settings are chosen on.
+TEST_CASES: tuple[tuple[int, str], ...] = ((1, "camera"), (2, "coins"), (3, "dead_leaves"))
+TUNING_CASES: tuple[tuple[int, str], ...] = ((101, "astronaut"), (102, "brick"))
+EPOCHS = {"farfield": 100, "nearfield": 100, "fourier": 50}
+SNAPSHOTS = 12
+
+ENGINES: dict[str, tuple[str, ...]] = {
+    "farfield": ("rnf", "epie", "rpie", "pine", "ptychi-rpie", "ptychi-lsqml", "ptyrad"),
+    "nearfield": ("rnf", "epie", "rpie", "pine", "ptychi-rpie", "ptychi-lsqml"),
+    "fourier": ("rnf", "epie", "rpie"),
+}
+
+# Three configurations per engine, the same budget for all: the engine's own defaults
+# (ptyflow's options; a peer as the bridge configures it from its documentation) and its
+# main step size a factor ~3 either way. Tuning picks one per engine and modality.
+_RNF_LR = 1e-3  # RNFOptions.lr
+CANDIDATES: dict[str, tuple[dict, ...]] = {
+    "rnf": ({}, {"lr": 3 * _RNF_LR}, {"lr": _RNF_LR / 3}),
+    "epie": ({}, {"alpha": 0.5}, {"alpha": 0.25}),
+    "rpie": ({}, {"alpha": 0.3}, {"alpha": 0.03}),
+    "pine": ({}, {"alpha": 0.5}, {"alpha": 0.25}),
+    "ptychi-rpie": ({}, {"object_alpha": 0.3}, {"object_alpha": 0.03}),
+    "ptychi-lsqml": ({}, {"object_step": 0.3}, {"batch_size": 16}),
+    "ptyrad": ({}, {"obj_lr": 1.5e-2}, {"obj_lr": 1.5e-3}),
+}
+
+
+def cell(name: str) -> Cell:
+    for c in CELLS + tuple(TUNING_CELLS.values()):
+        if c.name == name:
+            return c
+    raise KeyError(f"no grid cell {name!r}; cells: {', '.join(c.name for c in CELLS)}")
+
+
+def simulate_case(c: Cell, seed: int, object_kind: str):
+    """The case's data (kept subset applied) and its full simulated set."""
+    from ptytasks.simulate import simulate
+    from ptytasks.subsample import keep_fraction
+
+    if c.modality == "farfield":
+        data = simulate("farfield", **FARFIELD, scan=c.scan, dose=c.dose, seed=seed,
+                        object_kind=object_kind)  # fmt: skip
+    elif c.modality == "nearfield":
+        data = simulate("nearfield", **NEARFIELD, scan=c.scan, dose=c.dose, seed=seed,
+                        object_kind=object_kind)  # fmt: skip
+    elif c.modality == "fourier":
+        data = simulate("fourier", **FOURIER, dose=c.dose, seed=seed, object_kind=object_kind)
+    else:
+        raise ValueError(f"cell {c.name}: unknown modality {c.modality!r}")
+    if c.keep < 1.0:
+        return data.subset(keep_fraction(data.n_frames, c.keep, seed=seed)), data
+    return data, data
+
+
+def start_probe(data) -> np.ndarray | None:
+    """The blind probe every engine of a case starts from (None: Fourier, pupil from NA)."""
+    import torch
+
+    from ptytasks.engines.pie import initial_probe, model_from_data
+
+    if data.modality == "fourier":
+        return None
+    p = initial_probe(data, model_from_data(data), "cpu", torch.complex64)
+    return p.numpy().astype(np.complex64)
+
+
+def score_mask(data) -> np.ndarray:
+    """Where errors are judged: the pixels the kept frames light (scanning), the object
+    inside an 8 px border (Fourier: the upsampled field's edge is not constrained alike)."""
+    if data.modality == "fourier":
+        m = np.zeros(data.ground_truth["object"].shape, bool)
+        m[8:-8, 8:-8] = True
+        return m
+    return C.illuminated(data)
+
+
+def run_case_engine(data, truth, mask, probe, engine: str, settings: dict, epochs: int,
+                    *, seed: int, threads: int = 1, device: str = "cpu") -> dict:
+    """One engine on one case: final scores, the error-vs-epoch/seconds curve, times."""
+    rec = C.run_engine_timed(engine, data, epochs=epochs, probe=probe, threads=threads,
+                             device=device, seed=seed, settings=settings,
+                             snapshots=C.snapshot_epochs(epochs, SNAPSHOTS))  # fmt: skip
+    row = {"engine": engine, "settings": dict(settings), "epochs": int(epochs),
+           "ok": bool(rec.get("ok"))}  # fmt: skip
+    if not row["ok"]:
+        row["error_message"] = rec.get("error")
+        row["complex_error"] = float("nan")
+        return row
+    row.update(C.quality(rec["object"], truth, mask))
+    row["curve"] = C.error_curve(rec, truth, mask)
+    row["times"] = C.summarise_times(rec)
+    return row

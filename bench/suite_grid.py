@@ -1,0 +1,319 @@
+"""The yardstick grid: every engine, one frozen setting each, 3 test cases per cell.
+
+Two steps, both resumable (each finished run is cached as one JSON file under
+``bench/results/grid-cache/``, keyed by the code commit, so a stopped run continues where it
+stopped and a run of other code never reuses a cached result):
+
+``python -m bench grid --tune``
+    For every modality and engine, each of its three candidate configurations
+    (:data:`bench.grid_cells.CANDIDATES`, the same budget for every engine) runs on the
+    tuning cases only; the configuration with the lowest median final complex error is
+    chosen (ties: the earlier, i.e. the defaults) and frozen in ``bench/grid_settings.json``
+    with every score. Commit that file before the grid run.
+``python -m bench grid [--quick]``
+    Every cell x test case x engine with the frozen settings, unchanged. Writes
+    ``bench/results/grid-<device>[-quick].json`` and ``.md``: per cell and engine the median
+    and min-max over the test cases of the final error at equal epochs, and of the error
+    each engine had reached when the fastest engine of that case finished (equal time).
+
+The result records the commit and dirty flag of every run; a grid whose cached runs come
+from different commits is refused unless ``--allow-mixed`` (then every row keeps its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import grid_cells as G
+from bench import suite_common as C
+
+SETTINGS_FILE = Path(__file__).resolve().parent / "grid_settings.json"
+RULE = ("lowest median final complex error over the tuning cases (ties: the earlier "
+        "candidate, the engine's defaults first)")  # fmt: skip
+
+
+class MixedCommits(RuntimeError):
+    pass
+
+
+def add_args(p) -> None:
+    p.add_argument("--tune", action="store_true",
+                   help="choose each engine's setting on the tuning cases and freeze it")
+    p.add_argument("--cells", nargs="*", default=None, help="only these cells")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="run cache folder (bench/results/grid-cache)")
+    p.add_argument("--settings-file", type=Path, default=SETTINGS_FILE)
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="summarise cached runs of different commits (each row labelled)")
+
+
+# ----------------------------------------------------------------------------- cache
+def _key(kind: str, cell: G.Cell, case, engine: str, settings: dict, epochs: int,
+         code: dict) -> str:
+    blob = json.dumps([kind, cell.to_dict(), list(case), engine, settings, epochs,
+                       code.get("commit"), code.get("dirty")], sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class _Cases:
+    """Simulated cases, their start probes and masks, built once per run of the suite."""
+
+    def __init__(self):
+        self._d: dict = {}
+
+    def get(self, cell: G.Cell, case):
+        k = (cell.name, tuple(case))
+        if k not in self._d:
+            data, full = G.simulate_case(cell, *case)
+            self._d.clear()  # one case at a time in memory
+            self._d[k] = (data, full.ground_truth["object"], G.score_mask(data),
+                          G.start_probe(data))  # fmt: skip
+        return self._d[k]
+
+
+def _run_cached(cache: Path, kind: str, cell: G.Cell, case, engine: str, settings: dict,
+                cases: _Cases, code: dict, args) -> dict:
+    epochs = G.EPOCHS[cell.modality]
+    key = _key(kind, cell, case, engine, settings, epochs, code)
+    f = cache / cell.name / f"{case[0]}-{engine}-{key}.json"
+    if f.exists():
+        return json.loads(f.read_text())
+    data, truth, mask, probe = cases.get(cell, case)
+    C.log(f"grid {kind}: {cell.name} seed {case[0]} ({case[1]}) {engine} {settings or ''}")
+    row = G.run_case_engine(data, truth, mask, probe, engine, settings, epochs, seed=case[0],
+                            threads=args.threads, device=args.device)  # fmt: skip
+    row.update({"cell": cell.name, "seed": int(case[0]), "object_kind": case[1], "kind": kind,
+                "code": code, "load_average": C.load_average(),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+    C.log(f"  -> error {row.get('complex_error', float('nan')):.4f}"
+          + (f" ({row['error_message']})" if not row["ok"] else ""))  # fmt: skip
+    f.parent.mkdir(parents=True, exist_ok=True)
+    C.write_json(f, row)
+    return row
+
+
+def _engines(modality: str, args) -> tuple[list[str], dict]:
+    """The grid's engines for a modality that can run here, and why the others cannot."""
+    want = getattr(args, "engines", None)
+    avail = C.engine_list(args, modality)
+    run, skipped = [], {}
+    for e in G.ENGINES[modality]:
+        if want and e not in want:
+            continue
+        if e in C.OURS or e in avail["run"]:
+            run.append(e)
+        else:
+            skipped[e] = avail["skipped"].get(e, "not available")
+    return run, skipped
+
+
+# ----------------------------------------------------------------------------- tuning
+def tune(args) -> dict:
+    from bench._machine import git_state
+
+    code = git_state()
+    cache = args.cache or C.RESULTS / "grid-cache"
+    cases = _Cases()
+    out = {"rule": RULE, "candidates": G.CANDIDATES, "tuning_cases": G.TUNING_CASES,
+           "tuning_cells": {m: c.to_dict() for m, c in G.TUNING_CELLS.items()},
+           "epochs": G.EPOCHS, "code": code, "machine": C.run_header("grid-tune", args)["machine"],
+           "scores": {}, "settings": {}}  # fmt: skip
+    for modality, cell in G.TUNING_CELLS.items():
+        engines, skipped = _engines(modality, args)
+        out.setdefault("skipped", {})[modality] = skipped
+        for engine in engines:
+            meds = []
+            for cand in G.CANDIDATES[engine]:
+                errs = [_run_cached(cache, "tune", cell, case, engine, cand, cases, code, args)
+                        .get("complex_error", float("nan")) for case in G.TUNING_CASES]
+                meds.append(_median(errs))
+            best = choose(meds)
+            out["scores"].setdefault(modality, {})[engine] = meds
+            out["settings"].setdefault(modality, {})[engine] = G.CANDIDATES[engine][best]
+            C.log(f"tune {modality} {engine}: medians {[round(m, 4) for m in meds]} -> "
+                  f"{G.CANDIDATES[engine][best] or 'defaults'}")
+    path = args.settings_file
+    path.write_text(json.dumps(out, indent=1, default=C._json_default) + "\n")
+    C.log(f"frozen settings: {path}")
+    return out
+
+
+def choose(medians: list[float]) -> int:
+    """Index of the lowest finite median (the first on ties; 0 when none is finite)."""
+    vals = [m if np.isfinite(m) else np.inf for m in medians]
+    return int(np.argmin(vals)) if np.isfinite(min(vals)) else 0
+
+
+def _median(v) -> float:
+    a = np.asarray([x for x in v if x is not None], float)
+    a = a[np.isfinite(a)]
+    # A failed run counts as the worst outcome, not as a missing one.
+    return float(np.median(a)) if a.size == len(v) else float("inf")
+
+
+def frozen_settings(path: Path) -> dict:
+    if not Path(path).exists():
+        raise SystemExit(f"{path}: no frozen settings; run `python -m bench grid --tune` "
+                         "and commit the file first")  # fmt: skip
+    doc = json.loads(Path(path).read_text())
+    if doc.get("candidates") != json.loads(json.dumps(G.CANDIDATES)):
+        raise SystemExit(f"{path}: field 'candidates' differs from bench/grid_cells.py; "
+                         "re-run the tuning")  # fmt: skip
+    return doc
+
+
+# ----------------------------------------------------------------------------- grid
+def run(args) -> dict:
+    from bench._machine import git_state
+
+    if getattr(args, "tune", False):
+        return tune(args)
+    frozen = frozen_settings(args.settings_file)
+    code = git_state()
+    cache = args.cache or C.RESULTS / "grid-cache"
+    names = args.cells or (list(G.QUICK_CELLS) if args.quick else [c.name for c in G.CELLS])
+    head = C.run_header("grid", args)
+    head.update({"code": code, "frozen_settings": frozen["settings"],
+                 "settings_file": str(args.settings_file), "rule": frozen["rule"],
+                 "test_cases": G.TEST_CASES, "epochs": G.EPOCHS,
+                 "geometry": {"farfield": G.FARFIELD, "nearfield": G.NEARFIELD,
+                              "fourier": G.FOURIER}})  # fmt: skip
+    rows, skipped, t0 = [], {}, time.perf_counter()
+    cases = _Cases()
+    path = C.result_path("grid", args.device, args.quick, args.out, getattr(args, "tag", None))
+    for name in names:
+        cell = G.cell(name)
+        engines, skipped[name] = _engines(cell.modality, args)
+        for case in G.TEST_CASES:
+            for engine in engines:
+                s = frozen["settings"].get(cell.modality, {}).get(engine)
+                if s is None:
+                    skipped[name][engine] = "no frozen setting (not tuned here)"
+                    continue
+                rows.append(_run_cached(cache, "test", cell, case, engine, s, cases, code, args))
+        C.write_json(path, {**head, "rows": rows, "skipped": skipped, "partial": True})
+    out = {**head, "rows": rows, "skipped": skipped, "partial": False,
+           "seconds": time.perf_counter() - t0,
+           "cells": {n: G.cell(n).to_dict() for n in names}}  # fmt: skip
+    out["commits"] = check_commits(rows, allow_mixed=args.allow_mixed)
+    out["summary"] = summarise(rows)
+    C.write_json(path, out)
+    path.with_suffix(".md").write_text(markdown(out))
+    C.log(f"grid: {path} ({len(rows)} runs)")
+    return out
+
+
+def check_commits(rows: list[dict], *, allow_mixed: bool) -> list[dict]:
+    """The distinct code states of ``rows``; refuses more than one unless allowed."""
+    seen = {(r["code"].get("commit"), r["code"].get("dirty")) for r in rows if "code" in r}
+    states = [{"commit": c, "dirty": d} for c, d in sorted(seen, key=str)]
+    if len(states) > 1 and not allow_mixed:
+        raise MixedCommits(f"grid rows come from {len(states)} code states {states}; rerun "
+                           "or pass --allow-mixed")  # fmt: skip
+    return states
+
+
+def equal_time(curves: dict[str, list[dict]], budget: float) -> dict[str, float]:
+    """Each engine's error at its last snapshot within ``budget`` seconds of epochs
+    (NaN: no snapshot that early)."""
+    out = {}
+    for e, cur in curves.items():
+        pts = [p for p in cur if np.isfinite(p.get("seconds", np.nan))
+               and p["seconds"] <= budget * (1 + 1e-9)]
+        out[e] = float(pts[-1]["error"]) if pts else float("nan")
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per cell and engine: median, min and max over the test cases of the final error
+    (equal epochs) and of the equal-time error; the best engine of each view."""
+    out: dict = {}
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        rs = [r for r in rows if r["cell"] == cell]
+        eq_time: dict[str, list] = {}
+        budgets = []
+        for seed in sorted({r["seed"] for r in rs}):
+            ok = [r for r in rs if r["seed"] == seed and r.get("ok")]
+            totals = [r["times"]["compute_s"] for r in ok if r.get("times")]
+            if not totals:
+                continue
+            budget = min(totals)
+            budgets.append(budget)
+            et = equal_time({r["engine"]: r.get("curve", []) for r in ok}, budget)
+            for r in rs:
+                if r["seed"] == seed:
+                    eq_time.setdefault(r["engine"], []).append(et.get(r["engine"], np.nan))
+        engines = {}
+        for e in dict.fromkeys(r["engine"] for r in rs):
+            fin = [r.get("complex_error", np.nan) for r in rs if r["engine"] == e]
+            frc = [r.get("frc_resolution", np.nan) for r in rs if r["engine"] == e]
+            epoch_s = [r["times"]["epoch_s_median"] for r in rs
+                       if r["engine"] == e and r.get("times")]
+            engines[e] = {"equal_epochs": _stats(fin), "equal_time": _stats(eq_time.get(e, [])),
+                          "frc_truth": _stats(frc),
+                          "epoch_s_median": float(np.median(epoch_s)) if epoch_s else None}
+        out[cell] = {"engines": engines, "time_budget_s": budgets,
+                     "best_equal_epochs": _best(engines, "equal_epochs"),
+                     "best_equal_time": _best(engines, "equal_time")}  # fmt: skip
+    return out
+
+
+def _stats(v) -> dict:
+    a = np.asarray(v, float)
+    n_ok = int(np.isfinite(a).sum())
+    if n_ok < len(a) or not len(a):
+        # A failed case is reported, not dropped: the median of the rest would flatter.
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"),
+                "n": len(a), "n_failed": len(a) - n_ok}  # fmt: skip
+    return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max()),
+            "n": len(a), "n_failed": 0}
+
+
+def _best(engines: dict, view: str) -> str | None:
+    cand = {e: s[view]["median"] for e, s in engines.items() if np.isfinite(s[view]["median"])}
+    return min(cand, key=cand.get) if cand else None
+
+
+def markdown(doc: dict) -> str:
+    code = ", ".join(f"{s['commit'][:7] if s['commit'] else '?'}"
+                     + (" (dirty)" if s["dirty"] else "") for s in doc["commits"])
+    lines = [f"# Yardstick grid ({doc['device']}{', quick' if doc['quick'] else ''})", "",
+             f"Code: {code}. Settings: `{Path(doc['settings_file']).name}` (rule: "
+             f"{doc['rule']}). Test cases (seed, object): "
+             + ", ".join(f"{s} {o}" for s, o in doc["test_cases"]) + ". Complex error over "
+             "the lit area, median [min-max] over the cases; equal time: the error each "
+             "engine had reached when the fastest engine of the case finished its epochs.",
+             ""]  # fmt: skip
+    for cell, s in doc["summary"].items():
+        c = doc["cells"][cell]
+        lines += [f"## {cell}: {c['modality']}, {c['scan']}, {c['keep']:.0%} kept, "
+                  f"dose {c['dose']:g}", "",
+                  f"Best at equal epochs: **{s['best_equal_epochs']}**; at equal time "
+                  f"({_fmt_list(s['time_budget_s'])} s): **{s['best_equal_time']}**.", "",
+                  "| engine | equal epochs | equal time | FRC vs truth (c/px) | s/epoch |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for e, v in s["engines"].items():
+            ep = v["epoch_s_median"]
+            lines.append(f"| {e} | {_fmt(v['equal_epochs'])} | {_fmt(v['equal_time'])} | "
+                         f"{_fmt(v['frc_truth'])} | {ep:.3f} |" if ep is not None else
+                         f"| {e} | {_fmt(v['equal_epochs'])} | - | - | - |")  # fmt: skip
+        lines.append("")
+    if any(doc.get("skipped", {}).values()):
+        lines += ["Not run: " + "; ".join(f"{c}: {e} ({why})" for c, d in doc["skipped"].items()
+                                          for e, why in d.items()), ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _fmt(s: dict) -> str:
+    if s["n_failed"]:
+        return f"{s['n_failed']}/{s['n']} failed"
+    return f"{s['median']:.4f} [{s['min']:.4f}-{s['max']:.4f}]"
+
+
+def _fmt_list(v) -> str:
+    return "/".join(f"{x:.1f}" for x in v)

@@ -1,0 +1,134 @@
+"""The yardstick grid (bench/suite_grid.py): tuning on disjoint cases, frozen settings,
+resumable runs, refusal to mix commits, median/range and equal-time summaries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from bench import grid_cells as G
+from bench import suite_grid as S
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_tuning_and_test_cases_are_disjoint():
+    tune_seeds = {s for s, _ in G.TUNING_CASES}
+    test_seeds = {s for s, _ in G.TEST_CASES}
+    assert not tune_seeds & test_seeds
+    assert not {o for _, o in G.TUNING_CASES} & {o for _, o in G.TEST_CASES}
+    # tuned at a dose no test cell uses
+    test_doses = {c.dose for c in G.CELLS}
+    assert all(c.dose not in test_doses for c in G.TUNING_CELLS.values())
+    # the same budget for every engine
+    assert len({len(v) for v in G.CANDIDATES.values()}) == 1
+    assert all(v[0] == {} for v in G.CANDIDATES.values()), "defaults come first"
+
+
+def test_choose_takes_the_lowest_median_and_the_first_on_ties():
+    assert S.choose([0.3, 0.1, 0.2]) == 1
+    assert S.choose([0.1, 0.1, 0.2]) == 0
+    assert S.choose([math.inf, 0.4, math.nan]) == 1
+    assert S.choose([math.nan, math.inf]) == 0
+    # a failed tuning run makes its candidate the worst, not the best of the rest
+    assert S._median([0.1, float("nan")]) == math.inf
+
+
+def test_equal_time_takes_the_last_snapshot_within_the_budget():
+    curves = {"fast": [{"seconds": 1.0, "error": 0.5}, {"seconds": 2.0, "error": 0.2}],
+              "slow": [{"seconds": 1.5, "error": 0.4}, {"seconds": 8.0, "error": 0.01}],
+              "late": [{"seconds": 3.0, "error": 0.0}]}  # fmt: skip
+    et = S.equal_time(curves, 2.0)
+    assert et["fast"] == 0.2 and et["slow"] == 0.4 and math.isnan(et["late"])
+
+
+def _row(cell, seed, engine, err, total, curve, commit="a"):
+    return {"cell": cell, "seed": seed, "engine": engine, "ok": True, "complex_error": err,
+            "frc_resolution": 0.3, "times": {"compute_s": total, "epoch_s_median": total / 10},
+            "curve": curve, "code": {"commit": commit, "dirty": False}}  # fmt: skip
+
+
+def test_summary_median_range_and_both_views():
+    rows = []
+    for seed, (ef, es) in zip((1, 2, 3), ((0.30, 0.10), (0.20, 0.12), (0.25, 0.50)), strict=True):
+        rows.append(_row("c", seed, "fast", ef, 1.0, [{"seconds": 1.0, "error": ef}]))
+        rows.append(_row("c", seed, "slow", es, 9.0,
+                         [{"seconds": 0.9, "error": 0.9}, {"seconds": 9.0, "error": es}]))
+    s = S.summarise(rows)["c"]
+    assert s["engines"]["fast"]["equal_epochs"] == {"median": 0.25, "min": 0.2, "max": 0.3,
+                                                    "n": 3, "n_failed": 0}
+    assert s["engines"]["slow"]["equal_epochs"]["median"] == 0.12
+    assert s["best_equal_epochs"] == "slow"
+    assert s["engines"]["slow"]["equal_time"]["median"] == 0.9
+    assert s["best_equal_time"] == "fast"
+    # a failed case is reported, never dropped from the median
+    rows[1] = {**rows[1], "ok": False, "complex_error": float("nan")}
+    s = S.summarise(rows)["c"]
+    assert s["engines"]["slow"]["equal_epochs"]["n_failed"] == 1
+    assert s["best_equal_epochs"] == "fast"
+
+
+def test_mixed_commits_are_refused_unless_allowed():
+    rows = [_row("c", 1, "e", 0.1, 1, []), _row("c", 2, "e", 0.1, 1, [], commit="b")]
+    with pytest.raises(S.MixedCommits):
+        S.check_commits(rows, allow_mixed=False)
+    assert len(S.check_commits(rows, allow_mixed=True)) == 2
+    assert len(S.check_commits(rows[:1], allow_mixed=False)) == 1
+
+
+@pytest.fixture
+def tiny_grid(monkeypatch, tmp_path):
+    """Two ptyflow engines on a 32 px, 12-position far-field cell, 3 epochs."""
+    monkeypatch.setattr(G, "FARFIELD", {"frame_size": 32, "n_positions": 12, "overlap": 0.6})
+    monkeypatch.setattr(G, "CELLS", (G.Cell("ff-tiny", "farfield", 1.0, 1e6),))
+    monkeypatch.setattr(G, "TUNING_CELLS", {"farfield": G.Cell("tune-tiny", "farfield", 1.0, 1e5)})
+    monkeypatch.setattr(G, "EPOCHS", {"farfield": 3})
+    monkeypatch.setattr(G, "ENGINES", {"farfield": ("epie", "rpie")})
+    monkeypatch.setattr(G, "CANDIDATES", {"epie": ({}, {"alpha": 0.5}),
+                                          "rpie": ({}, {"alpha": 0.3})})
+    monkeypatch.setattr(G, "TEST_CASES", ((1, "camera"), (2, "coins")))
+    monkeypatch.setattr(G, "TUNING_CASES", ((101, "astronaut"),))
+    calls = []
+    real = G.run_case_engine
+
+    def counting(*a, **k):
+        calls.append(a[4])
+        return real(*a, **k)
+
+    monkeypatch.setattr(G, "run_case_engine", counting)
+    args = argparse.Namespace(
+        tune=False, cells=None, cache=tmp_path / "cache", settings_file=tmp_path / "s.json",
+        allow_mixed=False, quick=False, device="cpu", threads=1, out=tmp_path, tag=None,
+        engines=None, no_peers=True, settings=None)  # fmt: skip
+    return args, calls
+
+
+def test_grid_tunes_freezes_runs_and_resumes(tiny_grid):
+    args, calls = tiny_grid
+    with pytest.raises(SystemExit, match="no frozen settings"):
+        S.run(args)
+    args.tune = True
+    S.run(args)
+    frozen = json.loads(args.settings_file.read_text())
+    assert set(frozen["settings"]["farfield"]) == {"epie", "rpie"}
+    assert frozen["scores"]["farfield"]["epie"] and frozen["code"]["commit"]
+    assert len(calls) == 4  # 2 engines x 2 candidates x 1 tuning case
+    args.tune = False
+    out = S.run(args)
+    assert len(calls) == 8  # 2 engines x 2 test cases, with the frozen settings
+    assert {r["seed"] for r in out["rows"]} == {1, 2}
+    for r in out["rows"]:
+        assert r["settings"] == frozen["settings"]["farfield"][r["engine"]]
+        assert r["code"]["commit"] and r["curve"] and r["ok"]
+    assert out["summary"]["ff-tiny"]["best_equal_epochs"] in ("epie", "rpie")
+    assert (args.out / "grid-cpu.md").read_text().count("| epie |") == 1
+    # resumed: everything cached, nothing runs again
+    S.run(args)
+    assert len(calls) == 8
+    # a changed candidate list makes the frozen file stale
+    G.CANDIDATES["epie"] = ({}, {"alpha": 0.4})
+    with pytest.raises(SystemExit, match="candidates"):
+        S.run(args)

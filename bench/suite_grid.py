@@ -61,16 +61,19 @@ def _key(kind: str, cell: G.Cell, case, engine: str, settings: dict, epochs: int
 
 
 class _Cases:
-    """Simulated cases, their start probes and masks, built once per run of the suite."""
+    """Simulated cases, their start probes and masks, built once per run of the suite
+    (the last ``keep`` cases stay in memory: tuning alternates between its cases)."""
 
-    def __init__(self):
+    def __init__(self, keep: int = 4):
         self._d: dict = {}
+        self._keep = keep
 
     def get(self, cell: G.Cell, case):
         k = (cell.name, tuple(case))
         if k not in self._d:
             data, full = G.simulate_case(cell, *case)
-            self._d.clear()  # one case at a time in memory
+            while len(self._d) >= self._keep:
+                self._d.pop(next(iter(self._d)))
             self._d[k] = (data, full.ground_truth["object"], G.score_mask(data),
                           G.start_probe(data))  # fmt: skip
         return self._d[k]

@@ -92,7 +92,7 @@ def reconstruct_fourier_pie(
         Default built from ``data``; its intensity factors and wavevectors are used.
     callback : callable, optional
         ``callback(epoch, info)`` after every epoch (``loss``, ``time``, ``elapsed``, live
-        ``spectrum`` and ``pupil`` tensors).
+        ``spectrum`` and ``pupil`` tensors, ``object``: a callable giving the current image).
 
     Returns
     -------
@@ -154,6 +154,8 @@ def reconstruct_fourier_pie(
                     "epoch": epoch, "loss": losses[-1], "time": epoch_times[-1],
                     "elapsed": time.perf_counter() - t_start, "spectrum": state.obj,
                     "pupil": state.probe[0],
+                    # the image is one inverse FFT away; computed only when asked
+                    "object": lambda: ifft2c(state.obj),
                 })
     params = {n: float(v) for n, v in model.physical_parameters().items() if v.numel() == 1}
     return ReconstructionResult(

@@ -121,6 +121,30 @@ def start_probe(data) -> np.ndarray | None:
     return p.numpy().astype(np.complex64)
 
 
+def score_truth(data, full) -> np.ndarray:
+    """The object errors are judged against. Scanning: the simulated object. Fourier: the
+    object low-passed to the synthetic aperture (the union of the pupil's support at every
+    LED's spectrum window): what the data can determine at all, so every engine is not held
+    to the same unreachable floor by detail beyond the band."""
+    import torch
+
+    from ptytasks.physics.fft import fft2c, ifft2c
+    from ptytasks.physics.shifts import coverage
+
+    truth = np.asarray(full.ground_truth["object"])
+    if data.modality != "fourier":
+        return truth
+    support = torch.as_tensor((np.abs(full.ground_truth["pupil"]) > 0).astype(np.float64))
+    (ny, nx), (my, mx) = truth.shape, data.frame_shape
+    # Window corners on fft2c(O), as the Fourier model places them (physics/models/fourier.py).
+    corners = (np.array([ny // 2 - my // 2, nx // 2 - mx // 2], np.float64)
+               + np.asarray(full.ground_truth["wavevectors"], np.float64)
+               * np.array([ny, nx]) * data.pixel_size)  # fmt: skip
+    band = coverage(torch.as_tensor(corners), (my, mx), truth.shape, support).numpy() > 0.5
+    spec = fft2c(torch.as_tensor(truth.astype(np.complex128))).numpy() * band
+    return ifft2c(torch.as_tensor(spec)).numpy().astype(np.complex64)
+
+
 def score_mask(data) -> np.ndarray:
     """Where errors are judged: the pixels the kept frames light (scanning), the object
     inside an 8 px border (Fourier: the upsampled field's edge is not constrained alike)."""

@@ -45,6 +45,8 @@ def add_args(p) -> None:
     p.add_argument("--tune", action="store_true",
                    help="choose each engine's setting on the tuning cases and freeze it")
     p.add_argument("--cells", nargs="*", default=None, help="only these cells")
+    p.add_argument("--modalities", nargs="*", default=None, choices=list(G.TUNING_CELLS),
+                   help="--tune: only these modalities (other entries of the file stay)")
     p.add_argument("--cache", type=Path, default=None,
                    help="run cache folder (bench/results/grid-cache)")
     p.add_argument("--settings-file", type=Path, default=SETTINGS_FILE)
@@ -74,7 +76,7 @@ class _Cases:
             data, full = G.simulate_case(cell, *case)
             while len(self._d) >= self._keep:
                 self._d.pop(next(iter(self._d)))
-            self._d[k] = (data, full.ground_truth["object"], G.score_mask(data),
+            self._d[k] = (data, G.score_truth(data, full), G.score_mask(data),
                           G.start_probe(data))  # fmt: skip
         return self._d[k]
 
@@ -117,18 +119,31 @@ def _engines(modality: str, args) -> tuple[list[str], dict]:
 
 # ----------------------------------------------------------------------------- tuning
 def tune(args) -> dict:
+    """Choose and freeze each engine's setting (see the module docstring).
+
+    With ``--modalities`` / ``--engines`` only those entries are (re)tuned and written into
+    the existing file; every entry records the code state it was tuned with.
+    """
     from bench._machine import git_state
 
     code = git_state()
     cache = args.cache or C.RESULTS / "grid-cache"
     cases = _Cases()
-    out = {"rule": RULE, "candidates": G.CANDIDATES, "tuning_cases": G.TUNING_CASES,
-           "tuning_cells": {m: c.to_dict() for m, c in G.TUNING_CELLS.items()},
-           "epochs": G.EPOCHS, "code": code, "machine": C.run_header("grid-tune", args)["machine"],
-           "scores": {}, "settings": {}}  # fmt: skip
-    for modality, cell in G.TUNING_CELLS.items():
+    path = args.settings_file
+    out = json.loads(path.read_text()) if path.exists() else {}
+    if out.get("candidates") != json.loads(json.dumps(G.CANDIDATES)):
+        out = {}  # another candidate list: nothing in the old file stands
+    out.update({"rule": RULE, "candidates": G.CANDIDATES, "tuning_cases": G.TUNING_CASES,
+                "tuning_cells": {m: c.to_dict() for m, c in G.TUNING_CELLS.items()},
+                "epochs": G.EPOCHS})  # fmt: skip
+    for k in ("scores", "settings", "tuned_with", "skipped"):
+        out.setdefault(k, {})
+    out.setdefault("machine", C.run_header("grid-tune", args)["machine"])
+    modalities = getattr(args, "modalities", None) or list(G.TUNING_CELLS)
+    for modality in modalities:
+        cell = G.TUNING_CELLS[modality]
         engines, skipped = _engines(modality, args)
-        out.setdefault("skipped", {})[modality] = skipped
+        out["skipped"].setdefault(modality, {}).update(skipped)
         for engine in engines:
             meds = []
             for cand in G.CANDIDATES[engine]:
@@ -138,9 +153,12 @@ def tune(args) -> dict:
             best = choose(meds)
             out["scores"].setdefault(modality, {})[engine] = meds
             out["settings"].setdefault(modality, {})[engine] = G.CANDIDATES[engine][best]
+            out["tuned_with"].setdefault(modality, {})[engine] = {
+                **code, "load_average": C.load_average(),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            out["skipped"][modality].pop(engine, None)
             C.log(f"tune {modality} {engine}: medians {[round(m, 4) for m in meds]} -> "
                   f"{G.CANDIDATES[engine][best] or 'defaults'}")
-    path = args.settings_file
     path.write_text(json.dumps(out, indent=1, default=C._json_default) + "\n")
     C.log(f"frozen settings: {path}")
     return out

@@ -27,7 +27,17 @@ import torch
 # PtyRAD's defaults are Adam at 5e-4 (object) / 1e-4 (probe) for hundreds of iterations of
 # electron data; on the benchmark's X-ray-like phase objects and tens of epochs a larger
 # object rate converges much further (chosen on the simulated set; docs/benchmarks.md).
-DEFAULTS = {"batch_size": 16, "obj_lr": 5e-3, "probe_lr": 1e-3, "optimizer": "Adam"}
+# Adam moves each value by about lr per step, so what matters is the number of steps:
+# epochs * n / batch. The batch is capped so that every epoch has at least
+# ``min_batches`` steps (16 at the 100-frame set, 4 when 25 frames are kept).
+DEFAULTS = {"batch_size": 16, "min_batches": 6, "obj_lr": 5e-3, "probe_lr": 1e-3,
+            "optimizer": "Adam"}
+
+
+def _batch_size(n: int, s: dict) -> int:
+    """``batch_size``, capped at ``n // min_batches`` (at least 1) and at ``n``."""
+    cap = max(1, n // max(1, int(s.get("min_batches", 1))))
+    return int(max(1, min(int(s["batch_size"]), cap, n)))
 
 
 def _params(job: dict, arrays: dict, s: dict, outdir: str) -> dict:
@@ -63,6 +73,10 @@ def _params(job: dict, arrays: dict, s: dict, outdir: str) -> dict:
             "probe_params": probe,
             "pos_source": "custom",
             "pos_params": np.asarray(arrays["positions_px"], np.float64),
+            # PtyRAD's schema default (0.15) adds N(0, 0.15 px) noise per axis to the given
+            # positions (meant against raster-grid pathology); with positions fixed it is
+            # never undone, so the forward model would use jittered positions.
+            "pos_scan_rand_std": None,
             "obj_source": "custom",
             "obj_params": obj0[None, None],
         },
@@ -79,9 +93,14 @@ def _params(job: dict, arrays: dict, s: dict, outdir: str) -> dict:
                 "probe_pos_shifts": {"start_iter": None, "lr": 0.0},
             },
         },
+        "constraint_params": {
+            # On by default (start_iter 1): subtracts the mean sub-pixel residual from every
+            # position after each epoch, i.e. moves the given positions even when fixed.
+            "pos_recenter": {"start_iter": None},
+        },
         "recon_params": {
             "NITER": int(job["epochs"]),
-            "BATCH_SIZE": {"size": int(min(int(s["batch_size"]), n)), "grad_accumulation": 1},
+            "BATCH_SIZE": {"size": _batch_size(n, s), "grad_accumulation": 1},
             "GROUP_MODE": "random",
             "SAVE_ITERS": None,
             "output_dir": outdir,

@@ -100,7 +100,7 @@ def tiny_grid(monkeypatch, tmp_path):
 
     monkeypatch.setattr(G, "run_case_engine", counting)
     args = argparse.Namespace(
-        tune=False, cells=None, cache=tmp_path / "cache", settings_file=tmp_path / "s.json",
+        tune=False, modalities=None, cells=None, cache=tmp_path / "cache", settings_file=tmp_path / "s.json",
         allow_mixed=False, quick=False, device="cpu", threads=1, out=tmp_path, tag=None,
         engines=None, no_peers=True, settings=None)  # fmt: skip
     return args, calls
@@ -114,8 +114,19 @@ def test_grid_tunes_freezes_runs_and_resumes(tiny_grid):
     S.run(args)
     frozen = json.loads(args.settings_file.read_text())
     assert set(frozen["settings"]["farfield"]) == {"epie", "rpie"}
-    assert frozen["scores"]["farfield"]["epie"] and frozen["code"]["commit"]
+    assert frozen["scores"]["farfield"]["epie"]
+    assert frozen["tuned_with"]["farfield"]["epie"]["commit"]
     assert len(calls) == 4  # 2 engines x 2 candidates x 1 tuning case
+    # retuning one engine leaves the other entries of the file as they were
+    frozen["settings"]["farfield"]["rpie"] = {"alpha": 0.3}
+    args.settings_file.write_text(json.dumps(frozen))
+    args.modalities, args.engines = ["farfield"], ["epie"]
+    S.run(args)
+    again = json.loads(args.settings_file.read_text())
+    assert again["settings"]["farfield"]["rpie"] == {"alpha": 0.3}
+    assert again["settings"]["farfield"]["epie"] == frozen["settings"]["farfield"]["epie"]
+    args.modalities, args.engines = None, None
+    frozen = again
     args.tune = False
     out = S.run(args)
     assert len(calls) == 8  # 2 engines x 2 test cases, with the frozen settings
@@ -132,3 +143,29 @@ def test_grid_tunes_freezes_runs_and_resumes(tiny_grid):
     G.CANDIDATES["epie"] = ({}, {"alpha": 0.4})
     with pytest.raises(SystemExit, match="candidates"):
         S.run(args)
+
+
+def test_fourier_scores_against_the_truth_within_the_synthetic_band():
+    """FPM can only determine the object's spectrum inside the union of the pupil windows;
+    the score's truth keeps exactly that band (scanning cells: the truth unchanged)."""
+    import numpy as np
+
+    from ptytasks.physics.fft import fft2c
+
+    c = G.Cell("f", "fourier", 1.0, None, scan="leds")
+    data, full = G.simulate_case(c, 1, "camera")
+    truth = full.ground_truth["object"]
+    tb = G.score_truth(data, full)
+    spec = fft2c(__import__("torch").as_tensor(truth.astype(np.complex128))).numpy()
+    spec_b = fft2c(__import__("torch").as_tensor(tb.astype(np.complex128))).numpy()
+    inside = np.abs(spec_b) > 1e-6 * np.abs(spec_b).max()
+    # the synthetic aperture NA + NA_illum = 0.1 + 0.3 (simulate's defaults) as a disc
+    disc = np.pi / 4 * ((0.1 + 0.3) * 2 * data.pixel_size / data.wavelength) ** 2
+    assert inside.mean() == pytest.approx(disc, rel=0.1), (inside.mean(), disc)
+    np.testing.assert_allclose(spec_b[inside], spec[inside], rtol=1e-3, atol=1e-3)
+    ny, nx = truth.shape
+    assert inside[ny // 2, nx // 2] and not inside[0, 0]  # DC inside, the corner outside
+    ff = G.Cell("x", "farfield", 1.0, None)
+    d2, f2 = G.simulate_case(ff, 1, "camera")
+    assert G.score_truth(d2, f2) is f2.ground_truth["object"] or np.array_equal(
+        G.score_truth(d2, f2), f2.ground_truth["object"])

@@ -100,7 +100,8 @@ def tiny_grid(monkeypatch, tmp_path):
 
     monkeypatch.setattr(G, "run_case_engine", counting)
     args = argparse.Namespace(
-        tune=False, modalities=None, cells=None, cache=tmp_path / "cache", settings_file=tmp_path / "s.json",
+        tune=False, modalities=None, cells=None, cache=tmp_path / "cache",
+        settings_file=tmp_path / "s.json",
         allow_mixed=False, quick=False, device="cpu", threads=1, out=tmp_path, tag=None,
         engines=None, no_peers=True, settings=None)  # fmt: skip
     return args, calls

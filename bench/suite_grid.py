@@ -50,6 +50,8 @@ def add_args(p) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="run cache folder (bench/results/grid-cache)")
     p.add_argument("--settings-file", type=Path, default=SETTINGS_FILE)
+    p.add_argument("--resummarise", type=Path, default=None, metavar="GRID_JSON",
+                   help="recompute the summary and the .md of a finished grid JSON (no runs)")
     p.add_argument("--allow-mixed", action="store_true",
                    help="summarise cached runs of different commits (each row labelled)")
 
@@ -194,6 +196,8 @@ def run(args) -> dict:
 
     if getattr(args, "tune", False):
         return tune(args)
+    if getattr(args, "resummarise", None):
+        return resummarise(args.resummarise, allow_mixed=args.allow_mixed)
     frozen = frozen_settings(args.settings_file)
     code = git_state()
     cache = args.cache or C.RESULTS / "grid-cache"
@@ -229,6 +233,20 @@ def run(args) -> dict:
     return out
 
 
+def resummarise(path: Path, *, allow_mixed: bool = False) -> dict:
+    """Summary and markdown of a finished grid JSON from its rows, by this code (recorded
+    as ``summary_code``; every row keeps the code state it ran with)."""
+    from bench._machine import git_state
+
+    doc = json.loads(Path(path).read_text())
+    doc["commits"] = check_commits(doc["rows"], allow_mixed=allow_mixed)
+    doc["summary"] = summarise(doc["rows"])
+    doc["summary_code"] = git_state()
+    C.write_json(Path(path), doc)
+    Path(path).with_suffix(".md").write_text(markdown(doc))
+    return doc
+
+
 def check_commits(rows: list[dict], *, allow_mixed: bool) -> list[dict]:
     """The distinct code states of ``rows``; refuses more than one unless allowed."""
     seen = {(r["code"].get("commit"), r["code"].get("dirty")) for r in rows if "code" in r}
@@ -241,12 +259,13 @@ def check_commits(rows: list[dict], *, allow_mixed: bool) -> list[dict]:
 
 def equal_time(curves: dict[str, list[dict]], budget: float) -> dict[str, float]:
     """Each engine's error at its last snapshot within ``budget`` seconds of epochs
-    (NaN: no snapshot that early)."""
+    (``inf``: not one epoch finished that early -- nothing to show yet, e.g. a peer whose
+    first epoch carries its initialisation)."""
     out = {}
     for e, cur in curves.items():
         pts = [p for p in cur if np.isfinite(p.get("seconds", np.nan))
                and p["seconds"] <= budget * (1 + 1e-9)]
-        out[e] = float(pts[-1]["error"]) if pts else float("nan")
+        out[e] = float(pts[-1]["error"]) if pts else float("inf")
     return out
 
 
@@ -285,14 +304,16 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def _stats(v) -> dict:
+    """Median, min, max over the cases; NaN (a failed run) makes the whole entry failed,
+    ``inf`` (nothing yet within the time budget) ranks as the worst value."""
     a = np.asarray(v, float)
-    n_ok = int(np.isfinite(a).sum())
-    if n_ok < len(a) or not len(a):
+    n_failed = int(np.isnan(a).sum())
+    if n_failed or not len(a):
         # A failed case is reported, not dropped: the median of the rest would flatter.
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"),
-                "n": len(a), "n_failed": len(a) - n_ok}  # fmt: skip
+                "n": len(a), "n_failed": n_failed}  # fmt: skip
     return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max()),
-            "n": len(a), "n_failed": 0}
+            "n": len(a), "n_failed": 0, "n_not_reached": int(np.isinf(a).sum())}
 
 
 def _best(engines: dict, view: str) -> str | None:
@@ -333,7 +354,11 @@ def markdown(doc: dict) -> str:
 def _fmt(s: dict) -> str:
     if s["n_failed"]:
         return f"{s['n_failed']}/{s['n']} failed"
-    return f"{s['median']:.4f} [{s['min']:.4f}-{s['max']:.4f}]"
+
+    def f(x):
+        return "none yet" if np.isinf(x) else f"{x:.4f}"
+
+    return f"{f(s['median'])} [{f(s['min'])}-{f(s['max'])}]"
 
 
 def _fmt_list(v) -> str:

@@ -42,7 +42,11 @@ def test_equal_time_takes_the_last_snapshot_within_the_budget():
               "slow": [{"seconds": 1.5, "error": 0.4}, {"seconds": 8.0, "error": 0.01}],
               "late": [{"seconds": 3.0, "error": 0.0}]}  # fmt: skip
     et = S.equal_time(curves, 2.0)
-    assert et["fast"] == 0.2 and et["slow"] == 0.4 and math.isnan(et["late"])
+    assert et["fast"] == 0.2 and et["slow"] == 0.4 and math.isinf(et["late"])
+    # nothing yet within the budget ranks last but is not a failure
+    st = S._stats([0.2, math.inf, 0.3])
+    assert st["median"] == 0.3 and st["n_failed"] == 0 and st["n_not_reached"] == 1
+    assert S._fmt(st) == "0.3000 [0.2000-none yet]"
 
 
 def _row(cell, seed, engine, err, total, curve, commit="a"):
@@ -59,6 +63,7 @@ def test_summary_median_range_and_both_views():
                          [{"seconds": 0.9, "error": 0.9}, {"seconds": 9.0, "error": es}]))
     s = S.summarise(rows)["c"]
     assert s["engines"]["fast"]["equal_epochs"] == {"median": 0.25, "min": 0.2, "max": 0.3,
+                                                    "n_not_reached": 0,
                                                     "n": 3, "n_failed": 0}
     assert s["engines"]["slow"]["equal_epochs"]["median"] == 0.12
     assert s["best_equal_epochs"] == "slow"
@@ -137,6 +142,9 @@ def test_grid_tunes_freezes_runs_and_resumes(tiny_grid):
         assert r["code"]["commit"] and r["curve"] and r["ok"]
     assert out["summary"]["ff-tiny"]["best_equal_epochs"] in ("epie", "rpie")
     assert (args.out / "grid-cpu.md").read_text().count("| epie |") == 1
+    # the summary can be recomputed from the JSON alone
+    doc = S.resummarise(args.out / "grid-cpu.json")
+    assert doc["summary"] == out["summary"] and doc["summary_code"]["commit"]
     # resumed: everything cached, nothing runs again
     S.run(args)
     assert len(calls) == 8

@@ -178,3 +178,21 @@ def test_fourier_scores_against_the_truth_within_the_synthetic_band():
     d2, f2 = G.simulate_case(ff, 1, "camera")
     assert G.score_truth(d2, f2) is f2.ground_truth["object"] or np.array_equal(
         G.score_truth(d2, f2), f2.ground_truth["object"])
+
+
+def test_scanning_cases_sit_on_whole_pixel_corners():
+    """No engine is scored on its own sub-pixel model: corners are whole pixels and the
+    frames are the forward model's at those corners (noise-free cell: exactly)."""
+    import numpy as np
+
+    from ptytasks.engines.pie import model_from_data
+    from ptytasks.simulate import _common as SC
+
+    for modality in ("farfield", "nearfield"):
+        data, full = G.simulate_case(G.Cell("x", modality, 0.5, None), 1, "camera")
+        assert data.meta["corners"] == "whole-pixel"
+        np.testing.assert_array_equal(data.positions_px, np.round(data.positions_px))
+        gt = full.ground_truth
+        expected = SC.forward(model_from_data(data), np.asarray(gt["object"]),
+                              np.asarray(gt["probe"]))  # fmt: skip
+        np.testing.assert_allclose(data.frames, expected, rtol=1e-4, atol=1e-3)

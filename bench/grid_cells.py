@@ -157,18 +157,15 @@ def score_truth(data, full) -> np.ndarray:
     import torch
 
     from ptytasks.physics.fft import fft2c, ifft2c
+    from ptytasks.physics.models.factory import model_for
     from ptytasks.physics.shifts import coverage
 
     truth = np.asarray(full.ground_truth["object"])
     if data.modality != "fourier":
         return truth
-    support = torch.as_tensor((np.abs(full.ground_truth["pupil"]) > 0).astype(np.float64))
-    (ny, nx), (my, mx) = truth.shape, data.frame_shape
-    # Window corners on fft2c(O), as the Fourier model places them (physics/models/fourier.py).
-    corners = (np.array([ny // 2 - my // 2, nx // 2 - mx // 2], np.float64)
-               + np.asarray(full.ground_truth["wavevectors"], np.float64)
-               * np.array([ny, nx]) * data.pixel_size)  # fmt: skip
-    band = coverage(torch.as_tensor(corners), (my, mx), truth.shape, support).numpy() > 0.5
+    model = model_for(full, truth=True, dtype=torch.float64)
+    band = coverage(model.spectrum_positions.detach(), data.frame_shape, truth.shape,
+                    model.aperture).numpy() > 0.5  # fmt: skip
     spec = fft2c(torch.as_tensor(truth.astype(np.complex128))).numpy() * band
     return ifft2c(torch.as_tensor(spec)).numpy().astype(np.complex64)
 

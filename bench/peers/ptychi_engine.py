@@ -30,6 +30,7 @@ Conventions bridged (ptyflow's are in ``docs/conventions.md``):
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -89,13 +90,18 @@ def placement(positions_px, frame_shape) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(positions_px, np.float64) + half - origin, origin
 
 
-def _nearfield_propagator_fix() -> None:
-    """Keep pty-chi's angular-spectrum near-field propagator (see the module docstring).
+@contextlib.contextmanager
+def angular_spectrum_only():
+    """Keep pty-chi's angular-spectrum near-field propagator (see the module docstring)
+    inside the block; pty-chi's own choice is restored on exit."""
+    from ptychi.propagate import WavefieldPropagatorParameters as W
 
-    Patches the choice for this process only (the runner runs one job per process)."""
-    from ptychi.propagate import WavefieldPropagatorParameters
-
-    WavefieldPropagatorParameters.is_fresnel_transform_preferrable = lambda self: False
+    orig = W.is_fresnel_transform_preferrable
+    W.is_fresnel_transform_preferrable = lambda self: False
+    try:
+        yield
+    finally:
+        W.is_fresnel_transform_preferrable = orig
 
 
 def run(job: dict, arrays: dict, snapshot) -> dict:
@@ -145,25 +151,25 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     if engine == "lsqml" and "noise_model" in s:
         r.noise_model = getattr(api.NoiseModels, str(s["noise_model"]).upper())
 
-    if nearfield:
-        _nearfield_propagator_fix()
-    t0 = time.perf_counter()
-    task = PtychographyTask(o)
-    setup_s = time.perf_counter() - t0
-    epoch_times, losses = [], []
-    want = set(int(e) for e in job.get("snapshot_epochs", []))
-    for epoch in range(1, int(job["epochs"]) + 1):
-        t = time.perf_counter()
-        task.run(n_epochs=1)
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
-        epoch_times.append(time.perf_counter() - t)
-        try:
-            losses.append(float(task.reconstructor.loss_tracker.table.iloc[-1].loss))
-        except Exception:  # noqa: BLE001 - the loss is informative only
-            losses.append(float("nan"))
-        if epoch in want:
-            snapshot(epoch, task.get_data_to_cpu("object", as_numpy=True)[0], sum(epoch_times))
+    # pty-chi (re)chooses its near-field propagator while it builds and runs the task.
+    with angular_spectrum_only() if nearfield else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        task = PtychographyTask(o)
+        setup_s = time.perf_counter() - t0
+        epoch_times, losses = [], []
+        want = set(int(e) for e in job.get("snapshot_epochs", []))
+        for epoch in range(1, int(job["epochs"]) + 1):
+            t = time.perf_counter()
+            task.run(n_epochs=1)
+            if str(device).startswith("cuda"):
+                torch.cuda.synchronize()
+            epoch_times.append(time.perf_counter() - t)
+            try:
+                losses.append(float(task.reconstructor.loss_tracker.table.iloc[-1].loss))
+            except Exception:  # noqa: BLE001 - the loss is informative only
+                losses.append(float("nan"))
+            if epoch in want:
+                snapshot(epoch, task.get_data_to_cpu("object", as_numpy=True)[0], sum(epoch_times))
     obj = task.get_data_to_cpu("object", as_numpy=True)[0]
     pr = task.get_data_to_cpu("probe", as_numpy=True)
     pr = pr.reshape(-1, *pr.shape[-2:])[0] * fft_scale

@@ -56,6 +56,7 @@ _ONLY = {
     "upsample": ("--upsample", {"fourier"}),
     "probe_diameter_px": ("--probe-diameter", {"farfield"}),
     "known_probe": ("--known-probe", {"farfield", "nearfield"}),
+    "mode_fractions": ("--mode-fractions", {"farfield", "nearfield"}),
 }
 
 
@@ -65,6 +66,19 @@ _PROBES = ("zone_plate", "gaussian", "electron")
 def _check_fraction(name: str, v: float | None, lo: float, hi: float) -> None:
     if v is not None and not (math.isfinite(v) and lo <= v < hi):
         raise typer.BadParameter(f"must be in [{lo}, {hi}); got {v}", param_hint=name)
+
+
+def _fractions(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        f = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        f = ()
+    if not f or any(not (math.isfinite(v) and v > 0) for v in f) or abs(sum(f) - 1) > 1e-6:
+        raise typer.BadParameter(f"must be positive numbers summing to 1, e.g. 0.6,0.3,0.1; "
+                                 f"got {text!r}", param_hint="--mode-fractions")  # fmt: skip
+    return f
 
 
 @app.command()
@@ -95,6 +109,10 @@ def simulate(
     ),
     known_probe: bool = typer.Option(
         False, "--known-probe", help="Store the true probe as the data's probe (far/near field)."
+    ),
+    mode_fractions: str | None = typer.Option(
+        None, help="Partially coherent probe (far/near field): power fractions of its "
+        "incoherent modes, comma-separated, summing to 1, e.g. 0.6,0.3,0.1."
     ),
     position_error: float = typer.Option(
         0.0, help="RMS random position error, pixels (Fourier: spectrum pixels)."
@@ -146,6 +164,7 @@ def simulate(
         "probe_diameter_px": probe_diameter,
         "amplitude_range": None if amplitude is None else tuple(amplitude),
         "known_probe": known_probe or None,
+        "mode_fractions": _fractions(mode_fractions),
     }
     for key, value in optional.items():
         if value is None:

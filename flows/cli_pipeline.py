@@ -107,6 +107,9 @@ def run(
         None, "--config", "-c", help="YAML file of pipeline parameters (flags override it)."
     ),
     epochs: int | None = typer.Option(None, help="Epochs (RNF) or iterations (PIE)."),
+    probe_modes: int | None = typer.Option(
+        None, min=1, max=16, help="Incoherent probe modes (mixed state)."
+    ),
     grid: str | None = typer.Option(None, help="Tiles along y and x, e.g. 2x2."),
     cluster: ClusterKind | None = typer.Option(None, help="Where tiles run."),
     workers: int | None = typer.Option(None, help="Dask workers (cluster local)."),
@@ -131,7 +134,8 @@ def run(
     if out is not None:
         ov["store"] = str(out)
     sections = {
-        "engine": {"engine": engine.value if engine else None, "epochs": epochs},
+        "engine": {"engine": engine.value if engine else None, "epochs": epochs,
+                   "probe_modes": probe_modes},
         "subsample": {"method": "fraction", "fraction": keep} if keep is not None else {},
         "tiling": {"grid": _grid(grid)},
         "cluster": {

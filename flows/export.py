@@ -106,7 +106,8 @@ def write_npz_streamed(out: Path, arrays: dict) -> None:
 def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     """Write ``object``, ``probe``, ``positions`` (and context) of a finished run to NPZ.
 
-    Keys: ``object`` (complex64 mosaic, level 0), ``weight``, ``probe``, ``positions``
+    Keys: ``object`` (complex64 mosaic, level 0), ``weight``, ``probe`` (``(mode, y, x)``
+    for a mixed state; its axis names in ``probe_dims``), ``positions``
     (final, global pixels; empty for Fourier ptychography), ``frames`` (raw indices of the
     positions), ``wavevectors`` (Fourier), ``pixel_size`` [m], ``wavelength`` [m].
     Returns ``{key: shape}``. The mosaic is copied from the store a block of rows at a time
@@ -130,6 +131,8 @@ def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     }
     probe = best_probe(store)
     arrays["probe"] = np.zeros((0, 0), np.complex64) if probe is None else probe
+    # Named axes (a mixed-state probe has a leading "mode" axis, strongest mode first).
+    arrays["probe_dims"] = np.array(L.dims_for("probe", np.ndim(arrays["probe"])))
     if "positions" in raw:
         arrays["positions"], arrays["frames"] = final_positions(store)
     else:

@@ -141,6 +141,10 @@ class EngineParams(_Params):
     loss: Literal["huber", "l1", "l2", "gradient", "poisson"] | None = Field(
         None, description="RNF data term (default: the engine's own)."
     )
+    probe_modes: int = Field(
+        1, ge=1, le=16, description="Incoherent probe modes (mixed state; scanning data, "
+        "engines rnf, epie, rpie, pine). A file's stored modes are used as the start."
+    )
     seed: int = Field(0, description="Seed for initialisation and frame order.")
     options: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Further engine options by name (expert use)."
@@ -155,6 +159,8 @@ class EngineParams(_Params):
             per_engine.update(mu=self.mu, loss=self.loss)
         elif self.engine != "learned":
             per_engine.update(alpha=self.alpha, beta=self.beta)
+        if self.probe_modes != 1:
+            per_engine["probe_modes"] = self.probe_modes
         s.update({k: v for k, v in per_engine.items() if v is not None})
         s.update(self.options)
         return s

@@ -340,6 +340,8 @@ def reconstruct_tile(
     attrs = {"origin": list(t.object_origin), "tile": tile, "engine": engine.engine,
              "params": {k: v for k, v in result.params.items() if np.ndim(v) == 0},
              "seconds": time.perf_counter() - t0}  # fmt: skip
+    if "mode_power_fractions" in result.extras:
+        attrs["mode_power_fractions"] = [float(v) for v in result.extras["mode_power_fractions"]]
     key = store.write_group(name, arrays, fp, depends_on=[L.PRIORS, TILING], attrs=attrs)
     for f in (ckpt, epochs_file):
         if f.exists():

@@ -116,5 +116,5 @@ def dims_for(name: str, ndim: int) -> tuple[str, ...]:
     if d is not None and len(d) == ndim:
         return d
     if d is not None and len(d) == ndim - 1 and name in ("probe", "object"):
-        return (f"{name}_mode", *d)  # incoherent probe modes / object slices
+        return ({"probe": "mode", "object": "slice"}[name], *d)  # probe modes / object slices
     return tuple(f"{name}_dim{i}" for i in range(ndim))

@@ -99,6 +99,23 @@ def check_array(a, file, field: str, ndim: int | None = None, shape=None, comple
     return arr
 
 
+def check_probe(probe, file, field: str = "probe") -> np.ndarray:
+    """A probe ``(y, x)`` or incoherent modes ``(modes, y, x)``, complex64.
+
+    Leading singleton axes are dropped, so the tike/PtychoShelves layout
+    ``(1, 1, modes, y, x)`` keeps all its modes; one mode comes back 2-D.
+    """
+    arr = check_array(probe, file, field)
+    lead = arr.shape[:-2]
+    if arr.ndim < 2 or sum(s > 1 for s in lead) > 1:
+        raise DataError(file, field, f"must be (y, x) or (modes, y, x) (leading axes of length "
+                        f"1 allowed); got shape {arr.shape}")  # fmt: skip
+    arr = arr.reshape(-1, *arr.shape[-2:]).astype(np.complex64, copy=False)
+    if arr.shape[0] == 0:
+        raise DataError(file, field, f"has no modes (shape {probe.shape})")
+    return arr[0] if arr.shape[0] == 1 else arr
+
+
 def check_frames(frames, file, field: str = "frames", values: bool = True):
     """Frames ``(scan, det_y, det_x)``: real, finite, non-negative counts.
 
@@ -246,7 +263,7 @@ def validate_data(d: PtychoData, file=None, check_values: bool = True) -> Ptycho
     elif d.wavevectors is not None:
         d.wavevectors = _check_wavevectors(d, file, wl)
     if d.probe is not None:
-        d.probe = check_array(d.probe, file, "probe", ndim=2).astype(np.complex64, copy=False)
+        d.probe = check_probe(d.probe, file)
     if not isinstance(d.params, Mapping):
         raise DataError(file, "params", f"must be a mapping of name -> number, got {d.params!r}")
     for key, v in d.params.items():

@@ -102,3 +102,24 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     res = runner.invoke(app, argv + ["--force"])
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:4] == b"\x89HDF"
+
+
+def test_simulate_mixed_state_probe(tmp_path):
+    from ptytasks.physics.modes import power_fractions
+    from storage.cxi import read_cxi
+
+    out = tmp_path / "m.cxi"
+    base = ["simulate", "-m", "farfield", "-o", str(out), *SMALL, "--n-positions", "9"]
+    res = runner.invoke(app, [*base, "--mode-fractions", "0.7,0.3"])
+    assert res.exit_code == 0, res.output
+    import torch
+
+    truth = read_cxi(out).ground_truth["probe"]
+    assert truth.shape == (2, 24, 24)
+    assert np.allclose(power_fractions(torch.as_tensor(truth)).numpy(), [0.7, 0.3], atol=1e-4)
+    for bad in ("0.7,0.2", "a,b", "-0.5,1.5"):
+        res = runner.invoke(app, [*base, "--force", "--mode-fractions", bad])
+        assert res.exit_code == 2 and "--mode-fractions" in res.output, res.output
+    res = runner.invoke(app, ["simulate", "-m", "fourier", "-o", str(tmp_path / "f.cxi"),
+                              "--mode-fractions", "0.7,0.3"])  # fmt: skip
+    assert res.exit_code == 2 and "does not apply to fourier" in res.output, res.output

@@ -88,6 +88,11 @@ class PIEOptions:
         weakly absorbing object); switch off when the probe is known in absolute units.
     position_correction : PositionCorrectionOptions or None
         Refine scan positions (None: keep them fixed).
+    probe_modes : int
+        Incoherent probe modes (mixed state, Thibault and Menzel 2013). A start with fewer
+        modes gets extra ones (:func:`ptytasks.physics.modes.add_modes`, 5 % of the power
+        each); the modes are orthogonalised after every epoch and their power fractions
+        reported (``extras["mode_power_fractions"]``). 1: a coherent probe.
     seed : int
         Seed of the per-epoch random frame order.
     shuffle : bool
@@ -115,6 +120,7 @@ class PIEOptions:
     probe_update_start: int = 0
     rescale_probe: bool = True
     position_correction: PositionCorrectionOptions | None = None
+    probe_modes: int = 1
     seed: int = 0
     shuffle: bool = True
     subpixel: bool = True

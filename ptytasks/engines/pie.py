@@ -40,6 +40,7 @@ from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.models.factory import model_for
+from ptytasks.physics.modes import add_modes, orthogonalize_modes, power_fractions
 
 Callback = Callable[[int, dict], object]
 
@@ -274,7 +275,8 @@ def reconstruct_pie(
     object_init : array ``(ny, nx)``, optional
         Initial object; default all ones (free space).
     probe_init : array ``(ny, nx)`` or ``(M, ny, nx)``, optional
-        Initial probe (modes); default ``data.probe``, else the back-propagated mean frame.
+        Initial probe (modes); default ``data.probe``, else the blind estimate
+        (:func:`initial_probe`); extended to ``options.probe_modes`` modes.
     model : ForwardModel, optional
         Forward model to propagate with (default built from ``data``); its positions and
         intensity factors are used, and refined positions are written back to it.
@@ -332,6 +334,9 @@ def reconstruct_pie(
     else:
         probe = initial_probe(data, model, device, cdtype)
     probe = probe[None] if probe.dim() == 2 else probe
+    if int(opts.probe_modes) < 1:
+        raise ValueError(f"probe_modes must be >= 1; got {opts.probe_modes}")
+    probe = add_modes(probe, int(opts.probe_modes))
     if tuple(probe.shape[-2:]) != window:
         raise ValueError(f"probe shape {tuple(probe.shape[-2:])} != frame shape {window}")
 
@@ -370,6 +375,9 @@ def reconstruct_pie(
             err = 0.0
             for idx in order.split(max(1, int(opts.batch_size))):
                 err += state.step(idx, upd_p, active)
+            if upd_p and state.probe.shape[0] > 1:
+                # Keep the modes the mixed state's orthogonal eigenmodes (intensity unchanged).
+                state.probe.copy_(orthogonalize_modes(state.probe))
             if refiner is not None and refiner.search_due(epoch):
                 grid_search(state.obj, state.probe, positions, model, amp, state.sqrt_f,
                             radius=opts.position_correction.search_radius,
@@ -388,6 +396,9 @@ def reconstruct_pie(
     probe_out = state.probe[0] if state.probe.shape[0] == 1 else state.probe
     params = {k: float(v) for k, v in model.physical_parameters().items() if v.numel() == 1}
     extras = {}
+    if state.probe.shape[0] > 1:  # the mixed state's orthogonal modes, strongest first
+        state.probe.copy_(orthogonalize_modes(state.probe))
+        extras["mode_power_fractions"] = power_fractions(state.probe).cpu().numpy()
     if refiner is not None:
         extras["position_rms_change"] = list(refiner.history)
         extras["initial_positions_px"] = refiner.initial.cpu().numpy()

@@ -25,23 +25,26 @@ from typing import Literal
 import torch
 
 from ptytasks.data import PtychoData
-from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
+from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie import Callback, reconstruct_pie
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.models.base import ForwardModel
 
 
 @dataclass
-class PINEOptions:
-    """Options of :func:`reconstruct_pine`.
+class PINEOptions(PIEOptions):
+    """Options of :func:`reconstruct_pine`: :class:`~ptytasks.engines.options.PIEOptions`
+    (every field, for the ePIE sweep) with PINE's own defaults, plus the denoising step.
 
     Attributes
     ----------
     iterations : int
-        Epochs (one sweep over all frames, then one denoising step).
+        Epochs (one sweep over all frames, then one denoising step). Default 150.
     alpha, beta : float
         Object and probe steps of the ePIE sweep. Defaults ``(1, 0.1)``: the paper's
         setting for measured data (its best on low-dose simulations was ``(0.5, 0.1)``).
+    variant : {"epie", "rpie"}
+        Update rule of the sweep (the paper: ePIE; rPIE + denoiser is an extension).
     rho : float
         Denoising weight, ``0 <= rho <= 1`` (paper: 0.49; ``0`` is plain ePIE).
     denoiser : str or None
@@ -49,33 +52,18 @@ class PINEOptions:
         default (``ptytasks/learned/weights/dncnn_default.pt``).
     denoise_start, denoise_every : int
         First epoch (0-based) with a denoising step, and the spacing of later ones.
-    variant : {"epie", "rpie"}
-        Update rule of the sweep (the paper: ePIE; rPIE + denoiser is an extension).
-    batch_size, update_probe, probe_update_start, rescale_probe, position_correction,
-    seed, shuffle, subpixel, device, dtype, eps, cpu_threads
+    Others
         As in :class:`~ptytasks.engines.options.PIEOptions`.
     """
 
+    variant: Literal["epie", "rpie"] = "epie"
     iterations: int = 150
-    alpha: float = 1.0
-    beta: float = 0.1
+    alpha: float | None = 1.0
+    beta: float | None = 0.1
     rho: float = 0.49
     denoiser: str | None = None
     denoise_start: int = 0
     denoise_every: int = 1
-    variant: Literal["epie", "rpie"] = "epie"
-    batch_size: int = 1
-    update_probe: bool = True
-    probe_update_start: int = 0
-    rescale_probe: bool = True
-    position_correction: PositionCorrectionOptions | None = None
-    seed: int = 0
-    shuffle: bool = True
-    subpixel: bool = True
-    device: str = "cpu"
-    dtype: Literal["complex64", "complex128"] = "complex64"
-    eps: float = 1e-8
-    cpu_threads: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= float(self.rho) <= 1.0:
@@ -86,13 +74,7 @@ class PINEOptions:
     def pie_options(self) -> PIEOptions:
         """The options of the ePIE sweep (every shared field carried over)."""
         names = {f.name for f in dataclasses.fields(PIEOptions)}
-        kw = {k: v for k, v in asdict(self).items() if k in names}
-        if self.position_correction is not None:
-            kw["position_correction"] = self.position_correction
-        return PIEOptions(**kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return PIEOptions(**{k: getattr(self, k) for k in names})
 
 
 def _denoiser(spec, device: torch.device):

@@ -51,12 +51,14 @@ from ptytasks.engines.rnf_options import RNFOptions
 from ptytasks.engines.rnf_parts import (
     Field,
     Geometry,
+    PixelField,
     current_object,
     default_probe,
     field_groups,
     physical_params,
 )
 from ptytasks.physics.models.base import ForwardModel, illuminate
+from ptytasks.physics.modes import add_modes, orthogonalize_modes, power_fractions
 from ptytasks.physics.shifts import extract_patches
 
 __all__ = ["RNFOptions", "default_probe", "model_for", "reconstruct_rnf"]
@@ -111,6 +113,10 @@ class _Setup:
                 derived_probe = True
             else:
                 probe = _complex(probe_p, cdt, device) * amp
+            if int(opts.probe_modes) < 1:
+                raise ValueError(f"probe_modes must be >= 1; got {opts.probe_modes}")
+            if int(opts.probe_modes) > 1:
+                probe = add_modes(probe, int(opts.probe_modes))
             obj = (torch.ones(data.object_shape, dtype=cdt, device=device) if obj_p is None
                    else _complex(obj_p, cdt, device))
         fields = {}
@@ -140,7 +146,17 @@ class _Setup:
                                anneal=opts.anneal_epochs > 0).to(device)
         self.probe_field = None
         if opts.learn_probe and probe is not None:
-            self.probe_field = mk(tuple(probe.shape), probe, 1)
+            if probe.dim() == 3 and probe.shape[0] > 1 and opts.mode_field == "pixels":
+                self.probe_field = PixelField(probe, dtype=rdt).to(device)
+            else:
+                self.probe_field = mk(tuple(probe.shape[-2:]), probe, 1)
+        # Mixed state: one log-amplitude per mode. The modes' power balance is a global
+        # quantity a local field moves only slowly (extra modes stayed near their 5 %
+        # start over 100 epochs); a scalar gain per mode lets it move at once.
+        self.mode_gains = None
+        if self.probe_field is not None and probe.dim() == 3 and probe.shape[0] > 1:
+            self.mode_gains = torch.zeros(probe.shape[0], dtype=rdt, device=device,
+                                          requires_grad=True)
         self.surface_field = None
         if opts.learn_surface and self.surface_fixed is not None:
             self.surface_field = mk(tuple(self.surface_fixed.shape), self.surface_fixed, 2)
@@ -195,6 +211,9 @@ class _Setup:
                                "probe": (self.probe_field, o.lr_probe_scale),
                                "surface": (self.surface_field, o.lr_surface_scale),
                                "pupil": (self.pupil_field, o.lr_pupil_scale)}, o)
+        if self.mode_gains is not None:
+            groups.append({"params": [self.mode_gains], "lr": o.lr_mode_gains,
+                           "name": "mode_gains", "field": "probe", "weight_decay": 0.0})
         om = [p for f in self.fields() for p in omega(f)]
         if om:
             groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
@@ -250,7 +269,10 @@ class _Setup:
 
     # ------------------------------------------------------------------ evaluation
     def probe(self):
-        return self.probe_fixed if self.probe_field is None else self.probe_field.full()[0]
+        if self.probe_field is None:
+            return self.probe_fixed
+        p = self.probe_field.full()[0]
+        return p if self.mode_gains is None else p * self.mode_gains.exp()[:, None, None]
 
     def extra_fields(self) -> dict:
         out = {}
@@ -468,6 +490,9 @@ def _result(st: _Setup, opts: RNFOptions, hist, t_start, stop) -> Reconstruction
         extras["zernike_indices"] = list(m.zernike_indices)
     else:
         probe = probe * amp
+        if probe.dim() == 3:  # modes: the mixed state's orthogonal eigenmodes
+            probe = orthogonalize_modes(probe)
+            extras["mode_power_fractions"] = power_fractions(probe).cpu().numpy()
     t = hist["time"]
     return ReconstructionResult(
         object=obj.cpu().numpy().astype(np.complex64),

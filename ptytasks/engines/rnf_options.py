@@ -123,6 +123,21 @@ class RNFOptions:
     ---------------
     learn_probe, learn_surface, learn_pupil : bool
         Residual fields for the probe, the coded surface, the Fourier pupil.
+    probe_modes : int
+        Incoherent probe modes (mixed state): one probe field with this many complex
+        outputs; a prior with fewer modes gets extra ones
+        (:func:`ptytasks.physics.modes.add_modes`). The result's modes are orthogonalised
+        and their power fractions reported (``extras["mode_power_fractions"]``).
+    lr_mode_gains : float
+        Rate of the per-mode log-amplitude gains (mixed state only).
+    mode_field : {"pixels", "neural"}
+        How the probe modes' residual is represented: per pixel (``PixelField``) or as one
+        residual neural field with a complex output per mode.
+    lr_mode_pixels : float
+        Rate of the per-pixel mode residuals (amplitudes in units of the root mean
+        count per pixel). Simulated far field, 3 modes, seed 0, 100 epochs: 0.01 left the
+        fractions at 0.73 / 0.19 / 0.09 (truth 0.6 / 0.3 / 0.1), 0.2 reached them in 200
+        epochs, 0.6 made the object noisy (``docs/modes.md``).
     learn_positions, learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     fix_mean_position : bool
@@ -189,6 +204,10 @@ class RNFOptions:
     bbox_fraction: float = 0.7
 
     learn_probe: bool = True
+    probe_modes: int = 1
+    lr_mode_gains: float = 1e-2
+    mode_field: Literal["pixels", "neural"] = "pixels"
+    lr_mode_pixels: float = 0.2
     learn_surface: bool = False
     learn_pupil: bool = False
     learn_positions: bool = False

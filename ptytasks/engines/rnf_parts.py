@@ -106,6 +106,31 @@ class Field(nn.Module):
         return self.region(0, 0, *self.shape)
 
 
+class PixelField(nn.Module):
+    """A prior plus a residual stored per pixel (no network): :class:`Field`'s interface.
+
+    For the modes of a mixed-state probe: their shapes and power balance must move far
+    from the start (a few per cent of the power in a guessed shape), which a neural
+    residual on a hash encoding did not do in 100 epochs (the extra modes' power fell
+    back towards zero), while per-pixel Adam steps do (``docs/modes.md``).
+    """
+
+    direct = True
+
+    def __init__(self, prior: torch.Tensor, *, dtype):
+        super().__init__()
+        self.shape = tuple(int(s) for s in prior.shape[-2:])
+        self.register_buffer("prior", prior.detach().clone())
+        self.residual = nn.Parameter(torch.zeros(2, *prior.shape, dtype=dtype))
+
+    def region(self, y0: int, x0: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        res = torch.complex(self.residual[0], self.residual[1])[..., y0:y0 + h, x0:x0 + w]
+        return self.prior[..., y0:y0 + h, x0:x0 + w] + res, res
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.region(0, 0, *self.shape)
+
+
 def field_groups(fields: dict, opts) -> list[dict]:
     """AdamW groups of the residual fields ``{name: (field or None, rate multiplier)}``.
 
@@ -117,6 +142,10 @@ def field_groups(fields: dict, opts) -> list[dict]:
     groups = []
     for name, (fld, scale) in fields.items():
         if fld is None:
+            continue
+        if getattr(fld, "direct", False):  # per-pixel residual (mixed-state probe modes)
+            groups.append({"params": list(fld.parameters()), "lr": opts.lr_mode_pixels,
+                           "name": f"{name}_pixels", "field": name})
             continue
         named = [(n, p) for n, p in fld.named_parameters() if not n.endswith("omega")]
         for part, mult, tables in (("tables", opts.lr_tables_scale, True),

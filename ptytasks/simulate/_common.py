@@ -94,5 +94,15 @@ def detect(expected: np.ndarray, dose: float | None, seed: int) -> np.ndarray:
     return rng.poisson(expected.astype(np.float64)).astype(np.float32)
 
 
+def mixed_state(probe: np.ndarray, fractions, seed: int) -> np.ndarray:
+    """The coherent probe, or its partially coherent version with ``fractions`` of power
+    per mode (:func:`ptytasks.physics.modes.partially_coherent_modes`)."""
+    if fractions is None:
+        return probe
+    from ptytasks.physics.modes import partially_coherent_modes
+
+    return partially_coherent_modes(probe, fractions, seed=seed % 2**31)
+
+
 def make_meta(**kw) -> dict:
     return {"simulator": "ptytasks.simulate", **kw}

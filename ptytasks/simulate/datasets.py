@@ -88,6 +88,7 @@ def simulate_farfield(
     wavelength_error: float = 0.0,
     margin: float = 8.0,
     known_probe: bool = False,
+    mode_fractions: tuple[float, ...] | None = None,
     seed: int | None = 0,
 ) -> PtychoData:
     """Far-field (Fraunhofer) ptychography: X-ray (8 keV, zone plate) or electron (STEM).
@@ -123,6 +124,10 @@ def simulate_farfield(
         Free object pixels around the outermost windows.
     known_probe : bool
         Also put the true probe in ``data.probe`` (known-probe reconstruction).
+    mode_fractions : sequence of float, optional
+        A partially coherent probe: ``len(mode_fractions)`` incoherent modes with these
+        power shares (:func:`~ptytasks.physics.modes.partially_coherent_modes`); the true
+        probe is then ``(K, N, N)``. Default: one coherent mode.
     seed : int or None
     """
     from ptytasks.physics.models.farfield import FarField
@@ -132,7 +137,7 @@ def simulate_farfield(
         gaussian_probe,
     )
 
-    s_obj, s_scan, s_err, _, s_noise = C.seeds(seed, 5)
+    s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
     n = int(frame_size)
     shape = (n, n)
     diam = float(probe_diameter_px or 0.35 * n)
@@ -153,7 +158,8 @@ def simulate_farfield(
     else:
         p = electron_probe(shape, px, voltage, alpha, defocus=diam * px / (2 * alpha))
     flux = C.flux(dose, dose_unit, shape)
-    p = (p * math.sqrt(flux)).numpy().astype(np.complex64)
+    p = C.mixed_state((p * math.sqrt(flux)).numpy().astype(np.complex64), mode_fractions,
+                      s_probe)
 
     lam_nom = lam * (1 + wavelength_error)
     z_nom = detector_distance * (1 + distance_error)
@@ -182,6 +188,7 @@ def simulate_farfield(
         meta=C.make_meta(
             seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
             overlap=overlap, probe_kind=probe, probe_diameter_px=diam, object_kind=object_kind,
+            mode_fractions=None if mode_fractions is None else list(mode_fractions),
             position_error_px=position_error_px, position_scale_error=position_scale_error,
             distance_error=distance_error, wavelength_error=wavelength_error,
         ),
@@ -212,6 +219,7 @@ def simulate_nearfield(
     wavelength_error: float = 0.0,
     margin: float = 8.0,
     known_probe: bool = False,
+    mode_fractions: tuple[float, ...] | None = None,
     seed: int | None = 0,
 ) -> PtychoData:
     """Near-field (Fresnel) ptychography with diffuser-structured X-ray illumination.
@@ -222,7 +230,8 @@ def simulate_nearfield(
     (defaults: M = 50, 100 nm pixel, 9.8 mm; Fresnel number per pixel ~0.007). The probe
     (a random diffuser propagated ``diffuser_distance`` metres, features
     ``diffuser_feature_px`` pixels) fills the whole frame, so the overlap refers to the
-    frame width. Other parameters as :func:`simulate_farfield`; ``distance_error`` scales
+    frame width. Other parameters (``mode_fractions`` too) as :func:`simulate_farfield`;
+    ``distance_error`` scales
     the effective distance and the nominal ``params`` ``z1``, ``z2`` alike.
     """
     from ptytasks.physics.models.nearfield import NearField
@@ -239,7 +248,8 @@ def simulate_nearfield(
         shape, px, lam, diffuser_distance, seed=s_probe % 2**31,
         feature_size=diffuser_feature_px * px,
     )
-    p = (p * math.sqrt(flux)).numpy().astype(np.complex64)
+    p = C.mixed_state((p * math.sqrt(flux)).numpy().astype(np.complex64), mode_fractions,
+                      s_probe + 1)
     true_px, nom_px, base, pad = C.scan(
         scan, shape[1], overlap, shape, n_positions, margin, s_scan, s_err, position_error_px,
         1 + position_scale_error,
@@ -267,6 +277,7 @@ def simulate_nearfield(
         meta=C.make_meta(
             seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
             overlap=overlap, probe_kind="diffuser", object_kind=object_kind,
+            mode_fractions=None if mode_fractions is None else list(mode_fractions),
             position_error_px=position_error_px, position_scale_error=position_scale_error,
             distance_error=distance_error, wavelength_error=wavelength_error,
         ),

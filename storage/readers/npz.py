@@ -7,7 +7,7 @@ frames          ``data`` | ``frames`` | ``diffraction`` | ``intensities``: (...,
                 leading length-1 axes are dropped (the tike layout is (1, scan, y, x))
 positions       ``scan`` | ``positions`` | ``positions_px`` (pixels, (y, x)) or
                 ``positions_m`` (metres)
-probe           ``probe``: (..., y, x) complex; the first mode is kept
+probe           ``probe``: (y, x) or modes (..., modes, y, x) complex; all modes are kept
 scalars         ``wavelength`` [m], ``energy_ev`` [eV], ``pixel_size`` [m], ``distance`` [m],
                 ``detector_pixel`` [m]
 ==============  ===========================================================================
@@ -33,6 +33,7 @@ from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_me
 from storage.readers import _common as C
 from storage.readers.lazy import LazyFrames
 from storage.readers.npy_members import NpyArray, open_npy, open_npz
+from storage.validate import check_probe
 
 __all__ = ["read_npz", "read_npy", "load_npz"]
 
@@ -192,10 +193,9 @@ def _build(path, arrays, keys, fftshift, margin, ov, lazy) -> PtychoData:
             raise DataError(path, pkey, "positions must be finite numbers")
         in_m = dict(_POS_KEYS).get(pkey) == "m" or keys.get("positions_units") == "m"
         positions = positions_from_metres(pos, px if in_m else 1.0, margin)
-    _, probe = _pick(arrays, keys, "probe", ("probe",))
+    pkey_probe, probe = _pick(arrays, keys, "probe", ("probe",))
     if probe is not None:
-        probe = np.asarray(probe)
-        probe = probe.reshape(-1, *probe.shape[-2:])[0].astype(np.complex64)
+        probe = check_probe(probe, path, pkey_probe)
     oshape = object_shape_for(positions, (ny, nx), margin) if positions is not None else (ny, nx)
     d = PtychoData(
         modality="farfield", frames=frames_out, wavelength=float(wl), pixel_size=float(px),

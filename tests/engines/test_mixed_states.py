@@ -1,0 +1,90 @@
+"""Mixed-state reconstruction (issue #21): a partially coherent probe of three modes with
+power fractions 0.6 / 0.3 / 0.1 (``simulate(..., mode_fractions=...)``, far field, 100
+frames of 64 x 64, overlap 0.75, noise-free), reconstructed from the blind start.
+
+Measured with rPIE defaults, 100 epochs (seeds 0 / 1 / 2): one mode 0.0628 / 0.0625 /
+0.0568, three modes 0.0220 / 0.0198 / 0.0150 (2.9-3.8x lower); fractions recovered within
+0.006 of the truth. At dose 1e6 photons per frame (seed 0) the noise dominates: one mode
+0.091, three 0.0915 (fractions 0.671 / 0.251 / 0.078); at 1e7: 0.0654 vs 0.0372.
+
+RNF defaults, 200 epochs (the modes form slowly; per-pixel mode residuals at
+``lr_mode_pixels`` 0.2, chosen on seed 0): one mode 0.0548 / 0.0459 / 0.0426, three modes
+0.0264 / 0.0275 / 0.0238 (seeds 0 / 1 / 2: 2.08x / 1.67x / 1.79x -- the issue's 2x line is
+NOT met on the held-out seeds 1 and 2); fractions within 0.016 of the truth. The RNF test
+below guards what holds (fractions; a 1.5x gain), not the issue's line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptytasks.engines.options import PIEOptions
+from ptytasks.engines.pie import reconstruct_pie
+from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
+from ptytasks.metrics.errors import quality_report
+from ptytasks.simulate import simulate
+
+FRACTIONS = (0.6, 0.3, 0.1)
+
+
+def _case(seed: int):
+    d = simulate("farfield", seed=seed, overlap=0.75, mode_fractions=FRACTIONS)
+    n = d.frame_shape[0]
+    mask = np.zeros(d.object_shape, bool)  # the well-lit centres of the windows
+    for y, x in d.ground_truth["positions_px"].astype(int):
+        mask[y + n // 4 : y + 3 * n // 4, x + n // 4 : x + 3 * n // 4] = True
+    return d, mask
+
+
+def _error(d, mask, obj) -> float:
+    return quality_report(obj, d.ground_truth["object"], mask)["complex_error"]
+
+
+def _assert_orthogonal(probe):
+    a = probe.reshape(len(probe), -1).astype(np.complex128)
+    g = a @ a.conj().T
+    assert np.abs(g - np.diag(np.diag(g))).max() < 1e-4 * np.abs(g).max(), np.abs(g).round(1)
+    assert np.all(np.diff(np.diag(g).real) <= 0)  # strongest first
+
+
+def _check_rpie(seed: int):
+    d, mask = _case(seed)
+    single = reconstruct_pie(d, PIEOptions(iterations=100))
+    mixed = reconstruct_pie(d, PIEOptions(iterations=100, probe_modes=3))
+    e1, e3 = _error(d, mask, single.object), _error(d, mask, mixed.object)
+    assert mixed.probe.shape == (3, *d.frame_shape)
+    _assert_orthogonal(mixed.probe)
+    fractions = mixed.extras["mode_power_fractions"]
+    assert e3 <= 0.5 * e1, (e1, e3)
+    assert np.abs(fractions - np.asarray(FRACTIONS)).max() <= 0.05, fractions
+    assert "mode_power_fractions" not in single.extras
+
+
+def test_rpie_mixed_state_halves_the_error_and_finds_the_fractions():
+    _check_rpie(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rpie_mixed_state_other_seeds(seed):
+    _check_rpie(seed)
+
+
+def test_probe_modes_must_be_positive():
+    d, _ = _case(0)
+    with pytest.raises(ValueError, match="probe_modes"):
+        reconstruct_pie(d, PIEOptions(iterations=1, probe_modes=0))
+
+
+@pytest.mark.slow
+def test_rnf_mixed_state_finds_the_fractions_and_gains():
+    d, mask = _case(1)  # seed 1: not the seed lr_mode_pixels was chosen on
+    single = reconstruct_rnf(d, RNFOptions(epochs=200))
+    mixed = reconstruct_rnf(d, RNFOptions(epochs=200, probe_modes=3))
+    e1, e3 = _error(d, mask, single.object), _error(d, mask, mixed.object)
+    assert mixed.probe.shape == (3, *d.frame_shape)
+    _assert_orthogonal(mixed.probe)
+    fractions = mixed.extras["mode_power_fractions"]
+    assert np.abs(fractions - np.asarray(FRACTIONS)).max() <= 0.05, fractions
+    assert e3 <= e1 / 1.5, (e1, e3)  # measured 0.0275 vs 0.0459 (1.67x)

@@ -93,6 +93,10 @@ class PIEOptions:
         modes gets extra ones (:func:`ptytasks.physics.modes.add_modes`, 5 % of the power
         each); the modes are orthogonalised after every epoch and their power fractions
         reported (``extras["mode_power_fractions"]``). 1: a coherent probe.
+    n_slices : int
+        Object slices (a thick specimen, 3PIE: :mod:`ptytasks.engines.multislice_pie`);
+        their spacing is the data's ``params["slice_distance"]`` (metres). 1: a thin
+        object. The result's object is then ``(slices, ny, nx)``, the beam's entrance first.
     seed : int
         Seed of the per-epoch random frame order.
     shuffle : bool
@@ -121,6 +125,7 @@ class PIEOptions:
     rescale_probe: bool = True
     position_correction: PositionCorrectionOptions | None = None
     probe_modes: int = 1
+    n_slices: int = 1
     seed: int = 0
     shuffle: bool = True
     subpixel: bool = True

@@ -35,6 +35,7 @@ import torch
 
 from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
+from ptytasks.engines.multislice_pie import MultislicePIEState
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
@@ -323,10 +324,22 @@ def reconstruct_pie(
             f"{positions.max(0).values.tolist()} (allowed 0 .. {upper.tolist()})"
         )
 
+    n_slices = int(opts.n_slices)
+    if n_slices < 1:
+        raise ValueError(f"n_slices must be >= 1; got {opts.n_slices}")
+    if n_slices > 1:
+        if getattr(model, "slice_distance", None) is None:
+            raise ValueError(f"{n_slices} slices need their spacing: params['slice_distance'] "
+                             "(metres) in the data")  # fmt: skip
+        if opts.position_correction is not None:
+            raise ValueError("position correction is not available with multislice objects")
     if object_init is None:
         obj = torch.ones(data.object_shape, dtype=cdtype, device=device)
     else:
         obj = torch.as_tensor(np.asarray(object_init), device=device).to(cdtype).clone()
+    if n_slices > 1 and obj.dim() == 2:
+        # A projection start: every slice gets its S-th root (the product is unchanged).
+        obj = (obj ** (1.0 / n_slices))[None].repeat(n_slices, 1, 1)
     if probe_init is not None:
         probe = torch.as_tensor(np.asarray(probe_init), device=device).to(cdtype).clone()
     elif data.probe is not None:
@@ -355,9 +368,10 @@ def reconstruct_pie(
         probe *= (target / max(power, 1e-30)) ** 0.5
 
     alpha, beta = opts.steps()
-    state = PIEState(obj, probe, positions, model, amp, factors.sqrt(), alpha=alpha, beta=beta,
-                     variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps,
-                     detector_mask=mask)
+    state_cls = MultislicePIEState if n_slices > 1 else PIEState
+    state = state_cls(obj, probe, positions, model, amp, factors.sqrt(), alpha=alpha,
+                      beta=beta, variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps,
+                      detector_mask=mask)  # fmt: skip
     refiner = PositionRefiner(positions, opts.position_correction) \
         if opts.position_correction is not None else None
     gen = torch.Generator().manual_seed(int(opts.seed))

@@ -94,6 +94,18 @@ def detect(expected: np.ndarray, dose: float | None, seed: int) -> np.ndarray:
     return rng.poisson(expected.astype(np.float64)).astype(np.float32)
 
 
+def slices(shape, kind, amplitude_range, phase_range, seed: int, n_slices: int, pad):
+    """The true object ``(ny, nx)``, or ``(S, ny, nx)`` slices of different seeds, padded."""
+    from ptytasks.simulate.objects import complex_object
+
+    if int(n_slices) < 1:
+        raise ValueError(f"n_slices must be >= 1; got {n_slices}")
+    objs = [pad_object(complex_object(shape, kind, amplitude_range=amplitude_range,
+                                      phase_range=phase_range, seed=seed + k), pad)
+            for k in range(int(n_slices))]  # fmt: skip
+    return objs[0] if len(objs) == 1 else np.stack(objs)
+
+
 def mixed_state(probe: np.ndarray, fractions, seed: int) -> np.ndarray:
     """The coherent probe, or its partially coherent version with ``fractions`` of power
     per mode (:func:`ptytasks.physics.modes.partially_coherent_modes`)."""

@@ -89,6 +89,8 @@ def simulate_farfield(
     margin: float = 8.0,
     known_probe: bool = False,
     mode_fractions: tuple[float, ...] | None = None,
+    n_slices: int = 1,
+    slice_distance: float | None = None,
     seed: int | None = 0,
 ) -> PtychoData:
     """Far-field (Fraunhofer) ptychography: X-ray (8 keV, zone plate) or electron (STEM).
@@ -128,6 +130,10 @@ def simulate_farfield(
         A partially coherent probe: ``len(mode_fractions)`` incoherent modes with these
         power shares (:func:`~ptytasks.physics.modes.partially_coherent_modes`); the true
         probe is then ``(K, N, N)``. Default: one coherent mode.
+    n_slices, slice_distance : int, float
+        A thick specimen: ``n_slices`` different objects (seeds ``seed``-derived, one per
+        slice) ``slice_distance`` metres apart, multislice forward model; the true object
+        is then ``(S, ny, nx)`` and ``params["slice_distance"]`` holds the spacing.
     seed : int or None
     """
     from ptytasks.physics.models.farfield import FarField
@@ -168,18 +174,21 @@ def simulate_farfield(
     true_px, nom_px, base, pad = C.scan(
         scan, diam, overlap, shape, n_positions, margin, s_scan, s_err, position_error_px, scale
     )
-    obj = complex_object(
-        base, object_kind, amplitude_range=amplitude_range, phase_range=phase_range, seed=s_obj
-    )
-    obj = C.pad_object(obj, pad)
-    oshape = obj.shape
+    obj = C.slices(base, object_kind, amplitude_range, phase_range, s_obj, n_slices, pad)
+    oshape = obj.shape[-2:]
     model = FarField(true_px, oshape, shape)
+    params = {"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else {"voltage": voltage}
+    if n_slices > 1:
+        if not (slice_distance and slice_distance > 0):
+            raise ValueError(f"{n_slices} slices need slice_distance > 0 metres")
+        model.set_slices(slice_distance, wavelength=lam, pixel_size=px)
+        params["slice_distance"] = float(slice_distance)
     frames = C.detect(C.forward(model, obj, p), dose, s_noise)
     return PtychoData(
         modality="farfield", frames=frames, wavelength=lam_nom, pixel_size=px_nom,
         object_shape=oshape, positions_px=nom_px, distance=z_nom, detector_pixel=detector_pixel,
         probe=p.copy() if known_probe else None,
-        params={"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else {"voltage": voltage},
+        params=params,
         ground_truth={
             "object": obj, "probe": p, "positions_px": true_px,
             "wavelength": np.float64(lam), "distance": np.float64(detector_distance),
@@ -189,6 +198,7 @@ def simulate_farfield(
             seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
             overlap=overlap, probe_kind=probe, probe_diameter_px=diam, object_kind=object_kind,
             mode_fractions=None if mode_fractions is None else list(mode_fractions),
+            n_slices=int(n_slices),
             position_error_px=position_error_px, position_scale_error=position_scale_error,
             distance_error=distance_error, wavelength_error=wavelength_error,
         ),

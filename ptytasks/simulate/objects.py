@@ -13,7 +13,7 @@ Bundled with scikit-image (no network): ``camera``, ``astronaut`` (grey), ``coin
 Procedural (drawn here, seeded where random): ``usaf`` (bar target), ``siemens`` (Siemens
 star), ``dead_leaves`` (occluding random discs), ``blobs`` (binary blobs, smoothed),
 ``layout`` (two-layer Manhattan wiring with vias, an integrated-circuit-like sample),
-``flat`` (constant 1).
+``lattice`` (atomic columns on a square lattice with vacancies), ``flat`` (constant 1).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ BUNDLED: tuple[str, ...] = (
     "camera", "astronaut", "coins", "moon", "brick", "grass", "gravel", "cell", "text",
     "page", "clock", "chelsea", "coffee", "phantom",
 )
-PROCEDURAL: tuple[str, ...] = ("usaf", "siemens", "dead_leaves", "blobs", "layout", "flat")
+PROCEDURAL: tuple[str, ...] = (
+    "usaf", "siemens", "dead_leaves", "blobs", "layout", "lattice", "flat",
+)
 KINDS: tuple[str, ...] = BUNDLED + PROCEDURAL
 
 # Default image for the amplitude when ``kind`` drives the phase: a different picture, so a
@@ -285,6 +287,33 @@ def ic_layout(shape: tuple[int, int], *, seed: int | None = 0, pitch: float | No
     return _downsample(img, f)
 
 
+def lattice(shape: tuple[int, int], *, seed: int | None = 0, spacing: float = 10.0,
+            sigma: float = 1.5, vacancies: float = 0.25) -> np.ndarray:
+    """Atomic columns: Gaussian peaks on a square lattice (``spacing`` px), a random
+    lattice offset and a random fraction ``vacancies`` of empty sites, in ``[0, 1]``.
+
+    Different seeds give slices a multislice reconstruction must tell apart (offsets and
+    vacancies differ, as in a crystal's successive layers).
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    off = rng.uniform(0, spacing, 2)
+    ys = np.arange(off[0] - spacing, ny + spacing, spacing)
+    xs = np.arange(off[1] - spacing, nx + spacing, spacing)
+    cy, cx = (g.ravel() for g in np.meshgrid(ys, xs, indexing="ij"))
+    keep = rng.uniform(size=cy.size) >= vacancies
+    yy, xx = np.arange(ny)[:, None], np.arange(nx)[None, :]
+    img = np.zeros(shape)
+    r = int(math.ceil(4 * sigma))
+    for y, x in zip(cy[keep], cx[keep], strict=True):
+        y0, y1 = max(0, int(y) - r), min(ny, int(y) + r + 2)
+        x0, x1 = max(0, int(x) - r), min(nx, int(x) + r + 2)
+        if y0 < y1 and x0 < x1:
+            img[y0:y1, x0:x1] += np.exp(-((yy[y0:y1] - y) ** 2 + (xx[:, x0:x1] - x) ** 2)
+                                        / (2 * sigma**2))  # fmt: skip
+    return np.clip(img, 0, 1)
+
+
 def image(kind: str, shape: tuple[int, int], *, seed: int | None = 0) -> np.ndarray:
     """A float64 image in ``[0, 1]`` of ``shape`` for one of :data:`KINDS`.
 
@@ -295,7 +324,8 @@ def image(kind: str, shape: tuple[int, int], *, seed: int | None = 0) -> np.ndar
     shape : (ny, nx)
         Pixels.
     seed : int or None
-        Seed for the random procedural kinds (``dead_leaves``, ``blobs``, ``layout``).
+        Seed for the random procedural kinds (``dead_leaves``, ``blobs``, ``layout``,
+        ``lattice``).
     """
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 1:
@@ -312,6 +342,8 @@ def image(kind: str, shape: tuple[int, int], *, seed: int | None = 0) -> np.ndar
         return blobs(shape, seed=seed)
     if kind == "layout":
         return ic_layout(shape, seed=seed)
+    if kind == "lattice":
+        return lattice(shape, seed=seed)
     if kind == "flat":
         return np.ones(shape)
     raise ValueError(f"unknown object kind {kind!r}; choose one of {', '.join(KINDS)}")

@@ -32,6 +32,29 @@ def illuminate(probe: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"probe must be (ny, nx) or (modes, ny, nx); got {tuple(probe.shape)}")
 
 
+def through_slices(probe: torch.Tensor, patches: torch.Tensor, step) -> torch.Tensor:
+    """Exit waves of a multislice object (Maiden, Humphry and Rodenburg 2012, JOSA A 29,
+    1606): ``psi_1 = P O_1``, ``psi_(s+1) = step(psi_s) O_(s+1)``.
+
+    Parameters
+    ----------
+    probe : complex ``(ny, nx)`` or ``(M, ny, nx)`` (incoherent modes, each propagated)
+    patches : complex ``(b, S, ny, nx)``
+        The slices' patches, the beam's entrance slice first.
+    step : callable
+        Propagation over one slice spacing, ``wave -> wave`` (any leading dims).
+
+    Returns
+    -------
+    ``(b, ny, nx)`` or ``(b, M, ny, nx)``: the wave leaving the last slice.
+    """
+    psi = illuminate(probe, patches[:, 0])
+    for s in range(1, patches.shape[1]):
+        o = patches[:, s] if psi.dim() == 3 else patches[:, s, None]
+        psi = step(psi) * o
+    return psi
+
+
 def scalar_parameter(value, dtype: torch.dtype) -> nn.Parameter:
     """A frozen 0-d parameter (distance, wavelength): learnable via ``learnable(name)``."""
     return nn.Parameter(torch.as_tensor(float(value), dtype=dtype), requires_grad=False)
@@ -57,6 +80,37 @@ class ForwardModel(nn.Module):
     def physical_parameters(self) -> dict[str, torch.Tensor]:
         """Current values of all physical parameters (detached copies)."""
         return {n: p.detach().clone() for n, p in self.named_parameters()}
+
+    # --- thick objects --------------------------------------------------------------------
+    def set_slices(self, distance: float, *, wavelength: float, pixel_size: float):
+        """Read a 3-D object ``(S, ny, nx)`` as ``S`` slices ``distance`` metres apart.
+
+        Between slices the wave propagates by the angular spectrum at ``wavelength`` and
+        ``pixel_size`` (object-plane metres); ``slice_distance`` becomes a (frozen)
+        parameter like the others. A 2-D object stays a thin object.
+        """
+        if not distance > 0:
+            raise ValueError(f"slice distance must be > 0 metres; got {distance}")
+        self.slice_distance = scalar_parameter(distance, self.intensity_factors.dtype)
+        self.slice_optics = (float(wavelength), float(pixel_size))
+        return self
+
+    def propagate_slice(self, wave: torch.Tensor, back: bool = False) -> torch.Tensor:
+        """``wave`` carried one slice spacing downstream (``back``: upstream)."""
+        from ptytasks.physics.propagators import propagate
+
+        lam, px = self.slice_optics
+        return propagate(wave, px, lam, -self.slice_distance if back else self.slice_distance)
+
+    def exit_from_patches(self, probe: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """Exit waves from object patches ``(b, ny, nx)`` (thin) or ``(b, S, ny, nx)``."""
+        if patches.dim() == 3:
+            return illuminate(probe, patches)
+        if getattr(self, "slice_distance", None) is None:
+            raise ValueError(f"a multislice object (patches {tuple(patches.shape)}) needs the "
+                             "slice spacing: model.set_slices(distance, wavelength=, "
+                             "pixel_size=) or params['slice_distance'] in the data")  # fmt: skip
+        return through_slices(probe, patches, self.propagate_slice)
 
     # --- the model ----------------------------------------------------------------------
     def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

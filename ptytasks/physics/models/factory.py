@@ -38,10 +38,7 @@ def model_for(
         ``model(ground_truth["object"], ground_truth["probe"], idx)`` reproduces the
         noise-free frames when ``truth`` is true.
     """
-    from ptytasks.physics.models.coded import Coded
-    from ptytasks.physics.models.farfield import FarField
     from ptytasks.physics.models.fourier import FourierPtychography
-    from ptytasks.physics.models.nearfield import NearField
 
     gt = data.ground_truth or {}
     if truth and not gt:
@@ -75,6 +72,20 @@ def model_for(
         _require(data, dist is not None, "distance (metres)")
     if m == "coded":
         _require(data, "surface_distance" in data.params, "params['surface_distance'] (metres)")
+    model = _scanning(data, m, pos, lam, dist, gt, truth, dtype)
+    if "slice_distance" in data.params:  # a thick specimen: slices this far apart
+        model.set_slices(float(data.params["slice_distance"]), wavelength=lam,
+                         pixel_size=float(pick("pixel_size", data.pixel_size)))  # fmt: skip
+    return model
+
+
+def _scanning(data, m, pos, lam, dist, gt, truth, dtype) -> ForwardModel:
+    """The scanning modalities' models (far field, near field, coded)."""
+    from ptytasks.physics.models.coded import Coded
+    from ptytasks.physics.models.farfield import FarField
+    from ptytasks.physics.models.nearfield import NearField
+
+    fshape = data.frame_shape
     if m == "farfield":
         return FarField(pos, data.object_shape, fshape, dtype=dtype)
     if m == "nearfield":

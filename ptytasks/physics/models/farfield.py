@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ptytasks.physics.fft import fft2c, ifft2c
-from ptytasks.physics.models.base import ForwardModel, illuminate
+from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.shifts import extract_patches
 
 
@@ -56,7 +56,7 @@ class FarField(ForwardModel):
 
     def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         patches = extract_patches(obj, self.positions[idx], tuple(probe.shape[-2:]))
-        return illuminate(probe, patches)
+        return self.exit_from_patches(probe, patches)
 
     def to_detector(self, exit_wave: torch.Tensor, idx: torch.Tensor, **fields) -> torch.Tensor:
         return fft2c(exit_wave)

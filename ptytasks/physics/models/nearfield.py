@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ptytasks.physics.models.base import ForwardModel, illuminate, scalar_parameter
+from ptytasks.physics.models.base import ForwardModel, scalar_parameter
 from ptytasks.physics.propagators import propagate
 from ptytasks.physics.shifts import extract_patches
 
@@ -75,7 +75,7 @@ class NearField(ForwardModel):
 
     def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         patches = extract_patches(obj, self.positions[idx], tuple(probe.shape[-2:]))
-        return illuminate(probe, patches)
+        return self.exit_from_patches(probe, patches)
 
     def to_detector(self, exit_wave: torch.Tensor, idx: torch.Tensor, **fields) -> torch.Tensor:
         return propagate(

@@ -1,0 +1,134 @@
+"""Multislice (issue #21): a thick specimen as slices with propagation between them.
+
+Physics against analytic facts, gradient checks in float64, and 3PIE on a simulated
+3-slice electron dataset: 300 kV defocused probe (20 mrad), 100 frames of 64 x 64 at
+24.6 pm pixels, atomic-column slices (``object_kind="lattice"``, phase 0-0.5 rad each)
+5 nm apart, noise-free, started from the true probe (electron microscopes know their
+aperture and defocus; the far-field blind estimate is built for X-ray zone plates).
+
+Measured with rPIE defaults, 25 iterations (seed 0; 50 iterations, seeds 0 / 1 / 2):
+slice errors 0.031 / 0.038 / 0.038 (0.029-0.038 for all three seeds) where a flat slice
+scores 0.099-0.105; the product of the slices against the true projection 0.064 (0.062 /
+0.062 / 0.064) where the single-slice (projection) reconstruction gives 0.19 (0.181 /
+0.180 / 0.155): 2.4-2.9x better. The complex error of a near-unity slice is small even for a
+flat guess, so each slice is also held below half the flat slice's error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ptytasks.engines.options import PIEOptions
+from ptytasks.engines.pie import reconstruct_pie
+from ptytasks.metrics.errors import quality_report
+from ptytasks.physics.models import FarField, NearField
+from ptytasks.physics.models.base import illuminate, through_slices
+from ptytasks.simulate import simulate
+from tests.physics.test_models import gradcheck_model, rand_c
+
+IDX = torch.tensor([0, 1])
+POS = [[1.3, 2.6], [3.45, 0.7]]
+
+
+def test_zero_spacing_is_the_projection_and_one_slice_is_thin():
+    probe, patches = rand_c(2, 6, 6), rand_c(2, 3, 6, 6, seed=1)
+    same = through_slices(probe, patches, lambda w: w)
+    assert torch.allclose(same, illuminate(probe, patches.prod(1)))
+    assert torch.allclose(through_slices(probe[0], patches[:, :1], None),
+                          illuminate(probe[0], patches[:, 0]))  # fmt: skip
+
+
+def test_multislice_matches_explicit_propagation_and_conserves_power():
+    from ptytasks.physics.propagators import propagate
+
+    obj, probe = rand_c(2, 12, 12), rand_c(6, 6, seed=1)
+    m = FarField([[2.0, 3.0], [5.0, 1.0]], (12, 12), (6, 6), dtype=torch.float64)
+    m.set_slices(2e-5, wavelength=1e-6, pixel_size=1e-6)
+    ex = m.exit_waves(obj, probe, IDX)
+    want = propagate(probe * obj[0, 2:8, 3:9], 1e-6, 1e-6, 2e-5) * obj[1, 2:8, 3:9]
+    assert torch.allclose(ex[0], want)
+    # Phase-only slices: the propagation is unitary, so the counts equal the probe's power.
+    phase = torch.exp(1j * torch.angle(obj))
+    i = m(phase, probe, IDX)
+    assert torch.allclose(i.sum((-2, -1)), (probe.abs() ** 2).sum().expand(2))
+    thin = FarField([[2.0, 3.0], [5.0, 1.0]], (12, 12), (6, 6), dtype=torch.float64)
+    with pytest.raises(ValueError, match="slice"):
+        thin(obj, probe, IDX)
+
+
+def test_multislice_gradcheck_far_and_near_field_with_modes():
+    ff = FarField(POS, (10, 10), (5, 5), dtype=torch.float64)
+    ff.set_slices(3e-5, wavelength=1e-6, pixel_size=1e-6)
+    gradcheck_model(
+        ff,
+        rand_c(3, 10, 10),
+        rand_c(2, 5, 5, seed=1),
+        ["positions", "slice_distance"],
+        scales={"slice_distance": 1e-5},
+    )
+    nf = NearField(
+        POS, (10, 10), (6, 6), wavelength=1e-6, distance=5e-5, pixel_size=1e-6, dtype=torch.float64
+    )
+    nf.set_slices(2e-5, wavelength=1e-6, pixel_size=1e-6)
+    gradcheck_model(
+        nf,
+        rand_c(2, 10, 10),
+        rand_c(2, 6, 6, seed=1),
+        ["positions", "distance"],
+        scales={"distance": 1e-5},
+    )
+
+
+def _electron_case(seed: int):
+    d = simulate(
+        "farfield",
+        probe="electron",
+        object_kind="lattice",
+        n_slices=3,
+        slice_distance=5e-9,
+        phase_range=(0.0, 0.5),
+        amplitude_range=(1.0, 0.97),
+        overlap=0.75,
+        seed=seed,
+        known_probe=True,
+    )
+    n = d.frame_shape[0]
+    mask = np.zeros(d.object_shape, bool)
+    for y, x in d.ground_truth["positions_px"].astype(int):
+        mask[y + n // 4 : y + 3 * n // 4, x + n // 4 : x + 3 * n // 4] = True
+    return d, mask
+
+
+def _check_3pie(seed: int, iterations: int = 25):
+    d, mask = _electron_case(seed)
+    truth = d.ground_truth["object"]
+    err = lambda o, t: quality_report(o, t, mask)["complex_error"]
+    thick = reconstruct_pie(d, PIEOptions(iterations=iterations, n_slices=3))
+    thin = reconstruct_pie(d, PIEOptions(iterations=iterations))
+    assert thick.object.shape == truth.shape
+    for s in range(3):
+        e, flat = err(thick.object[s], truth[s]), err(np.ones_like(truth[s]), truth[s])
+        assert e < 0.2 and e < 0.5 * flat, (s, e, flat)
+    proj = np.prod(truth, 0)
+    e_thick, e_thin = err(np.prod(thick.object, 0), proj), err(thin.object, proj)
+    assert e_thick <= 0.5 * e_thin, (e_thick, e_thin)
+
+
+def test_3pie_recovers_three_electron_slices():
+    _check_3pie(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_3pie_other_seeds(seed):
+    _check_3pie(seed)
+
+
+def test_slices_need_their_spacing():
+    d = simulate("farfield", seed=0, n_positions=9, known_probe=True)
+    with pytest.raises(ValueError, match="slice_distance"):
+        reconstruct_pie(d, PIEOptions(iterations=1, n_slices=2))
+    with pytest.raises(ValueError, match="slice_distance"):
+        simulate("farfield", seed=0, n_positions=9, n_slices=2)

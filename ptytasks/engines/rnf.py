@@ -57,7 +57,7 @@ from ptytasks.engines.rnf_parts import (
     field_groups,
     physical_params,
 )
-from ptytasks.physics.models.base import ForwardModel, illuminate
+from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.modes import add_modes, orthogonalize_modes, power_fractions
 from ptytasks.physics.shifts import extract_patches
 
@@ -119,6 +119,15 @@ class _Setup:
                 probe = add_modes(probe, int(opts.probe_modes))
             obj = (torch.ones(data.object_shape, dtype=cdt, device=device) if obj_p is None
                    else _complex(obj_p, cdt, device))
+            n_slices = int(opts.n_slices)
+            if n_slices < 1:
+                raise ValueError(f"n_slices must be >= 1; got {opts.n_slices}")
+            if n_slices > 1:
+                if getattr(model, "slice_distance", None) is None:
+                    raise ValueError(f"{n_slices} slices need their spacing: "
+                                     "params['slice_distance'] (metres) in the data")
+                if obj.dim() == 2:  # a projection prior: the S-th root on every slice
+                    obj = (obj ** (1.0 / n_slices))[None].repeat(n_slices, 1, 1)
         fields = {}
         if data.modality == "coded":
             s = model.surface.detach() if surf_p is None else _complex(surf_p, cdt, device)
@@ -132,9 +141,9 @@ class _Setup:
             if derived_probe or obj_p is not None:
                 probe = probe * math.sqrt(c)
             else:
-                obj = obj * math.sqrt(c)
+                obj = obj * c ** (0.5 / _slices(obj))
         elif opts.rescale_prior and obj_p is not None:
-            obj = obj * math.sqrt(self._power_ratio(obj, probe, fields))
+            obj = obj * self._power_ratio(obj, probe, fields) ** (0.5 / _slices(obj))
         self.probe_fixed = probe
         self.surface_fixed = fields.get("surface")
         # --- fields
@@ -314,7 +323,7 @@ class _Setup:
         region, res = self.obj_field.region(y0, x0, h, w)
         off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
         patches = extract_patches(region, pos - off, self.window)
-        psi = illuminate(self.probe(), patches)
+        psi = self.model.exit_from_patches(self.probe(), patches)
         return self.model.intensity(self.model.to_detector(psi, idx, **fields), idx), res
 
     @torch.no_grad()
@@ -464,6 +473,12 @@ def reconstruct_rnf(
             stop = epoch
             break
     return _result(st, opts, hist, t_start, stop)
+
+
+def _slices(obj: torch.Tensor) -> int:
+    """Slices of an object ``(ny, nx)`` or ``(S, ny, nx)``: the transmission's power is
+    shared among them (a gain ``g`` on the product is ``g^(1/S)`` on each slice)."""
+    return obj.shape[0] if obj.dim() == 3 else 1
 
 
 # ---------------------------------------------------------------------- result

@@ -128,6 +128,10 @@ class RNFOptions:
         outputs; a prior with fewer modes gets extra ones
         (:func:`ptytasks.physics.modes.add_modes`). The result's modes are orthogonalised
         and their power fractions reported (``extras["mode_power_fractions"]``).
+    n_slices : int
+        Object slices (a thick specimen): one object field with a complex output per
+        slice, spaced by the data's ``params["slice_distance"]``; the result's object is
+        ``(slices, ny, nx)``, the beam's entrance first.
     lr_mode_gains : float
         Rate of the per-mode log-amplitude gains (mixed state only).
     mode_field : {"pixels", "neural"}
@@ -137,7 +141,7 @@ class RNFOptions:
         Rate of the per-pixel mode residuals (amplitudes in units of the root mean
         count per pixel). Simulated far field, 3 modes, seed 0, 100 epochs: 0.01 left the
         fractions at 0.73 / 0.19 / 0.09 (truth 0.6 / 0.3 / 0.1), 0.2 reached them in 200
-        epochs, 0.6 made the object noisy (``docs/modes.md``).
+        epochs, 0.6 made the object noisy (``docs/modes-and-slices.md``).
     learn_positions, learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     fix_mean_position : bool
@@ -205,6 +209,7 @@ class RNFOptions:
 
     learn_probe: bool = True
     probe_modes: int = 1
+    n_slices: int = 1
     lr_mode_gains: float = 1e-2
     mode_field: Literal["pixels", "neural"] = "pixels"
     lr_mode_pixels: float = 0.2

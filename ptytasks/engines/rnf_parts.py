@@ -112,7 +112,7 @@ class PixelField(nn.Module):
     For the modes of a mixed-state probe: their shapes and power balance must move far
     from the start (a few per cent of the power in a guessed shape), which a neural
     residual on a hash encoding did not do in 100 epochs (the extra modes' power fell
-    back towards zero), while per-pixel Adam steps do (``docs/modes.md``).
+    back towards zero), while per-pixel Adam steps do (``docs/modes-and-slices.md``).
     """
 
     direct = True

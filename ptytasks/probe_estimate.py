@@ -209,7 +209,8 @@ def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
     """
     import torch
 
-    from ptytasks.engines.pie import PIEState, model_from_data
+    from ptytasks.engines.pie import model_from_data
+    from ptytasks.engines.pie_state import PIEState
 
     trial = trial_set(data, trial_frames)
     model = model_from_data(trial)

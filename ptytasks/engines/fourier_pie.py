@@ -21,7 +21,8 @@ import torch
 from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.options import FourierPIEOptions
-from ptytasks.engines.pie import PIEState, cpu_threads
+from ptytasks.engines.pie import cpu_threads
+from ptytasks.engines.pie_state import PIEState
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.fft import fft2c, ifft2c
 from ptytasks.physics.models.factory import model_for

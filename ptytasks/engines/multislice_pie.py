@@ -19,41 +19,31 @@ from __future__ import annotations
 
 import torch
 
-from ptytasks.physics.shifts import fourier_shift
+from ptytasks.engines.pie_state import PIEState
+from ptytasks.physics.fft import fft2u, ifft2u
+from ptytasks.physics.propagators import angular_spectrum_tf
 
 
-class MultislicePIEState:
+class MultislicePIEState(PIEState):
     """Slices ``(S, ny, nx)``, probe modes ``(M, wy, wx)``, positions; the 3PIE update.
 
-    Parameters as :class:`~ptytasks.engines.pie.PIEState`; ``model`` must provide
-    ``propagate_slice`` (:meth:`~ptytasks.physics.models.base.ForwardModel.set_slices`).
+    Parameters as :class:`~ptytasks.engines.pie.PIEState`; ``model`` must know its slice
+    spacing (:meth:`~ptytasks.physics.models.base.ForwardModel.set_slices`), which stays
+    fixed during the run (the propagators are built once).
     """
 
-    def __init__(
-        self,
-        obj,
-        probe,
-        positions,
-        model,
-        amp,
-        sqrt_f,
-        *,
-        alpha: float,
-        beta: float,
-        variant: str,
-        subpixel: bool = True,
-        eps: float = 1e-8,
-        probe_support=None,
-        detector_mask=None,
-    ):
+    def __init__(self, obj, probe, positions, model, amp, sqrt_f, **kw):
         if obj.dim() != 3:
             raise ValueError(f"multislice object must be (slices, ny, nx); got {tuple(obj.shape)}")
-        self.obj, self.probe, self.pos, self.model = obj, probe, positions, model
-        self.amp, self.sqrt_f = amp, sqrt_f
-        self.alpha, self.beta, self.rpie = alpha, beta, variant == "rpie"
-        self.subpixel, self.eps, self.support = subpixel, eps, probe_support
-        self.mask = detector_mask
-        self.window = tuple(probe.shape[-2:])
+        super().__init__(obj, probe, positions, model, amp, sqrt_f, **kw)
+        lam, px = model.slice_optics
+        dz = float(model.slice_distance)
+        self._h = angular_spectrum_tf(self.window, px, lam, dz, dtype=probe.dtype,
+                                      device=probe.device)  # fmt: skip
+        self._h_back = self._h.conj()  # -dz: the conjugate phase (evanescent stay zero)
+
+    def _propagate(self, wave: torch.Tensor, back: bool = False) -> torch.Tensor:
+        return ifft2u(fft2u(wave) * (self._h_back if back else self._h))
 
     def _object_step(self, num, intensity):
         pmax = intensity.max()
@@ -80,10 +70,11 @@ class MultislicePIEState:
             has_frac = self.subpixel and bool(frac.abs().max() > 1e-6)
             y0, x0 = int(corner[0]), int(corner[1])
             crops = self.obj[:, y0 : y0 + wy, x0 : x0 + wx]  # a view: updated in place
-            slices = fourier_shift(crops, -frac) if has_frac else crops.clone()
+            shift = frac.expand(len(crops), 2)
+            slices = self._shift(crops, -shift) if has_frac else crops.clone()
             incident = [self.probe]
             for s in range(len(slices) - 1):
-                incident.append(self.model.propagate_slice(incident[s] * slices[s]))
+                incident.append(self._propagate(incident[s] * slices[s]))
             exit_wave = incident[-1] * slices[-1]
             one = idx.new_tensor([j])
             wave = self.model.to_detector(exit_wave[None], one)[0]
@@ -101,9 +92,9 @@ class MultislicePIEState:
                 d_obj = self._object_step((psi.conj() * d_exit).sum(0),
                                           (psi.real**2 + psi.imag**2).sum(0))  # fmt: skip
                 d_psi = self._wave_step(o.conj()[None] * d_exit, o.real**2 + o.imag**2)
-                crops[s] += fourier_shift(d_obj, frac) if has_frac else d_obj
+                crops[s] += self._shift(d_obj[None], frac[None])[0] if has_frac else d_obj
                 if s > 0:  # the change of the previous slice's exit wave
-                    d_exit = self.model.propagate_slice(d_psi, back=True)
+                    d_exit = self._propagate(d_psi, back=True)
                 elif update_probe:
                     self.probe += d_psi
                     if self.support is not None:

@@ -37,6 +37,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.multislice_pie import MultislicePIEState
 from ptytasks.engines.options import PIEOptions
+from ptytasks.engines.pie_state import PIEState
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.models.base import ForwardModel
@@ -76,23 +77,6 @@ def cpu_threads(device: torch.device, requested: int | None, batch_pixels: int) 
         torch.set_num_threads(old)
 
 
-def _local_windows(corners: torch.Tensor, window: tuple[int, int]):
-    """Bounding box ``(y0, x0, h, w)`` of the windows and their flat indices inside it.
-
-    Working on the batch's bounding box (not the whole canvas) keeps the sequential
-    (batch of one) loop at the cost of the window, independent of the object size.
-    """
-    wy, wx = window
-    y0, x0 = int(corners[:, 0].min()), int(corners[:, 1].min())
-    h = int(corners[:, 0].max()) - y0 + wy
-    w = int(corners[:, 1].max()) - x0 + wx
-    ry = torch.arange(wy, device=corners.device)
-    rx = torch.arange(wx, device=corners.device)
-    rows = (corners[:, 0] - y0)[:, None, None] + ry[None, :, None]
-    cols = (corners[:, 1] - x0)[:, None, None] + rx[None, None, :]
-    return (y0, x0, h, w), rows * w + cols
-
-
 def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torch.Tensor:
     """A probe guess when none is given (:mod:`ptytasks.probe_estimate`).
 
@@ -120,138 +104,6 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     mean_amp = torch.as_tensor(np.sqrt(np.clip(data.frames, 0, None).mean(0)), device=device)
     idx = torch.zeros(1, dtype=torch.long, device=device)
     return model.from_detector(mean_amp.to(cdtype)[None], idx)[0]
-
-
-class PIEState:
-    """Object, probe modes, positions and the per-batch PIE update.
-
-    Shared by the scanning engine and the Fourier engine (where the "object" is the
-    spectrum, the "probe" the pupil and the positions the spectrum-window corners).
-
-    Parameters
-    ----------
-    obj : complex ``(ny, nx)``; probe : complex ``(M, wy, wx)``; positions : real ``(n, 2)``
-        Updated in place.
-    model : object with ``to_detector(psi, idx)`` / ``from_detector(wave, idx)``
-    amp : real ``(n, wy, wx)``
-        Measured amplitudes ``sqrt(I)``.
-    sqrt_f : real ``(n,)``
-        Square roots of the per-frame intensity factors.
-    alpha, beta : float; variant : {"epie", "rpie"}; subpixel : bool; eps : float
-        As in :class:`~ptytasks.engines.options.PIEOptions`.
-    probe_support : real ``(wy, wx)`` or None
-        Multiplied into the probe after each probe update (a pupil's NA disc).
-    detector_mask : bool ``(wy, wx)`` or None
-        Detector pixels whose measurement is enforced; elsewhere the modulus projection
-        keeps the model's own amplitude (and the pixel adds nothing to the error).
-    """
-
-    def __init__(self, obj, probe, positions, model, amp, sqrt_f, *, alpha: float,
-                 beta: float, variant: str, subpixel: bool = True, eps: float = 1e-8,
-                 probe_support: torch.Tensor | None = None,
-                 detector_mask: torch.Tensor | None = None):
-        self.obj, self.probe, self.pos, self.model = obj, probe, positions, model
-        self.amp, self.sqrt_f = amp, sqrt_f
-        self.alpha, self.beta, self.rpie = alpha, beta, variant == "rpie"
-        self.subpixel, self.eps, self.support = subpixel, eps, probe_support
-        self.mask = detector_mask
-        self.window = tuple(probe.shape[-2:])
-        # 1-D frequency grids for the separable sub-pixel shift ramps (cached: rebuilding
-        # 2-D grids per frame dominated the sequential loop).
-        rdt = probe.real.dtype
-        self._fy = torch.fft.fftfreq(self.window[0], dtype=rdt, device=probe.device)
-        self._fx = torch.fft.fftfreq(self.window[1], dtype=rdt, device=probe.device)
-
-    def _shift(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """``x(r - shift)`` for ``x`` ``(b, wy, wx)``, ``shift`` ``(b, 2)``: a Fourier ramp.
-
-        Same convention as :func:`ptytasks.physics.shifts.fourier_shift`, built as the
-        outer product of two 1-D ramps.
-        """
-        s = shift.to(self._fy.dtype)
-        ry = torch.polar(torch.ones_like(self._fy), -2 * torch.pi * s[:, :1] * self._fy)
-        rx = torch.polar(torch.ones_like(self._fx), -2 * torch.pi * s[:, 1:] * self._fx)
-        ramp = ry[:, :, None] * rx[:, None, :]
-        return torch.fft.ifft2(torch.fft.fft2(x) * ramp)
-
-    def step(self, idx: torch.Tensor, update_probe: bool, refiner: PositionRefiner | None = None):
-        """One PIE update from frames ``idx``; returns the batch's amplitude error sum."""
-        eps = self.eps
-        pos = self.pos[idx]
-        if self.subpixel:
-            corners = torch.floor(pos).long()
-            frac = pos - corners.to(pos.dtype)
-            has_frac = bool(frac.abs().max() > 1e-6)
-        else:
-            corners, frac, has_frac = torch.round(pos).long(), None, False
-        (y0, x0, h, w), lidx = _local_windows(corners, self.window)
-        region = self.obj[y0:y0 + h, x0:x0 + w]
-        crop = region.reshape(-1)[lidx]
-        # patch(r) = O(c + f + r): the integer crop shifted by -f (as extract_patches does).
-        patch = self._shift(crop, -frac) if has_frac else crop
-        psi = patch[:, None] * self.probe[None]  # (b, M, wy, wx)
-        single = psi.shape[1] == 1
-        wave = self.model.to_detector(psi[:, 0] if single else psi, idx)
-        wave = wave[:, None] if single else wave
-        mod = torch.sqrt((wave.real**2 + wave.imag**2).sum(1))
-        sf = self.sqrt_f[idx, None, None]
-        amp = self.amp[idx]
-        # Modulus projection: keep the phase, impose the measured amplitude (all modes
-        # scaled alike, the mixed-state form); unmeasured pixels keep the model's.
-        ratio = amp / sf / (mod + eps)
-        if self.mask is None:
-            err = float(((mod * sf - amp) ** 2).sum())
-        else:
-            err = float((((mod * sf - amp) ** 2) * self.mask).sum())
-            ratio = torch.where(self.mask, ratio, torch.ones_like(ratio))
-        wave = wave * ratio[:, None]
-        new = self.model.from_detector(wave[:, 0] if single else wave, idx)
-        dpsi = (new[:, None] if single else new) - psi
-
-        # Both updates from the same (pre-update) object and probe. Each frame's object
-        # update is the textbook one, divided in the window's own frame and carried back by
-        # the inverse (= adjoint) sub-pixel shift: dividing after the shift would put the
-        # shifted numerator's ringing (a sharp pupil's edge in Fourier ptychography, a
-        # probe's wrap-around at the window edge) over near-zero illumination, where rPIE's
-        # small alpha amplifies it until the iteration diverges.
-        num_o = (self.probe.conj()[None] * dpsi).sum(1)
-        p_int = (self.probe.real**2 + self.probe.imag**2).sum(0)
-        pmax = p_int.max()
-        if self.rpie:
-            delta_o = num_o / ((1 - self.alpha) * p_int + self.alpha * pmax + eps)
-        else:
-            delta_o = num_o * (self.alpha / (pmax + eps))
-        delta_o = self._shift(delta_o, frac) if has_frac else delta_o
-        if len(idx) > 1:
-            # Mini-batch: sum the frames' updates on the canvas and divide by the batch's
-            # relative illumination where it exceeds one, so frames lighting the same pixel
-            # average their updates instead of adding them; pixels lit by one frame get
-            # exactly the sequential update. The divisor is smooth and >= 1 (no blow-up).
-            flat = lidx.reshape(-1)
-            canvas = torch.zeros(h * w, dtype=delta_o.dtype, device=delta_o.device)
-            canvas.index_add_(0, flat, delta_o.reshape(-1))
-            rel = (p_int / (pmax + eps)).expand(len(idx), -1, -1)
-            count = torch.zeros(h * w, dtype=rel.dtype, device=rel.device)
-            count.index_add_(0, flat, rel.reshape(-1))
-            delta_o = canvas / count.clamp_min(1.0)
-
-        if update_probe:
-            num_p = (patch.conj()[:, None] * dpsi).sum(0)
-            o_int = (patch.real**2 + patch.imag**2).sum(0)
-            omax = o_int.max()
-            if self.rpie:
-                delta_p = num_p / ((1 - self.beta) * o_int + self.beta * omax + eps)
-            else:
-                delta_p = num_p * (self.beta / (omax + eps))
-        if refiner is not None:
-            refiner.update(idx, patch, self.probe, dpsi)
-
-        region += delta_o.reshape(h, w)
-        if update_probe:
-            self.probe += delta_p
-            if self.support is not None:
-                self.probe *= self.support
-        return err
 
 
 def reconstruct_pie(

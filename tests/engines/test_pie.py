@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
-from ptytasks.engines.pie import PIEState, reconstruct_pie
+from ptytasks.engines.pie import reconstruct_pie
+from ptytasks.engines.pie_state import PIEState
 from ptytasks.engines.position_correction import least_squares_shift, rms_position_error
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.metrics import complex_error

@@ -72,7 +72,7 @@ def test_rpie_mixed_state_other_seeds(seed):
 
 
 def test_probe_modes_must_be_positive():
-    d, _ = _case(0)
+    d = simulate("farfield", seed=0, n_positions=9)
     with pytest.raises(ValueError, match="probe_modes"):
         reconstruct_pie(d, PIEOptions(iterations=1, probe_modes=0))
 

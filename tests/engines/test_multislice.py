@@ -109,22 +109,23 @@ def _electron_case(seed: int):
     return d, mask
 
 
-def _check_slices(seed: int, engine: str):
+def _check_slices(seed: int, engine: str, against_projection: bool = True):
     d, mask = _electron_case(seed)
     truth = d.ground_truth["object"]
     err = lambda o, t: quality_report(o, t, mask)["complex_error"]
     if engine == "rpie":
-        thick = reconstruct_pie(d, PIEOptions(iterations=25, n_slices=3))
-        thin = reconstruct_pie(d, PIEOptions(iterations=25))
+        run = lambda s: reconstruct_pie(d, PIEOptions(iterations=25, n_slices=s))
     else:
-        thick = reconstruct_rnf(d, RNFOptions(epochs=20, n_slices=3))
-        thin = reconstruct_rnf(d, RNFOptions(epochs=20))
+        run = lambda s: reconstruct_rnf(d, RNFOptions(epochs=20, n_slices=s))
+    thick = run(3)
     assert thick.object.shape == truth.shape
     for s in range(3):
         e, flat = err(thick.object[s], truth[s]), err(np.ones_like(truth[s]), truth[s])
         assert e < 0.2 and e < 0.5 * flat, (s, e, flat)
+    if not against_projection:
+        return
     proj = np.prod(truth, 0)
-    e_thick, e_thin = err(np.prod(thick.object, 0), proj), err(thin.object, proj)
+    e_thick, e_thin = err(np.prod(thick.object, 0), proj), err(run(1).object, proj)
     assert e_thick <= 0.5 * e_thin, (e_thick, e_thin)
 
 
@@ -133,12 +134,12 @@ def test_3pie_recovers_three_electron_slices():
 
 
 def test_rnf_recovers_three_electron_slices():
-    _check_slices(0, "rnf")
+    _check_slices(0, "rnf", against_projection=False)  # the projection control: slow tests
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["rpie", "rnf"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(("seed", "engine"), [(0, "rnf"), (1, "rpie"), (1, "rnf"),
+                                              (2, "rpie"), (2, "rnf")])  # fmt: skip
 def test_slices_other_seeds(seed, engine):
     _check_slices(seed, engine)
 

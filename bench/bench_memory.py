@@ -53,8 +53,8 @@ STEP = 16  # scan step, object pixels
 def make_cxi(path: Path, scale: int) -> dict:
     """A far-field CXI file of ``FRAMES_1X * scale`` noisy frames on a square raster."""
     from ptytasks.data import PtychoData
+    from ptytasks.lazy_frames import LazyFrames
     from storage.cxi import write_cxi
-    from storage.readers.lazy import LazyFrames
 
     side = int(round(math.sqrt(FRAMES_1X * scale)))
     n = side * side

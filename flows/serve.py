@@ -5,7 +5,7 @@ Used by ``ptyflow server ...``, ``deployments/init.py``, the CLI's one-API-per-r
 process group, so :func:`stop_process` ends it together with its children (a worker's flow
 run subprocesses, a server's uvicorn process) and nothing else, and dies with the process
 that started it, SIGKILL included (:mod:`flows.lifeline`). Every server runs with
-telemetry off (:data:`TELEMETRY_OFF`) and, unless configured, on 127.0.0.1
+telemetry off (:data:`flows.telemetry.TELEMETRY_OFF`) and, unless configured, on 127.0.0.1
 (:func:`bind_host`).
 """
 
@@ -22,14 +22,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from flows.telemetry import TELEMETRY_OFF
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
 DEFAULT_POOL = "ptyflow-process"
 DEPLOYMENTS = ("pipeline/pipeline", "reprocess-facility/reprocess-facility",
                "gigapixel-coded/gigapixel-coded")  # fmt: skip
-# Prefect's server sends a heartbeat to prefect.io (and logs "Failed to send telemetry"
-# where it cannot); its clients send usage events unless DO_NOT_TRACK is set.
-TELEMETRY_OFF = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 BIND_HOST_ENV = "PTYFLOW_BIND_HOST"
 LOOPBACK = "127.0.0.1"
 

@@ -9,7 +9,7 @@ from ``atexit``, which a SIGKILLed (or SIGTERMed, without a handler) parent neve
 - under :func:`flows.lifeline.guarded` (PR_SET_PDEATHSIG = SIGKILL): the kernel kills the
   server the moment the process that started it dies, however it dies;
 - in a process group of its own, which :meth:`TemporaryServer.stop` kills as a whole;
-- with telemetry off (:data:`flows.serve.TELEMETRY_OFF`): Prefect's server sends a
+- with telemetry off (:data:`flows.telemetry.TELEMETRY_OFF`): Prefect's server sends a
   heartbeat to prefect.io otherwise, and prints "Failed to send telemetry" where the
   network is closed.
 
@@ -29,7 +29,7 @@ from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings.context import get_current_settings
 
 from flows.lifeline import guarded
-from flows.serve import TELEMETRY_OFF
+from flows.telemetry import TELEMETRY_OFF
 
 
 class TemporaryServer(SubprocessASGIServer):

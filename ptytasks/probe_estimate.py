@@ -1,5 +1,9 @@
 """Blind probe estimates from the measured frames, and a probe health check.
 
+The estimators that run PIE on a trial set are
+:mod:`ptytasks.engines.blind_probe` (far field: footprint and defocus chosen by held-out
+frames; near field: a phase-only-object ePIE); the pieces they use are here.
+
 A far-field probe started as the back-propagated root-mean frame with a *flat* phase is a
 centrosymmetric spot a few pixels wide, whatever the real beam: a defocused zone plate or
 convergent electron probe illuminates a disc of ``D`` pixels, and the flat-phase start
@@ -118,134 +122,6 @@ def trial_set(data, n_frames: int = TRIAL_FRAMES):
     sub.object_shape = (int(span[0]), int(span[1]))
     sub.probe, sub.ground_truth = None, None
     return sub
-
-
-def held_out_error(trial, probe, *, epochs: int = TRIAL_EPOCHS, seed: int = 0) -> tuple:
-    """Refine ``probe`` with rPIE on the even frames of ``trial``, predict the odd ones.
-
-    Returns ``(error, fit_error)``: the normalised amplitude error of the odd frames under
-    the refined object and probe (one batch: every prediction is made before any update),
-    and the even frames' own error after the fit.
-    """
-    from ptytasks.engines.options import PIEOptions
-    from ptytasks.engines.pie import reconstruct_pie
-
-    n = len(trial.frames)
-    fit, test = trial.subset(np.arange(0, n, 2)), trial.subset(np.arange(1, n, 2))
-    r = reconstruct_pie(fit, PIEOptions(iterations=epochs, seed=seed), probe_init=probe)
-    pred = reconstruct_pie(test, PIEOptions(iterations=1, batch_size=len(test.frames),
-                                            update_probe=False, rescale_probe=False,
-                                            shuffle=False),
-                           object_init=r.object, probe_init=r.probe)  # fmt: skip
-    return float(pred.loss_history[0]), float(r.loss_history[-1])
-
-
-def blind_farfield_probe(data, *, fractions=FOOTPRINT_FRACTIONS, trial_frames: int = TRIAL_FRAMES,
-                         epochs: int = TRIAL_EPOCHS) -> tuple[np.ndarray, dict]:
-    """The far-field probe a careful user would start from when the file has none.
-
-    Parameters
-    ----------
-    data : PtychoData (far field; frames in memory or lazy)
-    fractions : candidate footprint diameters, fractions of the frame side
-    trial_frames, epochs : size of the trial set and rPIE epochs per candidate
-
-    Returns
-    -------
-    probe : complex64 ``(N, N)``, centred, carrying the mean counts per frame
-    report : dict with the chosen ``diameter_px``, ``sign`` and every candidate's scores
-    """
-    mean = mean_pattern(data.frames)
-    n = min(mean.shape)
-    trial = trial_set(data, trial_frames)
-    scores = []
-    for sign in (1.0, -1.0):
-        for f in fractions:
-            p = farfield_probe(mean, f * n, sign)
-            if len(trial.frames) >= 4:
-                held, fit = held_out_error(trial, p, epochs=epochs)
-            else:  # too few frames to hold any out: the fit alone
-                held = fit = float("nan")
-            scores.append({"diameter_px": f * n, "sign": sign, "held_out_error": held,
-                           "fit_error": fit})  # fmt: skip
-    finite = [s for s in scores if np.isfinite(s["held_out_error"])]
-    best = (min(finite, key=lambda s: s["held_out_error"]) if finite
-            else {"diameter_px": 0.35 * n, "sign": 1.0})  # fmt: skip
-    probe = farfield_probe(mean, best["diameter_px"], best["sign"]).astype(np.complex64)
-    return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],
-                   "candidates": scores}  # fmt: skip
-
-
-
-#: Near field: trial frames, and the phase-only ePIE epochs (at least, at most) with the
-#: plateau patience that ends them once the trap is left.
-NF_TRIAL_FRAMES, NF_MIN_EPOCHS, NF_MAX_EPOCHS, NF_PATIENCE = 32, 60, 300, 25
-
-
-def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
-                          max_epochs: int = NF_MAX_EPOCHS, seed: int = 0) -> tuple:
-    """The near-field probe a careful user would start from when the file has none.
-
-    From the usual start (the root-mean frame back-propagated with a flat phase) PIE stalls
-    in a trap -- loss ~0.03 where ~1e-5 is reachable, the probe barely moving (error ~0.9
-    against the simulator's diffuser probe): the object's *amplitude* absorbs the speckle
-    the probe lacks. Holding the object to ``|O| = 1`` (a weakly absorbing sample, as
-    hard-X-ray near-field holography assumes) closes that route: only the probe can explain
-    the intensity structure, and ePIE leaves the trap within ~30-100 epochs. The probe
-    found so (error ~0.04) starts the unconstrained engines, which then fit the amplitude.
-
-    Steps: ``sqrt(mean frame)`` with flat phase propagated back to the sample, scaled to the
-    mean counts per frame; then ePIE (steps 1, 1; sequential; sub-pixel shifts) on the
-    ``trial_frames`` frames nearest the scan centroid, the object projected onto ``|O| = 1``
-    after every frame update, for ``NF_MIN_EPOCHS``..``max_epochs`` epochs, stopped on a
-    plateau (no 1 % gain in ``NF_PATIENCE`` epochs) once the loss is below a tenth of the
-    first epoch's.
-
-    Returns
-    -------
-    probe : complex64 ``(wy, wx)``
-    report : dict with ``epochs``, ``loss_first``, ``loss_final``, ``escaped`` (loss fell
-        below a tenth of the first epoch's) and ``loss_history``
-    """
-    import torch
-
-    from ptytasks.engines.pie import model_from_data
-    from ptytasks.engines.pie_state import PIEState
-
-    trial = trial_set(data, trial_frames)
-    model = model_from_data(trial)
-    amp = torch.sqrt(torch.as_tensor(np.clip(trial.frames, 0, None)))
-    total, n = float((amp**2).sum()), len(trial.frames)
-    idx0 = torch.zeros(1, dtype=torch.long)
-    mean = torch.as_tensor(np.sqrt(mean_pattern(data.frames))).to(torch.complex64)
-    with torch.no_grad():
-        probe = model.from_detector(mean[None], idx0).to(torch.complex64).clone()
-    probe *= (total / n / float((probe.abs() ** 2).sum())) ** 0.5
-    obj = torch.ones(trial.object_shape, dtype=torch.complex64)
-    pos = model.positions.detach().clone().to(torch.float64)
-    sqrt_f = model.intensity_factors.detach().to(torch.float32).sqrt()
-    st = PIEState(obj, probe, pos, model, amp, sqrt_f, alpha=1.0, beta=1.0, variant="epie")
-    gen = torch.Generator().manual_seed(int(seed))
-    losses, best, since = [], np.inf, 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # sequential small updates: extra threads only spin
-    try:
-        with torch.no_grad():
-            for ep in range(max_epochs):
-                err = 0.0
-                for i in torch.randperm(n, generator=gen).split(1):
-                    err += float(st.step(i, True))
-                    st.obj.copy_(torch.polar(torch.ones_like(st.obj.real), st.obj.angle()))
-                losses.append(err / total)
-                best, since = (losses[-1], 0) if losses[-1] < 0.99 * best else (best, since + 1)
-                if (ep + 1 >= NF_MIN_EPOCHS and since >= NF_PATIENCE
-                        and losses[-1] < 0.1 * losses[0]):  # fmt: skip
-                    break
-    finally:
-        torch.set_num_threads(threads)
-    return st.probe[0].numpy().astype(np.complex64), {
-        "epochs": len(losses), "loss_first": losses[0], "loss_final": losses[-1],
-        "escaped": losses[-1] < 0.1 * losses[0], "loss_history": losses}  # fmt: skip
 
 
 def probe_health(probe: np.ndarray, *, min_pixels: float = 12.0) -> dict:

@@ -34,15 +34,26 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import PurePath
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from storage.errors import DataError
 from storage.layout import STEP_ATTR
 
-if TYPE_CHECKING:  # pragma: no cover
-    from storage.store import RunStore
+
+class StepStore(Protocol):
+    """What a step needs of its store (:class:`storage.store.RunStore` provides it); a
+    protocol, so this module does not import the store that imports it."""
+
+    path: Any
+    root: Any
+
+    def is_complete(self, name: str, fingerprint_=None) -> bool: ...
+    def marker(self, name: str) -> dict | None: ...
+    def group(self, name: str) -> Any: ...
+    def write_array(self, group: str, name: str, array, **kw) -> Any: ...
+    def _reset_group(self, name: str, attrs=None) -> None: ...
 
 #: Attribute of a step group while it is being written (host, pid, start); readers of its
 #: arrays wait or fail instead of reading half a step. Replaced by the marker.
@@ -61,7 +72,7 @@ __all__ = ["fingerprint", "file_digest", "Step", "read_whole"]
 _READ_TRIES, _READ_PAUSE = 50, 0.02
 
 
-def enclosing_step(store: RunStore, path: str) -> tuple[str | None, dict | None]:
+def enclosing_step(store: StepStore, path: str) -> tuple[str | None, dict | None]:
     """``(step, marker)`` of the innermost step group holding ``path`` (the group itself or
     an ancestor): ``marker`` is None while the step is being written; ``(None, None)``
     outside any step or when nothing is there."""
@@ -81,7 +92,7 @@ def enclosing_step(store: RunStore, path: str) -> tuple[str | None, dict | None]
     return None, None
 
 
-def read_whole(store: RunStore, path: str, read: Callable):
+def read_whole(store: StepStore, path: str, read: Callable):
     """``read()`` of data under ``path`` as one complete version of its step (a seqlock).
 
     The writer replaces a step's marker before touching its arrays, moves the old group out
@@ -178,7 +189,7 @@ class Step:
         Fingerprint of this step and all of its upstream steps.
     """
 
-    def __init__(self, store: RunStore, name: str, fp, depends_on: Iterable[str] = ()):
+    def __init__(self, store: StepStore, name: str, fp, depends_on: Iterable[str] = ()):
         self.store = store
         self.name = name.strip("/")
         self.fingerprint = fp if isinstance(fp, str) else fingerprint(fp)

@@ -40,6 +40,7 @@ import hdf5plugin  # noqa: F401 - registers bitshuffle/LZ4, Blosc, ... filters (
 import numpy as np
 
 from ptytasks.data import PtychoData
+from ptytasks.lazy_frames import LazyFrames
 from storage import serial
 from storage.errors import DataError, wrap_errors
 from storage.geometry import (
@@ -50,7 +51,6 @@ from storage.geometry import (
     positions_from_metres,
 )
 from storage.readers._common import read_small
-from storage.readers.lazy import LazyFrames
 from storage.validate import check_frames, validate_data
 
 __all__ = ["write_cxi", "read_cxi"]
@@ -194,7 +194,7 @@ def read_cxi(
         Object pixels left free around the scan when positions are derived from
         ``translation`` (foreign files only).
     lazy : bool
-        Keep frames on disk (:class:`~storage.readers.lazy.LazyFrames`) for streaming.
+        Keep frames on disk (:class:`~ptytasks.lazy_frames.LazyFrames`) for streaming.
     **overrides
         Any :class:`PtychoData` field (``modality``, ``wavelength``, ``pixel_size``,
         ``distance``, ``detector_pixel``, ``object_shape``, ...). Physical overrides are

@@ -25,13 +25,13 @@ import numpy as np
 import zarr
 
 from ptytasks.data import PtychoData
+from ptytasks.lazy_frames import LazyFrames
 from storage import layout as L
 from storage import serial
 from storage.atomic import WRITING_ATTR, Step, fingerprint, read_whole
 from storage.errors import DataError, wrap_errors
 from storage.geometry import wavelength_to_energy_ev
 from storage.lock import StoreLock
-from storage.readers.lazy import LazyFrames
 from storage.validate import check_frames, validate_data
 
 __all__ = ["RunStore"]

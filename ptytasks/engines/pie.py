@@ -81,18 +81,18 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     """A probe guess when none is given (:mod:`ptytasks.probe_estimate`).
 
     Far field: the mean pattern's aperture with the defocus the frames choose
-    (:func:`~ptytasks.probe_estimate.blind_farfield_probe`). Near field: the probe a
+    (:func:`~ptytasks.engines.blind_probe.blind_farfield_probe`). Near field: the probe a
     phase-only-object ePIE finds on a trial set
-    (:func:`~ptytasks.probe_estimate.blind_nearfield_probe`; a warning when it did not leave
+    (:func:`~ptytasks.engines.blind_probe.blind_nearfield_probe`; a warning when it did not leave
     the flat-phase start's trap). Otherwise (coded) the back-propagated root-mean frame.
     """
-    from ptytasks import probe_estimate as pe
+    from ptytasks.engines import blind_probe as bp
 
     if model.modality == "farfield":
-        probe, _ = pe.blind_farfield_probe(data)
+        probe, _ = bp.blind_farfield_probe(data, reconstruct_pie)
         return torch.as_tensor(probe, device=device).to(cdtype)
     if model.modality == "nearfield":
-        probe, rep = pe.blind_nearfield_probe(data)
+        probe, rep = bp.blind_nearfield_probe(data)
         if not rep["escaped"]:
             import warnings
 

@@ -15,7 +15,7 @@ _WHERE = {
     "coded_surface": "coded_fourier",
     "led_wavevectors": "coded_fourier",
     "simulate_coded": "coded_fourier",
-    "simulate_coded_field": "coded_large",
+    "coded_field": "coded_large",
     "simulate_fourier": "coded_fourier",
     "forward_model": "datasets",
     "simulate": "datasets",

@@ -2,9 +2,10 @@
 
 :func:`~ptytasks.simulate.coded_fourier.simulate_coded` holds every frame in memory; a
 2048 x 2048 sensor with a few dozen frames is already gigabytes of intermediate fields.
-:func:`simulate_coded_field` computes the frames a few at a time (``block``), adds their
+:func:`coded_field` computes the frames a few at a time (``block``), adds their
 Poisson noise from a per-block seed, and spills them to a scratch memory map, from which
-:func:`storage.cxi.write_cxi` streams them into the file block by block. Peak memory is
+:func:`storage.simulated.simulate_coded_field` streams them into a CXI file block by
+block. Peak memory is
 the object, the coded surface and one block of fields, whatever the frame count.
 
 The specimen defaults to a *cell smear* (:func:`cells_object`): many small phase cells on
@@ -18,9 +19,11 @@ Conventions, the dose and the stored truth are those of :mod:`ptytasks.simulate`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +79,9 @@ def cells_object(
     return (np.exp(-np.clip(mu, 0, 2)) * np.exp(1j * phi)).astype(np.complex64)
 
 
-def simulate_coded_field(
-    path: str | os.PathLike,
+@contextlib.contextmanager
+def coded_field(
+    workdir: str | os.PathLike,
     *,
     frame_size: int = 2048,
     n_positions: int = 16,
@@ -92,8 +96,12 @@ def simulate_coded_field(
     margin: float = 8.0,
     block: int = 2,
     seed: int = 0,
-) -> PtychoData:
-    """Simulate a coded-ptychography field and write it as CXI at ``path``.
+) -> Iterator[PtychoData]:
+    """Simulate a coded-ptychography field with its frames spilled to disk; a context.
+
+    Yields the dataset with ``frames`` a :class:`~ptytasks.lazy_frames.LazyFrames` over a
+    scratch memory map in ``workdir`` (deleted on exit): write it out inside the context
+    (:func:`storage.simulated.simulate_coded_field` writes CXI and reads it back lazily).
 
     Parameters
     ----------
@@ -116,18 +124,15 @@ def simulate_coded_field(
     block : int
         Frames computed at once (peak memory ~ ``block`` x 10 sensor-sized complex fields).
 
-    Returns
-    -------
+    Yields
+    ------
     PtychoData
-        The written dataset's description with ``frames`` left on disk: a
-        :class:`~storage.readers.lazy.LazyFrames` reading the file (geometry and truth as
-        :func:`~ptytasks.simulate.coded_fourier.simulate_coded` sets them).
+        Geometry and truth as :func:`~ptytasks.simulate.coded_fourier.simulate_coded` sets
+        them.
     """
+    from ptytasks.lazy_frames import LazyFrames
     from ptytasks.physics.models.coded import Coded
-    from storage.cxi import write_cxi
-    from storage.readers.lazy import LazyFrames
 
-    path = Path(path)
     s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
     shape = (int(frame_size),) * 2
     flux = C.flux(dose, dose_unit, shape)
@@ -147,7 +152,7 @@ def simulate_coded_field(
                   surface=torch.as_tensor(surface))  # fmt: skip
     n = len(true_px)
     o, p = torch.from_numpy(obj), torch.from_numpy(probe)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".coded-field-") as tmp:
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".coded-field-") as tmp:
         spill = np.lib.format.open_memmap(Path(tmp) / "frames.npy", mode="w+",
                                           dtype=np.float32, shape=(n, *shape))  # fmt: skip
         with torch.no_grad():
@@ -173,7 +178,4 @@ def simulate_coded_field(
             },
             meta=meta,
         )  # fmt: skip
-        write_cxi(path, data)
-    from storage.cxi import read_cxi
-
-    return read_cxi(path, lazy=True)
+        yield data

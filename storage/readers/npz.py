@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from ptytasks.data import PtychoData
+from ptytasks.lazy_frames import LazyFrames
 from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
-from storage.readers.lazy import LazyFrames
 from storage.readers.npy_members import NpyArray, open_npy, open_npz
 from storage.validate import check_probe
 

@@ -23,10 +23,10 @@ import hdf5plugin  # noqa: F401 - registers compression filters (bitshuffle/LZ4,
 import numpy as np
 
 from ptytasks.data import PtychoData
+from ptytasks.lazy_frames import LazyFrames
 from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
-from storage.readers.lazy import LazyFrames
 
 __all__ = ["read_stem4d", "find_4d_dataset"]
 

@@ -16,10 +16,10 @@ import numpy as np
 import tifffile
 
 from ptytasks.data import PtychoData
+from ptytasks.lazy_frames import LazyFrames
 from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
-from storage.readers.lazy import LazyFrames
 
 __all__ = ["read_tiff"]
 

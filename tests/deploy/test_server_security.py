@@ -5,7 +5,8 @@ environment of every server and client ptyflow starts. No server is started here
 from __future__ import annotations
 
 from flows.cli_server import _security_warnings
-from flows.serve import TELEMETRY_OFF, bind_host, server_env
+from flows.serve import bind_host, server_env
+from flows.telemetry import TELEMETRY_OFF
 
 PG = "postgresql+asyncpg://prefect:{pw}@db.example.org:5432/prefect"
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ptytasks.engines.blind_probe import blind_farfield_probe
+from ptytasks.engines.pie import reconstruct_pie
 from ptytasks.physics.fft import fft2c
-from ptytasks.probe_estimate import (
-    aperture_support,
-    blind_farfield_probe,
-    farfield_probe,
-    probe_health,
-)
+from ptytasks.probe_estimate import aperture_support, farfield_probe, probe_health
 from ptytasks.simulate import simulate
 
 
@@ -48,7 +45,7 @@ def test_held_out_frames_choose_footprint_and_sign():
     """The simulator's zone plate (22.4 px footprint, sample past the focus) is found, by a
     clear margin over the other defocus sign."""
     data = simulate("farfield", seed=0)
-    probe, rep = blind_farfield_probe(data)
+    probe, rep = blind_farfield_probe(data, reconstruct_pie)
     assert rep["sign"] == -1.0
     assert 22.4 / 1.35 < rep["diameter_px"] < 22.4 * 1.35
     other = min(c["held_out_error"] for c in rep["candidates"] if c["sign"] == 1.0)

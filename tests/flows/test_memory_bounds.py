@@ -13,10 +13,10 @@ from flows import export, stages
 from flows.params import CalibrationParams, EvaluationParams
 from ptytasks import calibration as cal
 from ptytasks.evaluation import evaluate_mosaic
+from ptytasks.lazy_frames import LazyFrames
 from storage import layout as L
 from storage.atomic import fingerprint
 from storage.mosaic import MosaicWriter
-from storage.readers.lazy import LazyFrames
 from storage.store import RunStore
 from tests.storage.conftest import make_data
 

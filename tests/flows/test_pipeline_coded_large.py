@@ -84,7 +84,7 @@ def seam_vs_interior(store_path, half_width: float) -> dict:
 def test_coded_2048_field_in_16_tiles_two_workers(harness, tmp_path):
     from bench._machine import machine_info
     from flows.pipeline import pipeline
-    from ptytasks.simulate import simulate_coded_field
+    from storage.simulated import simulate_coded_field
 
     load0 = os.getloadavg()
     t0 = time.perf_counter()

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from ptytasks.physics.models.factory import model_for
-from ptytasks.simulate import cells_object, simulate_coded_field
+from ptytasks.simulate import cells_object
 from storage.cxi import read_cxi
+from storage.simulated import simulate_coded_field
 
 
 def test_field_is_written_block_by_block_and_matches_the_forward_model(tmp_path):

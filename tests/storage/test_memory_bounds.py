@@ -15,11 +15,11 @@ import h5py
 import numpy as np
 import pytest
 
+from ptytasks.lazy_frames import LazyFrames
 from storage.cxi import read_cxi, write_cxi
 from storage.errors import DataError
 from storage.readers import _common as C
 from storage.readers import read_any
-from storage.readers.lazy import LazyFrames
 from storage.readers.npz import read_npz
 from storage.store import RunStore
 from tests.storage.conftest import make_data

@@ -12,11 +12,11 @@ import pytest
 import scipy.io
 import tifffile
 
+from ptytasks.lazy_frames import LazyFrames
 from storage.errors import DataError
 from storage.readers import read_any
 from storage.readers.fpm_mat import led_spiral, led_wavevectors, read_fpm_mat
 from storage.readers.hdf5_generic import read_hdf5
-from storage.readers.lazy import LazyFrames
 from storage.readers.npz import read_npz
 from storage.readers.stem4d import read_stem4d
 from storage.readers.tiff import read_tiff

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
+from ptytasks.lazy_frames import LazyFrames
 from storage.atomic import fingerprint
 from storage.errors import DataError
-from storage.readers.lazy import LazyFrames
 from storage.store import RunStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,7 +132,7 @@ _CHILD = """
 import sys, time, numpy as np
 sys.path.insert(0, {repo!r})
 from storage.store import RunStore
-from storage.readers.lazy import LazyFrames
+from ptytasks.lazy_frames import LazyFrames
 from ptytasks.data import PtychoData
 n, f = 64, 64
 def get(a, b):

@@ -1,6 +1,6 @@
 """Frames that stay on disk until sliced, so big stacks stream in blocks.
 
-A reader called with ``lazy=True`` puts a :class:`LazyFrames` into
+A reader called with ``lazy=True`` (``storage.readers``) puts a :class:`LazyFrames` into
 ``PtychoData.frames``; :meth:`storage.store.RunStore.write_raw` then copies it block by
 block, so peak memory is one block, not the whole stack.
 """

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES  # the one engine list
+
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -68,7 +70,7 @@ class CalibrationParams(_Params):
         "'physical': from the beam parameters (electron aperture + defocus, or X-ray zone "
         "plate).",
     )
-    object: Literal["uniform", "epie", "rpie", "pine", "learned"] = Field(
+    object: Literal[("uniform", *PRIOR_ENGINES)] = Field(
         "uniform",
         description="Object prior: uniform, a quick ePIE/rPIE/PINE run, or single-shot network "
         "inversion ('learned', far-field frames of the trained size).",
@@ -122,7 +124,7 @@ class TilingParams(_Params):
 class EngineParams(_Params):
     """The reconstruction engine and its main settings."""
 
-    engine: Literal["rnf", "epie", "rpie", "pine", "learned"] = Field(
+    engine: Literal[ENGINES] = Field(
         "rnf",
         description="Reconstruction engine ('pine': ePIE + learned denoiser; 'learned': "
         "single-shot network inversion).",

@@ -15,6 +15,8 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.result import ReconstructionResult
 
 ENGINES = ("rnf", "epie", "rpie", "pine", "learned")
+#: Engines that can make the quick object prior of the calibration step (not RNF itself).
+PRIOR_ENGINES = tuple(e for e in ENGINES if e != "rnf")
 
 
 def _options(cls, settings: dict, mapping: dict):

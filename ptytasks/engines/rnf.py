@@ -56,9 +56,10 @@ from ptytasks.engines.rnf_parts import (
     default_probe,
     field_groups,
     physical_params,
+    rnf_result,
 )
 from ptytasks.physics.models.base import ForwardModel
-from ptytasks.physics.modes import add_modes, orthogonalize_modes, power_fractions
+from ptytasks.physics.modes import add_modes
 from ptytasks.physics.shifts import extract_patches
 
 __all__ = ["RNFOptions", "default_probe", "model_for", "reconstruct_rnf"]
@@ -472,55 +473,10 @@ def reconstruct_rnf(
         if plateau:
             stop = epoch
             break
-    return _result(st, opts, hist, t_start, stop)
+    return rnf_result(st, opts, hist, t_start, stop)
 
 
 def _slices(obj: torch.Tensor) -> int:
     """Slices of an object ``(ny, nx)`` or ``(S, ny, nx)``: the transmission's power is
     shared among them (a gain ``g`` on the product is ``g^(1/S)`` on each slice)."""
     return obj.shape[0] if obj.dim() == 3 else 1
-
-
-# ---------------------------------------------------------------------- result
-@torch.no_grad()
-def _result(st: _Setup, opts: RNFOptions, hist, t_start, stop) -> ReconstructionResult:
-    amp = math.sqrt(st.scale)
-    obj, res = st.obj_field.full()
-    probe = st.probe()
-    extras = {"data_scale": st.scale, "data_loss_history": hist["data"],
-              "epoch_seconds": list(hist["time"]),
-              "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
-              "stopped_early_at": stop, "learned": list(st.learned)}
-    if st.probe_field is not None:
-        extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
-    fields = st.extra_fields()
-    if "surface" in fields:
-        extras["surface"] = fields["surface"].cpu().numpy()
-    m = st.model
-    if "intensity_factors" in st.learned:
-        extras["intensity_factors"] = m.intensity_factors.detach().cpu().numpy()
-    if st.fourier:
-        obj = obj * amp
-        probe = None if probe is None else probe * amp
-        extras["zernike_indices"] = list(m.zernike_indices)
-    else:
-        probe = probe * amp
-        if probe.dim() == 3:  # modes: the mixed state's orthogonal eigenmodes
-            probe = orthogonalize_modes(probe)
-            extras["mode_power_fractions"] = power_fractions(probe).cpu().numpy()
-    t = hist["time"]
-    return ReconstructionResult(
-        object=obj.cpu().numpy().astype(np.complex64),
-        probe=None if probe is None else probe.cpu().numpy().astype(np.complex64),
-        positions_px=None if st.fourier else m.positions.detach().cpu().double().numpy(),
-        wavevectors=m.wavevectors.detach().cpu().double().numpy() if st.fourier else None,
-        pupil=fields["pupil"].cpu().numpy().astype(np.complex64) if st.fourier else None,
-        params=physical_params(m),
-        loss_history=list(hist["loss"]),
-        timings={"total": time.perf_counter() - t_start,
-                 "per_epoch": float(np.mean(t)) if t else 0.0,
-                 "frames_per_s": st.data.n_frames / float(np.mean(t)) if t else 0.0},
-        engine="rnf",
-        options=opts.to_dict(),
-        extras=extras,
-    )

@@ -4,20 +4,24 @@
 * :class:`Field`: a :class:`~ptytasks.fields.residual_field.ResidualField` evaluated on
   boxes of its grid (the batch's bounding box), optionally masked (a pupil aperture) and
   optionally coarse-to-fine (:class:`AnnealedEncoding`);
-* :class:`Geometry`: distance and wavelength learned through a well-conditioned shadow.
+* :class:`Geometry`: distance and wavelength learned through a well-conditioned shadow;
+* :func:`rnf_result`: the result of a finished run.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 from torch import nn
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.result import ReconstructionResult
 from ptytasks.fields.residual_field import ResidualField
 from ptytasks.physics.models.base import ForwardModel
+from ptytasks.physics.modes import orthogonalize_modes, power_fractions
 
 
 @torch.no_grad()
@@ -219,3 +223,50 @@ def current_object(st) -> np.ndarray:
     if st.fourier:
         obj = obj * math.sqrt(st.scale)
     return obj.cpu().numpy().astype(np.complex64)
+
+
+# ---------------------------------------------------------------------- result
+@torch.no_grad()
+def rnf_result(st, opts, hist, t_start, stop) -> ReconstructionResult:
+    """The :class:`ReconstructionResult` of a finished RNF run (``st``: its
+    ``rnf._Setup``): fields in the data's units, probe modes orthogonalised, extras."""
+    amp = math.sqrt(st.scale)
+    obj, res = st.obj_field.full()
+    probe = st.probe()
+    extras = {"data_scale": st.scale, "data_loss_history": hist["data"],
+              "epoch_seconds": list(hist["time"]),
+              "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
+              "stopped_early_at": stop, "learned": list(st.learned)}
+    if st.probe_field is not None:
+        extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
+    fields = st.extra_fields()
+    if "surface" in fields:
+        extras["surface"] = fields["surface"].cpu().numpy()
+    m = st.model
+    if "intensity_factors" in st.learned:
+        extras["intensity_factors"] = m.intensity_factors.detach().cpu().numpy()
+    if st.fourier:
+        obj = obj * amp
+        probe = None if probe is None else probe * amp
+        extras["zernike_indices"] = list(m.zernike_indices)
+    else:
+        probe = probe * amp
+        if probe.dim() == 3:  # modes: the mixed state's orthogonal eigenmodes
+            probe = orthogonalize_modes(probe)
+            extras["mode_power_fractions"] = power_fractions(probe).cpu().numpy()
+    t = hist["time"]
+    return ReconstructionResult(
+        object=obj.cpu().numpy().astype(np.complex64),
+        probe=None if probe is None else probe.cpu().numpy().astype(np.complex64),
+        positions_px=None if st.fourier else m.positions.detach().cpu().double().numpy(),
+        wavevectors=m.wavevectors.detach().cpu().double().numpy() if st.fourier else None,
+        pupil=fields["pupil"].cpu().numpy().astype(np.complex64) if st.fourier else None,
+        params=physical_params(m),
+        loss_history=list(hist["loss"]),
+        timings={"total": time.perf_counter() - t_start,
+                 "per_epoch": float(np.mean(t)) if t else 0.0,
+                 "frames_per_s": st.data.n_frames / float(np.mean(t)) if t else 0.0},
+        engine="rnf",
+        options=opts.to_dict(),
+        extras=extras,
+    )

@@ -139,9 +139,9 @@ class RNFOptions:
         residual neural field with a complex output per mode.
     lr_mode_pixels : float
         Rate of the per-pixel mode residuals (amplitudes in units of the root mean
-        count per pixel). Simulated far field, 3 modes, seed 0, 100 epochs: 0.01 left the
-        fractions at 0.73 / 0.19 / 0.09 (truth 0.6 / 0.3 / 0.1), 0.2 reached them in 200
-        epochs, 0.6 made the object noisy (``docs/modes-and-slices.md``).
+        count per pixel). Chosen from 0.1 / 0.2 / 0.4 on tuning seeds 10 and 11 (simulated
+        far field, 3 modes 0.6 / 0.3 / 0.1, 200 epochs; lowest median object error:
+        0.0234 / 0.0286 / 0.0389), scored on other seeds (``docs/modes-and-slices.md``).
     learn_positions, learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     fix_mean_position : bool
@@ -212,7 +212,7 @@ class RNFOptions:
     n_slices: int = 1
     lr_mode_gains: float = 1e-2
     mode_field: Literal["pixels", "neural"] = "pixels"
-    lr_mode_pixels: float = 0.2
+    lr_mode_pixels: float = 0.1
     learn_surface: bool = False
     learn_pupil: bool = False
     learn_positions: bool = False

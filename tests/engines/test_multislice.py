@@ -7,18 +7,18 @@ Physics against analytic facts, gradient checks in float64, and 3PIE on a simula
 aperture and defocus; the far-field blind estimate is built for X-ray zone plates).
 
 Measured with rPIE defaults, 25 iterations (seed 0; 50 iterations, seeds 0 / 1 / 2):
-slice errors 0.031 / 0.038 / 0.038 (0.029-0.038 for all three seeds) where a flat slice
-scores 0.099-0.105; the product of the slices against the true projection 0.064 (0.062 /
-0.062 / 0.064) where the single-slice (projection) reconstruction gives 0.19 (0.181 /
-0.180 / 0.155): 2.4-2.9x better. The complex error of a near-unity slice is small even for a
+slice errors 0.031 / 0.037 / 0.038 (0.029-0.039 for all three seeds) where a flat slice
+scores 0.099-0.106; the product of the slices against the true projection 0.066 (0.065 /
+0.062 / 0.066) where the single-slice (projection) reconstruction gives 0.19 (0.181 /
+0.180 / 0.155): 2.3-2.9x better. The complex error of a near-unity slice is small even for a
 flat guess, so each slice is also held below half the flat slice's error.
 
 RNF defaults with ``n_slices=3`` (one object field, three outputs), same data: 20 epochs
 (seed 0) slices 0.020 / 0.022 / 0.014, product 0.022 against 0.21 for one slice; 100
 epochs (seeds 0 / 1 / 2) slices 0.0027-0.0045, product 0.0084 / 0.0049 / 0.0051 against
 0.183 / 0.147 / 0.188. At 2 nm spacing (seed 0, 50 iterations) 3PIE's slices stay at
-0.031-0.039 but the projection is a better approximation there: product 0.055 against 0.089
-(1.6x, short of the issue's 2x).
+0.031-0.039 but the projection is a better approximation there: product 0.0545 against
+0.0886 (1.63x, short of the issue's 2x).
 """
 
 from __future__ import annotations

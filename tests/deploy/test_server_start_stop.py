@@ -19,7 +19,8 @@ import pytest
 from flows.serve import free_port, wait_healthy
 from tests.deploy.proc_helpers import gone, listen_addresses, port_free, wait_for
 
-pytestmark = [pytest.mark.timeout(400),
+# slow: ~20 s each, a real Prefect server start (run with -m slow)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"),
                                  reason="process-group and PR_SET_PDEATHSIG checks")]  # fmt: skip
 CLI = [sys.executable, "-c", "from flows.cli import app; app()"]

@@ -18,7 +18,8 @@ import pytest
 
 from tests.deploy.proc_helpers import gone, listen_addresses, port_free, wait_for
 
-pytestmark = [pytest.mark.timeout(400),
+# slow: ~20 s each, a real Prefect server start (run with -m slow)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"),
                                  reason="PR_SET_PDEATHSIG is Linux-only")]  # fmt: skip
 STARTUP_S = 240

@@ -61,6 +61,8 @@ def test_demo_leaves_store_metrics_and_previews_in_time(demo):
     assert "demo finished" in res.stdout
 
 
+@pytest.mark.slow  # ~50 s (two temporary Prefect servers); the flow-level rerun test
+# (tests/flows/test_pipeline.py) covers resuming in the default run
 def test_run_command_with_progress_and_resume(demo, tmp_path):
     from storage.store import RunStore
 

@@ -176,22 +176,14 @@ def reconstruct_pie(
             f"{positions.max(0).values.tolist()} (allowed 0 .. {upper.tolist()})"
         )
 
-    n_slices = int(opts.n_slices)
-    if n_slices < 1:
-        raise ValueError(f"n_slices must be >= 1; got {opts.n_slices}")
-    if n_slices > 1:
-        if getattr(model, "slice_distance", None) is None:
-            raise ValueError(f"{n_slices} slices need their spacing: params['slice_distance'] "
-                             "(metres) in the data")  # fmt: skip
-        if opts.position_correction is not None:
-            raise ValueError("position correction is not available with multislice objects")
     if object_init is None:
         obj = torch.ones(data.object_shape, dtype=cdtype, device=device)
     else:
         obj = torch.as_tensor(np.asarray(object_init), device=device).to(cdtype).clone()
-    if n_slices > 1 and obj.dim() == 2:
-        # A projection start: every slice gets its S-th root (the product is unchanged).
-        obj = (obj ** (1.0 / n_slices))[None].repeat(n_slices, 1, 1)
+    obj = model.object_slices(obj, opts.n_slices)
+    n_slices = int(opts.n_slices)
+    if n_slices > 1 and opts.position_correction is not None:
+        raise ValueError("position correction is not available with multislice objects")
     if probe_init is not None:
         probe = torch.as_tensor(np.asarray(probe_init), device=device).to(cdtype).clone()
     elif data.probe is not None:
@@ -199,8 +191,6 @@ def reconstruct_pie(
     else:
         probe = initial_probe(data, model, device, cdtype)
     probe = probe[None] if probe.dim() == 2 else probe
-    if int(opts.probe_modes) < 1:
-        raise ValueError(f"probe_modes must be >= 1; got {opts.probe_modes}")
     probe = add_modes(probe, int(opts.probe_modes))
     if tuple(probe.shape[-2:]) != window:
         raise ValueError(f"probe shape {tuple(probe.shape[-2:])} != frame shape {window}")

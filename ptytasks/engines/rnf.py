@@ -114,21 +114,11 @@ class _Setup:
                 derived_probe = True
             else:
                 probe = _complex(probe_p, cdt, device) * amp
-            if int(opts.probe_modes) < 1:
-                raise ValueError(f"probe_modes must be >= 1; got {opts.probe_modes}")
-            if int(opts.probe_modes) > 1:
+            if int(opts.probe_modes) != 1:  # one mode stays a 2-D probe
                 probe = add_modes(probe, int(opts.probe_modes))
             obj = (torch.ones(data.object_shape, dtype=cdt, device=device) if obj_p is None
                    else _complex(obj_p, cdt, device))
-            n_slices = int(opts.n_slices)
-            if n_slices < 1:
-                raise ValueError(f"n_slices must be >= 1; got {opts.n_slices}")
-            if n_slices > 1:
-                if getattr(model, "slice_distance", None) is None:
-                    raise ValueError(f"{n_slices} slices need their spacing: "
-                                     "params['slice_distance'] (metres) in the data")
-                if obj.dim() == 2:  # a projection prior: the S-th root on every slice
-                    obj = (obj ** (1.0 / n_slices))[None].repeat(n_slices, 1, 1)
+            obj = model.object_slices(obj, opts.n_slices)
         fields = {}
         if data.modality == "coded":
             s = model.surface.detach() if surf_p is None else _complex(surf_p, cdt, device)

@@ -86,7 +86,7 @@ def add_modes(probe: torch.Tensor, n_modes: int, fraction: float = 0.05) -> torc
     ----------
     probe : complex ``(ny, nx)`` or ``(K0, ny, nx)``
     n_modes : int
-        Modes wanted (``>= K0``); ``n_modes <= K0`` returns the probe as modes unchanged.
+        Modes wanted (``>= 1``); ``n_modes <= K0`` returns the probe as modes unchanged.
     fraction : float
         Power share given to each added mode (0 < fraction, total below 1).
 
@@ -94,6 +94,8 @@ def add_modes(probe: torch.Tensor, n_modes: int, fraction: float = 0.05) -> torc
     -------
     complex ``(n_modes, ny, nx)``.
     """
+    if int(n_modes) < 1:
+        raise ValueError(f"probe_modes must be >= 1; got {n_modes}")
     p = _as_modes(probe)
     k0, (ny, nx) = p.shape[0], p.shape[-2:]
     if n_modes <= k0:

@@ -49,17 +49,22 @@ def _assert_orthogonal(probe):
     assert np.all(np.diff(np.diag(g).real) <= 0)  # strongest first
 
 
-def _check_rpie(seed: int):
-    d, mask = _case(seed)
-    single = reconstruct_pie(d, PIEOptions(iterations=100))
-    mixed = reconstruct_pie(d, PIEOptions(iterations=100, probe_modes=3))
+def _assert_mixed_beats_single(d, mask, single, mixed, gain: float):
+    """Three orthogonal modes, the true fractions within 0.05, error ``gain``x lower."""
     e1, e3 = _error(d, mask, single.object), _error(d, mask, mixed.object)
     assert mixed.probe.shape == (3, *d.frame_shape)
     _assert_orthogonal(mixed.probe)
     fractions = mixed.extras["mode_power_fractions"]
-    assert e3 <= 0.5 * e1, (e1, e3)
     assert np.abs(fractions - np.asarray(FRACTIONS)).max() <= 0.05, fractions
+    assert e3 <= e1 / gain, (e1, e3)
     assert "mode_power_fractions" not in single.extras
+
+
+def _check_rpie(seed: int):
+    d, mask = _case(seed)
+    single = reconstruct_pie(d, PIEOptions(iterations=100))
+    mixed = reconstruct_pie(d, PIEOptions(iterations=100, probe_modes=3))
+    _assert_mixed_beats_single(d, mask, single, mixed, gain=2.0)
 
 
 @pytest.mark.slow  # ~25 s a seed; the default run has the pipeline's two-mode test
@@ -79,12 +84,8 @@ def test_rnf_mixed_state_finds_the_fractions_and_gains():
     d, mask = _case(1)  # held out: lr_mode_pixels was chosen on seeds 10 and 11
     single = reconstruct_rnf(d, RNFOptions(epochs=200))
     mixed = reconstruct_rnf(d, RNFOptions(epochs=200, probe_modes=3))
-    e1, e3 = _error(d, mask, single.object), _error(d, mask, mixed.object)
-    assert mixed.probe.shape == (3, *d.frame_shape)
-    _assert_orthogonal(mixed.probe)
-    fractions = mixed.extras["mode_power_fractions"]
-    assert np.abs(fractions - np.asarray(FRACTIONS)).max() <= 0.05, fractions
-    assert e3 <= e1 / 1.5, (e1, e3)  # measured 0.0240 vs 0.0459 (1.91x)
+    # measured 0.0240 vs 0.0459 (1.91x)
+    _assert_mixed_beats_single(d, mask, single, mixed, gain=1.5)
 
 
 @pytest.mark.slow

@@ -95,6 +95,27 @@ class ForwardModel(nn.Module):
         self.slice_optics = (float(wavelength), float(pixel_size))
         return self
 
+    def object_slices(self, obj: torch.Tensor, n_slices: int) -> torch.Tensor:
+        """A start object of ``n_slices`` slices (engines' ``n_slices`` option).
+
+        A 2-D (projection) start becomes ``n_slices`` equal slices, each its ``S``-th root,
+        so their product is unchanged; a 3-D start and ``n_slices = 1`` stay as given.
+
+        Raises
+        ------
+        ValueError
+            ``n_slices < 1``, or slices without a spacing (:meth:`set_slices`).
+        """
+        n = int(n_slices)
+        if n < 1:
+            raise ValueError(f"n_slices must be >= 1; got {n_slices}")
+        if n > 1 and getattr(self, "slice_distance", None) is None:
+            raise ValueError(f"{n} slices need their spacing: params['slice_distance'] "
+                             "(metres) in the data")  # fmt: skip
+        if n > 1 and obj.dim() == 2:
+            obj = (obj ** (1.0 / n))[None].repeat(n, 1, 1)
+        return obj
+
     def propagate_slice(self, wave: torch.Tensor, back: bool = False) -> torch.Tensor:
         """``wave`` carried one slice spacing downstream (``back``: upstream)."""
         from ptytasks.physics.propagators import propagate

@@ -130,10 +130,10 @@ def run_algo(
 
     if name == "pine":
         opts = PINEOptions(iterations=iters, alpha=alpha, beta=beta, rho=rho, seed=seed)
-        res = reconstruct_pine(data, opts, probe_init=probe, callback=cb)
+        res = reconstruct_pine(data, opts, probe_prior=probe, callback=cb)
     else:
         opts = PIEOptions(variant=name, iterations=iters, alpha=alpha, beta=beta, seed=seed)
-        res = reconstruct_pie(data, opts, probe_init=probe, callback=cb)
+        res = reconstruct_pie(data, opts, probe_prior=probe, callback=cb)
     return res, snaps
 
 

@@ -40,12 +40,15 @@ class Cell:
         return asdict(self)
 
 
-# Far field: 64 px frames, 100 positions at 75 % linear overlap (15 % keeps 15 frames).
-FARFIELD = {"frame_size": 64, "n_positions": 100, "overlap": 0.75}
-# Near field: 64 px frames, 16 random positions (the simulator's geometry, smaller frames).
-NEARFIELD = {"frame_size": 64, "n_positions": 16}
-# Fourier: 32 px camera images, 4x upsampled object (128 px), the simulator's LED grid.
-FOURIER = {"image_size": 32, "upsample": 4}
+# The simulator settings of each modality's cells.
+SETTINGS = {
+    # Far field: 64 px frames, 100 positions at 75 % linear overlap (15 % keeps 15 frames).
+    "farfield": {"frame_size": 64, "n_positions": 100, "overlap": 0.75},
+    # Near field: 64 px frames, 16 random positions (the simulator's geometry, smaller frames).
+    "nearfield": {"frame_size": 64, "n_positions": 16},
+    # Fourier: 32 px camera images, 4x upsampled object (128 px), the simulator's LED grid.
+    "fourier": {"image_size": 32, "upsample": 4},
+}
 
 CELLS: tuple[Cell, ...] = tuple(
     Cell(f"ff-{int(k * 100)}-{d:.0e}".replace("+0", ""), "farfield", k, d)
@@ -98,20 +101,16 @@ def cell(name: str) -> Cell:
 
 def simulate_case(c: Cell, seed: int, object_kind: str):
     """The case's data (kept subset applied) and its full simulated set."""
-    from ptytasks.simulate import simulate
+    from ptytasks.modalities import get
     from ptytasks.subsample import keep_fraction
 
-    if c.modality == "farfield":
-        data = simulate("farfield", **FARFIELD, scan=c.scan, dose=c.dose, seed=seed,
+    if c.modality not in SETTINGS:
+        raise ValueError(f"cell {c.name}: no benchmark settings for {c.modality!r}")
+    mod = get(c.modality)
+    scan = {"scan": c.scan} if mod.scanning else {}
+    data = mod.simulate(**SETTINGS[c.modality], **scan, dose=c.dose, seed=seed,
                         object_kind=object_kind)  # fmt: skip
-    elif c.modality == "nearfield":
-        data = simulate("nearfield", **NEARFIELD, scan=c.scan, dose=c.dose, seed=seed,
-                        object_kind=object_kind)  # fmt: skip
-    elif c.modality == "fourier":
-        data = simulate("fourier", **FOURIER, dose=c.dose, seed=seed, object_kind=object_kind)
-    else:
-        raise ValueError(f"cell {c.name}: unknown modality {c.modality!r}")
-    if c.modality in ("farfield", "nearfield"):
+    if mod.localized_probe:
         data = whole_pixel(data, c.dose, seed)
     if c.keep < 1.0:
         return data.subset(keep_fraction(data.n_frames, c.keep, seed=seed)), data
@@ -123,13 +122,13 @@ def whole_pixel(data, dose, seed: int):
     from the true object and probe (same model, same dose, Poisson noise seeded)."""
     import dataclasses
 
-    from ptytasks.engines.pie import model_from_data
+    from ptytasks.modalities import model_for
     from ptytasks.simulate import _common as SC
 
     gt = dict(data.ground_truth)
     pos = np.round(np.asarray(gt["positions_px"], np.float64))
     placed = dataclasses.replace(data, positions_px=pos)
-    clean = SC.forward(model_from_data(placed), np.asarray(gt["object"]),
+    clean = SC.forward(model_for(placed), np.asarray(gt["object"]),
                        np.asarray(gt["probe"]))  # fmt: skip
     gt["positions_px"] = pos
     meta = {**data.meta, "corners": "whole-pixel"}
@@ -141,11 +140,12 @@ def start_probe(data) -> np.ndarray | None:
     """The blind probe every engine of a case starts from (None: Fourier, pupil from NA)."""
     import torch
 
-    from ptytasks.engines.pie import initial_probe, model_from_data
+    from ptytasks.engines.pie import initial_probe
+    from ptytasks.modalities import modality_of, model_for
 
-    if data.modality == "fourier":
+    if modality_of(data).has_pupil:
         return None
-    p = initial_probe(data, model_from_data(data), "cpu", torch.complex64)
+    p = initial_probe(data, model_for(data), "cpu", torch.complex64)
     return p.numpy().astype(np.complex64)
 
 
@@ -156,12 +156,12 @@ def score_truth(data, full) -> np.ndarray:
     to the same unreachable floor by detail beyond the band."""
     import torch
 
+    from ptytasks.modalities import modality_of, model_for
     from ptytasks.physics.fft import fft2c, ifft2c
-    from ptytasks.physics.models.factory import model_for
     from ptytasks.physics.shifts import coverage
 
     truth = np.asarray(full.ground_truth["object"])
-    if data.modality != "fourier":
+    if not modality_of(data).has_pupil:
         return truth
     model = model_for(full, truth=True, dtype=torch.float64)
     band = coverage(model.spectrum_positions.detach(), data.frame_shape, truth.shape,
@@ -173,7 +173,9 @@ def score_truth(data, full) -> np.ndarray:
 def score_mask(data) -> np.ndarray:
     """Where errors are judged: the pixels the kept frames light (scanning), the object
     inside an 8 px border (Fourier: the upsampled field's edge is not constrained alike)."""
-    if data.modality == "fourier":
+    from ptytasks.modalities import modality_of
+
+    if modality_of(data).has_pupil:
         m = np.zeros(data.ground_truth["object"].shape, bool)
         m[8:-8, 8:-8] = True
         return m

@@ -98,7 +98,7 @@ def sparse_data(
 
                 o = PIEOptions(variant=variant, iterations=max(checkpoints), alpha=alpha,
                                beta=beta, probe_update_start=start, seed=seed)
-                reconstruct_pie(data, o, probe_init=prior, callback=cb)
+                reconstruct_pie(data, o, probe_prior=prior, callback=cb)
                 for it, s in seen.items():
                     best_frc = max(best_frc, s["frc_resolution"])
                     if best is None or s["complex_error"] < best["complex_error"]:
@@ -156,7 +156,8 @@ def raster_pathology(epochs: int = 150, seed: int = 0) -> dict:
     compared, so ePIE is not caught at an early, still-unconverged epoch. rPIE (step
     0.1) is reported likewise.
     """
-    from ptytasks.engines.rnf import default_probe, model_for
+    from ptytasks.engines.rnf import default_probe
+    from ptytasks.modalities import model_for
 
     data = farfield(49, seed=seed, scan="raster", probe="gaussian")
     gt = data.ground_truth
@@ -181,7 +182,7 @@ def raster_pathology(epochs: int = 150, seed: int = 0) -> dict:
 
             o = PIEOptions(variant=variant, iterations=max(checkpoints), alpha=alpha,
                            seed=seed)
-            reconstruct_pie(data, o, probe_init=p0, callback=cb)
+            reconstruct_pie(data, o, probe_prior=p0, callback=cb)
         best = min(grid, key=lambda g: g["periodic_power"])
         out[variant] = {**best, "seconds": time.perf_counter() - t0}
         out[f"{variant}_grid"] = grid

@@ -206,8 +206,7 @@ def run(args) -> dict:
     head.update({"code": code, "frozen_settings": frozen["settings"],
                  "settings_file": str(args.settings_file), "rule": frozen["rule"],
                  "test_cases": G.TEST_CASES, "epochs": G.EPOCHS,
-                 "geometry": {"farfield": G.FARFIELD, "nearfield": G.NEARFIELD,
-                              "fourier": G.FOURIER}})  # fmt: skip
+                 "geometry": G.SETTINGS})  # fmt: skip
     rows, skipped, t0 = [], {}, time.perf_counter()
     cases = _Cases()
     path = C.result_path("grid", args.device, args.quick, args.out, getattr(args, "tag", None))

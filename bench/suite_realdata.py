@@ -106,16 +106,19 @@ def central(d, box: float | None):
 def common_probe(d):
     """The probe every engine starts from: the file's, else ptyflow's default estimate
     (the back-propagated root-mean frame), so ptyflow and the peers share it."""
-    if d.modality == "fourier":
+    from ptytasks.modalities import modality_of
+
+    if modality_of(d).has_pupil:
         return None
     if d.probe is not None:
         p = np.asarray(d.probe, np.complex64)
     else:
         import torch
 
-        from ptytasks.engines.pie import initial_probe, model_from_data
+        from ptytasks.engines.pie import initial_probe
+        from ptytasks.modalities import model_for
 
-        model = model_from_data(d)
+        model = model_for(d)
         p = initial_probe(d, model, "cpu", torch.complex64).numpy().astype(np.complex64)
     # Power matched to the mean frame (|O| ~ 1, unitary propagation), as ptyflow's PIE does
     # internally: engines that take the probe as given (pty-chi's PIE) start from the same.
@@ -127,9 +130,10 @@ def common_probe(d):
 def lit_mask(d, probe, frac: float = 0.5) -> np.ndarray:
     import torch
 
+    from ptytasks.modalities import modality_of
     from ptytasks.physics.shifts import coverage
 
-    if d.modality == "fourier" or d.positions_px is None or probe is None:
+    if not modality_of(d).scanning or d.positions_px is None or probe is None:
         return np.ones(d.object_shape, bool)
     w = torch.as_tensor(np.abs(probe) ** 2, dtype=torch.float64)
     cov = coverage(torch.as_tensor(d.positions_px), d.frame_shape, d.object_shape, w).numpy()

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import typer
 
+from ptytasks.modalities import get as get_modality
+from ptytasks.modalities import names as modality_names
+
 app = typer.Typer(
     name="ptyflow",
     help="Ptychography reconstruction: simulate, ingest, reconstruct, evaluate, serve.",
@@ -26,11 +29,8 @@ def main() -> None:
     # A callback keeps `ptyflow <command>` a command group even with a single command.
 
 
-class Modality(StrEnum):
-    farfield = "farfield"
-    nearfield = "nearfield"
-    coded = "coded"
-    fourier = "fourier"
+# The registered modalities (ptytasks.modalities imports no torch: --help stays fast).
+Modality = StrEnum("Modality", {n: n for n in modality_names()})
 
 
 class Scan(StrEnum):
@@ -45,19 +45,14 @@ class DoseUnit(StrEnum):
     pixel = "pixel"
 
 
-# Options that only some modalities take: the simulator keyword and who accepts it.
+# Options only some simulators take: the simulator keyword and its flag (which modality
+# takes it is read from the simulators' signatures, Modality.simulate_keywords).
 _ONLY = {
-    "n_positions": ("--n-positions", {"farfield", "nearfield", "coded"}),
-    "scan": ("--scan", {"farfield", "nearfield", "coded"}),
-    "probe": ("--probe", {"farfield"}),
-    "distance_error": ("--distance-error", {"farfield", "nearfield", "coded"}),
-    "defocus_error": ("--defocus-error", {"fourier"}),
-    "na_illum": ("--na-illum", {"fourier"}),
-    "upsample": ("--upsample", {"fourier"}),
-    "probe_diameter_px": ("--probe-diameter", {"farfield"}),
-    "known_probe": ("--known-probe", {"farfield", "nearfield"}),
-    "mode_fractions": ("--mode-fractions", {"farfield", "nearfield"}),
-}
+    "n_positions": "--n-positions", "scan": "--scan", "probe": "--probe",
+    "distance_error": "--distance-error", "defocus_error": "--defocus-error",
+    "na_illum": "--na-illum", "upsample": "--upsample", "probe_diameter_px": "--probe-diameter",
+    "known_probe": "--known-probe", "mode_fractions": "--mode-fractions",
+}  # fmt: skip
 
 
 _PROBES = ("zone_plate", "gaussian", "electron")
@@ -169,8 +164,9 @@ def simulate(
     for key, value in optional.items():
         if value is None:
             continue
-        if key in _ONLY and m not in _ONLY[key][1]:
-            flag, ok = _ONLY[key]
+        if key in _ONLY and key not in get_modality(m).simulate_keywords():
+            flag = _ONLY[key]
+            ok = [n for n in modality_names() if key in get_modality(n).simulate_keywords()]
             raise typer.BadParameter(
                 f"does not apply to {m}; it is for {', '.join(sorted(ok))}", param_hint=flag
             )

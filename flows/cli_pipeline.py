@@ -14,10 +14,12 @@ from typing import get_args
 
 import typer
 
-from flows.params import ClusterParams, EngineParams  # pydantic only: --help stays fast
+from flows.params import ClusterParams  # pydantic only: --help stays fast
+from ptytasks.engines.registry import ENGINES
 
-# Choices follow the parameter models, so a new engine or cluster kind appears here too.
-Engine = StrEnum("Engine", {v: v for v in get_args(EngineParams.model_fields["engine"].annotation)})
+# Choices follow the registry and the parameter models, so a new engine or cluster kind
+# appears here too.
+Engine = StrEnum("Engine", {v: v for v in ENGINES})
 ClusterKind = StrEnum(
     "ClusterKind", {v: v for v in get_args(ClusterParams.model_fields["kind"].annotation)}
 )
@@ -179,7 +181,11 @@ def demo(
     if not cxi.exists():
         demo_dataset(cxi)
         typer.echo(f"simulated {cxi}")
-    learn_probe = engine.value == "rnf"  # PIE: the probe is known (the simulator's own)
+    from ptytasks.engines.registry import get as engine_spec
+
+    # the demo's probe is the simulator's own: an engine that learns a residual on its
+    # priors (RNF) refines it; the others keep it
+    learn_probe = engine_spec(engine.value).residual_on_priors
     params = load_params(None, {
         "input": str(cxi), "store": str(out / "demo.zarr"), "tiling": {"grid": (2, 2)},
         "engine": {"engine": engine.value, "epochs": epochs, "learn_probe": learn_probe},

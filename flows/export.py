@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.stages import TILING, tile_step
+from flows.stages import tile_step
 from storage import layout as L
 from storage.errors import DataError
 from storage.store import RunStore
 
 
 def _tiles(store: RunStore) -> list[dict]:
-    return list(store.root[TILING].attrs["tiles"]) if store.is_complete(TILING) else []
+    return list(store.root[L.TILING].attrs["tiles"]) if store.is_complete(L.TILING) else []
 
 
 def final_positions(store: RunStore) -> tuple[np.ndarray, np.ndarray]:

@@ -29,14 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.facility_ledger import LEDGER, Ledger, is_live
 from flows.facility_scan import (
     inside,
-    load_yaml,
     read_sidecar,
     scan,
     sidecar_for,
     source_files,
     source_state,
 )
-from flows.params import ConfigError, PipelineParams
+from flows.params import ConfigError, PipelineParams, load_yaml
+from storage import layout as L
 from storage.atomic import fingerprint
 
 __all__ = ["LEDGER", "Decision", "FacilityParams", "Ledger", "decide", "load_yaml",
@@ -156,7 +156,7 @@ def _store_finished(store: Path) -> bool:
     from storage.store import RunStore
 
     try:
-        return RunStore(store, "r").is_complete("metrics")
+        return RunStore(store, "r").is_complete(L.METRICS)
     except Exception:  # noqa: BLE001 - a missing or unreadable store is "not finished"
         return False
 

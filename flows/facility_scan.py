@@ -18,9 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from flows.params import ConfigError
+from flows.params import ConfigError, load_yaml
 from storage.atomic import file_digest, fingerprint
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -139,21 +137,6 @@ def source_state(path: Path, cached: dict | None = None, content: bool = True) -
         digests = [file_digest(f) for f in files]
         out["content"] = fingerprint([(n, h) for (n, _), h in zip(stats, digests, strict=True)])
     return out
-
-
-# ----------------------------------------------------------------------------- YAML
-def load_yaml(path: str | Path) -> dict:
-    """A YAML mapping; a missing, unreadable or non-mapping file is a :class:`ConfigError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: configuration file not found")
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: top level must be a mapping of parameters")
-    return doc
 
 
 def sidecar_for(path: Path) -> Path:

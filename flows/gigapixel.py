@@ -17,8 +17,10 @@ from pydantic import Field
 
 from flows.params import ClusterParams, ConfigError, EngineParams, PipelineParams, TilingParams
 from flows.pipeline import pipeline
-from flows.stages import TILING, tile_step
+from flows.stages import tile_step
 from flows.tasks import ingest_task
+from ptytasks.modalities import get as get_modality
+from storage import layout as L
 from storage.store import RunStore
 
 
@@ -43,9 +45,9 @@ def resume_state(store_path: str, halves: tuple[str, ...] = ("",)) -> dict:
         store = RunStore(store_path, "r")
     except Exception:  # noqa: BLE001 - no store yet: nothing to resume
         return {"planned": 0, "done": 0}
-    if not store.is_complete(TILING):
+    if not store.is_complete(L.TILING):
         return {"planned": 0, "done": 0}
-    tiles = store.root[TILING].attrs["tiles"]
+    tiles = store.root[L.TILING].attrs["tiles"]
     done = sum(store.is_complete(tile_step(t["tile_id"], h)) for t in tiles for h in halves)
     return {"planned": len(tiles) * len(halves), "done": int(done)}
 
@@ -59,7 +61,7 @@ def gigapixel_coded(params: GigapixelParams) -> dict:
     """
     log = get_run_logger()
     raw = ingest_task(params.input, params.store, params.ingest)
-    if raw["modality"] != "coded":
+    if not get_modality(raw["modality"]).has_surface:  # tiles are full coded frames
         raise ConfigError(f"{params.input}: gigapixel-coded needs coded data, got "
                           f"{raw['modality']!r}; use the pipeline deployment")  # fmt: skip
     halves = ("", "a", "b") if params.evaluation.half_data else ("",)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES  # the one engine list
+from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES, option_names  # one engine list
 
 
 class _Params(BaseModel):
@@ -124,8 +124,11 @@ class TilingParams(_Params):
 class EngineParams(_Params):
     """The reconstruction engine and its main settings."""
 
-    engine: Literal[ENGINES] = Field(
+    # Checked against the registry when validated (so an engine registered after import,
+    # a plug-in, is accepted); the UI form lists the engines known at import.
+    engine: str = Field(
         "rnf",
+        json_schema_extra={"enum": list(ENGINES)},
         description="Reconstruction engine ('pine': ePIE + learned denoiser; 'learned': "
         "single-shot network inversion).",
     )
@@ -152,18 +155,25 @@ class EngineParams(_Params):
         default_factory=dict, description="Further engine options by name (expert use)."
     )
 
+    @field_validator("engine")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from ptytasks.engines.registry import get
+
+        get(v)  # ValueError naming the registered engines
+        return v
+
     def settings(self) -> dict:
         """The settings dict of :func:`ptytasks.engines.registry.run_engine`."""
         s = {"epochs": self.epochs, "learn_positions": self.learn_positions,
              "learn_probe": self.learn_probe, "seed": self.seed}  # fmt: skip
-        per_engine = {"batch_size": self.batch_size}
-        if self.engine == "rnf":
-            per_engine.update(mu=self.mu, loss=self.loss)
-        elif self.engine != "learned":
-            per_engine.update(alpha=self.alpha, beta=self.beta)
+        # the main settings an engine has no field for are not passed (alpha for RNF, ...)
+        per_engine = {"batch_size": self.batch_size, "mu": self.mu, "loss": self.loss,
+                      "alpha": self.alpha, "beta": self.beta}  # fmt: skip
         if self.probe_modes != 1:
             per_engine["probe_modes"] = self.probe_modes
-        s.update({k: v for k, v in per_engine.items() if v is not None})
+        known = option_names(self.engine)
+        s.update({k: v for k, v in per_engine.items() if v is not None and k in known})
         s.update(self.options)
         return s
 
@@ -215,16 +225,7 @@ class PipelineParams(_Params):
         ConfigError
             Missing, unreadable or invalid file (naming the file and the field).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: configuration file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of parameters")
-        return cls.from_mapping(raw, source=str(path), **overrides)
+        return cls.from_mapping(load_yaml(path), source=str(path), **overrides)
 
     @classmethod
     def from_mapping(cls, raw: dict, *, source: str = "parameters", **overrides) -> PipelineParams:
@@ -241,6 +242,32 @@ class PipelineParams(_Params):
 
 class ConfigError(ValueError):
     """A configuration file or parameter set that cannot be used."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML file's top-level mapping: the one reader of every YAML file in :mod:`flows`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file: missing, unreadable, not valid YAML (with the line and column
+        where YAML gives them), or a top level that is not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: configuration file not found")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{p}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(p)
+        what = "; ".join(m for m in (exc.context, exc.problem) if m) or type(exc).__name__
+        raise ConfigError(f"{where}: not valid YAML: {what}") from None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of parameters")
+    return doc
 
 
 def env_overrides(prefix: str = "PTYFLOW__") -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 from flows.params import PipelineParams
 from storage import layout as L
 
-FIXED_STEPS = (L.RAW, L.SUBSAMPLE, L.PRIORS, "tiling")
+FIXED_STEPS = (L.RAW, L.SUBSAMPLE, L.PRIORS, L.TILING)
 
 
 def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> tuple[float, int]:
@@ -31,7 +31,7 @@ def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> t
     try:
         store = RunStore(store_path, "r")
         done = sum(store.marker(s) is not None for s in FIXED_STEPS)
-        tiles = store.root["tiling"].attrs["tiles"] if store.marker("tiling") else []
+        tiles = store.root[L.TILING].attrs["tiles"] if store.marker(L.TILING) else []
         from flows.stages import tile_step
 
         for t in tiles:

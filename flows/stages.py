@@ -22,14 +22,14 @@ from flows.params import (
     SubsampleParams,
     TilingParams,
 )
+from ptytasks.modalities import get as get_modality
+from ptytasks.modalities import modality_of
 from storage import layout as L
 from storage.atomic import file_digest, fingerprint
 from storage.store import RunStore
 
 log = logging.getLogger("ptyflow")
 Progress = Callable[[int, dict], object]
-
-TILING = "tiling"
 
 
 def _store(path: str, mode: str = "a") -> RunStore:
@@ -81,21 +81,18 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
     in place under the same path or preset name are not mistaken for the old ones. A missing
     file gets ``"missing"``: the engine then raises its own error naming it.
     """
-    from ptytasks.learned import DEFAULT_WEIGHTS
-    from ptytasks.learned.inversion import preset_files
+    from ptytasks.engines.registry import SPECS
 
-    opts = engine.options
     files: dict[str, list[Path]] = {}
     # a preset may resolve to a per-frame-size file (ppn_default_64.pt) that is only chosen
-    # once the frames are read: hash every file the preset can resolve to
-    if calibration.object == "learned":
-        files["object_prior"] = preset_files(calibration.learned_weights)
-    if engine.engine == "learned":
-        files["engine"] = preset_files(opts.get("weights"), str(opts.get("model", "ppn")))
-    if engine.engine == "pine":
-        files["denoiser"] = [Path(str(opts.get("denoiser") or DEFAULT_WEIGHTS))]
-    if calibration.object == "pine":
-        files["prior_denoiser"] = [Path(DEFAULT_WEIGHTS)]
+    # once the frames are read: the specs list every file the preset can resolve to
+    spec = SPECS[engine.engine]
+    if spec.weight_files is not None:
+        files[spec.weight_roles[0]] = spec.weight_files(engine.options)
+    prior = SPECS.get(calibration.object)  # "uniform" has no spec
+    if prior is not None and prior.weight_files is not None:
+        # the prior runs with default options but the learned prior's chosen weights
+        files[prior.weight_roles[1]] = prior.weight_files({"weights": calibration.learned_weights})
     out = {}
     for role, paths in files.items():
         digests = []
@@ -114,7 +111,11 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
 def _calibration_key(params: CalibrationParams) -> dict:
     """The calibration settings that change results: the learned prior's weights only when
     the prior is learned (stores written before the field existed keep their keys)."""
-    return params.model_dump(exclude={"learned_weights"} if params.object != "learned" else None)
+    from ptytasks.engines.registry import SPECS
+
+    prior = SPECS.get(params.object)  # None: "uniform"
+    networks = prior is not None and not prior.iterative  # single-shot: the weights matter
+    return params.model_dump(exclude=None if networks else {"learned_weights"})
 
 
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
@@ -128,15 +129,16 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
-    blind = data.modality in ("farfield", "nearfield") and params.probe != "physical"
-    if data.modality != "fourier" and not (params.probe == "data" and data.probe is not None):
+    mod = modality_of(data)
+    blind = mod.localized_probe and params.probe != "physical"
+    if mod.scanning and not (params.probe == "data" and data.probe is not None):
         # The physical scaling and coded plane wave depend on the frames only through their
         # mean: stream it, one block in memory. The blind far- and near-field probes stream
         # the mean themselves and read a bounded trial set beside it.
         if not blind:
             data.frames = mean_pattern(data.frames, clip=False).astype(np.float32)[None]
     arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
-    if data.modality == "fourier":
+    if mod.has_pupil:
         measured = None
         if params.pupil_file:
             from storage.readers.fpm_mat import read_pupil
@@ -145,7 +147,7 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
         arrays["pupil"], arrays["zernike"] = cal.pupil_prior(
             data, measured, measured_wavelength=params.pupil_wavelength
         )
-    if data.modality == "coded":
+    if mod.has_surface:
         if params.surface_reference:
             from storage.readers import read_any
 
@@ -164,17 +166,18 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
 # ----------------------------------------------------------------------------- tiling
 def plan(store_path: str, params: TilingParams) -> list[dict]:
     """Plan tiles for the subsampled data; stored as step ``tiling`` (its attrs)."""
-    from ptytasks.tiling import Tile, plan_tiles
+    from ptytasks.tiling import Tile
 
     store = _store(store_path)
     # An unset guard leaves the fingerprint of stores planned before it existed unchanged.
     fp = fingerprint(params.model_dump(exclude={"guard"} if params.guard is None else None))
-    if store.is_complete(TILING, fp):
-        return list(store.root[TILING].attrs["tiles"])
+    if store.is_complete(L.TILING, fp):
+        return list(store.root[L.TILING].attrs["tiles"])
     data = store.read_raw(lazy=True, subsample=True)
-    tiles = [t.to_dict() for t in plan_tiles(data, tuple(params.grid), margin=params.margin,
-                                             guard=params.guard)]  # fmt: skip
-    with store.step(TILING, fp, depends_on=[L.SUBSAMPLE]) as st:
+    planned = modality_of(data).plan_tiles(data, tuple(params.grid), margin=params.margin,
+                                           guard=params.guard)  # fmt: skip
+    tiles = [t.to_dict() for t in planned]
+    with store.step(L.TILING, fp, depends_on=[L.SUBSAMPLE]) as st:
         if not st.done:
             st.set_attrs(tiles=tiles)
     assert all(Tile.from_dict(t) for t in tiles)
@@ -278,7 +281,7 @@ def reconstruct_tile(
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     upstream = {}
-    for dep in (L.PRIORS, TILING):  # write_group's depends_on: the key it will store
+    for dep in (L.PRIORS, L.TILING):  # write_group's depends_on: the key it will store
         m = store.marker(dep)
         if m is None or not store.is_complete(dep):
             raise DataError(store_path, dep, f"step {name!r} depends on {dep!r}, which is "
@@ -305,7 +308,7 @@ def reconstruct_tile(
         if surface is not None:
             surface = surface[y0:y1, x0:x1]
     pupil = None
-    if sub.modality == "fourier":
+    if modality_of(sub).has_pupil:
         pupil, _ = pupil_prior(sub, coefficients=priors.get("zernike"))
     obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations,
                         learned_weights=calibration.learned_weights)
@@ -322,7 +325,7 @@ def reconstruct_tile(
     run = functools.partial(
         run_engine, engine.engine, sub, settings, object_prior=obj0,
         probe_prior=probe, surface_prior=surface, pupil_prior=pupil, callback=on_epoch,
-        checkpoint=str(ckpt) if engine.engine == "rnf" else None,
+        checkpoint=str(ckpt),  # engines that cannot resume ignore it
     )  # fmt: skip
     try:
         result = run()
@@ -342,7 +345,7 @@ def reconstruct_tile(
              "seconds": time.perf_counter() - t0}  # fmt: skip
     if "mode_power_fractions" in result.extras:
         attrs["mode_power_fractions"] = [float(v) for v in result.extras["mode_power_fractions"]]
-    key = store.write_group(name, arrays, fp, depends_on=[L.PRIORS, TILING], attrs=attrs)
+    key = store.write_group(name, arrays, fp, depends_on=[L.PRIORS, L.TILING], attrs=attrs)
     for f in (ckpt, epochs_file):
         if f.exists():
             os.remove(f)
@@ -352,11 +355,12 @@ def reconstruct_tile(
 
 # ----------------------------------------------------------------------------- stitch
 def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -> dict:
-    """Align tiles (least squares over the overlap graph), blend them shard by shard into
-    ``mosaic[_half]`` and build its pyramid; each shard has exactly one writer."""
+    """Align tiles (least squares over the overlap graph), then blend them shard by shard
+    into ``mosaic[_half]`` (:meth:`storage.mosaic.MosaicWriter.stitch`: one writer per
+    shard, serially or on ``client``) and build its pyramid."""
     from ptytasks.stitching import mosaic_shape, solve_corrections
     from ptytasks.tiling import Tile
-    from storage.mosaic import MosaicWriter
+    from storage.mosaic import MosaicWriter, TileLoader
 
     store = _store(store_path)
     name = f"{L.MOSAIC}{'_' + half if half else ''}"
@@ -368,48 +372,17 @@ def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -
     raw = store.root[L.RAW].attrs
     # A coded tile has no phase-ramp ambiguity (a tilted specimen wave moves across the
     # fixed coded surface), so no ramp is fitted: its guard bands would only bias one.
-    ramps = raw.get("modality") != "coded"
-    corrections = solve_corrections(tl, _TileLoader(store_path, half), ramps=ramps)
+    ramps = not get_modality(raw["modality"]).has_surface
+    load = TileLoader(store_path, {t.tile_id: s for t, s in zip(tl, steps, strict=True)})
+    corrections = solve_corrections(tl, load, ramps=ramps)
     shape = mosaic_shape(tl)
     with store.step(name, fp, depends_on=steps) as st:
         if not st.done:
             w = MosaicWriter.create(store, shape, pixel_size=raw["pixel_size"], name=name)
-            corr = {k: v.to_dict() for k, v in corrections.items()}
-            jobs = w.shards()
-            args = (store_path, tiles, corr, half, name)
-            if client is None:
-                for s in jobs:
-                    _stitch_shard(s, *args)
-            else:
-                client.gather(client.map(_stitch_shard, jobs, *[[a] * len(jobs) for a in args],
-                                         pure=False))  # fmt: skip
+            w.stitch(tl, load, corrections, fill=1.0, client=client)  # unseen: free space
             w.build_pyramid(client=client)
-            st.set_attrs(corrections=corr)
+            st.set_attrs(corrections={k: v.to_dict() for k, v in corrections.items()})
     return {"step": name, "shape": list(shape), "n_tiles": len(tiles)}
-
-
-class _TileLoader:
-    """``tile_id -> (object, weight)`` read from the store (picklable for Dask)."""
-
-    def __init__(self, store_path: str, half: str):
-        self.store_path, self.half = store_path, half
-
-    def __call__(self, tile_id: str):
-        g = RunStore(self.store_path, "r").root[tile_step(tile_id, self.half)]
-        return g["object"][...], g["weight"][...]
-
-
-def _stitch_shard(shard, store_path, tiles, corr, half, name) -> None:
-    from ptytasks.stitching import TileCorrection, stitch_region
-    from ptytasks.tiling import Tile
-    from storage.mosaic import MosaicWriter
-
-    ys, xs = shard
-    box = (ys.start, ys.stop, xs.start, xs.stop)
-    tl = [Tile.from_dict(t) for t in tiles]
-    c = {k: TileCorrection.from_dict(v) for k, v in corr.items()}
-    obj, weight = stitch_region(box, tl, _TileLoader(store_path, half), c, fill=1.0)
-    MosaicWriter(store_path, name).write_region(ys.start, xs.start, obj, weight)
 
 
 # ----------------------------------------------------------------------------- evaluate

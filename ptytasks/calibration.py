@@ -8,6 +8,7 @@ import torch
 
 from ptytasks.data import PtychoData
 from ptytasks.engines.result import ReconstructionResult
+from ptytasks.modalities import modality_of
 from ptytasks.physics.shifts import insert_patches
 
 
@@ -17,9 +18,10 @@ def mean_pattern_probe(data: PtychoData) -> np.ndarray:
     Its size and total power (counts per frame) are right for a weakly scattering
     object; the probe update has to find its phase.
     """
-    from ptytasks.engines.pie import initial_probe, model_from_data
+    from ptytasks.engines.pie import initial_probe
+    from ptytasks.modalities import model_for
 
-    model = model_from_data(data)
+    model = model_for(data)
     return initial_probe(data, model, torch.device("cpu"), torch.complex64).numpy()
 
 
@@ -60,13 +62,14 @@ def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
         ``data``: the dataset's own probe when it has one, else the mean-pattern probe;
         ``physical``: :func:`physical_probe`.
     """
-    if data.modality == "fourier":
+    mod = modality_of(data)
+    if mod.has_pupil:
         return None
     if source == "data" and data.probe is not None:
         return np.asarray(data.probe, np.complex64)
     if source == "physical":
         return physical_probe(data)
-    if data.modality == "coded":
+    if not mod.localized_probe:
         # Full-frame illumination: a plane wave carrying the mean counts per pixel (lazy
         # frames are averaged a block at a time).
         f = data.frames
@@ -126,9 +129,9 @@ def pupil_prior(
     pupil : complex64 ``data.frame_shape``, centred
     zernike : float64 ``(n_terms,)`` coefficients in radians at ``data.wavelength``
     """
-    from ptytasks.engines.fourier_pie import fourier_model_from_data
+    from ptytasks.modalities import model_for
 
-    model = fourier_model_from_data(data)
+    model = model_for(data)
     coef = np.zeros(model.zernike.numel())
     if coefficients is not None:
         c = np.asarray(coefficients, np.float64)
@@ -204,18 +207,17 @@ def object_prior(
     a committed preset, :data:`ptytasks.learned.inversion.PRESETS`; None: ``default``)."""
     if kind == "uniform":
         return np.ones(data.object_shape, np.complex64)
-    if kind == "learned":
-        from ptytasks.engines.registry import run_engine
+    from ptytasks.engines.registry import PRIOR_ENGINES, get, run_engine
 
-        opts = {} if learned_weights is None else {"weights": str(learned_weights)}
-        res = run_engine("learned", data, opts, probe_prior=probe)
-        return np.asarray(res.object, np.complex64)
-    if kind in ("epie", "rpie", "pine"):
-        from ptytasks.engines.registry import run_engine
-
-        res = run_engine(kind, data, {"epochs": iterations}, probe_prior=probe)
-        return np.asarray(res.object, np.complex64)
-    raise ValueError(f"unknown object prior {kind!r}; use uniform, epie, rpie, pine or learned")
+    if kind not in PRIOR_ENGINES:
+        raise ValueError(f"unknown object prior {kind!r}; use uniform or one of "
+                         f"{', '.join(PRIOR_ENGINES)}")  # fmt: skip
+    if get(kind).iterative:
+        settings = {"epochs": iterations}
+    else:  # single-shot networks: the weights are the setting
+        settings = {} if learned_weights is None else {"weights": str(learned_weights)}
+    res = run_engine(kind, data, settings, probe_prior=probe)
+    return np.asarray(res.object, np.complex64)
 
 
 def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
@@ -224,12 +226,13 @@ def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
     (through the enforced part of a tile's detector crop, tapered: see :func:`_guard_taper`),
     ones for Fourier ptychography. Stitching trusts a tile where this is large."""
     shape = tuple(result.object.shape[-2:])
-    if data.modality == "fourier" or result.positions_px is None:
+    mod = modality_of(data)
+    if not mod.scanning or result.positions_px is None:
         return np.ones(shape, np.float32)
     # Coded: frames seeing the pixel through enforced detector pixels (a tile's guard band
     # is not, :func:`ptytasks.tiling.tile_dataset`).
     m = data.meta.get("tile_mask")
-    if data.modality == "coded" or result.probe is None:
+    if not mod.localized_probe or result.probe is None:
         w = torch.ones(data.frame_shape) if m is None else torch.as_tensor(_guard_taper(m))
     else:
         p = torch.as_tensor(np.asarray(result.probe))

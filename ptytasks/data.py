@@ -7,12 +7,8 @@ Units are SI (metres); conventions for positions, wavevectors and frame centring
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
-
-Modality = Literal["farfield", "nearfield", "coded", "fourier"]
-MODALITIES: tuple[str, ...] = ("farfield", "nearfield", "coded", "fourier")
 
 
 @dataclass
@@ -55,7 +51,7 @@ class PtychoData:
         Free-form provenance (source file, dose, simulator settings).
     """
 
-    modality: Modality
+    modality: str  # a registered name: ptytasks.modalities.names()
     frames: np.ndarray
     wavelength: float
     pixel_size: float

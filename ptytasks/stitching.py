@@ -3,8 +3,9 @@
 Each tile's object is known only up to a complex scale (amplitude scale and global phase)
 and a linear phase ramp. Pairwise estimates of these over the tile overlaps are reconciled
 by least squares over the tile overlap graph (tile 0 fixed), then tiles are blended with
-illumination-weighted feathering. :func:`stitch_region` computes any box of the mosaic
-independently, so shard-aligned writers can each own a part of it.
+illumination-weighted feathering (:func:`feather`). :func:`stitch_region` computes any box
+of the mosaic independently, so shard-aligned writers (``storage.mosaic``, one task per
+shard) can each own a part of it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,6 @@ class TileCorrection:
 
     def to_dict(self) -> dict:
         return {"scale": [self.scale.real, self.scale.imag], "ramp": list(self.ramp)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TileCorrection:
-        return cls(complex(*d["scale"]), tuple(d["ramp"]))
 
 
 def _box_of(tile: Tile) -> Box:
@@ -167,8 +164,24 @@ def solve_corrections(
 
 
 def feather(tile: Tile, *, eps: float = 1e-3) -> np.ndarray:
-    """Weight on the tile canvas: 1 inside the core, falling linearly to ``eps`` at the
-    canvas edge, so the tile's poorly constrained border yields to its neighbours."""
+    """The mosaic's blend taper of one tile; :func:`stitch_region` multiplies it with the
+    tile's illumination weight. The only taper of the stitching path.
+
+    Parameters
+    ----------
+    tile : Tile
+        Its canvas (``object_origin``, ``object_shape``) and ``core``, in mosaic pixels.
+    eps : float
+        Floor of the weight (dimensionless), so a pixel only this tile sees keeps a value.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``object_shape``, dimensionless, separable in y and x: 1 inside the core,
+        falling linearly with the distance ``d`` (pixels) outside it as ``1 - d / (m + 1)``,
+        ``m`` the tile's widest margin (pixels) along that axis, so the tile's poorly
+        constrained border yields to its neighbours.
+    """
     y0, x0 = tile.object_origin
     h, w = tile.object_shape
     cy0, cy1, cx0, cx1 = tile.core

@@ -1,4 +1,5 @@
-"""Splitting a dataset into independent reconstruction tiles, by modality.
+"""Splitting a dataset into independent reconstruction tiles: the planners each modality
+picks from (``modality_of(data).plan_tiles``, :mod:`ptytasks.modalities`).
 
 Scanning-probe modalities (far-field, near-field): a tile is a group of scan positions;
 its object canvas is the bounding box of their probe windows, and neighbouring tiles share
@@ -231,50 +232,6 @@ def plan_fullframe_tiles(
                 )
             )
     return tiles
-
-
-def plan_tiles(
-    data: PtychoData,
-    grid: tuple[int, int],
-    *,
-    margin: float | None = None,
-    guard: int | None = None,
-) -> list[Tile]:
-    """Tiles for ``data`` by modality (``margin``: probe widths, or detector pixels;
-    ``guard``: coded only, the unenforced band at each crop edge, default half the
-    margin)."""
-    if data.modality in ("farfield", "nearfield"):
-        return plan_scanning_tiles(
-            data.positions_px,
-            data.frame_shape,
-            grid,
-            margin_probe_widths=0.5 if margin is None else margin,
-        )
-    if data.modality == "coded":
-        margin_px = int(16 if margin is None else margin)
-        return plan_fullframe_tiles(
-            data.frame_shape,
-            grid,
-            margin_px=margin_px,
-            positions=data.positions_px,
-            guard_px=margin_px // 2 if guard is None else int(guard),
-        )
-    if data.modality == "fourier":
-        tiles = plan_fullframe_tiles(
-            data.frame_shape,
-            grid,
-            margin_px=int(8 if margin is None else margin),
-            upsample=int(data.params.get("upsample", 1)),
-        )
-        all_frames = np.arange(data.n_frames)
-        return [_with_frames(t, all_frames) for t in tiles]
-    raise ValueError(f"no tiling for modality {data.modality!r}")
-
-
-def _with_frames(tile: Tile, frames: np.ndarray) -> Tile:
-    d = tile.to_dict()
-    d["frame_indices"] = frames.tolist()
-    return Tile.from_dict(d)
 
 
 def guard_mask(shape: tuple[int, int], guard: int) -> np.ndarray:

@@ -41,6 +41,8 @@ import numpy as np
 
 from ptytasks.data import PtychoData
 from ptytasks.lazy_frames import LazyFrames
+from ptytasks.modalities import get as get_modality
+from ptytasks.modalities import names as modality_names
 from storage import serial
 from storage.errors import DataError, wrap_errors
 from storage.geometry import (
@@ -307,7 +309,10 @@ def _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta) -> P
     distance = ov.get("distance", z2)
     params: dict[str, float] = {}
     pixel = ov.get("pixel_size")
-    if modality == "nearfield" and "distance" not in ov:
+    if modality not in modality_names():
+        raise DataError(path, "modality", f"{modality!r} is not one of {modality_names()}")
+    mod = get_modality(modality)
+    if mod.fresnel_scaled and "distance" not in ov:
         if z1 is None:
             raise DataError(
                 path,
@@ -331,15 +336,15 @@ def _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta) -> P
             params = {"z1": float(z1), "z2": float(z2), "magnification": sc["magnification"]}
         distance = sc["effective_distance"]
         pixel = pixel if pixel is not None else sc["effective_pixel"]
-    elif pixel is None and modality == "farfield":
-        if distance is None or det_px is None:
+    elif pixel is None and mod.far_field_detector:
+        pixel = mod.sample_pixel(wavelength, distance, det_px, (ny, nx))
+        if pixel is None:
             raise DataError(
                 path,
                 f"{DET}/distance",
                 "far-field pixel size needs detector distance and "
                 "x_pixel_size; pass pixel_size= (m) or the missing values",
             )
-        pixel = float(wavelength) * float(distance) / (max(ny, nx) * float(det_px))
     if pixel is None:
         raise DataError(path, "pixel_size", f"cannot derive it for {modality}; pass pixel_size=")
     positions = None
@@ -353,7 +358,7 @@ def _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta) -> P
         if not np.isfinite(t).all():
             raise DataError(path, TRANSLATION, "contains NaN or infinite values")
         positions = positions_from_metres(t[:, [1, 0]], pixel, margin)  # (x, y) -> (y, x)
-    elif modality != "fourier":
+    elif mod.scanning:
         raise DataError(path, TRANSLATION, "no scan positions in the file")
     oshape = ov.get("object_shape")
     if oshape is None:

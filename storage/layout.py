@@ -22,6 +22,7 @@ dims, and a ``units`` attribute. Complex arrays are ``complex64``. Layout::
                             params {name: number}, meta {json}, units {name: unit}
     subsample/              step "subsample": kept (kept,) int64 indices into raw/scan
     priors/                 step "priors": probe, object, surface, pupil (complex64)
+    tiling/                 step "tiling": attrs tiles (the planned tiles, one dict each)
     reconstruct/<tile>/     step "reconstruct/<tile>": object (y, x) complex64,
                             probe (mode, probe_y, probe_x) complex64, loss (iteration,)
                             float64, params/<name> learned parameters, attrs: origin [px]
@@ -48,6 +49,7 @@ RAW = "raw"
 TRUTH = "raw/truth"
 SUBSAMPLE = "subsample"
 PRIORS = "priors"
+TILING = "tiling"
 RECONSTRUCT = "reconstruct"
 MOSAIC = "mosaic"
 METRICS = "metrics"

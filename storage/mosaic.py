@@ -1,21 +1,21 @@
-"""Concurrent, lossless assembly of a mosaic from overlapping tiles.
+"""Concurrent, lossless assembly of the stitched mosaic from overlapping tiles.
 
-Zarr writes a shard as one file; two writers touching the same shard would each
-read-modify-write it and one would silently lose the other's pixels. Hence:
+This is the pipeline's one stitching path: ``flows.stages.stitch`` fits the tile
+corrections and calls it. Zarr writes a shard as one file; two writers touching the same
+shard would each read-modify-write it and one would silently lose the other's pixels. Hence:
 
 1. **template first** -- :meth:`MosaicWriter.create` writes the (empty) arrays' metadata
    once, from one process: ``mosaic/level_0/object`` (y, x) complex64 and
    ``mosaic/level_0/weight`` (y, x) float32, chunked inside shards, plus coords in metres;
 2. **one writer per shard** -- :meth:`MosaicWriter.write_region` accepts only regions made of
    whole shards (clipped at the array edge) and raises :class:`DataError` otherwise;
-3. **overlaps are resolved per shard** -- :meth:`MosaicWriter.assemble` gives each shard to
-   exactly one task, which reads the windows of every tile overlapping it straight from the
-   store, accumulates ``sum(w * object)`` and ``sum(w)``, and writes
-   ``object = sum(w * object) / sum(w)`` and ``weight = sum(w)`` for that shard once.
-   Tasks run serially or on a Dask client (``client.map``), in any order.
+3. **overlaps are resolved per shard** -- :meth:`MosaicWriter.stitch` gives each shard to
+   exactly one task, which loads every tile overlapping it from the store
+   (:class:`TileLoader`), blends them with :func:`ptytasks.stitching.stitch_region`
+   (corrected tiles weighted by illumination x :func:`ptytasks.stitching.feather`) and
+   writes ``object = sum(w * object) / sum(w)`` and ``weight = sum(w)`` for that shard
+   once. Tasks run serially or on a Dask client (``client.map``), in any order.
 
-Tile weights: the tile group's ``weight`` array if present, else a separable raised-cosine
-taper of ``taper`` pixels at the tile edges (``taper=0``: uniform, a plain average).
 A multiscale pyramid (``level_1``, ``level_2``, ... each 2x coarser, weight-averaged)
 is built afterwards, also shard by shard.
 
@@ -29,39 +29,41 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
 
+from ptytasks.stitching import Loader, stitch_region
+from storage import layout as L
 from storage import ome
 from storage.errors import DataError
 
-__all__ = ["MosaicWriter", "TileRef", "taper_window"]
+if TYPE_CHECKING:
+    from ptytasks.stitching import TileCorrection
+    from ptytasks.tiling import Tile
+
+__all__ = ["MosaicWriter", "TileLoader"]
 
 
-@dataclass(frozen=True)
-class TileRef:
-    """A reconstructed tile in the store: group ``name`` (holding ``object`` and optionally
-    ``weight``) placed with its ``[0, 0]`` pixel at mosaic pixel ``(y0, x0)``."""
+class TileLoader:
+    """``tile_id -> (object, weight)``: a tile's reconstruction, read whole from the run
+    store at ``path``, group ``steps[tile_id]``.
 
-    name: str
-    y0: int
-    x0: int
+    ``object`` is complex64 and ``weight`` float32 (dimensionless illumination,
+    :func:`ptytasks.calibration.tile_weight`), both on the tile canvas in object pixels.
+    Small and picklable (path and group names only), so each shard task on a Dask worker
+    opens the store itself.
+    """
 
+    def __init__(self, path: str | os.PathLike, steps: Mapping[str, str]):
+        self.path = os.fspath(path)
+        self.steps = dict(steps)
 
-def taper_window(shape: tuple[int, int], taper: int) -> np.ndarray:
-    """Separable raised-cosine weights, rising over ``taper`` pixels at every edge."""
-    out = []
-    for n in shape:
-        w = np.ones(n, np.float32)
-        t = min(int(taper), n // 2)
-        if t > 0:
-            ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(t) + 0.5) / t)
-            w[:t], w[n - t :] = ramp, ramp[::-1]
-        out.append(w)
-    return out[0][:, None] * out[1][None, :]
+    def __call__(self, tile_id: str) -> tuple[np.ndarray, np.ndarray]:
+        g = zarr.open_group(self.path, mode="r")[self.steps[tile_id]]
+        return g["object"][...], g["weight"][...]
 
 
 class MosaicWriter:
@@ -75,7 +77,7 @@ class MosaicWriter:
     #: written before the OME image existed is rebuilt on the next run, not kept as is.
     FORMAT = f"ome-zarr-{ome.OME_VERSION}/{ome.IMAGE}"
 
-    def __init__(self, path: str | os.PathLike, name: str = "mosaic"):
+    def __init__(self, path: str | os.PathLike, name: str = L.MOSAIC):
         self.path = os.fspath(path)
         self.name = name.strip("/")
 
@@ -84,7 +86,7 @@ class MosaicWriter:
     def create(
         cls, store, shape: tuple[int, int], *, pixel_size: float, origin=(0.0, 0.0),
         shard: tuple[int, int] = (512, 512), chunk: tuple[int, int] = (128, 128),
-        name: str = "mosaic",
+        name: str = L.MOSAIC,
     ) -> MosaicWriter:  # fmt: skip
         """Write the empty level-0 arrays (metadata only) and return a writer.
 
@@ -162,7 +164,7 @@ class MosaicWriter:
                 self.path, f"{self.name}/level_{level}/object",
                 f"region at ({y0}, {x0}) of shape {obj.shape} is not made of whole shards "
                 f"{(sy, sx)} of the {(ny, nx)} mosaic; concurrent partial-shard writes would "
-                "lose data (use assemble(), or align the region)",
+                "lose data (use stitch(), or align the region)",
             )  # fmt: skip
         obj = np.asarray(obj, np.complex64)
         a[y0 : y0 + h, x0 : x0 + w] = obj
@@ -171,54 +173,42 @@ class MosaicWriter:
         img = self.array(ome.IMAGE, level)
         img[:, y0 : y0 + h, x0 : x0 + w] = np.stack([np.abs(obj), np.angle(obj)])
 
-    # ------------------------------------------------------------------ assembly
-    def plan(self, tiles: Iterable[TileRef]) -> list[tuple[tuple[slice, slice], list[TileRef]]]:
-        """``[(shard, overlapping tiles)]`` for every shard touched by a tile."""
-        root = zarr.open_group(self.path, mode="r")
-        boxes = []
-        for t in tiles:
-            h, w = root[f"{t.name}/object"].shape
-            boxes.append((t, t.y0, t.x0, t.y0 + h, t.x0 + w))
-        out = []
-        for ys, xs in self.shards():
-            hit = [t for t, a, b, c, d in boxes
-                   if a < ys.stop and c > ys.start and b < xs.stop and d > xs.start]  # fmt: skip
-            if hit:
-                out.append(((ys, xs), hit))
-        return out
+    # ------------------------------------------------------------------ stitching
+    def stitch(
+        self, tiles: Sequence[Tile], load: Loader,
+        corrections: Mapping[str, TileCorrection] | None = None, *, fill: complex = 1.0,
+        client=None,
+    ) -> None:  # fmt: skip
+        """Blend ``tiles`` into every shard of level 0, each shard by exactly one task.
 
-    def assemble_shard(self, shard: tuple[slice, slice], tiles: Sequence[TileRef],
-                       taper: int = 0) -> float:  # fmt: skip
-        """Blend every tile overlapping ``shard`` and write the shard; returns sum(weight)."""
-        ys, xs = shard
-        root = zarr.open_group(self.path, mode="r")
-        num = np.zeros((ys.stop - ys.start, xs.stop - xs.start), np.complex128)
-        den = np.zeros(num.shape, np.float64)
-        for t in tiles:
-            g = root[t.name]
-            h, w = g["object"].shape
-            y0, y1 = max(ys.start, t.y0), min(ys.stop, t.y0 + h)
-            x0, x1 = max(xs.start, t.x0), min(xs.stop, t.x0 + w)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            win = (slice(y0 - t.y0, y1 - t.y0), slice(x0 - t.x0, x1 - t.x0))
-            o = g["object"][win]
-            wt = g["weight"][win] if "weight" in g else taper_window((h, w), taper)[win]
-            dst = (slice(y0 - ys.start, y1 - ys.start), slice(x0 - xs.start, x1 - xs.start))
-            num[dst] += wt * o
-            den[dst] += wt
-        obj = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
-        self.write_region(ys.start, xs.start, obj, den)
-        return float(den.sum())
-
-    def assemble(self, tiles: Iterable[TileRef], client=None, taper: int = 0) -> float:
-        """Assemble all shards (on ``client`` when given); returns the total weight."""
-        work = self.plan(list(tiles))
+        Parameters
+        ----------
+        tiles : sequence of :class:`ptytasks.tiling.Tile`
+            Tiles placed by their ``object_origin`` (mosaic pixels).
+        load : callable ``tile_id -> (object, weight)``
+            Usually a :class:`TileLoader`; must be picklable when ``client`` is given.
+        corrections : mapping ``tile_id -> TileCorrection``, optional
+            Complex scale and phase ramp (rad/pixel) applied to each tile; None: as stored.
+        fill : complex
+            Object value (dimensionless transmission) where no tile has weight; those
+            pixels keep weight 0. 1 is free space.
+        client : dask.distributed.Client, optional
+            Shards run as ``client.map`` tasks on it; serially here when None.
+        """
+        # Every shard, even one no tile reaches: it gets ``fill`` (the template holds 0).
+        jobs = self.shards()
         if client is None:
-            return sum(self.assemble_shard(s, t, taper) for s, t in work)
-        futs = client.map(self.assemble_shard, [s for s, _ in work], [t for _, t in work],
-                          taper=taper, pure=False)  # fmt: skip
-        return float(sum(client.gather(futs)))
+            for s in jobs:
+                self._stitch_shard(s, tiles, load, corrections, fill)
+        else:
+            client.gather(client.map(self._stitch_shard, jobs, tiles=tiles, load=load,
+                                     corrections=corrections, fill=fill, pure=False))  # fmt: skip
+
+    def _stitch_shard(self, shard: tuple[slice, slice], tiles, load, corrections, fill) -> None:
+        ys, xs = shard
+        box = (ys.start, ys.stop, xs.start, xs.stop)
+        obj, weight = stitch_region(box, tiles, load, corrections, fill=fill)
+        self.write_region(ys.start, xs.start, obj, weight)
 
     # ------------------------------------------------------------------ pyramid
     def build_pyramid(self, levels: int | None = None, client=None, min_size: int = 64) -> int:
@@ -270,28 +260,3 @@ class MosaicWriter:
         den = w.reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
         obj = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
         self.write_region(ys.start, xs.start, obj, den / 4, level=k)
-
-
-def assemble_mosaic(
-    store, tiles: Sequence[TileRef], shape: tuple[int, int], *, pixel_size: float,
-    fingerprint_=None, origin=(0.0, 0.0), shard=(512, 512), chunk=(128, 128), taper: int = 0,
-    levels: int | None = None, client=None, name: str = "mosaic",
-) -> str:  # fmt: skip
-    """Step ``name`` of ``store`` (a :class:`RunStore`): template, lossless concurrent
-    assembly of ``tiles`` (each a complete step), pyramid, completion marker.
-
-    Skipped when already complete for the same tiles and parameters; returns the step key.
-    """
-    tiles = list(tiles)
-    params = {"tiles": [(t.name, t.y0, t.x0) for t in tiles], "shape": list(shape),
-              "pixel_size": pixel_size, "origin": list(origin), "shard": list(shard),
-              "chunk": list(chunk), "taper": taper, "levels": levels,
-              "format": MosaicWriter.FORMAT}  # fmt: skip
-    fp = fingerprint_ if fingerprint_ is not None else params
-    with store.step(name, fp, depends_on=sorted({t.name for t in tiles})) as st:
-        if not st.done:
-            w = MosaicWriter.create(store, shape, pixel_size=pixel_size, origin=origin,
-                                    shard=shard, chunk=chunk, name=name)  # fmt: skip
-            w.assemble(tiles, client=client, taper=taper)
-            w.build_pyramid(levels, client=client)
-    return st.key

@@ -24,7 +24,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ptytasks.data import MODALITIES, PtychoData
+from ptytasks.data import PtychoData
+from ptytasks.modalities import get as get_modality
+from ptytasks.modalities import names as modality_names
 from storage.errors import DataError
 
 __all__ = [
@@ -164,7 +166,7 @@ def _check_positions(d: PtychoData, file) -> np.ndarray:
     pos = pos.astype(np.float64, copy=False)
     oy, ox = d.object_shape
     tol = 1.0  # sub-pixel windows may poke out by interpolation rounding
-    if d.modality in ("farfield", "nearfield"):
+    if get_modality(d.modality).localized_probe:  # the probe window must fit the object
         wy, wx = d.probe.shape[-2:] if d.probe is not None else d.frame_shape
         if (
             (pos.min(0) < -tol).any()
@@ -229,8 +231,9 @@ def validate_data(d: PtychoData, file=None, check_values: bool = True) -> Ptycho
     DataError
         Naming the file and the field at fault.
     """
-    if d.modality not in MODALITIES:
-        raise DataError(file, "modality", f"{d.modality!r} is not one of {MODALITIES}")
+    if d.modality not in modality_names():
+        raise DataError(file, "modality", f"{d.modality!r} is not one of {modality_names()}")
+    mod = get_modality(d.modality)
     check_frames(d.frames, file, values=check_values)
     wl = check_wavelength(d.wavelength, file)
     px = check_positive_scalar(d.pixel_size, file, "pixel_size", *PIXEL_RANGE)
@@ -247,20 +250,17 @@ def validate_data(d: PtychoData, file=None, check_values: bool = True) -> Ptycho
         dist = float(d.distance)
         if not math.isfinite(dist) or abs(dist) > MAX_DISTANCE:
             raise DataError(file, "distance", f"{dist!r} m is not a plausible distance")
-        if d.modality != "fourier" and dist <= 0:
+        if mod.scanning and dist <= 0:
             raise DataError(file, "distance", f"must be > 0 m for {d.modality}, got {dist:g}")
         d.distance = dist
     if d.detector_pixel is not None:
         d.detector_pixel = check_positive_scalar(
             d.detector_pixel, file, "detector_pixel", *DETECTOR_PIXEL_RANGE
         )
-    if d.modality in ("farfield", "nearfield", "coded"):
+    # scanning data needs positions, angle-illuminated data wavevectors (checked where given)
+    if mod.scanning or d.positions_px is not None:
         d.positions_px = _check_positions(d, file)
-    elif d.positions_px is not None:
-        d.positions_px = _check_positions(d, file)
-    if d.modality == "fourier":
-        d.wavevectors = _check_wavevectors(d, file, wl)
-    elif d.wavevectors is not None:
+    if not mod.scanning or d.wavevectors is not None:
         d.wavevectors = _check_wavevectors(d, file, wl)
     if d.probe is not None:
         d.probe = check_probe(d.probe, file)

@@ -94,6 +94,18 @@ def test_bad_config_file_is_a_clear_error(tmp_path, data, captured, content, mes
     assert "params" not in captured  # nothing ran
 
 
+def test_yaml_syntax_error_names_file_and_line(tmp_path, data, captured):
+    """One loader (flows.params.load_yaml) reads every YAML file: the error is one line
+    naming the file, line and column, exit code 2."""
+    cfg = tmp_path / "indent.yaml"
+    cfg.write_text("engine:\n  epochs: 3\n   seed: 1\n")  # line 3 over-indented
+    res = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "s.zarr"),
+                              "--config", str(cfg)])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert f"{cfg}: line 3, column 8: not valid YAML" in res.output
+    assert "<unicode string>" not in res.output and "params" not in captured
+
+
 def test_bad_env_override_and_flags_are_errors(tmp_path, data, captured, monkeypatch):
     out = ["--out", str(tmp_path / "s.zarr")]
     monkeypatch.setenv("PTYFLOW__CLUSTER__KIND", "cloud")

@@ -7,7 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from ptytasks.data import MODALITIES
+from ptytasks.modalities import names
+
+MODALITIES = names()
 
 runner = CliRunner()
 SMALL = ["--frame-size", "24"]

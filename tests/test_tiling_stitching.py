@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ptytasks.stitching import mosaic_shape, solve_corrections, stitch_region
+from ptytasks.stitching import feather, mosaic_shape, solve_corrections, stitch_region
 from ptytasks.subsample import decimate_raster, keep_fraction, to_overlap
-from ptytasks.tiling import plan_fullframe_tiles, plan_scanning_tiles
+from ptytasks.tiling import Tile, plan_fullframe_tiles, plan_scanning_tiles
 
 
 def _raster(n=12, step=8.0, jitter=0.0, seed=0):
@@ -75,6 +75,19 @@ def test_stitching_removes_scale_phase_and_ramp():
     half = (0, shape[0] // 2, 0, shape[1])
     part, _ = stitch_region(half, tiles, store.__getitem__, corr)
     assert np.allclose(part, mosaic[: shape[0] // 2])
+
+
+def test_feather_is_the_blend_taper():
+    """The one blend taper: 1 on the core, linear ``1 - d / (m + 1)`` outside it (``d``
+    pixels from the core, ``m`` the widest margin), floored at ``eps``, separable."""
+    t = Tile("t", (0, 0), np.arange(0), (10, 20), (6, 8), (12, 14, 22, 26))
+    fy = np.array([1, 2, 3, 3, 2, 1]) / 3  # margins 2 | 2: m = 2
+    fx = np.array([1, 2, 3, 3, 3, 3, 2, 1]) / 3
+    np.testing.assert_allclose(feather(t), fy[:, None] * fx[None, :], rtol=1e-12)
+    np.testing.assert_allclose(feather(t, eps=0.5), np.maximum(fy, 0.5)[:, None]
+                               * np.maximum(fx, 0.5)[None, :], rtol=1e-12)  # fmt: skip
+    whole = Tile("u", (0, 0), np.arange(0), (3, 4), (5, 6), (3, 8, 4, 10))
+    np.testing.assert_array_equal(feather(whole), 1)  # core = canvas: a plain average
 
 
 def test_fullframe_tiles_coded_geometry():

@@ -13,7 +13,7 @@ import torch
 
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie_state import PIEState
-from ptytasks.physics.models.factory import model_for
+from ptytasks.modalities import model_for
 from ptytasks.probe_estimate import (
     FOOTPRINT_FRACTIONS,
     TRIAL_EPOCHS,
@@ -37,11 +37,11 @@ def held_out_error(trial, probe, reconstruct, *, epochs: int = TRIAL_EPOCHS,
     """
     n = len(trial.frames)
     fit, test = trial.subset(np.arange(0, n, 2)), trial.subset(np.arange(1, n, 2))
-    r = reconstruct(fit, PIEOptions(iterations=epochs, seed=seed), probe_init=probe)
+    r = reconstruct(fit, PIEOptions(iterations=epochs, seed=seed), probe_prior=probe)
     pred = reconstruct(test, PIEOptions(iterations=1, batch_size=len(test.frames),
                                             update_probe=False, rescale_probe=False,
                                             shuffle=False),
-                           object_init=r.object, probe_init=r.probe)  # fmt: skip
+                           object_prior=r.object, probe_prior=r.probe)  # fmt: skip
     return float(pred.loss_history[0]), float(r.loss_history[-1])
 
 

@@ -24,17 +24,10 @@ from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.engines.pie import cpu_threads
 from ptytasks.engines.pie_state import PIEState
 from ptytasks.engines.result import ReconstructionResult
+from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.fft import fft2c, ifft2c
-from ptytasks.physics.models.factory import model_for
 
 Callback = Callable[[int, dict], object]
-
-
-def fourier_model_from_data(data: PtychoData):
-    """The :class:`FourierPtychography` model of a Fourier dataset (direct detection)."""
-    if data.modality != "fourier":
-        raise ValueError(f"Fourier PIE needs 'fourier' data; got {data.modality!r}")
-    return model_for(data)
 
 
 class _FreePupil:
@@ -70,8 +63,8 @@ def reconstruct_fourier_pie(
     data: PtychoData,
     options: FourierPIEOptions | None = None,
     *,
-    object_init=None,
-    pupil_init=None,
+    object_prior=None,
+    pupil_prior=None,
     model=None,
     callback: Callback | None = None,
 ) -> ReconstructionResult:
@@ -84,10 +77,10 @@ def reconstruct_fourier_pie(
         ``object_shape`` (high resolution), ``pixel_size`` (high-resolution pitch),
         ``wavelength``, ``distance`` (defocus), ``params["na"]``.
     options : FourierPIEOptions, optional
-    object_init : complex array ``object_shape``, optional
+    object_prior : complex array ``object_shape``, optional
         Initial high-resolution object; default: the lowest-NA image's amplitude,
         upsampled by zero-padding its spectrum.
-    pupil_init : complex array ``(my, mx)``, optional
+    pupil_prior : complex array ``(my, mx)``, optional
         Initial pupil (centred); default the model's (NA disc with the defocus phase).
     model : FourierPtychography, optional
         Default built from ``data``; its intensity factors and wavevectors are used.
@@ -107,7 +100,9 @@ def reconstruct_fourier_pie(
     keep_heap(device)  # CPU: reuse freed buffers across frames (ptytasks/engines/cpu_heap.py)
     cdtype = torch.complex128 if opts.dtype == "complex128" else torch.complex64
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
-    model = (model or fourier_model_from_data(data)).to(device)
+    if not modality_of(data).has_pupil:
+        raise ValueError(f"Fourier PIE needs Fourier-ptychography data; got {data.modality!r}")
+    model = (model or model_for(data)).to(device)
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
@@ -115,8 +110,8 @@ def reconstruct_fourier_pie(
     with torch.no_grad():
         corners = model.spectrum_positions.detach().to(device=device, dtype=torch.float64)
         aperture = model.aperture.detach().to(device=device, dtype=rdtype)
-        pupil = model.pupil_function().detach() if pupil_init is None else \
-            torch.as_tensor(np.asarray(pupil_init))
+        pupil = model.pupil_function().detach() if pupil_prior is None else \
+            torch.as_tensor(np.asarray(pupil_prior))
     pupil = pupil.to(device=device, dtype=cdtype).clone()[None]
     ny, nx = data.object_shape
     hi = torch.tensor([ny - window[0], nx - window[1]], dtype=corners.dtype, device=device)
@@ -130,8 +125,8 @@ def reconstruct_fourier_pie(
 
     gen = torch.Generator().manual_seed(int(opts.seed))
     k = model.wavevectors.detach().cpu()
-    if object_init is not None:
-        spec = fft2c(torch.as_tensor(np.asarray(object_init), device=device).to(cdtype))
+    if object_prior is not None:
+        spec = fft2c(torch.as_tensor(np.asarray(object_prior), device=device).to(cdtype))
     else:
         spec = _spectrum_from_image(amp, k, factors, model.scale, data.object_shape, cdtype)
     alpha, beta = opts.steps()

@@ -45,11 +45,12 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.options import EngineOptions
 from ptytasks.engines.result import ReconstructionResult
 
 
 @dataclass
-class LearnedOptions:
+class LearnedOptions(EngineOptions):
     """Options of :func:`reconstruct_learned`.
 
     Attributes
@@ -251,7 +252,9 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
     from ptytasks.learned.single_shot_data import normalize_frames, zone_plate
 
     opts = options or LearnedOptions()
-    if data.modality != "farfield":
+    from ptytasks.modalities import modality_of
+
+    if not modality_of(data).far_field_detector:
         raise ValueError(f"the learned engine inverts far-field frames; got {data.modality!r}")
     shape = tuple(data.frame_shape)
     if shape[0] != shape[1]:

@@ -6,7 +6,7 @@ flows can build them from YAML/JSON dictionaries.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 # Step sizes per update rule when the caller gives none. ePIE: Maiden & Rodenburg (2009)
@@ -19,6 +19,18 @@ _DEFAULT_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 1.0)}
 # recovered ~1 rad of Zernike aberration in 30 epochs where beta >= 0.1 stalled
 # (measured on simulate("fourier"), tests/engines/test_fourier_pie.py).
 _FOURIER_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 0.02)}
+
+
+class EngineOptions:
+    """The base of every engine's options dataclass: serialises to a dict, names its
+    fields (what :func:`ptytasks.engines.registry.run_engine` accepts as settings)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
 
 
 @dataclass
@@ -62,7 +74,7 @@ class PositionCorrectionOptions:
 
 
 @dataclass
-class PIEOptions:
+class PIEOptions(EngineOptions):
     """Options of :func:`ptytasks.engines.pie.reconstruct_pie`.
 
     Attributes
@@ -142,12 +154,9 @@ class PIEOptions:
         return (a0 if self.alpha is None else float(self.alpha),
                 b0 if self.beta is None else float(self.beta))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class FourierPIEOptions:
+class FourierPIEOptions(EngineOptions):
     """Options of :func:`ptytasks.engines.fourier_pie.reconstruct_fourier_pie`.
 
     Attributes
@@ -194,6 +203,3 @@ class FourierPIEOptions:
         a0, b0 = _FOURIER_STEPS[self.variant]
         return (a0 if self.alpha is None else float(self.alpha),
                 b0 if self.beta is None else float(self.beta))
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -40,22 +40,11 @@ from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie_state import PIEState
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
+from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.models.base import ForwardModel
-from ptytasks.physics.models.factory import model_for
 from ptytasks.physics.modes import add_modes, orthogonalize_modes, power_fractions
 
 Callback = Callable[[int, dict], object]
-
-
-def model_from_data(data: PtychoData) -> ForwardModel:
-    """The forward model of a scanning dataset (far field, near field, or coded: the
-    specimen scanned over a coded sensor, with the surface from ``data.meta["surface"]``)."""
-    if data.modality not in ("farfield", "nearfield", "coded"):
-        raise ValueError(
-            f"reconstruct_pie handles 'farfield', 'nearfield' and 'coded' data; got "
-            f"{data.modality!r} (use reconstruct_fourier_pie for Fourier ptychography)"
-        )
-    return model_for(data)
 
 
 @contextlib.contextmanager
@@ -88,10 +77,11 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     """
     from ptytasks.engines import blind_probe as bp
 
-    if model.modality == "farfield":
+    kind = modality_of(data).blind_probe  # the estimator that suits the illumination
+    if kind == "far_field_pie":
         probe, _ = bp.blind_farfield_probe(data, reconstruct_pie)
         return torch.as_tensor(probe, device=device).to(cdtype)
-    if model.modality == "nearfield":
+    if kind == "near_field_phase":
         probe, rep = bp.blind_nearfield_probe(data)
         if not rep["escaped"]:
             import warnings
@@ -110,8 +100,8 @@ def reconstruct_pie(
     data: PtychoData,
     options: PIEOptions | None = None,
     *,
-    object_init=None,
-    probe_init=None,
+    object_prior=None,
+    probe_prior=None,
     model: ForwardModel | None = None,
     callback: Callback | None = None,
     detector_mask=None,
@@ -122,12 +112,12 @@ def reconstruct_pie(
     ----------
     data : PtychoData
         Frames (centred for far field), ``positions_px``, ``object_shape``; ``data.probe``
-        is the initial probe unless ``probe_init`` is given.
+        is the initial probe unless ``probe_prior`` is given.
     options : PIEOptions, optional
         Update rule, steps, epochs, batch size, position correction, seed, device.
-    object_init : array ``(ny, nx)``, optional
+    object_prior : array ``(ny, nx)``, optional
         Initial object; default all ones (free space).
-    probe_init : array ``(ny, nx)`` or ``(M, ny, nx)``, optional
+    probe_prior : array ``(ny, nx)`` or ``(M, ny, nx)``, optional
         Initial probe (modes); default ``data.probe``, else the blind estimate
         (:func:`initial_probe`); extended to ``options.probe_modes`` modes.
     model : ForwardModel, optional
@@ -154,7 +144,11 @@ def reconstruct_pie(
     keep_heap(device)  # CPU: reuse freed buffers across frames (ptytasks/engines/cpu_heap.py)
     cdtype = torch.complex128 if opts.dtype == "complex128" else torch.complex64
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
-    model = (model or model_from_data(data)).to(device)
+    if not modality_of(data).scanning:
+        raise ValueError(f"reconstruct_pie handles scanning data (far field, near field, "
+                         f"coded); got {data.modality!r} (use reconstruct_fourier_pie for "
+                         "Fourier ptychography)")  # fmt: skip
+    model = (model or model_for(data)).to(device)
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
@@ -176,16 +170,16 @@ def reconstruct_pie(
             f"{positions.max(0).values.tolist()} (allowed 0 .. {upper.tolist()})"
         )
 
-    if object_init is None:
+    if object_prior is None:
         obj = torch.ones(data.object_shape, dtype=cdtype, device=device)
     else:
-        obj = torch.as_tensor(np.asarray(object_init), device=device).to(cdtype).clone()
+        obj = torch.as_tensor(np.asarray(object_prior), device=device).to(cdtype).clone()
     obj = model.object_slices(obj, opts.n_slices)
     n_slices = int(opts.n_slices)
     if n_slices > 1 and opts.position_correction is not None:
         raise ValueError("position correction is not available with multislice objects")
-    if probe_init is not None:
-        probe = torch.as_tensor(np.asarray(probe_init), device=device).to(cdtype).clone()
+    if probe_prior is not None:
+        probe = torch.as_tensor(np.asarray(probe_prior), device=device).to(cdtype).clone()
     elif data.probe is not None:
         probe = torch.as_tensor(np.asarray(data.probe), device=device).to(cdtype).clone()
     else:
@@ -199,7 +193,7 @@ def reconstruct_pie(
     if opts.rescale_probe:
         # Far/near field are unitary: for |O| ~ 1 a frame's counts equal f * sum|P|^2. The
         # coded surface is not (it absorbs): measure the power the detector sees instead.
-        if model.modality == "coded":
+        if modality_of(data).has_surface:
             idx0 = torch.zeros(1, dtype=torch.long, device=device)
             det = model.to_detector(probe, idx0)
             det_int = det.real**2 + det.imag**2

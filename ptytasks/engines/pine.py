@@ -90,8 +90,8 @@ def reconstruct_pine(
     data: PtychoData,
     options: PINEOptions | None = None,
     *,
-    object_init=None,
-    probe_init=None,
+    object_prior=None,
+    probe_prior=None,
     model: ForwardModel | None = None,
     denoiser: torch.nn.Module | None = None,
     callback: Callback | None = None,
@@ -103,7 +103,7 @@ def reconstruct_pine(
     data : PtychoData
         Far-field or near-field scanning data (as :func:`reconstruct_pie`).
     options : PINEOptions, optional
-    object_init, probe_init, model
+    object_prior, probe_prior, model
         As in :func:`ptytasks.engines.pie.reconstruct_pie`.
     denoiser : torch.nn.Module, optional
         A :class:`~ptytasks.learned.dncnn.DnCNN` (its ``forward`` is the residual ``R``);
@@ -147,8 +147,8 @@ def reconstruct_pine(
             return callback(epoch, info)
         return None
 
-    result = reconstruct_pie(data, opts.pie_options(), object_init=object_init,
-                             probe_init=probe_init, model=model, callback=step)  # fmt: skip
+    result = reconstruct_pie(data, opts.pie_options(), object_prior=object_prior,
+                             probe_prior=probe_prior, model=model, callback=step)  # fmt: skip
     timings = dict(result.timings)
     n = max(1, len(den_times))
     timings["denoise"] = float(sum(den_times))

@@ -1,27 +1,92 @@
-"""One entry point for every engine: ``run_engine(name, data, settings)``.
+"""The engine registry: ``run_engine(name, data, settings)`` and what each engine is.
 
-The pipeline (and the CLI) pick engines by name; this module maps generic settings onto
-each engine's typed options, so the flows never import an engine directly.
+Each engine is one :class:`EngineSpec`: its options class (an
+:class:`~ptytasks.engines.options.EngineOptions`), the function running it, the modalities
+it supports, and what the pipeline needs to know about it (an object prior? resumable?
+which weight files change its results?). The flows, the parameter enums, the UI form and
+the calibration's prior engines all read :data:`SPECS`; adding an engine is one spec here
+(see ``docs/extending.md``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ptytasks.data import PtychoData
 from ptytasks.engines.result import ReconstructionResult
+from ptytasks.modalities import Modality, modality_of
 
-ENGINES = ("rnf", "epie", "rpie", "pine", "learned")
-#: Engines that can make the quick object prior of the calibration step (not RNF itself).
-PRIOR_ENGINES = tuple(e for e in ENGINES if e != "rnf")
+Callback = Callable[[int, dict], object]
 
 
-def _options(cls, settings: dict, mapping: dict):
-    """``cls`` built from ``mapping`` plus the ``settings`` keys that are its fields."""
-    names = {f.name for f in dataclasses.fields(cls)}
+@dataclass(frozen=True)
+class Priors:
+    """Starting points handed to an engine (arrays or None)."""
+
+    object: np.ndarray | None = None
+    probe: np.ndarray | None = None
+    surface: np.ndarray | None = None
+    pupil: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine as the pipeline sees it.
+
+    Attributes
+    ----------
+    name : str
+        The name users pick (``engine.engine`` in the parameters).
+    options : callable
+        ``options(name, modality) -> EngineOptions subclass`` the settings are mapped on.
+    run : callable
+        ``run(name, data, settings, priors, callback, checkpoint) -> ReconstructionResult``.
+    supports : callable
+        ``supports(modality) -> bool``: the modalities the engine runs.
+    summary : str
+        One line for the UI and the docs.
+    iterative : bool
+        Takes ``epochs`` (False: single-shot inversion).
+    learns_probe : bool
+        Reports a probe whose collapse the registry watches.
+    object_prior : bool
+        Can make the calibration step's quick object prior.
+    resumable : bool
+        Keeps a checkpoint the pipeline resumes from.
+    residual_on_priors : bool
+        Learns a residual on the priors it is given (they stay its base: RNF), rather
+        than overwriting them.
+    weight_files : callable or None
+        ``weight_files(options) -> list[Path]``: files whose contents change the results
+        (hashed into the tile fingerprints).
+    weight_roles : (str, str)
+        The fingerprint keys of those files when the engine reconstructs and when it makes
+        the object prior (the keys stores were written with).
+    """
+
+    name: str
+    options: Callable
+    run: Callable
+    supports: Callable[[Modality], bool]
+    summary: str
+    iterative: bool = True
+    learns_probe: bool = True
+    object_prior: bool = True
+    resumable: bool = False
+    residual_on_priors: bool = False
+    weight_files: Callable[[dict], list[Path]] | None = field(default=None)
+    weight_roles: tuple[str, str] = ("engine", "object_prior")
+
+
+def options_from(cls, settings: dict, mapping: dict):
+    """``cls`` (an ``EngineOptions`` dataclass) built from ``mapping`` plus the ``settings``
+    keys that are its fields; ValueError naming any setting that is neither a field nor
+    generic (``epochs``, ``learn_positions``, ``learn_probe``)."""
+    names = cls.field_names()
     unknown = set(settings) - names - set(_GENERIC)
     if unknown:
         raise ValueError(
@@ -36,6 +101,153 @@ def _options(cls, settings: dict, mapping: dict):
 _GENERIC = ("epochs", "learn_positions", "learn_probe")
 
 
+def _pie_mapping(name: str, s: dict, pupil: bool) -> dict:
+    from ptytasks.engines.options import PositionCorrectionOptions
+
+    epochs, learn_probe = int(s.get("epochs", 50)), bool(s.get("learn_probe", True))
+    if pupil:
+        return {"variant": name, "iterations": epochs, "update_pupil": learn_probe}
+    pc = PositionCorrectionOptions() if s.get("learn_positions") else None
+    return {"variant": name, "iterations": epochs, "update_probe": learn_probe,
+            "position_correction": pc}  # fmt: skip
+
+
+def _pie_options(name: str, mod: Modality):
+    from ptytasks.engines.options import FourierPIEOptions, PIEOptions
+
+    return FourierPIEOptions if mod.has_pupil else PIEOptions
+
+
+def _run_pie(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionResult:
+    """ePIE/rPIE: the Fourier PIE form where a pupil replaces the probe; the scanning
+    form otherwise (through the calibrated coded surface, held fixed, where there is one)."""
+    mod = modality_of(data)
+    opts = options_from(_pie_options(name, mod), s, _pie_mapping(name, s, mod.has_pupil))
+    if mod.has_pupil:
+        from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
+
+        return reconstruct_fourier_pie(data, opts, object_prior=p.object, pupil_prior=p.pupil,
+                                       callback=callback)  # fmt: skip
+    from ptytasks.engines.pie import reconstruct_pie
+    from ptytasks.modalities import model_for
+
+    model = None
+    if mod.has_surface and p.surface is not None:
+        model = model_for(data)
+        model.surface.data = model.surface.data.new_tensor(np.asarray(p.surface, np.complex64))
+    return reconstruct_pie(data, opts, object_prior=p.object, probe_prior=p.probe, model=model,
+                           callback=callback, detector_mask=data.meta.get("tile_mask"))  # fmt: skip
+
+
+def _pine_options(name, mod):
+    from ptytasks.engines.pine import PINEOptions
+
+    return PINEOptions
+
+
+def _run_pine(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionResult:
+    from ptytasks.engines.pine import PINEOptions, reconstruct_pine
+
+    mapping = _pie_mapping("epie", s, pupil=False)
+    mapping.pop("variant")
+    opts = options_from(PINEOptions, s, mapping)
+    return reconstruct_pine(data, opts, object_prior=p.object, probe_prior=p.probe,
+                            callback=callback)  # fmt: skip
+
+
+def _pine_weights(opts: dict) -> list[Path]:
+    from ptytasks.learned import DEFAULT_WEIGHTS
+
+    return [Path(str(opts.get("denoiser") or DEFAULT_WEIGHTS))]
+
+
+def _rnf_options(name, mod):
+    from ptytasks.engines.rnf_options import RNFOptions
+
+    return RNFOptions
+
+
+def _run_rnf(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionResult:
+    from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
+
+    opts = options_from(RNFOptions, s, {"epochs": int(s.get("epochs", 50)),
+                                    "learn_positions": bool(s.get("learn_positions", False)),
+                                    "learn_probe": bool(s.get("learn_probe", True))})  # fmt: skip
+    return reconstruct_rnf(data, opts, object_prior=p.object, probe_prior=p.probe,
+                           surface_prior=p.surface, pupil_prior=p.pupil, callback=callback,
+                           checkpoint=checkpoint)  # fmt: skip
+
+
+def _learned_options(name, mod):
+    from ptytasks.engines.learned import LearnedOptions
+
+    return LearnedOptions
+
+
+def _run_learned(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionResult:
+    from ptytasks.engines.learned import LearnedOptions, reconstruct_learned
+
+    opts = options_from(LearnedOptions, s, {})
+    return reconstruct_learned(data, opts, probe_prior=p.probe, callback=callback)
+
+
+def _learned_weights(opts: dict) -> list[Path]:
+    from ptytasks.learned.inversion import preset_files
+
+    return preset_files(opts.get("weights"), str(opts.get("model", "ppn")))
+
+
+_ALL = lambda mod: True  # noqa: E731
+
+#: Every engine, by name (the first is the default); plug-ins add theirs with :func:`register`.
+SPECS: dict[str, EngineSpec] = {
+    s.name: s
+    for s in (
+        EngineSpec("rnf", _rnf_options, _run_rnf, _ALL, "residual neural field",
+                   object_prior=False, resumable=True, residual_on_priors=True),
+        EngineSpec("epie", _pie_options, _run_pie, _ALL, "ePIE (Fourier PIE for FP data)"),
+        EngineSpec("rpie", _pie_options, _run_pie, _ALL, "rPIE (Fourier PIE for FP data)"),
+        EngineSpec("pine", _pine_options, _run_pine, lambda m: m.localized_probe,
+                   "ePIE with a learned denoising step", weight_files=_pine_weights,
+                   weight_roles=("denoiser", "prior_denoiser")),
+        EngineSpec("learned", _learned_options, _run_learned, lambda m: m.far_field_detector,
+                   "single-shot network inversion", iterative=False, learns_probe=False,
+                   weight_files=_learned_weights),
+    )
+}  # fmt: skip
+#: The built-in engines (the parameter enums and the UI form list these).
+ENGINES = tuple(SPECS)
+#: Engines that can make the quick object prior of the calibration step (not RNF itself).
+PRIOR_ENGINES = tuple(n for n, s in SPECS.items() if s.object_prior)
+
+
+def register(spec: EngineSpec) -> EngineSpec:
+    """Add an engine (a plug-in; the built-in ones are in :data:`SPECS` already)."""
+    if spec.name in SPECS:
+        raise ValueError(f"engine {spec.name!r} is already registered")
+    SPECS[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> EngineSpec:
+    """The spec of engine ``name`` (ValueError naming the known engines otherwise)."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(SPECS)}") from None
+
+
+def option_names(name: str) -> frozenset[str]:
+    """The option names engine ``name`` takes on any modality it runs (beside the generic
+    ``epochs``, ``learn_positions``, ``learn_probe``)."""
+    from ptytasks.modalities import get as get_modality
+    from ptytasks.modalities import names as modality_names
+
+    spec = get(name)
+    mods = [m for m in map(get_modality, modality_names()) if spec.supports(m)]
+    return frozenset().union(*(spec.options(name, m).field_names() for m in mods))
+
+
 def run_engine(
     name: str,
     data: PtychoData,
@@ -45,7 +257,7 @@ def run_engine(
     probe_prior: np.ndarray | None = None,
     surface_prior: np.ndarray | None = None,
     pupil_prior: np.ndarray | None = None,
-    callback: Callable[[int, dict], object] | None = None,
+    callback: Callback | None = None,
     checkpoint: str | None = None,
 ) -> ReconstructionResult:
     """Reconstruct ``data`` with engine ``name``.
@@ -54,7 +266,7 @@ def run_engine(
     ----------
     name : {"rnf", "epie", "rpie", "pine", "learned"}
         Fourier-ptychography data runs ``epie``/``rpie`` as the Fourier PIE form;
-        ``pine`` is ePIE with the learned denoising step (scanning modalities);
+        ``pine`` is ePIE with the learned denoising step (localized-probe modalities);
         ``learned`` is single-shot network inversion of far-field frames
         (:mod:`ptytasks.engines.learned`; no epochs).
     settings : dict
@@ -66,10 +278,12 @@ def run_engine(
         Coded-surface prior (RNF learns on it; ePIE/rPIE project through it, fixed) and
         Fourier-pupil prior (RNF and the Fourier PIE).
     callback : ``callback(epoch, info)`` progress hook.
-    checkpoint : path for the RNF engine's resumable state.
+    checkpoint : path for a resumable engine's state (others ignore it).
 
     Raises
     ------
+    ValueError
+        An unknown engine, an engine that does not run this modality, or unknown options.
     ptytasks.probe_estimate.ProbeCollapsed
         The probe's power shrank into a few pixels (checked after every epoch where the
         engine reports its probe, and on the result): the run stops with a message rather
@@ -77,96 +291,26 @@ def run_engine(
     """
     from ptytasks.probe_estimate import check_probe
 
-    scanning = data.modality != "fourier" and name != "learned"
+    spec = get(name)
+    mod = modality_of(data)
+    if not spec.supports(mod):
+        fit = [n for n, s in SPECS.items() if s.supports(mod)]
+        raise ValueError(f"engine {name!r} does not run {data.modality!r} data; use one of "
+                         f"{', '.join(fit)}")  # fmt: skip
+    watch = mod.scanning and spec.learns_probe
 
     def watched(epoch: int, info: dict):
-        if scanning and info.get("probe") is not None:
+        if watch and info.get("probe") is not None:
             check_probe(info["probe"], epoch=epoch)
         return callback(epoch, info) if callback is not None else None
 
-    result = _run(name, data, settings, object_prior=object_prior, probe_prior=probe_prior,
-                  surface_prior=surface_prior, pupil_prior=pupil_prior, callback=watched,
-                  checkpoint=checkpoint)  # fmt: skip
-    if scanning and result.probe is not None:
+    priors = Priors(object_prior, probe_prior, surface_prior, pupil_prior)
+    result = spec.run(name, data, dict(settings or {}), priors, watched,
+                      checkpoint if spec.resumable else None)  # fmt: skip
+    if watch and result.probe is not None:
         check_probe(result.probe)
     return result
 
 
-def _run(
-    name: str,
-    data: PtychoData,
-    settings: dict | None,
-    *,
-    object_prior,
-    probe_prior,
-    surface_prior,
-    pupil_prior,
-    callback,
-    checkpoint,
-) -> ReconstructionResult:
-    """:func:`run_engine` without the probe check."""
-    s = dict(settings or {})
-    epochs = int(s.get("epochs", 50))
-    learn_pos = bool(s.get("learn_positions", False))
-    learn_probe = bool(s.get("learn_probe", True))
-    if name in ("epie", "rpie"):
-        if data.modality == "fourier":
-            from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
-            from ptytasks.engines.options import FourierPIEOptions
-
-            opts = _options(
-                FourierPIEOptions,
-                s,
-                {"variant": name, "iterations": epochs, "update_pupil": learn_probe},
-            )
-            return reconstruct_fourier_pie(
-                data, opts, object_init=object_prior, pupil_init=pupil_prior, callback=callback
-            )
-        from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
-        from ptytasks.engines.pie import model_from_data, reconstruct_pie
-
-        model = None
-        if data.modality == "coded":
-            # The coded surface is known (calibrated): PIE projects through it.
-            model = model_from_data(data)
-            if surface_prior is not None:
-                surf = np.asarray(surface_prior, np.complex64)
-                model.surface.data = model.surface.data.new_tensor(surf)
-
-        opts = _options(PIEOptions, s, {
-            "variant": name, "iterations": epochs, "update_probe": learn_probe,
-            "position_correction": PositionCorrectionOptions() if learn_pos else None,
-        })  # fmt: skip
-        return reconstruct_pie(
-            data, opts, object_init=object_prior, probe_init=probe_prior, model=model,
-            callback=callback, detector_mask=data.meta.get("tile_mask"),
-        )  # fmt: skip
-    if name == "pine":
-        if data.modality not in ("farfield", "nearfield"):
-            raise ValueError(f"engine 'pine' runs scanning (far/near-field) data, not "
-                             f"{data.modality!r}; use epie, rpie or rnf")
-        from ptytasks.engines.options import PositionCorrectionOptions
-        from ptytasks.engines.pine import PINEOptions, reconstruct_pine
-
-        opts = _options(PINEOptions, s, {
-            "iterations": epochs, "update_probe": learn_probe,
-            "position_correction": PositionCorrectionOptions() if learn_pos else None,
-        })  # fmt: skip
-        return reconstruct_pine(data, opts, object_init=object_prior, probe_init=probe_prior,
-                                callback=callback)  # fmt: skip
-    if name == "rnf":
-        from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
-
-        opts = _options(RNFOptions, s, {"epochs": epochs, "learn_positions": learn_pos,
-                                        "learn_probe": learn_probe})  # fmt: skip
-        return reconstruct_rnf(
-            data, opts, object_prior=object_prior, probe_prior=probe_prior,
-            surface_prior=surface_prior, pupil_prior=pupil_prior,
-            callback=callback, checkpoint=checkpoint,
-        )  # fmt: skip
-    if name == "learned":
-        from ptytasks.engines.learned import LearnedOptions, reconstruct_learned
-
-        opts = _options(LearnedOptions, s, {})
-        return reconstruct_learned(data, opts, probe_prior=probe_prior, callback=callback)
-    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+__all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "Priors", "get", "option_names",
+           "options_from", "register", "run_engine"]

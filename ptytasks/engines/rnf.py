@@ -58,20 +58,14 @@ from ptytasks.engines.rnf_parts import (
     physical_params,
     rnf_result,
 )
+from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.modes import add_modes
 from ptytasks.physics.shifts import extract_patches
 
-__all__ = ["RNFOptions", "default_probe", "model_for", "reconstruct_rnf"]
+__all__ = ["RNFOptions", "default_probe", "reconstruct_rnf"]
 
 Callback = Callable[[int, dict], object]
-
-
-def model_for(data: PtychoData, dtype: torch.dtype = torch.float32) -> ForwardModel:
-    """The forward model of ``data``'s modality with its nominal parameters."""
-    from ptytasks.simulate.datasets import forward_model
-
-    return forward_model(data, truth=False, dtype=dtype)
 
 
 def _complex(x, cdt, device) -> torch.Tensor:
@@ -84,7 +78,7 @@ class _Setup:
     def __init__(self, data, opts, model, priors, device, rdt, cdt):
         self.data, self.opts, self.model = data, opts, model
         self.device, self.rdt, self.cdt = device, rdt, cdt
-        self.fourier = data.modality == "fourier"
+        self.fourier = modality_of(data).has_pupil
         frames = torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdt, device=device)
         obj_p, probe_p, surf_p, pupil_p = priors
         self.window = data.frame_shape
@@ -120,7 +114,7 @@ class _Setup:
                    else _complex(obj_p, cdt, device))
             obj = model.object_slices(obj, opts.n_slices)
         fields = {}
-        if data.modality == "coded":
+        if modality_of(data).has_surface:
             s = model.surface.detach() if surf_p is None else _complex(surf_p, cdt, device)
             fields["surface"] = s.to(device=device, dtype=cdt)
         if self.fourier:
@@ -340,7 +334,7 @@ class _Setup:
 def _resolve(data, options, model, dtype_name, device):
     rdt = torch.float64 if dtype_name == "float64" else torch.float32
     cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
-    model = model if model is not None else model_for(data, rdt)
+    model = model if model is not None else model_for(data, dtype=rdt)
     return model.to(device=device), rdt, cdt
 
 

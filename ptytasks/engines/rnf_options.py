@@ -9,17 +9,18 @@ encoding 16 levels x 2 features, one hidden layer of 64 complex neurons.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ptytasks.engines.batching import BATCHING
+from ptytasks.engines.options import EngineOptions
 
 LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
 DOMAINS = ("amplitude", "intensity")
 
 
 @dataclass
-class RNFOptions:
+class RNFOptions(EngineOptions):
     """Options of :func:`ptytasks.engines.rnf.reconstruct_rnf`.
 
     Optimisation
@@ -242,6 +243,3 @@ class RNFOptions:
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch_size >= 1")
         self.betas = tuple(float(b) for b in self.betas)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -33,7 +33,9 @@ def default_probe(data: PtychoData, model: ForwardModel, cdtype=torch.complex64)
     collapses to a few pixels within epochs. Coded ptychography gets a plane wave. The
     caller matches the power to the frames (``RNFOptions.rescale_prior``).
     """
-    if data.modality == "coded":
+    from ptytasks.modalities import modality_of
+
+    if not modality_of(data).localized_probe:  # full-frame illumination: a plane wave
         return torch.ones(data.frame_shape, dtype=cdtype, device=model.positions.device)
     from ptytasks.engines.pie import initial_probe
 

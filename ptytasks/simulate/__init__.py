@@ -17,7 +17,6 @@ _WHERE = {
     "simulate_coded": "coded_fourier",
     "coded_field": "coded_large",
     "simulate_fourier": "coded_fourier",
-    "forward_model": "datasets",
     "simulate": "datasets",
     "simulate_farfield": "datasets",
     "simulate_nearfield": "datasets",

@@ -116,5 +116,26 @@ def mixed_state(probe: np.ndarray, fractions, seed: int) -> np.ndarray:
     return partially_coherent_modes(probe, fractions, seed=seed % 2**31)
 
 
+def specimen(scan_kind, diameter, overlap, window, n_positions, margin, seeds, errors,
+             object_kind, amplitude_range, phase_range, n_slices: int = 1):
+    """The scanning simulators' shared sequence: true and nominal corners, then the true
+    object (``(S, ny, nx)`` for ``n_slices`` > 1) on the true scan's padded shape.
+
+    ``seeds`` is ``(object, scan, errors)``; ``errors`` is ``(position_error_px, scale)``
+    (:func:`scan`). Returns ``true_px, nom_px, obj, pad``.
+    """
+    s_obj, s_scan, s_err = seeds
+    true_px, nom_px, base, pad = scan(scan_kind, diameter, overlap, window, n_positions,
+                                      margin, s_scan, s_err, *errors)  # fmt: skip
+    obj = slices(base, object_kind, amplitude_range, phase_range, s_obj, n_slices, pad)
+    return true_px, nom_px, obj, pad
+
+
+def measure(model, obj: np.ndarray, probe: np.ndarray | None, dose, seed: int) -> np.ndarray:
+    """The frames: expected intensities of ``model``, Poisson-detected at ``dose``."""
+    return detect(forward(model, obj, probe), dose, seed)
+
+
 def make_meta(**kw) -> dict:
+    """Provenance of a simulated dataset (every simulator records its settings here)."""
     return {"simulator": "ptytasks.simulate", **kw}

@@ -99,20 +99,16 @@ def simulate_coded(
     else:
         raise ValueError(f"unknown coded illumination {illumination!r}; use 'plane' or 'weak'")
     surface = coded_surface(shape, seed=s_probe)
-    true_px, nom_px, base, pad = C.scan(
-        scan, shape[1], overlap, shape, n_positions, margin, s_scan, s_err, position_error_px,
-        1 + position_scale_error,
-    )
-    obj = complex_object(
-        base, object_kind, amplitude_range=amplitude_range, phase_range=phase_range, seed=s_obj
-    )
-    obj = C.pad_object(obj, pad)
+    true_px, nom_px, obj, _ = C.specimen(
+        scan, shape[1], overlap, shape, n_positions, margin, (s_obj, s_scan, s_err),
+        (position_error_px, 1 + position_scale_error), object_kind, amplitude_range, phase_range,
+    )  # fmt: skip
     oshape = obj.shape
     model = Coded(
         true_px, oshape, shape, wavelength=wavelength, distance=distance,
         surface_distance=surface_distance, pixel_size=pixel_size, surface=surface,
     )
-    frames = C.detect(C.forward(model, obj, p), dose, s_noise)
+    frames = C.measure(model, obj, p, dose, s_noise)
     meta = C.make_meta(
         seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
         overlap=overlap, illumination=illumination, object_kind=object_kind,
@@ -262,7 +258,7 @@ def simulate_fourier(
         distance=defocus, zernike_indices=n_z,
     )
     model.zernike.data = torch.as_tensor(coeffs, dtype=model.zernike.dtype)
-    frames = C.detect(C.forward(model, obj, illum), dose, s_noise)
+    frames = C.measure(model, obj, illum, dose, s_noise)
     with torch.no_grad():
         pupil = model.pupil_function().numpy().astype(np.complex64)
     return PtychoData(

@@ -29,10 +29,8 @@ import math
 
 import numpy as np
 
-from ptytasks.data import MODALITIES, PtychoData
-from ptytasks.physics.models.factory import model_for
+from ptytasks.data import PtychoData
 from ptytasks.simulate import _common as C
-from ptytasks.simulate.objects import complex_object
 
 
 def simulated_zone_plate(shape, pixel_size: float, wavelength: float, diameter_px: float,
@@ -171,10 +169,10 @@ def simulate_farfield(
     z_nom = detector_distance * (1 + distance_error)
     px_nom = lam_nom * z_nom / (n * detector_pixel)
     scale = (1 + position_scale_error) * px / px_nom
-    true_px, nom_px, base, pad = C.scan(
-        scan, diam, overlap, shape, n_positions, margin, s_scan, s_err, position_error_px, scale
-    )
-    obj = C.slices(base, object_kind, amplitude_range, phase_range, s_obj, n_slices, pad)
+    true_px, nom_px, obj, _ = C.specimen(
+        scan, diam, overlap, shape, n_positions, margin, (s_obj, s_scan, s_err),
+        (position_error_px, scale), object_kind, amplitude_range, phase_range, n_slices,
+    )  # fmt: skip
     oshape = obj.shape[-2:]
     model = FarField(true_px, oshape, shape)
     params = {"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else {"voltage": voltage}
@@ -183,7 +181,7 @@ def simulate_farfield(
             raise ValueError(f"{n_slices} slices need slice_distance > 0 metres")
         model.set_slices(slice_distance, wavelength=lam, pixel_size=px)
         params["slice_distance"] = float(slice_distance)
-    frames = C.detect(C.forward(model, obj, p), dose, s_noise)
+    frames = C.measure(model, obj, p, dose, s_noise)
     return PtychoData(
         modality="farfield", frames=frames, wavelength=lam_nom, pixel_size=px_nom,
         object_shape=oshape, positions_px=nom_px, distance=z_nom, detector_pixel=detector_pixel,
@@ -260,17 +258,13 @@ def simulate_nearfield(
     )
     p = C.mixed_state((p * math.sqrt(flux)).numpy().astype(np.complex64), mode_fractions,
                       s_probe + 1)
-    true_px, nom_px, base, pad = C.scan(
-        scan, shape[1], overlap, shape, n_positions, margin, s_scan, s_err, position_error_px,
-        1 + position_scale_error,
-    )
-    obj = complex_object(
-        base, object_kind, amplitude_range=amplitude_range, phase_range=phase_range, seed=s_obj
-    )
-    obj = C.pad_object(obj, pad)
+    true_px, nom_px, obj, _ = C.specimen(
+        scan, shape[1], overlap, shape, n_positions, margin, (s_obj, s_scan, s_err),
+        (position_error_px, 1 + position_scale_error), object_kind, amplitude_range, phase_range,
+    )  # fmt: skip
     oshape = obj.shape
     model = NearField(true_px, oshape, shape, wavelength=lam, distance=z, pixel_size=px)
-    frames = C.detect(C.forward(model, obj, p), dose, s_noise)
+    frames = C.measure(model, obj, p, dose, s_noise)
     lam_nom, z_nom = lam * (1 + wavelength_error), z * (1 + distance_error)
     return PtychoData(
         modality="nearfield", frames=frames, wavelength=lam_nom, pixel_size=px,
@@ -296,29 +290,13 @@ def simulate_nearfield(
 
 # --- dispatch ---------------------------------------------------------------------------
 def simulate(modality: str, **kwargs) -> PtychoData:
-    """Simulate a dataset of ``modality`` (one of :data:`ptytasks.data.MODALITIES`).
+    """Simulate a dataset of ``modality`` (a registered one, :func:`ptytasks.modalities.names`).
 
-    Keyword arguments go to :func:`simulate_farfield`, :func:`simulate_nearfield`,
-    :func:`~ptytasks.simulate.coded_fourier.simulate_coded` or
-    :func:`~ptytasks.simulate.coded_fourier.simulate_fourier` (where ``frame_size`` is
+    Keyword arguments go to the modality's simulator (:func:`simulate_farfield`,
+    :func:`simulate_nearfield`, :func:`~ptytasks.simulate.coded_fourier.simulate_coded` or
+    :func:`~ptytasks.simulate.coded_fourier.simulate_fourier`, where ``frame_size`` is
     accepted for ``image_size``). Unknown keywords raise ``TypeError``.
     """
-    from ptytasks.simulate import coded_fourier
+    from ptytasks.modalities import get
 
-    funcs = {
-        "farfield": simulate_farfield,
-        "nearfield": simulate_nearfield,
-        "coded": coded_fourier.simulate_coded,
-        "fourier": coded_fourier.simulate_fourier,
-    }
-    if modality not in funcs:
-        raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-    if modality == "fourier" and "frame_size" in kwargs:  # one name for the frame side
-        if "image_size" in kwargs:
-            raise TypeError("give frame_size or image_size, not both")
-        kwargs["image_size"] = kwargs.pop("frame_size")
-    return funcs[modality](**kwargs)
-
-
-# One factory for every modality's model; kept under its simulator name for callers.
-forward_model = model_for
+    return get(modality).simulate(**kwargs)

@@ -87,7 +87,8 @@ def test_mixed_commits_are_refused_unless_allowed():
 @pytest.fixture
 def tiny_grid(monkeypatch, tmp_path):
     """Two ptyflow engines on a 32 px, 12-position far-field cell, 3 epochs."""
-    monkeypatch.setattr(G, "FARFIELD", {"frame_size": 32, "n_positions": 12, "overlap": 0.6})
+    monkeypatch.setitem(G.SETTINGS, "farfield", {"frame_size": 32, "n_positions": 12,
+                                                 "overlap": 0.6})
     monkeypatch.setattr(G, "CELLS", (G.Cell("ff-tiny", "farfield", 1.0, 1e6),))
     monkeypatch.setattr(G, "TUNING_CELLS", {"farfield": G.Cell("tune-tiny", "farfield", 1.0, 1e5)})
     monkeypatch.setattr(G, "EPOCHS", {"farfield": 3})
@@ -185,7 +186,7 @@ def test_scanning_cases_sit_on_whole_pixel_corners():
     frames are the forward model's at those corners (noise-free cell: exactly)."""
     import numpy as np
 
-    from ptytasks.engines.pie import model_from_data
+    from ptytasks.modalities import model_for
     from ptytasks.simulate import _common as SC
 
     for modality in ("farfield", "nearfield"):
@@ -193,6 +194,6 @@ def test_scanning_cases_sit_on_whole_pixel_corners():
         assert data.meta["corners"] == "whole-pixel"
         np.testing.assert_array_equal(data.positions_px, np.round(data.positions_px))
         gt = full.ground_truth
-        expected = SC.forward(model_from_data(data), np.asarray(gt["object"]),
+        expected = SC.forward(model_for(data), np.asarray(gt["object"]),
                               np.asarray(gt["probe"]))  # fmt: skip
         np.testing.assert_allclose(data.frames, expected, rtol=1e-4, atol=1e-3)

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from ptytasks.engines.fourier_pie import (
-    fourier_model_from_data,
     led_order,
     reconstruct_fourier_pie,
 )
 from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.metrics import complex_error
+from ptytasks.modalities import model_for
 from ptytasks.physics.fft import fft2c, ifft2c
 from ptytasks.physics.shifts import coverage
 from ptytasks.simulate.datasets import simulate
@@ -39,7 +39,7 @@ def fp_aberrated():
 
 def band_limited_truth(data) -> np.ndarray:
     """The true object restricted to the spectrum the LEDs' pupils actually sample."""
-    model = fourier_model_from_data(data)
+    model = model_for(data)
     win = coverage(model.spectrum_positions.detach().double(), data.frame_shape,
                    data.object_shape, model.aperture.double())
     spec = fft2c(torch.as_tensor(data.ground_truth["object"]).to(torch.complex128))
@@ -78,7 +78,7 @@ def test_pupil_recovery_corrects_aberrations(fp_aberrated):
     fixed = reconstruct_fourier_pie(data, FourierPIEOptions(iterations=10, update_pupil=False))
     learned = reconstruct_fourier_pie(data, FourierPIEOptions(iterations=25))
     e_fixed, e_learned = object_error(fixed.object, data), object_error(learned.object, data)
-    p0 = pupil_error(fourier_model_from_data(data).pupil_function().detach(), data)
+    p0 = pupil_error(model_for(data).pupil_function().detach(), data)
     p1 = pupil_error(learned.pupil, data)
     print(f"FP aberrated: object error fixed pupil {e_fixed:.3f}, EPRY {e_learned:.3f}; "
           f"pupil error {p0:.3f} -> {p1:.3f}; {learned.timings['total']:.1f} s")
@@ -104,7 +104,7 @@ def test_callback_and_given_pupil(fp):
     seen = []
     res = reconstruct_fourier_pie(
         fp, FourierPIEOptions(iterations=2, update_pupil=False),
-        pupil_init=fp.ground_truth["pupil"], callback=lambda e, i: seen.append((e, i)),
+        pupil_prior=fp.ground_truth["pupil"], callback=lambda e, i: seen.append((e, i)),
     )
     assert [e for e, _ in seen] == [0, 1]
     assert {"loss", "time", "spectrum", "pupil", "object"} <= set(seen[0][1])

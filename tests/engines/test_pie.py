@@ -124,7 +124,7 @@ def test_known_probe_reaches_5_percent(ff, variant, iterations):
     # edge converge slowly); rPIE 0.0062 @ 40 (0.0125 @ 25).
     opts = PIEOptions(variant=variant, iterations=iterations, update_probe=False,
                       rescale_probe=False)
-    res = reconstruct_pie(ff, opts, probe_init=ff.ground_truth["probe"])
+    res = reconstruct_pie(ff, opts, probe_prior=ff.ground_truth["probe"])
     err = object_error(res, ff)
     print(f"known probe {variant} {iterations} epochs: error {err:.4f}, "
           f"loss {res.final_loss:.2e}, {res.timings['total']:.1f} s")
@@ -149,7 +149,7 @@ def test_blind_probe_from_20_percent_wrong_defocus(ff, variant, iterations):
     # 0.71 -> 0.014 (ePIE) / 0.006 (rPIE).
     probe0 = zone_plate_like(ff, 1.2)
     opts = PIEOptions(variant=variant, iterations=iterations, probe_update_start=2)
-    res = reconstruct_pie(ff, opts, probe_init=probe0)
+    res = reconstruct_pie(ff, opts, probe_prior=probe0)
     err = object_error(res, ff)
     true = ff.ground_truth["probe"]
     pmask = np.abs(true) > 0.05 * np.abs(true).max()
@@ -166,7 +166,7 @@ def test_minibatch_rpie(ff):
     # about half a sequential one on 2 CPU cores.
     opts = PIEOptions(variant="rpie", iterations=60, batch_size=10, update_probe=False,
                       rescale_probe=False)
-    res = reconstruct_pie(ff, opts, probe_init=ff.ground_truth["probe"])
+    res = reconstruct_pie(ff, opts, probe_prior=ff.ground_truth["probe"])
     err = object_error(res, ff)
     print(f"mini-batch rPIE: error {err:.4f}, {res.timings['per_epoch'] * 1e3:.0f} ms/epoch")
     assert err < 0.05
@@ -181,7 +181,7 @@ def test_minibatch_is_stable_with_a_broad_probe(ff):
     mean = np.clip(ff.frames, 0, None).mean(0)
     broad = np.fft.ifft2(np.fft.ifftshift(np.sqrt(mean)), norm="ortho")
     res = reconstruct_pie(ff, PIEOptions(variant="rpie", iterations=8, batch_size=5,
-                                         update_probe=False), probe_init=broad)
+                                         update_probe=False), probe_prior=broad)
     loss = np.asarray(res.loss_history)
     assert np.isfinite(loss).all() and np.all(np.diff(loss) < 0)
 
@@ -212,7 +212,7 @@ def test_position_correction_reduces_rms_error():
     pc = PositionCorrectionOptions(start=3, search_radius=3, search_every=10)
     opts = PIEOptions(variant="rpie", iterations=40, update_probe=False, rescale_probe=False,
                       position_correction=pc)
-    res = reconstruct_pie(data, opts, probe_init=data.ground_truth["probe"])
+    res = reconstruct_pie(data, opts, probe_prior=data.ground_truth["probe"])
     after = rms_position_error(res.positions_px, truth)
     err = object_error(res, data)
     print(f"position correction: RMS {before:.3f} -> {after:.3f} px "
@@ -245,11 +245,11 @@ def test_loss_is_normalised_amplitude_error(ff):
     small = ff.subset(np.arange(10))
     opts = PIEOptions(iterations=1, alpha=0.0, beta=0.0, variant="epie", rescale_probe=False,
                       dtype="complex128")
-    res = reconstruct_pie(small, opts, object_init=ff.ground_truth["object"],
-                          probe_init=ff.ground_truth["probe"])
+    res = reconstruct_pie(small, opts, object_prior=ff.ground_truth["object"],
+                          probe_prior=ff.ground_truth["probe"])
     assert res.loss_history[0] < 1e-9
-    scaled = reconstruct_pie(small, opts, object_init=0.5 * ff.ground_truth["object"],
-                             probe_init=ff.ground_truth["probe"])
+    scaled = reconstruct_pie(small, opts, object_prior=0.5 * ff.ground_truth["object"],
+                             probe_prior=ff.ground_truth["probe"])
     # | |Psi|/2 - sqrt(I) |^2 summed over all frames, over sum(I): (1/2)^2.
     assert scaled.loss_history[0] == pytest.approx(0.25, rel=1e-6)
 
@@ -276,7 +276,7 @@ def test_incoherent_probe_modes_run(ff):
     p0 = zone_plate_like(ff, 1.2)
     ramp = np.exp(2j * np.pi * np.arange(p0.shape[1]) / p0.shape[1])[None, :]
     modes = np.stack([p0, 0.2 * p0 * ramp])
-    res = reconstruct_pie(small, PIEOptions(variant="rpie", iterations=5), probe_init=modes)
+    res = reconstruct_pie(small, PIEOptions(variant="rpie", iterations=5), probe_prior=modes)
     assert res.probe.shape == (2, *small.frame_shape)
     assert np.isfinite(res.object).all() and np.isfinite(res.probe).all()
     assert res.loss_history[-1] < res.loss_history[0]
@@ -287,7 +287,7 @@ def test_nearfield_known_probe():
     # Measured: 16 frames of 128x128 (diffuser probe), rPIE 40 epochs: 0.0031, ~1-2 s.
     data = simulate("nearfield", seed=0)
     opts = PIEOptions(variant="rpie", iterations=40, update_probe=False, rescale_probe=False)
-    res = reconstruct_pie(data, opts, probe_init=data.ground_truth["probe"])
+    res = reconstruct_pie(data, opts, probe_prior=data.ground_truth["probe"])
     err = object_error(res, data)
     print(f"near-field rPIE known probe: error {err:.4f}, loss {res.final_loss:.2e}, "
           f"{res.timings['total']:.1f} s")

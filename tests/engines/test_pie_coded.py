@@ -9,8 +9,9 @@ import torch
 
 from ptytasks.engines.registry import run_engine
 from ptytasks.metrics import complex_error
+from ptytasks.modalities import modality_of
 from ptytasks.simulate import simulate
-from ptytasks.tiling import Tile, guard_mask, plan_tiles, tile_dataset
+from ptytasks.tiling import Tile, guard_mask, tile_dataset
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +73,12 @@ def test_coded_tiles_have_guard_bands_and_tapered_weights(coded):
     from ptytasks.engines.result import ReconstructionResult
 
     d = coded
-    tiles = plan_tiles(d, (2, 2), margin=8)
+    tiles = modality_of(d).plan_tiles(d, (2, 2), margin=8)
     assert all(t.guard == 4 for t in tiles)  # default: half the margin
     assert all(Tile.from_dict(t.to_dict()).to_dict() == t.to_dict() for t in tiles)
-    assert "guard" not in plan_tiles(d, (1, 1))[0].to_dict()  # one tile: nothing to guard
-    assert plan_tiles(d, (2, 2), margin=8, guard=2)[0].guard == 2
+    one = modality_of(d).plan_tiles(d, (1, 1))[0]
+    assert "guard" not in one.to_dict()  # one tile: nothing to guard
+    assert modality_of(d).plan_tiles(d, (2, 2), margin=8, guard=2)[0].guard == 2
     sub = tile_dataset(d, tiles[0])
     m = sub.meta["tile_mask"]
     assert m.shape == sub.frame_shape and not m[:4].any() and m[4:-4, 4:-4].all()

@@ -131,9 +131,9 @@ def test_pine_beats_epie_at_equal_epochs_low_dose_reduced():
     frcs = {}
     for a, b in [(0.5, 0.1), (0.3, 0.2)]:
         res = reconstruct_pie(data, PIEOptions(variant="epie", iterations=n, alpha=a, beta=b),
-                              probe_init=p0)
+                              probe_prior=p0)
         frcs[f"epie{a, b}"] = frc_half_nyquist(res.object, data)
-    pine = reconstruct_pine(data, PINEOptions(iterations=n, alpha=0.5, beta=0.1), probe_init=p0)
+    pine = reconstruct_pine(data, PINEOptions(iterations=n, alpha=0.5, beta=0.1), probe_prior=p0)
     frcs["pine"] = frc_half_nyquist(pine.object, data)
     print({k: round(v, 3) for k, v in frcs.items()})
     assert frcs["pine"] > max(v for k, v in frcs.items() if k != "pine")
@@ -148,10 +148,10 @@ def test_pine_150_beats_epie_and_rpie_300_low_dose():
     frcs = {}
     for name, (a, b) in {"epie": (0.3, 0.2), "rpie": (0.15, 5.0)}.items():
         res = reconstruct_pie(data, PIEOptions(variant=name, iterations=300, alpha=a, beta=b),
-                              probe_init=p0)
+                              probe_prior=p0)
         frcs[name] = frc_half_nyquist(res.object, data)
     pine = reconstruct_pine(data, PINEOptions(iterations=150, alpha=0.5, beta=0.1),
-                            probe_init=p0)
+                            probe_prior=p0)
     frcs["pine"] = frc_half_nyquist(pine.object, data)
     print(frcs)
     assert frcs["pine"] > max(frcs["epie"], frcs["rpie"])

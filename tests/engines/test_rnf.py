@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from ptytasks.engines.result import ReconstructionResult
-from ptytasks.engines.rnf import RNFOptions, _Setup, model_for, reconstruct_rnf
+from ptytasks.engines.rnf import RNFOptions, _Setup, reconstruct_rnf
+from ptytasks.modalities import model_for
 from ptytasks.simulate.datasets import simulate
 
 FAST = {"epochs": 2, "batch_size": 4, "hidden_features": 16}

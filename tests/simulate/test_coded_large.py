@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptytasks.physics.models.factory import model_for
+from ptytasks.modalities import model_for
 from ptytasks.simulate import cells_object
 from storage.cxi import read_cxi
 from storage.simulated import simulate_coded_field

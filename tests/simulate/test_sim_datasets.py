@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ptytasks.data import MODALITIES, PtychoData
-from ptytasks.simulate import forward_model, simulate
+from ptytasks.data import PtychoData
+from ptytasks.modalities import model_for, names
+from ptytasks.simulate import simulate
+
+MODALITIES = names()
 
 # Small, fast settings per modality (each simulates in well under a second).
 SMALL = {
@@ -25,7 +28,7 @@ def _sim(modality, **kw) -> PtychoData:
 
 
 def _model_frames(data: PtychoData, model=None) -> np.ndarray:
-    model = model or forward_model(data, truth=True)
+    model = model or model_for(data, truth=True)
     gt = data.ground_truth
     with torch.no_grad():
         out = model(

@@ -13,35 +13,38 @@ from ome_zarr.reader import Multiscales, Reader
 from ome_zarr_models.common.omero import Omero
 from ome_zarr_models.v05.image import Image
 
+from ptytasks.tiling import Tile
 from storage import ome
-from storage.mosaic import MosaicWriter, TileRef, assemble_mosaic
+from storage.mosaic import MosaicWriter, TileLoader
 from storage.store import RunStore
 
 PX = 7.5e-9  # m; not a power of two, so a scale in pixels or a dropped factor shows
 ORIGIN = (1.25e-6, -3.0e-7)  # m
 
 
-def _tiles(store: RunStore) -> list[TileRef]:
+def _stitch(store: RunStore) -> None:
+    """Two overlapping 50 x 50 tiles, uniform weights (cores = canvases: no taper), into a
+    2-level pyramid of a 70 x 90 mosaic."""
     rng = np.random.default_rng(3)
-    refs = []
+    tiles = []
     for i, (y0, x0) in enumerate(((0, 0), (20, 40))):
-        obj = (rng.uniform(0.2, 1.5, (50, 50)) * np.exp(1j * rng.uniform(-3, 3, (50, 50))))
-        store.write_group(f"reconstruct/t{i}", {"object": obj.astype(np.complex64)}, f"t{i}",
-                          dims={"object": ("y", "x")})  # fmt: skip
-        refs.append(TileRef(f"reconstruct/t{i}", y0, x0))
-    return refs
-
-
-def _assemble(store: RunStore, refs: list[TileRef]) -> str:
-    return assemble_mosaic(store, refs, (70, 90), pixel_size=PX, origin=ORIGIN,
-                           shard=(32, 32), chunk=(16, 16), levels=2)  # fmt: skip
+        obj = rng.uniform(0.2, 1.5, (50, 50)) * np.exp(1j * rng.uniform(-3, 3, (50, 50)))
+        store.write_group(f"reconstruct/t{i}", {"object": obj.astype(np.complex64),
+                                                "weight": np.ones((50, 50), np.float32)},
+                          f"t{i}", dims={"object": ("y", "x"), "weight": ("y", "x")})  # fmt: skip
+        tiles.append(Tile(f"t{i}", (0, i), np.arange(0), (y0, x0), (50, 50),
+                          (y0, y0 + 50, x0, x0 + 50)))  # fmt: skip
+    w = MosaicWriter.create(store, (70, 90), pixel_size=PX, origin=ORIGIN, shard=(32, 32),
+                            chunk=(16, 16))  # fmt: skip
+    w.stitch(tiles, TileLoader(store.path, {t.tile_id: f"reconstruct/{t.tile_id}" for t in tiles}))
+    w.build_pyramid(2)
 
 
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory):
     """A 2-level pyramid of a tiny 70 x 90 mosaic from two overlapping tiles."""
     store = RunStore.create(tmp_path_factory.mktemp("ome") / "m.zarr")
-    _assemble(store, _tiles(store))
+    _stitch(store)
     return store
 
 
@@ -98,16 +101,6 @@ def test_opened_by_ome_zarr_reader(mosaic):
     np.testing.assert_array_equal(got, MosaicWriter(mosaic.path).array(ome.IMAGE, 2)[1])
 
 
-def test_mosaic_of_an_older_format_is_rebuilt(tmp_path, monkeypatch):
-    """A mosaic finished before the OME image existed is not reused as complete."""
-    store = RunStore.create(tmp_path / "m.zarr")
-    refs = _tiles(store)
-    key = _assemble(store, refs)
-    assert _assemble(store, refs) == key  # same format: skipped
-    monkeypatch.setattr(MosaicWriter, "FORMAT", "plain-complex")
-    assert _assemble(store, refs) != key
-
-
 def test_metadata_rules():
     a = ome.image_attrs("m", 1, pixel_size=1e-8, amplitude=np.full(10, 0.7))
     win = a["omero"]["channels"][0]["window"]
@@ -152,3 +145,11 @@ def test_pipeline_mosaic_is_ome(tmp_path):
     np.testing.assert_allclose(np.asarray(node.data[0][1]), np.angle(obj), atol=1e-6)
     export_npz(p.store, tmp_path / "r.npz")
     np.testing.assert_array_equal(np.load(tmp_path / "r.npz")["object"], obj)
+    # A changed tile invalidates the mosaic, not the other tiles; stitch runs again.
+    store, step = RunStore(p.store), stages.tile_step(tiles[0]["tile_id"])
+    changed = {k: 2 * store.read_array(f"{step}/{k}") for k in ("object", "weight")}
+    store.write_group(step, changed, "changed")
+    assert not store.is_complete("mosaic")
+    assert store.is_complete(stages.tile_step(tiles[1]["tile_id"]))
+    assert "skipped" not in stages.stitch(p.store, tiles)
+    assert store.is_complete("mosaic")

@@ -1,0 +1,160 @@
+"""The modality contract: everything that differs between ptychography modalities, held
+by one object per modality and registered once.
+
+Every other module asks the registry (:func:`modality_of`) instead of comparing modality
+names; a new modality is one file defining a :class:`Modality` subclass plus one
+:func:`register` call (see ``docs/extending.md``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # the dataset type only; modalities sit below ptytasks.data's users
+    import torch
+
+    from ptytasks.data import PtychoData
+    from ptytasks.physics.models.base import ForwardModel
+    from ptytasks.tiling import Tile
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The parameters a forward model is built with: nominal, or the simulated truth.
+
+    Attributes
+    ----------
+    wavelength : float
+        Metres.
+    distance : float or None
+        Propagation distance, metres.
+    positions_px : ndarray or None
+        ``(scan, 2)`` probe-window corners, object pixels (scanning modalities).
+    wavevectors : ndarray or None
+        ``(scan, 2)`` illumination wavevectors, cycles/m (Fourier ptychography).
+    pixel_size : float
+        Object pixel, metres.
+    truth : dict or None
+        The dataset's ``ground_truth`` when the true model is asked for, else None.
+    """
+
+    wavelength: float
+    distance: float | None
+    positions_px: np.ndarray | None
+    wavevectors: np.ndarray | None
+    pixel_size: float
+    truth: dict | None
+
+
+class Modality:
+    """What varies by modality. Subclasses set the class attributes and implement
+    :meth:`build_model` and :meth:`plan_tiles`.
+
+    Attributes
+    ----------
+    name : str
+        The ``PtychoData.modality`` string.
+    scanning : bool
+        Frames are taken at scan positions (``positions_px``); False: at illumination
+        angles (``wavevectors``).
+    localized_probe : bool
+        A probe window smaller than the object is scanned over it (its footprint weights
+        the stitching; blind probe estimates apply). False: full-frame illumination.
+    has_surface : bool
+        A coded surface lies between specimen and detector (calibrated, learned by RNF).
+    has_pupil : bool
+        An imaging pupil takes the probe's place (its Zernike prior is calibrated).
+    far_field_detector : bool
+        Frames are far-field diffraction patterns (what the single-shot networks invert).
+    fresnel_scaled : bool
+        A divergent beam magnifies the specimen (readers apply the Fresnel scaling
+        theorem from the focus-to-sample distance ``z1``).
+    blind_probe : str or None
+        The blind probe estimator of :mod:`ptytasks.engines.blind_probe` that suits the
+        illumination; None: the back-propagated root-mean frame.
+    tile_margin : float
+        Default tile margin (probe widths for a localized probe, else detector pixels).
+    requires : tuple of (field, description)
+        Dataset fields a forward model needs (``params.<key>`` for a parameter).
+    simulator : str
+        ``"module:function"`` simulating a dataset (resolved at call time, so the
+        simulators may use everything below the engines).
+    """
+
+    name: ClassVar[str]
+    scanning: ClassVar[bool] = True
+    localized_probe: ClassVar[bool] = True
+    has_surface: ClassVar[bool] = False
+    has_pupil: ClassVar[bool] = False
+    far_field_detector: ClassVar[bool] = False
+    fresnel_scaled: ClassVar[bool] = False
+    blind_probe: ClassVar[str | None] = None
+    tile_margin: ClassVar[float] = 0.5
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    simulator: ClassVar[str]
+
+    def build_model(self, data: PtychoData, g: Geometry, dtype: torch.dtype) -> ForwardModel:
+        """The forward model of ``data`` with geometry ``g``."""
+        raise NotImplementedError
+
+    def plan_tiles(self, data: PtychoData, grid: tuple[int, int], *,
+                   margin: float | None = None, guard: int | None = None) -> list[Tile]:
+        """Tiles covering ``data`` on a ``grid`` (``margin``: default :attr:`tile_margin`;
+        ``guard``: the unenforced band at a detector crop's edge, where it applies)."""
+        raise NotImplementedError
+
+    def simulate(self, **kwargs) -> PtychoData:
+        """A simulated dataset (keywords of the :attr:`simulator` function)."""
+        module, func = self.simulator.split(":")
+        return getattr(importlib.import_module(module), func)(**kwargs)
+
+    def simulate_keywords(self) -> frozenset[str]:
+        """The keyword arguments :meth:`simulate` accepts."""
+        import inspect
+
+        module, func = self.simulator.split(":")
+        fn = getattr(importlib.import_module(module), func)
+        return frozenset(inspect.signature(fn).parameters)
+
+    def sample_pixel(self, wavelength: float, distance: float | None,
+                     detector_pixel: float | None, frame_shape: tuple[int, int]) -> float | None:
+        """The object pixel (m) implied by the detector geometry, or None when the file
+        must give it (readers of foreign files call this)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<modality {self.name}>"
+
+
+_REGISTRY: dict[str, Modality] = {}
+
+
+def register(modality: Modality) -> Modality:
+    """Add ``modality`` to the registry (once per name) and return it."""
+    if modality.name in _REGISTRY:
+        raise ValueError(f"modality {modality.name!r} is already registered")
+    _REGISTRY[modality.name] = modality
+    return modality
+
+
+def names() -> tuple[str, ...]:
+    """The registered modality names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Modality:
+    """The registered modality ``name`` (ValueError naming the known ones otherwise)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown modality {name!r}; choose one of "
+                         f"{', '.join(_REGISTRY)}") from None  # fmt: skip
+
+
+def modality_of(data: PtychoData) -> Modality:
+    """The modality object of a dataset."""
+    return get(data.modality)

@@ -1,0 +1,36 @@
+"""Far-field (Fraunhofer) ptychography: a localized probe scanned over the specimen,
+diffraction patterns on a distant detector."""
+
+from __future__ import annotations
+
+from ptytasks.modalities.base import Modality, register
+
+
+class FarFieldModality(Modality):
+    name = "farfield"
+    far_field_detector = True
+    blind_probe = "far_field_pie"
+    tile_margin = 0.5  # probe widths
+    requires = (("positions_px", "positions_px (scan positions)"),)
+    simulator = "ptytasks.simulate.datasets:simulate_farfield"
+
+    def build_model(self, data, g, dtype):
+        from ptytasks.physics.models.farfield import FarField
+
+        return FarField(g.positions_px, data.object_shape, data.frame_shape, dtype=dtype)
+
+    def plan_tiles(self, data, grid, *, margin=None, guard=None):
+        from ptytasks.tiling import plan_scanning_tiles
+
+        return plan_scanning_tiles(data.positions_px, data.frame_shape, grid,
+                                   margin_probe_widths=self.tile_margin if margin is None
+                                   else margin)  # fmt: skip
+
+    def sample_pixel(self, wavelength, distance, detector_pixel, frame_shape):
+        # The far-field sampling: lambda z / (N dx) over the larger frame side.
+        if distance is None or detector_pixel is None:
+            return None
+        return float(wavelength) * float(distance) / (max(frame_shape) * float(detector_pixel))
+
+
+register(FarFieldModality())

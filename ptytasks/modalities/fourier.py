@@ -1,0 +1,57 @@
+"""Fourier ptychography: the specimen under an LED array, low-resolution images through
+an objective pupil, one per illumination angle (wavevector)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptytasks.modalities.base import Modality, register
+
+
+class FourierModality(Modality):
+    name = "fourier"
+    scanning = False
+    localized_probe = False
+    has_pupil = True
+    tile_margin = 8  # detector pixels
+    requires = (("wavevectors", "wavevectors (ky, kx) in cycles/m"),
+                ("params.na", "params['na'] (objective NA)"))  # fmt: skip
+    simulator = "ptytasks.simulate.coded_fourier:simulate_fourier"
+
+    def build_model(self, data, g, dtype):
+        import torch
+
+        from ptytasks.physics.models.fourier import FourierPtychography
+
+        gt = g.truth or {}
+        z = np.asarray(gt["zernike"]) if "zernike" in gt else np.zeros(15)
+        model = FourierPtychography(
+            g.wavevectors, data.object_shape, data.frame_shape, wavelength=g.wavelength,
+            na=data.params["na"], pixel_size=data.pixel_size, distance=g.distance or 0.0,
+            zernike_indices=len(z), dtype=dtype,
+        )  # fmt: skip
+        model.zernike.data = torch.as_tensor(z, dtype=dtype)
+        return model
+
+    def plan_tiles(self, data, grid, *, margin=None, guard=None):
+        from ptytasks.tiling import Tile, plan_fullframe_tiles
+
+        tiles = plan_fullframe_tiles(data.frame_shape, grid,
+                                     margin_px=int(self.tile_margin if margin is None else margin),
+                                     upsample=int(data.params.get("upsample", 1)))  # fmt: skip
+        # every tile sees every LED's image (cropped to the tile)
+        frames = list(range(data.n_frames))
+        return [Tile.from_dict({**t.to_dict(), "frame_indices": frames}) for t in tiles]
+
+    def simulate_keywords(self):
+        return super().simulate_keywords() | {"frame_size"}
+
+    def simulate(self, **kwargs):
+        if "frame_size" in kwargs:  # one name for the frame side across modalities
+            if "image_size" in kwargs:
+                raise TypeError("give frame_size or image_size, not both")
+            kwargs["image_size"] = kwargs.pop("frame_size")
+        return super().simulate(**kwargs)
+
+
+register(FourierModality())

@@ -112,6 +112,12 @@ def run(
     probe_modes: int | None = typer.Option(
         None, min=1, max=16, help="Incoherent probe modes (mixed state)."
     ),
+    n_slices: int | None = typer.Option(
+        None, min=1, max=64, help="Object slices (multislice, a thick specimen)."
+    ),
+    slice_thickness: float | None = typer.Option(
+        None, min=0.0, help="Distance between slices, metres (default: the file's)."
+    ),
     grid: str | None = typer.Option(None, help="Tiles along y and x, e.g. 2x2."),
     cluster: ClusterKind | None = typer.Option(None, help="Where tiles run."),
     workers: int | None = typer.Option(None, help="Dask workers (cluster local)."),
@@ -137,7 +143,8 @@ def run(
         ov["store"] = str(out)
     sections = {
         "engine": {"engine": engine.value if engine else None, "epochs": epochs,
-                   "probe_modes": probe_modes},
+                   "probe_modes": probe_modes, "n_slices": n_slices,
+                   "slice_thickness": slice_thickness},
         "subsample": {"method": "fraction", "fraction": keep} if keep is not None else {},
         "tiling": {"grid": _grid(grid)},
         "cluster": {

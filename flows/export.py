@@ -106,7 +106,9 @@ def write_npz_streamed(out: Path, arrays: dict) -> None:
 def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     """Write ``object``, ``probe``, ``positions`` (and context) of a finished run to NPZ.
 
-    Keys: ``object`` (complex64 mosaic, level 0), ``weight``, ``probe`` (``(mode, y, x)``
+    Keys: ``object`` (complex64 mosaic, level 0; a multislice run: the product of its
+    slices), ``object_slices`` (multislice only: ``(slice, y, x)``, axis names in
+    ``object_slices_dims``), ``weight``, ``probe`` (``(mode, y, x)``
     for a mixed state; its axis names in ``probe_dims``), ``positions``
     (final, global pixels; empty for Fourier ptychography), ``frames`` (raw indices of the
     positions), ``wavevectors`` (Fourier), ``pixel_size`` [m], ``wavelength`` [m].
@@ -129,6 +131,12 @@ def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
         "pixel_size": np.float64(raw.attrs["pixel_size"]),
         "wavelength": np.float64(raw.attrs["wavelength"]),
     }
+    n_slices = int(store.root[L.MOSAIC].attrs.get("n_slices", 1))
+    if n_slices > 1:  # small (thick specimens are electron fields of view): read whole
+        arrays["object_slices"] = np.stack([
+            store.read_array(f"{L.MOSAIC}/{L.SLICE_GROUP}{s}/level_0/object")
+            for s in range(n_slices)])  # fmt: skip
+        arrays["object_slices_dims"] = np.array(L.dims_for("object", 3)[:1] + ("y", "x"))
     probe = best_probe(store)
     arrays["probe"] = np.zeros((0, 0), np.complex64) if probe is None else probe
     # Named axes (a mixed-state probe has a leading "mode" axis, strongest mode first).

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES, option_names  # one engine list
 
@@ -121,6 +128,9 @@ class TilingParams(_Params):
     )
 
 
+_LATER_DEFAULTS = {"n_slices": 1, "slice_thickness": None}
+
+
 class EngineParams(_Params):
     """The reconstruction engine and its main settings."""
 
@@ -150,10 +160,29 @@ class EngineParams(_Params):
         1, ge=1, le=16, description="Incoherent probe modes (mixed state; scanning data, "
         "engines rnf, epie, rpie, pine). A file's stored modes are used as the start."
     )
+    n_slices: int = Field(
+        1, ge=1, le=64, description="Object slices (multislice: a thick specimen; scanning "
+        "data, engines rnf, epie, rpie). Needs slice_thickness or the file's "
+        "params.slice_distance."
+    )
+    slice_thickness: float | None = Field(
+        None, gt=0, le=1e-3, description="Distance between object slices, metres (default: "
+        "the file's params.slice_distance)."
+    )
     seed: int = Field(0, description="Seed for initialisation and frame order.")
     options: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Further engine options by name (expert use)."
     )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_later_fields(self, handler):
+        # Fields added after stores and facility ledgers were written are left out while
+        # at their defaults: those runs keep their fingerprints (and are not redone).
+        out = handler(self)
+        for k, default in _LATER_DEFAULTS.items():
+            if out.get(k, default) == default:
+                out.pop(k, None)
+        return out
 
     @field_validator("engine")
     @classmethod
@@ -172,6 +201,8 @@ class EngineParams(_Params):
                       "alpha": self.alpha, "beta": self.beta}  # fmt: skip
         if self.probe_modes != 1:
             per_engine["probe_modes"] = self.probe_modes
+        if self.n_slices != 1:
+            per_engine["n_slices"] = self.n_slices
         known = option_names(self.engine)
         s.update({k: v for k, v in per_engine.items() if v is not None and k in known})
         s.update(self.options)

@@ -16,6 +16,7 @@ import numpy as np
 
 from flows.params import (
     CalibrationParams,
+    ConfigError,
     EngineParams,
     EvaluationParams,
     IngestParams,
@@ -299,6 +300,12 @@ def reconstruct_tile(
             sub.positions_px if sub.positions_px is not None else sub.n_frames
         )
         sub = sub.subset(a if half == "a" else b)
+    if engine.slice_thickness is not None:  # the given spacing overrides the file's
+        sub.params = {**sub.params, "slice_distance": float(engine.slice_thickness)}
+    if engine.n_slices > 1 and "slice_distance" not in sub.params:
+        raise ConfigError(f"engine.n_slices = {engine.n_slices} needs the slices' spacing: set "
+                          "engine.slice_thickness (metres); the data have no "
+                          "params.slice_distance")  # fmt: skip
     priors = store.read_group(L.PRIORS)
     probe, surface = priors.get("probe"), priors.get("surface")
     if t.frame_crop is not None:
@@ -373,16 +380,27 @@ def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -
     # A coded tile has no phase-ramp ambiguity (a tilted specimen wave moves across the
     # fixed coded surface), so no ramp is fitted: its guard bands would only bias one.
     ramps = not get_modality(raw["modality"]).has_surface
-    load = TileLoader(store_path, {t.tile_id: s for t, s in zip(tl, steps, strict=True)})
-    corrections = solve_corrections(tl, load, ramps=ramps)
+    by_tile = {t.tile_id: s for t, s in zip(tl, steps, strict=True)}
+    load = TileLoader(store_path, by_tile)
+    n_slices = load.n_slices()
     shape = mosaic_shape(tl)
+
+    def mosaic(group: str, loader: TileLoader) -> dict:
+        corrections = solve_corrections(tl, loader, ramps=ramps)
+        w = MosaicWriter.create(store, shape, pixel_size=raw["pixel_size"], name=group)
+        w.stitch(tl, loader, corrections, fill=1.0, client=client)  # unseen: free space
+        w.build_pyramid(client=client)
+        return {k: v.to_dict() for k, v in corrections.items()}
+
     with store.step(name, fp, depends_on=steps) as st:
         if not st.done:
-            w = MosaicWriter.create(store, shape, pixel_size=raw["pixel_size"], name=name)
-            w.stitch(tl, load, corrections, fill=1.0, client=client)  # unseen: free space
-            w.build_pyramid(client=client)
-            st.set_attrs(corrections={k: v.to_dict() for k, v in corrections.items()})
-    return {"step": name, "shape": list(shape), "n_tiles": len(tiles)}
+            # the projection (product of a thick specimen's slices) is the mosaic; each
+            # slice is stitched beside it, aligned on its own (its own phase offset)
+            corrections = mosaic(name, load)
+            for s in range(n_slices if n_slices > 1 else 0):
+                mosaic(f"{name}/{L.SLICE_GROUP}{s}", TileLoader(store_path, by_tile, s))
+            st.set_attrs(corrections=corrections, n_slices=n_slices)
+    return {"step": name, "shape": list(shape), "n_tiles": len(tiles), "n_slices": n_slices}
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -401,24 +419,29 @@ def _evaluation_level(store: RunStore, names: list[str]) -> int:
     return evaluation_level(shapes)
 
 
-def _truth_at_level(store: RunStore, k: int) -> np.ndarray | None:
+def _truth_at_level(store: RunStore, k: int, slice_index: int | None = None) -> np.ndarray | None:
     """The ground-truth object on pyramid level ``k``'s grid (None without truth), reduced
-    band by band with the level-0 mosaic weight, so level 0 is never read whole."""
+    band by band with the level-0 mosaic weight, so level 0 is never read whole. A thick
+    specimen's truth: the product of its slices, or slice ``slice_index``."""
     from ptytasks.evaluation import downsample_weighted
 
     path = f"{L.TRUTH}/object"
     if not store.exists(path):
         return None
+    t = store.root[path]
+    # a thick specimen's truth (slice, y, x) is scored as its projection, like the mosaic
+    band = (lambda a: a.prod(0)) if t.ndim == 3 else (lambda a: a)
     if k == 0:
-        return store.read_array(path)
-    t, w0 = store.root[path], store.root[f"{L.MOSAIC}/level_0/weight"]
+        return band(t[...]) if slice_index is None else t[slice_index]
+    w0 = store.root[f"{L.MOSAIC}/level_0/weight"]
     f = 2**k
-    h, wd = min(t.shape[0], w0.shape[0]), min(t.shape[1], w0.shape[1])
+    h, wd = min(t.shape[-2], w0.shape[0]), min(t.shape[-1], w0.shape[1])
     rows = f * max(1, _BAND_PIXELS // max(1, wd * f))  # whole f x f blocks per band
     out = np.zeros((-(-h // f), -(-wd // f)), np.complex64)
     for y in range(0, h, rows):
         y1 = min(h, y + rows)
-        out[y // f : -(-y1 // f)] = downsample_weighted(t[y:y1, :wd], w0[y:y1, :wd], f)
+        tb = band(t[..., y:y1, :wd]) if slice_index is None else t[slice_index, y:y1, :wd]
+        out[y // f : -(-y1 // f)] = downsample_weighted(tb, w0[y:y1, :wd], f)
     return out
 
 
@@ -452,6 +475,15 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
     values = evaluate_mosaic(mosaic, weight, truth=truth, halves=halves, pixel_size=px,
                              threshold=params.threshold)  # fmt: skip
     values["evaluation_level"] = float(k)
+    n_slices = int(store.root[L.MOSAIC].attrs.get("n_slices", 1))
+    if truth is not None and n_slices > 1 and store.root[f"{L.TRUTH}/object"].ndim == 3:
+        # each stitched slice against its true slice (the projection is scored above)
+        for s in range(n_slices):
+            g = f"{L.MOSAIC}/{L.SLICE_GROUP}{s}/{lv}"
+            v = evaluate_mosaic(store.read_array(f"{g}/object"), store.read_array(f"{g}/weight"),
+                                truth=_truth_at_level(store, k, s), pixel_size=px,
+                                threshold=params.threshold)  # fmt: skip
+            values[f"slice{s}_truth_complex_error"] = v["truth_complex_error"]
     out_dir = Path(preview_dir or Path(store_path).parent)
     previews = write_previews(mosaic, weight, out_dir, stem=Path(store_path).stem)
     with store.step(L.METRICS, fp, depends_on=deps) as st:

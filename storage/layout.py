@@ -31,7 +31,10 @@ dims, and a ``units`` attribute. Complex arrays are ``complex64``. Layout::
                             float32 at 2**k downsampling, coords y, x in metres;
                             amplitude_phase (c, y, x) float32, c = "amplitude", "phase"
                             (coordinate c): the OME-Zarr image (see storage.ome)
-    mosaic                  attrs: pixel_size [m], origin [m], and "ome": OME-Zarr 0.5
+    mosaic/slice_<s>/       a multislice run (object (slice, y, x) per tile): slice s stitched
+                            alone, same arrays; mosaic/level_<k> then holds the product of
+                            the slices (the projection), which the metrics score
+    mosaic                  attrs: pixel_size [m], origin [m], n_slices, and "ome": OME-Zarr 0.5
                             multiscales (axes c, y, x in metres; one scale + translation
                             per level) and omero channels, so napari, neuroglancer and
                             ome-zarr open run.zarr/mosaic (and mosaic_a, mosaic_b) as an image
@@ -53,6 +56,8 @@ TILING = "tiling"
 RECONSTRUCT = "reconstruct"
 MOSAIC = "mosaic"
 METRICS = "metrics"
+#: A thick specimen's slice ``s`` is stitched at ``mosaic/slice_<s>`` (its own pyramid).
+SLICE_GROUP = "slice_"
 
 #: Dimension names of the arrays with a fixed meaning (key: array name in its group).
 DIMS: dict[str, tuple[str, ...]] = {

@@ -53,17 +53,29 @@ class TileLoader:
 
     ``object`` is complex64 and ``weight`` float32 (dimensionless illumination,
     :func:`ptytasks.calibration.tile_weight`), both on the tile canvas in object pixels.
+    A multislice tile (object ``(slice, y, x)``) gives slice ``slice_index``, or with None
+    the product of its slices: the specimen's transmission in the projection approximation.
     Small and picklable (path and group names only), so each shard task on a Dask worker
     opens the store itself.
     """
 
-    def __init__(self, path: str | os.PathLike, steps: Mapping[str, str]):
+    def __init__(self, path: str | os.PathLike, steps: Mapping[str, str],
+                 slice_index: int | None = None):  # fmt: skip
         self.path = os.fspath(path)
         self.steps = dict(steps)
+        self.slice_index = slice_index
 
     def __call__(self, tile_id: str) -> tuple[np.ndarray, np.ndarray]:
         g = zarr.open_group(self.path, mode="r")[self.steps[tile_id]]
-        return g["object"][...], g["weight"][...]
+        obj = g["object"]
+        if obj.ndim == 3:
+            obj = obj[...].prod(0) if self.slice_index is None else obj[self.slice_index]
+        return np.asarray(obj[...], np.complex64), g["weight"][...]
+
+    def n_slices(self) -> int:
+        """Object slices per tile (1 for a thin specimen)."""
+        g = zarr.open_group(self.path, mode="r")[next(iter(self.steps.values()))]
+        return int(g["object"].shape[0]) if g["object"].ndim == 3 else 1
 
 
 class MosaicWriter:

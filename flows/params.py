@@ -18,7 +18,7 @@ from pydantic import (
     model_serializer,
 )
 
-from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES, option_names  # one engine list
+from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES, SPECS, option_names  # one list
 
 
 class _Params(BaseModel):
@@ -139,8 +139,8 @@ class EngineParams(_Params):
     engine: str = Field(
         "rnf",
         json_schema_extra={"enum": list(ENGINES)},
-        description="Reconstruction engine ('pine': ePIE + learned denoiser; 'learned': "
-        "single-shot network inversion).",
+        description="Reconstruction engine: "
+        + "; ".join(f"'{n}' {SPECS[n].summary}" for n in ENGINES) + ".",
     )
     epochs: int = Field(50, ge=1, le=MAX_EPOCHS, description="Epochs (RNF) or iterations (PIE).")
     batch_size: int | None = Field(

@@ -16,9 +16,11 @@ flat guess, so each slice is also held below half the flat slice's error.
 RNF defaults with ``n_slices=3`` (one object field, three outputs), same data: 20 epochs
 (seed 0) slices 0.020 / 0.022 / 0.014, product 0.022 against 0.21 for one slice; 100
 epochs (seeds 0 / 1 / 2) slices 0.0027-0.0045, product 0.0084 / 0.0049 / 0.0051 against
-0.183 / 0.147 / 0.188. At 2 nm spacing (seed 0, 50 iterations) 3PIE's slices stay at
-0.031-0.039 but the projection is a better approximation there: product 0.0545 against
-0.0886 (1.63x, short of the issue's 2x).
+0.183 / 0.147 / 0.188. At 2 nm spacing (seeds 0 / 1 / 2, bench/results/records/
+slices-2nm-ee5e8be.json) 3PIE's slices stay at 0.031-0.047 but the projection is a better
+approximation there: product 0.054 / 0.054 / 0.053 against 0.089 / 0.083 / 0.080 (1.50-1.63x,
+short of the issue's 2x); RNF (100 epochs) product 0.0064 / 0.0049 / 0.0069 against
+0.087 / 0.097 / 0.077 (11-20x), slices 0.005-0.011.
 """
 
 from __future__ import annotations

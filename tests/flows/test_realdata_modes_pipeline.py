@@ -1,0 +1,70 @@
+"""Probe modes through the pipeline on measured data (issue #21): the deployments' own
+configurations for the tike Siemens star and the P25 near-field set, run with
+``engine.probe_modes`` 1 and 3 and ``--half-data`` (every tile from all its frames and from
+two interleaved halves with their own seeds; the halves stitched and compared by the
+standard half-data FRC, first half-bit crossing). Three modes must run end to end, store
+every mode, and not lower the half-data FRC of the single-mode run.
+
+The stages run as plain calls in this process (``flows.stages``: the pipeline's stages
+without Prefect). Measured at ee5e8be (about 6 minutes per dataset on 2 cores, beside other
+jobs): star (rPIE 40 iterations, 2 x 2 tiles, the file's probe) one mode 0.196, three modes
+0.258 cycles/px, fractions 0.43 / 0.35 / 0.22 -- passes. P25 (rPIE 40 iterations, 1 x 2
+tiles, blind mean-pattern probe, z1 = 3.65 mm) one mode 0.0227, three modes 0.0153 --
+FAILS: the issue's line is not met on P25 through the pipeline (the engine-level test on
+200 frames gives 0.027 for both; at ~0.02 cycles/px the blind near-field baseline is at the
+floor of this metric, so the comparison is weak either way).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows import stages
+from flows.params import PipelineParams
+from storage import layout as L
+from storage.store import RunStore
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow, pytest.mark.timeout(2400),
+              pytest.mark.filterwarnings("ignore")]  # fmt: skip
+
+REPO = Path(__file__).resolve().parents[2]
+CASES = {
+    "star": ("farfield-xray-siemens-star/siemens-star-small.npz.bz2", "farfield-siemens.yaml"),
+    "p25": ("nearfield-xray-p25/PETRAIII_P25_Near_Field_Ptycho.cxi", "nearfield-p25.yaml"),
+}
+
+
+def _half_data_run(path: Path, config: str, store: Path, modes: int) -> dict:
+    p = PipelineParams.from_yaml(REPO / "deployments" / "configs" / config, input=str(path),
+                                 store=str(store), engine={"probe_modes": modes},
+                                 evaluation={"half_data": True})  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    tiles = stages.plan(p.store, p.tiling)
+    for half in ("", "a", "b"):
+        for t in tiles:
+            stages.reconstruct_tile(p.store, t, p.engine, p.calibration, half=half)
+        stages.stitch(p.store, tiles, half=half)
+    values = stages.evaluate(p.store, p.evaluation)
+    s = RunStore(p.store, "r")
+    tile = s.root[f"{L.RECONSTRUCT}/{tiles[0]['tile_id']}"]
+    return {"frc": values["halfdata_frc_resolution"], "probe_shape": tile["probe"].shape,
+            "fractions": tile.attrs.get("mode_power_fractions")}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_three_modes_through_the_pipeline_keep_the_half_data_frc(case, data_dir, tmp_path):
+    file, config = CASES[case]
+    path = data_dir / file
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    one = _half_data_run(path, config, tmp_path / "one.zarr", 1)
+    three = _half_data_run(path, config, tmp_path / "three.zarr", 3)
+    print(f"{case}: half-data FRC one mode {one['frc']:.4f}, three modes {three['frc']:.4f} "
+          f"cycles/px; fractions {np.round(three['fractions'], 3).tolist()}")  # fmt: skip
+    assert three["probe_shape"][0] == 3 and len(three["fractions"]) == 3
+    assert three["frc"] >= one["frc"], (one, three)

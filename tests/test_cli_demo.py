@@ -77,9 +77,9 @@ def test_demo_rnf_beats_rpie_on_the_same_file(demo, tmp_path):
     out, res, _ = demo
     assert res.returncode == 0
     rows = dict(csv.reader(open(out / "demo_metrics.csv")))
+    rpie_engine = EngineParams(engine="rpie", epochs=50, learn_probe=False)
     p = PipelineParams(input=str(out / "demo.cxi"), store=str(tmp_path / "rpie.zarr"),
-                       tiling={"grid": (2, 2)},
-                       engine=EngineParams(engine="rpie", epochs=50, learn_probe=False))  # fmt: skip
+                       tiling={"grid": (2, 2)}, engine=rpie_engine)  # fmt: skip
     run_stages(p, evaluate=False)
     rpie = stages.evaluate(p.store, p.evaluation)["truth_complex_error"]
     assert float(rows["truth_complex_error"]) < rpie, (rows["truth_complex_error"], rpie)

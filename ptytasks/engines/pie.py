@@ -229,6 +229,9 @@ def reconstruct_pie(
                 # Keep the modes the mixed state's orthogonal eigenmodes (intensity unchanged).
                 state.probe.copy_(orthogonalize_modes(state.probe))
             if refiner is not None and refiner.search_due(epoch):
+                # this epoch's sub-pixel steps are bounded only at its end: a frame at the
+                # canvas edge may sit just outside it, where no candidate window can be cut
+                positions.copy_(torch.minimum(torch.maximum(positions, lower), upper))
                 grid_search(state.obj, state.probe, positions, model, amp, state.sqrt_f,
                             radius=opts.position_correction.search_radius,
                             lower=lower, upper=upper)

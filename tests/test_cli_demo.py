@@ -69,6 +69,7 @@ def test_demo_leaves_store_metrics_and_previews_in_time(demo):
     assert "demo finished" in res.stdout
 
 
+@pytest.mark.slow  # ~13 s beside the demo; the default run keeps the demo itself
 def test_demo_rnf_beats_rpie_on_the_same_file(demo, tmp_path):
     from flows import stages
     from flows.params import EngineParams, PipelineParams

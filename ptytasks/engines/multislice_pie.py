@@ -58,9 +58,11 @@ class MultislicePIEState(PIEState):
         return num * (self.beta / (omax + self.eps))
 
     def step(self, idx: torch.Tensor, update_probe: bool, refiner=None) -> float:
-        """3PIE updates from frames ``idx`` (one after another); the amplitude error sum."""
-        if refiner is not None:
-            raise ValueError("position correction is not available with multislice objects")
+        """3PIE updates from frames ``idx`` (one after another); the amplitude error sum.
+
+        ``refiner`` is not used: a thick specimen's positions are corrected by the
+        whole-pixel grid search alone (the sub-pixel least-squares step is a thin-object
+        linearisation)."""
         err = 0.0
         wy, wx = self.window
         for j in idx.tolist():

@@ -176,8 +176,6 @@ def reconstruct_pie(
         obj = torch.as_tensor(np.asarray(object_prior), device=device).to(cdtype).clone()
     obj = model.object_slices(obj, opts.n_slices)
     n_slices = int(opts.n_slices)
-    if n_slices > 1 and opts.position_correction is not None:
-        raise ValueError("position correction is not available with multislice objects")
     if probe_prior is not None:
         probe = torch.as_tensor(np.asarray(probe_prior), device=device).to(cdtype).clone()
     elif data.probe is not None:

@@ -115,8 +115,9 @@ def patch_errors(patches, probe, model, amp, sqrt_f, idx) -> torch.Tensor:
 
     Parameters
     ----------
-    patches : complex ``(b, K, wy, wx)``
-        ``K`` candidate patches for each of the frames ``idx`` (``b`` of them).
+    patches : complex ``(b, K, wy, wx)`` or ``(b, K, S, wy, wx)``
+        ``K`` candidate patches for each of the frames ``idx`` (``b`` of them); with ``S``
+        slices the candidates go through the model's multislice propagation.
 
     Returns
     -------
@@ -124,7 +125,12 @@ def patch_errors(patches, probe, model, amp, sqrt_f, idx) -> torch.Tensor:
     """
     b, k = patches.shape[:2]
     frames = idx.repeat_interleave(k)
-    psi = patches.reshape(b * k, 1, *patches.shape[-2:]) * probe[None]
+    if patches.dim() == 5:  # a thick specimen: every candidate through all its slices
+        ex = model.exit_from_patches(probe[0] if probe.shape[0] == 1 else probe,
+                                     patches.reshape(b * k, *patches.shape[2:]))  # fmt: skip
+        psi = ex[:, None] if ex.dim() == 3 else ex
+    else:
+        psi = patches.reshape(b * k, 1, *patches.shape[-2:]) * probe[None]
     single = probe.shape[0] == 1
     wave = model.to_detector(psi[:, 0] if single else psi, frames)
     wave = wave[:, None] if single else wave
@@ -145,15 +151,20 @@ def grid_search(obj, probe, positions, model, amp, sqrt_f, *, radius: int,
     """
     r = int(radius)
     wy, wx = probe.shape[-2:]
-    padded = torch.nn.functional.pad(obj, (r, r, r, r))
+    padded = torch.nn.functional.pad(obj, (r, r, r, r))  # a thick object: every slice
     steps = torch.arange(-r, r + 1, dtype=positions.dtype, device=positions.device)
     offsets = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), -1).reshape(-1, 2)
     moved = 0
     for idx in torch.arange(positions.shape[0], device=positions.device).split(chunk):
         # Corner p - r on the object is corner p on the padded object.
         big = extract_patches(padded, positions[idx], (wy + 2 * r, wx + 2 * r))
-        cands = big.unfold(1, wy, 1).unfold(2, wx, 1)  # (b, 2r+1, 2r+1, wy, wx), dy-major
-        err = patch_errors(cands.reshape(len(idx), -1, wy, wx), probe, model, amp, sqrt_f, idx)
+        yd = big.dim() - 2  # the window's y axis (x follows; unfold appends its window)
+        cands = big.unfold(yd, wy, 1).unfold(yd + 1, wx, 1)  # (b, [S,] 2r+1, 2r+1, wy, wx)
+        if cands.dim() == 6:  # slices: (b, (2r+1)^2, S, wy, wx), dy-major like the thin case
+            cands = cands.flatten(2, 3).movedim(1, 2)
+        else:
+            cands = cands.reshape(len(idx), -1, wy, wx)
+        err = patch_errors(cands, probe, model, amp, sqrt_f, idx)
         best = err.argmin(1)
         new = positions[idx] + offsets[best]
         positions[idx] = torch.minimum(torch.maximum(new, lower), upper)

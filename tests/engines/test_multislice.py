@@ -148,3 +148,33 @@ def test_slices_need_their_spacing():
         reconstruct_rnf(d, RNFOptions(epochs=1, n_slices=2))
     with pytest.raises(ValueError, match="slice_distance"):
         simulate("farfield", seed=0, n_positions=9, n_slices=2)
+
+
+@pytest.mark.slow  # ~55 s: 150 iterations with and without correction
+def test_position_correction_with_slices():
+    """Whole-pixel grid search through all slices (the sub-pixel least-squares step is a
+    thin-object linearisation and is not used): measured on tuning seed 10, 1.5 px RMS
+    errors, 150 iterations: positions 1.5 -> 0.87 px RMS, slices 0.116-0.131 -> 0.064-0.083.
+    Seed 0 (this test): 1.5 -> 0.994 px RMS, worst slice 0.129 -> 0.089; without the
+    correction the positions stay at 1.5 px."""
+    from ptytasks.engines.options import PositionCorrectionOptions
+    from ptytasks.engines.position_correction import rms_position_error
+
+    d = simulate("farfield", probe="electron", object_kind="lattice", n_slices=3,
+                 slice_distance=5e-9, phase_range=(0.0, 0.5), amplitude_range=(1.0, 0.97),
+                 overlap=0.75, seed=0, known_probe=True, position_error_px=1.5)  # fmt: skip
+    truth, tp = d.ground_truth["object"], d.ground_truth["positions_px"]
+    n = d.frame_shape[0]
+    mask = np.zeros(d.object_shape, bool)
+    for y, x in tp.astype(int):
+        mask[y + n // 4 : y + 3 * n // 4, x + n // 4 : x + 3 * n // 4] = True
+    err = lambda o: max(quality_report(o[s], truth[s], mask)["complex_error"] for s in range(3))
+    fixed = reconstruct_pie(d, PIEOptions(iterations=150, n_slices=3))
+    moved = reconstruct_pie(d, PIEOptions(iterations=150, n_slices=3,
+                                          position_correction=PositionCorrectionOptions()))
+    before = rms_position_error(d.positions_px, tp)
+    after = rms_position_error(moved.positions_px, tp)
+    print(f"positions {before:.3f} -> {after:.3f} px RMS; worst slice {err(fixed.object):.4f} "
+          f"-> {err(moved.object):.4f}")
+    assert after < 0.7 * before, (before, after)
+    assert err(moved.object) < err(fixed.object), (err(fixed.object), err(moved.object))

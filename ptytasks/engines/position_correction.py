@@ -125,14 +125,11 @@ def patch_errors(patches, probe, model, amp, sqrt_f, idx) -> torch.Tensor:
     """
     b, k = patches.shape[:2]
     frames = idx.repeat_interleave(k)
-    if patches.dim() == 5:  # a thick specimen: every candidate through all its slices
-        ex = model.exit_from_patches(probe[0] if probe.shape[0] == 1 else probe,
-                                     patches.reshape(b * k, *patches.shape[2:]))  # fmt: skip
-        psi = ex[:, None] if ex.dim() == 3 else ex
-    else:
-        psi = patches.reshape(b * k, 1, *patches.shape[-2:]) * probe[None]
     single = probe.shape[0] == 1
-    wave = model.to_detector(psi[:, 0] if single else psi, frames)
+    # the model's own exit waves: thin (probe x patch) or through every slice
+    psi = model.exit_from_patches(probe[0] if single else probe,
+                                  patches.reshape(b * k, *patches.shape[2:]))  # fmt: skip
+    wave = model.to_detector(psi, frames)
     wave = wave[:, None] if single else wave
     mod = torch.sqrt((wave.real**2 + wave.imag**2).sum(1)) * sqrt_f[frames, None, None]
     return ((mod - amp[frames]) ** 2).sum((-2, -1)).reshape(b, k)

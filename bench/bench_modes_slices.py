@@ -32,20 +32,13 @@ def _data(n_slices: int):
 
 
 def _epoch_seconds(engine: str, data, modes: int, slices: int, epochs: int, device: str):
-    if engine == "rpie":
-        from ptytasks.engines.options import PIEOptions
-        from ptytasks.engines.pie import reconstruct_pie
+    """Median epoch time of ``engine`` (the first epoch, which carries set-up, left out)."""
+    from ptytasks.engines.registry import run_engine
 
-        r = reconstruct_pie(data, PIEOptions(iterations=epochs, probe_modes=modes,
-                                             n_slices=slices, device=device))  # fmt: skip
-        times = r.timings.get("epochs") or [r.timings["per_epoch"]]
-    else:
-        from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
-
-        r = reconstruct_rnf(data, RNFOptions(epochs=epochs, probe_modes=modes, n_slices=slices,
-                                             device=device))  # fmt: skip
-        times = r.extras["epoch_seconds"][1:]  # the first epoch carries set-up
-    return float(np.median(times))
+    times: list[float] = []
+    settings = {"epochs": epochs, "probe_modes": modes, "n_slices": slices, "device": device}
+    run_engine(engine, data, settings, callback=lambda e, info: times.append(info["time"]))
+    return float(np.median(times[1:] or times))
 
 
 def main(argv=None) -> dict:

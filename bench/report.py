@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from bench.report_sections import SECTIONS, _ci, _engine_order, _overhead
-from bench.suite_common import OURS, RESULTS
+from bench.suite_common import OURS, RESULTS, SUBJECT
 
 SUITES = ("quality", "speed", "realdata", "pipeline")
 
@@ -48,7 +48,7 @@ def headline_rows(found: dict) -> list[str]:
         h = q.get("headline") or {}
         for dose, v in (h.get("per_dose") or {}).items():
             errs = v["errors"]
-            others = ", ".join(f"{k} {errs[k]:.3f}" for k in _engine_order(errs) if k != "rnf")
+            others = ", ".join(f"{k} {errs[k]:.3f}" for k in _engine_order(errs) if k != SUBJECT)
             peers = {k: e for k, e in errs.items() if k not in OURS}
             best_peer = min(peers, key=peers.get) if peers else None
             vs_peers = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.suite_common import OURS
+from bench.suite_common import OURS, SUBJECT
 
 
 def _f(v, fmt="{:.3f}", none="–") -> str:
@@ -91,9 +91,8 @@ def _plot_quality(d: dict, out: Path, stem: str) -> str | None:
             )
             if pts:
                 x, y = zip(*pts, strict=True)
-                ax.plot(
-                    [100 * v for v in x], y, marker="o", lw=2.2 if eng == "rnf" else 1.2, label=eng
-                )
+                lw = 2.2 if eng == SUBJECT else 1.2
+                ax.plot([100 * v for v in x], y, marker="o", lw=lw, label=eng)
         ax.set_xlabel("positions kept (%)")
         ax.set_ylabel("complex error (aligned)")
         ax.set_yscale("log")
@@ -121,7 +120,7 @@ def _plot_speed(d: dict, out: Path, stem: str) -> str | None:
         xs = [c["seconds"] for c in r["curve"] if math.isfinite(c["error"])]
         ys = [c["error"] for c in r["curve"] if math.isfinite(c["error"])]
         ax.plot(
-            xs, ys, marker="o", ms=3, lw=2.2 if r["engine"] == "rnf" else 1.2, label=r["engine"]
+            xs, ys, marker="o", ms=3, lw=2.2 if r["engine"] == SUBJECT else 1.2, label=r["engine"]
         )
     ax.set_xscale("log")
     ax.set_yscale("log")

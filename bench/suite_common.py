@@ -20,8 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ptytasks.engines.registry import DEFAULT_ENGINE
+
 RESULTS = Path(__file__).resolve().parent / "results"
 OURS = ("rnf", "epie", "rpie", "pine")
+#: The engine the headlines are about: the product's default.
+SUBJECT = DEFAULT_ENGINE
 
 
 # ----------------------------------------------------------------------------- machine
@@ -220,11 +224,11 @@ def run_ours(
     """A ptyflow engine in this process, timed like the peers."""
     import torch
 
-    from ptytasks.engines.registry import run_engine
+    from ptytasks.engines.registry import option_names, run_engine
 
     s = dict(settings)
     s.setdefault("device", device)
-    if name in ("epie", "rpie", "pine"):
+    if "cpu_threads" in option_names(name):
         s.setdefault("cpu_threads", int(threads))
     old = torch.get_num_threads()
     torch.set_num_threads(int(threads))
@@ -309,6 +313,7 @@ def run_engine_timed(
         )
     else:
         from bench import peers
+        from ptytasks.modalities import modality_of
 
         job = {
             "epochs": int(epochs),
@@ -319,6 +324,7 @@ def run_engine_timed(
             "snapshot_epochs": list(snapshots),
             "learn_probe": True,
             "modality": data.modality,
+            "far_field": modality_of(data).far_field_detector,
             "distance": data.distance,
             "wavelength": data.wavelength,
             "pixel_size": data.pixel_size,

@@ -172,19 +172,19 @@ def headline(rows: list[dict], g: dict) -> dict:
             and np.isfinite(r.get("complex_error", np.nan))
         ]
         errs = {r["engine"]: r["complex_error"] for r in sel}
-        if "rnf" not in errs:
+        if C.SUBJECT not in errs:
             continue
-        others = {k: v for k, v in errs.items() if k != "rnf"}
+        others = {k: v for k, v in errs.items() if k != C.SUBJECT}
         best_other = min(others, key=others.get) if others else None
         peers_only = {k: v for k, v in others.items() if k not in C.OURS}
         out["per_dose"][str(dose)] = {
             "errors": errs,
-            "rnf": errs["rnf"],
+            "rnf": errs[C.SUBJECT],
             "best_other": best_other,
             "best_other_error": others.get(best_other) if best_other else None,
-            "rnf_ahead_of_all": bool(others) and all(errs["rnf"] < v for v in others.values()),
+            "rnf_ahead_of_all": bool(others) and all(errs[C.SUBJECT] < v for v in others.values()),
             "rnf_ahead_of_all_peers": (
-                bool(peers_only) and all(errs["rnf"] < v for v in peers_only.values())
+                bool(peers_only) and all(errs[C.SUBJECT] < v for v in peers_only.values())
             ),
         }
     return out

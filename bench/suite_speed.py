@@ -173,8 +173,8 @@ def headline(rows: list[dict], floor: float) -> dict:
         fastest = min(chi, key=chi.get)
         out["ptychi_fastest"] = fastest
         out["ptychi_fastest_epoch_s"] = chi[fastest]
-    if "rnf" in t:
-        out["rnf_x_fft_floor"] = t["rnf"] / floor
+    if C.SUBJECT in t:
+        out["rnf_x_fft_floor"] = t[C.SUBJECT] / floor
         if chi:
-            out["rnf_x_ptychi_fastest"] = t["rnf"] / chi[out["ptychi_fastest"]]
+            out["rnf_x_ptychi_fastest"] = t[C.SUBJECT] / chi[out["ptychi_fastest"]]
     return out

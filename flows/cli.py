@@ -45,13 +45,17 @@ class DoseUnit(StrEnum):
     pixel = "pixel"
 
 
-# Options only some simulators take: the simulator keyword and its flag (which modality
-# takes it is read from the simulators' signatures, Modality.simulate_keywords).
-_ONLY = {
-    "n_positions": "--n-positions", "scan": "--scan", "probe": "--probe",
-    "distance_error": "--distance-error", "defocus_error": "--defocus-error",
-    "na_illum": "--na-illum", "upsample": "--upsample", "probe_diameter_px": "--probe-diameter",
-    "known_probe": "--known-probe", "mode_fractions": "--mode-fractions",
+# The simulator keyword behind each option, and its flag (for "does not apply" errors:
+# which modality takes a keyword is read from its simulator, Modality.simulate_keywords).
+_FLAGS = {
+    "seed": "--seed", "dose": "--dose", "dose_unit": "--dose-unit", "overlap": "--overlap",
+    "n_positions": "--n-positions", "scan": "--scan", "frame_size": "--frame-size",
+    "object_kind": "--object", "probe": "--probe", "probe_diameter_px": "--probe-diameter",
+    "amplitude_range": "--amplitude", "known_probe": "--known-probe",
+    "mode_fractions": "--mode-fractions", "position_error_px": "--position-error",
+    "position_scale_error": "--position-scale-error", "distance_error": "--distance-error",
+    "defocus_error": "--defocus-error", "wavelength_error": "--wavelength-error",
+    "na_illum": "--na-illum", "upsample": "--upsample",
 }  # fmt: skip
 
 
@@ -138,41 +142,25 @@ def simulate(
     if n_positions is not None and n_positions < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--n-positions")
 
-    kw: dict = {
-        "seed": seed,
-        "dose": dose,
-        "dose_unit": dose_unit.value,
-        "position_error_px": position_error,
-        "position_scale_error": position_scale_error,
-        "wavelength_error": wavelength_error,
-    }
-    optional = {
-        "n_positions": n_positions,
-        "scan": scan.value if scan else None,
-        "probe": probe,
-        "distance_error": distance_error,
-        "defocus_error": defocus_error,
-        "na_illum": na_illum,
-        "upsample": upsample,
-        "overlap": overlap,
-        "object_kind": object_kind,
-        "probe_diameter_px": probe_diameter,
+    given = {
+        "seed": seed, "dose": dose, "dose_unit": dose_unit.value, "overlap": overlap,
+        "n_positions": n_positions, "scan": scan.value if scan else None,
+        "frame_size": frame_size,  # Fourier: the low-resolution image side
+        "object_kind": object_kind, "probe": probe, "probe_diameter_px": probe_diameter,
         "amplitude_range": None if amplitude is None else tuple(amplitude),
-        "known_probe": known_probe or None,
-        "mode_fractions": _fractions(mode_fractions),
-    }
-    for key, value in optional.items():
-        if value is None:
-            continue
-        if key in _ONLY and key not in get_modality(m).simulate_keywords():
-            flag = _ONLY[key]
-            ok = [n for n in modality_names() if key in get_modality(n).simulate_keywords()]
-            raise typer.BadParameter(
-                f"does not apply to {m}; it is for {', '.join(sorted(ok))}", param_hint=flag
-            )
-        kw[key] = value
-    if frame_size is not None:
-        kw["frame_size"] = frame_size  # Fourier: the low-resolution image side
+        "known_probe": known_probe or None, "mode_fractions": _fractions(mode_fractions),
+        "position_error_px": position_error or None,
+        "position_scale_error": position_scale_error or None,
+        "distance_error": distance_error, "defocus_error": defocus_error,
+        "wavelength_error": wavelength_error or None, "na_illum": na_illum, "upsample": upsample,
+    }  # fmt: skip
+    kw = {key: value for key, value in given.items() if value is not None}
+    takes = get_modality(m).simulate_keywords()
+    for key in kw.keys() - takes:
+        ok = [n for n in modality_names() if key in get_modality(n).simulate_keywords()]
+        raise typer.BadParameter(
+            f"does not apply to {m}; it is for {', '.join(sorted(ok))}", param_hint=_FLAGS[key]
+        )
 
     from ptytasks.simulate.objects import KINDS
 

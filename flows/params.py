@@ -18,7 +18,13 @@ from pydantic import (
     model_serializer,
 )
 
-from ptytasks.engines.registry import ENGINES, PRIOR_ENGINES, SPECS, option_names  # one list
+from ptytasks.engines.registry import (  # one list
+    DEFAULT_ENGINE,
+    ENGINES,
+    PRIOR_ENGINES,
+    SPECS,
+    option_names,
+)
 
 
 class _Params(BaseModel):
@@ -137,7 +143,7 @@ class EngineParams(_Params):
     # Checked against the registry when validated (so an engine registered after import,
     # a plug-in, is accepted); the UI form lists the engines known at import.
     engine: str = Field(
-        "rnf",
+        DEFAULT_ENGINE,
         json_schema_extra={"enum": list(ENGINES)},
         description="Reconstruction engine: "
         + "; ".join(f"'{n}' {SPECS[n].summary}" for n in ENGINES) + ".",

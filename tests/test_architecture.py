@@ -1,11 +1,13 @@
 """One home per concept (issue #20), checked on the source text.
 
-* Outside ``ptytasks/modalities/`` and the engine registry, no code compares a modality or
-  an engine name: it asks the registries (``modality_of(data).has_pupil``,
-  ``registry.get(name).resumable``) instead, so a new modality or engine touches no other
-  module.
+* Outside ``ptytasks/modalities/`` and the engine registry, no code (product, benchmarks,
+  scripts) compares a modality or an engine name: it asks the registries
+  (``modality_of(data).has_pupil``, ``registry.get(name).resumable``) instead, so a new
+  modality or engine touches no other module.
 * No module over 500 lines.
 * One forward-model entry (``ptytasks.modalities.model_for``).
+* The settings every simulator shares (object, dose, injected errors, margin, seed) are
+  declared once (``ptytasks.simulate._common.Acquisition``), not in each simulator.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ptytasks.modalities import names
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("ptytasks", "storage", "flows", "deployments")
+CODE = (*PRODUCT, "bench", "scripts")  # all but the tests
 REGISTRIES = ("ptytasks/modalities/", "ptytasks/engines/registry.py")
 NAMES = set(names()) | set(ENGINES)
 # Comparisons whose left side is an option value that merely shares a name with an engine:
@@ -73,7 +76,7 @@ def name_comparisons(source: str) -> list[tuple[int, str]]:
 
 def test_no_code_outside_the_registries_compares_a_modality_or_engine_name():
     found = []
-    for path in _tracked(*PRODUCT):
+    for path in _tracked(*CODE):
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith(REGISTRIES):
             continue
@@ -121,3 +124,46 @@ def test_one_forward_model_entry():
             continue
         found += [f"{rel}: {g}" for g in gone if g in text]
     assert not found, "\n".join(found)
+
+
+def shared_keyword_declarations(source: str) -> list[str]:
+    """``function(keyword)`` for every simulator (a function returning ``PtychoData``) in
+    ``source`` that declares one of the shared settings as its own parameter."""
+    from ptytasks.simulate._common import SHARED
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        returns = getattr(node, "returns", None)
+        if isinstance(node, ast.FunctionDef) and returns and "PtychoData" in ast.unparse(returns):
+            a = node.args
+            own = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)}
+            found += [f"{node.name}({k})" for k in sorted(own & set(SHARED))]
+    return found
+
+
+def test_simulators_declare_no_shared_setting_themselves():
+    """Every simulator takes the shared settings through ``@C.simulator`` (one docstring,
+    one default per simulator, one meta record), and still lists them in its signature."""
+    import importlib
+    import inspect
+
+    from ptytasks.modalities import get
+
+    found = []
+    for path in sorted((ROOT / "ptytasks" / "simulate").glob("*.py")):
+        if path.name in ("_common.py", "scans.py", "objects.py"):  # the helpers they share
+            continue
+        found += [f"{path.name}: {d}" for d in shared_keyword_declarations(path.read_text())]
+    assert not found, "take these from Acquisition (@C.simulator):\n" + "\n".join(found)
+    for m in names():
+        assert {"dose", "seed", "object_kind"} <= get(m).simulate_keywords(), m
+        module, func = get(m).simulator.split(":")
+        fn = getattr(importlib.import_module(module), func)
+        assert "acq" not in inspect.signature(fn).parameters, m
+
+
+def test_the_shared_keyword_check_sees_declarations():
+    sim = "def f(*, dose=None, frame_size=64) -> PtychoData: pass"
+    assert shared_keyword_declarations(sim) == ["f(dose)"]
+    assert shared_keyword_declarations("def f(*, frame_size=64, acq) -> PtychoData: pass") == []
+    assert shared_keyword_declarations("def texture(shape, seed=0) -> np.ndarray: pass") == []

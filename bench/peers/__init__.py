@@ -82,7 +82,8 @@ def run_peer(
     """Run peer engine ``name`` on ``arrays`` in a subprocess; returns its result.
 
     ``job``: ``epochs``, ``object_shape``, ``threads``, ``device``, ``seed``,
-    ``snapshot_epochs``, ``learn_probe``, ``modality``, ``settings`` (peer-specific
+    ``snapshot_epochs``, ``learn_probe``, ``modality``, ``far_field`` (FFT to the detector,
+    else near-field propagation), ``settings`` (peer-specific
     overrides). Returns ``ok``, ``object``, ``probe``, ``snapshots`` (``{epoch: object}``),
     ``epoch_times``, ``setup_s``, ``import_s``, ``wall_s`` (the whole subprocess), ``error``.
     """

@@ -61,23 +61,26 @@ DEFAULTS = {
 }
 
 
+# pty-chi engine -> (its options class in ``ptychi.api``, whether it takes PIE's alphas)
+_OPTIONS = {
+    "epie": ("EPIEOptions", True),
+    "rpie": ("RPIEOptions", True),
+    "lsqml": ("LSQMLOptions", False),
+    "autodiff": ("AutodiffPtychographyOptions", False),
+}
+
+
 def _options(api, engine: str, s: dict):
-    if engine == "epie":
-        o = api.EPIEOptions()
-    elif engine == "rpie":
-        o = api.RPIEOptions()
-    elif engine == "lsqml":
-        o = api.LSQMLOptions()
-    elif engine == "autodiff":
-        o = api.AutodiffPtychographyOptions()
-    else:
-        raise ValueError(f"unknown pty-chi engine {engine!r}")
+    if engine not in _OPTIONS:
+        raise ValueError(f"unknown pty-chi engine {engine!r}; known: {', '.join(_OPTIONS)}")
+    cls, pie_alphas = _OPTIONS[engine]
+    o = getattr(api, cls)()
     opt = getattr(api.Optimizers, str(s.get("optimizer", "sgd")).upper())
     o.object_options.optimizer = opt
     o.probe_options.optimizer = opt
     o.object_options.step_size = float(s["object_step"])
     o.probe_options.step_size = float(s["probe_step"])
-    if engine in ("epie", "rpie"):
+    if pie_alphas:
         o.object_options.alpha = float(s["object_alpha"])
         o.probe_options.alpha = float(s["probe_alpha"])
     return o
@@ -117,7 +120,10 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     centres, origin = placement(pos, (ny, nx))
     fft_scale = np.sqrt(ny * nx)
     probe = np.asarray(arrays["probe"], np.complex64)
-    nearfield = job.get("modality", "farfield") == "nearfield"
+    if "far_field" not in job:
+        raise ValueError("the job must say far_field (True: FFT to the detector; False: "
+                         "near-field propagation), as bench.suite_common.run_engine does")
+    nearfield = not job["far_field"]
     if nearfield:
         fft_scale = 1.0  # angular spectrum: unitary in both codes
     obj0 = arrays.get("object_init")

@@ -217,6 +217,8 @@ SPECS: dict[str, EngineSpec] = {
 }  # fmt: skip
 #: The built-in engines (the parameter enums and the UI form list these).
 ENGINES = tuple(SPECS)
+#: The default engine (``ptyflow run``, the demo, the benchmark headlines).
+DEFAULT_ENGINE = ENGINES[0]
 #: Engines that can make the quick object prior of the calibration step (not RNF itself).
 PRIOR_ENGINES = tuple(n for n, s in SPECS.items() if s.object_prior)
 

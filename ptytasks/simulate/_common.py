@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import math
 
 import numpy as np
@@ -116,18 +119,22 @@ def mixed_state(probe: np.ndarray, fractions, seed: int) -> np.ndarray:
     return partially_coherent_modes(probe, fractions, seed=seed % 2**31)
 
 
-def specimen(scan_kind, diameter, overlap, window, n_positions, margin, seeds, errors,
-             object_kind, amplitude_range, phase_range, n_slices: int = 1):
+def specimen(scan_kind, diameter, overlap, window, n_positions, acq: Acquisition,
+             scale: float | None = None, n_slices: int = 1):
     """The scanning simulators' shared sequence: true and nominal corners, then the true
     object (``(S, ny, nx)`` for ``n_slices`` > 1) on the true scan's padded shape.
 
-    ``seeds`` is ``(object, scan, errors)``; ``errors`` is ``(position_error_px, scale)``
-    (:func:`scan`). Returns ``true_px, nom_px, obj, pad``.
+    Seeds, margin, object and position errors come from ``acq``; ``scale`` is the
+    nominal/true scan scale (default ``1 + acq.position_scale_error``; :func:`scan`).
+    Returns ``true_px, nom_px, obj, pad``.
     """
-    s_obj, s_scan, s_err = seeds
+    s_obj, s_scan, s_err = acq.seeds()[:3]
+    scale = 1 + acq.position_scale_error if scale is None else scale
     true_px, nom_px, base, pad = scan(scan_kind, diameter, overlap, window, n_positions,
-                                      margin, s_scan, s_err, *errors)  # fmt: skip
-    obj = slices(base, object_kind, amplitude_range, phase_range, s_obj, n_slices, pad)
+                                      acq.margin, s_scan, s_err, acq.position_error_px,
+                                      scale)  # fmt: skip
+    obj = slices(base, acq.object_kind, acq.amplitude_range, acq.phase_range, s_obj,
+                 n_slices, pad)  # fmt: skip
     return true_px, nom_px, obj, pad
 
 
@@ -139,3 +146,86 @@ def measure(model, obj: np.ndarray, probe: np.ndarray | None, dose, seed: int) -
 def make_meta(**kw) -> dict:
     """Provenance of a simulated dataset (every simulator records its settings here)."""
     return {"simulator": "ptytasks.simulate", **kw}
+
+
+@dataclasses.dataclass(frozen=True)
+class Acquisition:
+    """The settings every simulator shares, declared once (:func:`simulator`).
+
+    Parameters
+    ----------
+    object_kind, amplitude_range, phase_range
+        The object (:func:`~ptytasks.simulate.objects.complex_object`); phase in radians.
+        Defaults differ by simulator.
+    dose, dose_unit
+        Photons per frame (or per detector pixel); ``None`` = noise-free.
+    position_error_px : float
+        RMS random position error, pixels (Fourier: spectrum pixels).
+    position_scale_error : float
+        Relative scan-scale error (Fourier: of the wavevectors, an LED-height error).
+    distance_error, wavelength_error : float
+        Relative errors of the nominal distance and wavelength; distance and wavelength
+        errors also change the nominal pixel size where the geometry derives it.
+    margin : float
+        Free object pixels around the outermost windows (scanning modalities).
+    seed : int or None
+        One seed; object, scan, errors, probe and noise use independent sub-seeds.
+    """
+
+    object_kind: str = "camera"
+    amplitude_range: tuple[float, float] = (0.8, 1.0)
+    phase_range: tuple[float, float] = (0.0, math.pi / 2)
+    dose: float | None = None
+    dose_unit: str = "frame"
+    position_error_px: float = 0.0
+    position_scale_error: float = 0.0
+    distance_error: float = 0.0
+    wavelength_error: float = 0.0
+    margin: float = 8.0
+    seed: int | None = 0
+
+    def seeds(self) -> list[int]:
+        """Sub-seeds ``(object, scan, errors, probe, noise)`` (:func:`seeds`)."""
+        return seeds(self.seed, 5)
+
+    def flux(self, frame_shape: tuple[int, int]) -> float:
+        """Photons per frame carried by the probe (:func:`flux`)."""
+        return flux(self.dose, self.dose_unit, frame_shape)
+
+    def meta(self, omit: tuple[str, ...] = (), **kw) -> dict:
+        """:func:`make_meta` with the seed, dose, object kind and injected errors
+        (less ``omit``), then ``kw``."""
+        keys = ("seed", "dose", "dose_unit", "object_kind", "position_error_px",
+                "position_scale_error", "distance_error", "wavelength_error")  # fmt: skip
+        return make_meta(**{k: getattr(self, k) for k in keys if k not in omit}, **kw)
+
+
+SHARED = tuple(f.name for f in dataclasses.fields(Acquisition))
+
+
+def simulator(*, exclude: tuple[str, ...] = (), **defaults):
+    """Give a simulator the :class:`Acquisition` keywords (less ``exclude``) with these
+    ``defaults``; it receives them as one ``acq`` argument.
+
+    Callers pass them flat (``simulate_farfield(dose=1e5, seed=3)``), and
+    ``inspect.signature`` lists them with the simulator's own keywords (the CLI and
+    :meth:`ptytasks.modalities.Modality.simulate_keywords` read it); an excluded one is an
+    unexpected keyword (``TypeError``).
+    """
+    base = Acquisition(**defaults)
+    names = [n for n in SHARED if n not in exclude]
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kw):
+            shared = {k: kw.pop(k) for k in names if k in kw}
+            return fn(*args, acq=dataclasses.replace(base, **shared), **kw)
+
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name != "acq"]
+        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=getattr(base, n))
+                 for n in names]  # fmt: skip
+        run.__signature__ = sig.replace(parameters=own + extra)
+        return run
+
+    return wrap

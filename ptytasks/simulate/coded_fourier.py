@@ -35,6 +35,7 @@ def coded_surface(shape: tuple[int, int], *, seed: int | None = 0, feature_px: f
     return (amp * np.exp(1j * phase)).astype(np.complex64)
 
 
+@C.simulator(object_kind="camera", amplitude_range=(0.5, 1.0), phase_range=(0.0, math.pi))
 def simulate_coded(
     *,
     frame_size: int = 64,
@@ -46,18 +47,8 @@ def simulate_coded(
     distance: float = 300e-6,
     surface_distance: float = 30e-6,
     illumination: str = "plane",
-    object_kind: str = "camera",
-    amplitude_range: tuple[float, float] = (0.5, 1.0),
-    phase_range: tuple[float, float] = (0.0, math.pi),
-    dose: float | None = None,
-    dose_unit: str = "frame",
-    position_error_px: float = 0.0,
-    position_scale_error: float = 0.0,
-    distance_error: float = 0.0,
-    wavelength_error: float = 0.0,
-    margin: float = 8.0,
     known_surface: bool = True,
-    seed: int | None = 0,
+    acq: C.Acquisition,
 ) -> PtychoData:
     """Lensless coded ptychography: the specimen is translated over a coded image sensor.
 
@@ -79,15 +70,16 @@ def simulate_coded(
         Put the true surface in ``data.meta["surface"]`` (a calibrated surface, as in
         practice); the truth is always ``ground_truth["surface"]``.
     Others
-        As :func:`~ptytasks.simulate.datasets.simulate_farfield`; ``distance_error`` applies
-        to ``distance``.
+        The shared settings (:class:`~ptytasks.simulate._common.Acquisition`; default
+        object ``camera``, amplitude 0.5-1, phase 0-pi); ``distance_error`` applies to
+        ``distance``.
     """
     from ptytasks.physics.models.coded import Coded
     from ptytasks.physics.probes import diffuser_probe
 
-    s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
+    s_probe, s_noise = acq.seeds()[3:]
     shape = (int(frame_size),) * 2
-    flux = C.flux(dose, dose_unit, shape)
+    flux = acq.flux(shape)
     if illumination == "plane":
         p = np.full(shape, math.sqrt(flux / (shape[0] * shape[1])), dtype=np.complex64)
     elif illumination == "weak":
@@ -99,28 +91,20 @@ def simulate_coded(
     else:
         raise ValueError(f"unknown coded illumination {illumination!r}; use 'plane' or 'weak'")
     surface = coded_surface(shape, seed=s_probe)
-    true_px, nom_px, obj, _ = C.specimen(
-        scan, shape[1], overlap, shape, n_positions, margin, (s_obj, s_scan, s_err),
-        (position_error_px, 1 + position_scale_error), object_kind, amplitude_range, phase_range,
-    )  # fmt: skip
+    true_px, nom_px, obj, _ = C.specimen(scan, shape[1], overlap, shape, n_positions, acq)
     oshape = obj.shape
     model = Coded(
         true_px, oshape, shape, wavelength=wavelength, distance=distance,
         surface_distance=surface_distance, pixel_size=pixel_size, surface=surface,
     )
-    frames = C.measure(model, obj, p, dose, s_noise)
-    meta = C.make_meta(
-        seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
-        overlap=overlap, illumination=illumination, object_kind=object_kind,
-        position_error_px=position_error_px, position_scale_error=position_scale_error,
-        distance_error=distance_error, wavelength_error=wavelength_error,
-    )
+    frames = C.measure(model, obj, p, acq.dose, s_noise)
+    meta = acq.meta(flux_per_frame=flux, scan=scan, overlap=overlap, illumination=illumination)
     if known_surface:
         meta["surface"] = surface.copy()
     return PtychoData(
-        modality="coded", frames=frames, wavelength=wavelength * (1 + wavelength_error),
+        modality="coded", frames=frames, wavelength=wavelength * (1 + acq.wavelength_error),
         pixel_size=pixel_size, object_shape=oshape, positions_px=nom_px,
-        distance=distance * (1 + distance_error), detector_pixel=pixel_size,
+        distance=distance * (1 + acq.distance_error), detector_pixel=pixel_size,
         params={"surface_distance": surface_distance},
         ground_truth={
             "object": obj, "probe": p, "positions_px": true_px, "surface": surface,
@@ -164,6 +148,8 @@ def led_wavevectors(
     return k, leds
 
 
+@C.simulator(exclude=("distance_error", "margin"), object_kind="usaf",
+             amplitude_range=(0.3, 1.0), phase_range=(0.0, math.pi / 2))  # fmt: skip
 def simulate_fourier(
     *,
     image_size: int = 64,
@@ -178,16 +164,8 @@ def simulate_fourier(
     led_pitch: float | None = None,
     defocus: float = 0.0,
     aberrations: dict[int, float] | None = None,
-    object_kind: str = "usaf",
-    amplitude_range: tuple[float, float] = (0.3, 1.0),
-    phase_range: tuple[float, float] = (0.0, math.pi / 2),
-    dose: float | None = None,
-    dose_unit: str = "frame",
-    position_error_px: float = 0.0,
-    position_scale_error: float = 0.0,
     defocus_error: float = 0.0,
-    wavelength_error: float = 0.0,
-    seed: int | None = 0,
+    acq: C.Acquisition,
 ) -> PtychoData:
     """Fourier ptychography: an LED grid under a low-NA objective.
 
@@ -205,20 +183,20 @@ def simulate_fourier(
         Metres; the object-plane image pixel is ``camera_pixel / magnification``.
     aberrations : dict, optional
         ``{noll_index: radians}`` pupil Zernike coefficients (``ptytasks.physics.zernike``).
-    dose, dose_unit
-        Photons per frame (or per image pixel) of the illumination over the field of view.
-    position_error_px
-        RMS error of the nominal wavevectors in *spectrum pixels* (``1 / (M pixel)``).
-    position_scale_error
-        Relative scale error of the wavevectors (an LED-height error).
     defocus_error : float
         Absolute error of the nominal defocus, metres (the nominal defocus is often 0).
-    wavelength_error : float
-        Relative; the nominal wavevectors are computed with the nominal wavelength.
+    object_kind, amplitude_range, phase_range, dose, dose_unit, position_error_px, \
+position_scale_error, wavelength_error, seed
+        The shared settings (:class:`~ptytasks.simulate._common.Acquisition`; default
+        object ``usaf``, amplitude 0.3-1, phase 0-pi/2): the dose counts photons per frame
+        (or per image pixel) of the illumination over the field of view; the position
+        error is that of the nominal wavevectors in *spectrum pixels* (``1 / (M pixel)``),
+        the scale error theirs (an LED-height error); the nominal wavevectors are computed
+        with the nominal wavelength. No ``distance_error`` (``defocus_error``) or ``margin``.
     """
     from ptytasks.physics.models.fourier import FourierPtychography
 
-    s_obj, _, s_err, _, s_noise = C.seeds(seed, 5)
+    s_obj, _, s_err, _, s_noise = acq.seeds()
     m = int(image_size)
     big = m * int(upsample)
     px = camera_pixel / magnification / upsample
@@ -231,8 +209,9 @@ def simulate_fourier(
     k_true, leds = led_wavevectors(wavelength, pitch, led_height, na_illum)
     n = len(k_true)
     k_to_px = big * px
-    k_nom = k_true * (1 + position_scale_error) * wavelength / (wavelength * (1 + wavelength_error))
-    k_nom = k_nom + C.random_errors(n, position_error_px, s_err) / k_to_px
+    lam_nom = wavelength * (1 + acq.wavelength_error)
+    k_nom = k_true * (1 + acq.position_scale_error) * wavelength / lam_nom
+    k_nom = k_nom + C.random_errors(n, acq.position_error_px, s_err) / k_to_px
     # The window of the steepest LED must stay inside the object spectrum.
     na_max = wavelength * (1 / (2 * px) - 1 / (2 * camera_pixel / magnification))
     for name, k in (("true", k_true), ("nominal", k_nom)):
@@ -247,22 +226,20 @@ def simulate_fourier(
     coeffs = np.zeros(n_z)
     for j, c in (aberrations or {}).items():
         coeffs[int(j) - 1] = float(c)
-    flux = C.flux(dose, dose_unit, (m, m))
+    flux = acq.flux((m, m))
     illum = np.full((big, big), math.sqrt(flux / (m * m)), dtype=np.complex64)
-    obj = complex_object(
-        (big, big), object_kind, amplitude_range=amplitude_range, phase_range=phase_range,
-        seed=s_obj,
-    )
+    obj = complex_object((big, big), acq.object_kind, amplitude_range=acq.amplitude_range,
+                         phase_range=acq.phase_range, seed=s_obj)  # fmt: skip
     model = FourierPtychography(
         k_true, (big, big), (m, m), wavelength=wavelength, na=na, pixel_size=px,
         distance=defocus, zernike_indices=n_z,
     )
     model.zernike.data = torch.as_tensor(coeffs, dtype=model.zernike.dtype)
-    frames = C.measure(model, obj, illum, dose, s_noise)
+    frames = C.measure(model, obj, illum, acq.dose, s_noise)
     with torch.no_grad():
         pupil = model.pupil_function().numpy().astype(np.complex64)
     return PtychoData(
-        modality="fourier", frames=frames, wavelength=wavelength * (1 + wavelength_error),
+        modality="fourier", frames=frames, wavelength=lam_nom,
         pixel_size=px, object_shape=(big, big), wavevectors=k_nom,
         distance=defocus + defocus_error, detector_pixel=camera_pixel,
         params={"na": na, "upsample": float(upsample), "magnification": magnification,
@@ -272,10 +249,6 @@ def simulate_fourier(
             "zernike": coeffs, "leds": leds, "wavelength": np.float64(wavelength),
             "distance": np.float64(defocus),
         },
-        meta=C.make_meta(
-            seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux,
-            overlap=overlap, object_kind=object_kind, position_error_px=position_error_px,
-            position_scale_error=position_scale_error, defocus_error=defocus_error,
-            wavelength_error=wavelength_error,
-        ),
+        meta=acq.meta(omit=("distance_error",), flux_per_frame=flux, overlap=overlap,
+                      defocus_error=defocus_error),  # fmt: skip
     )

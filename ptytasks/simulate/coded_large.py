@@ -80,22 +80,21 @@ def cells_object(
 
 
 @contextlib.contextmanager
+@C.simulator(exclude=("position_error_px", "position_scale_error", "distance_error",
+                      "wavelength_error"), object_kind="cells", amplitude_range=(0.7, 1.0),
+             dose=1e4, dose_unit="pixel")  # fmt: skip
 def coded_field(
     workdir: str | os.PathLike,
     *,
     frame_size: int = 2048,
     n_positions: int = 16,
     step_px: float = 4.0,
-    object_kind: str = "cells",
     wavelength: float = 532e-9,
     pixel_size: float = 1.85e-6,
     distance: float = 300e-6,
     surface_distance: float = 300e-6,
-    dose: float | None = 1e4,
-    dose_unit: str = "pixel",
-    margin: float = 8.0,
     block: int = 2,
-    seed: int = 0,
+    acq: C.Acquisition,
 ) -> Iterator[PtychoData]:
     """Simulate a coded-ptychography field with its frames spilled to disk; a context.
 
@@ -111,18 +110,18 @@ def coded_field(
     n_positions, step_px : int, float
         Random (Poisson-disc) specimen translations, mean nearest-neighbour step in pixels,
         rounded to whole pixels.
-    object_kind : str
-        ``"cells"`` (:func:`cells_object`) or any kind of
-        :func:`~ptytasks.simulate.objects.complex_object` (phase 0..pi/2, amplitude
-        0.7..1).
     distance, surface_distance : float
         Specimen-to-surface and surface-to-pixel distances, metres. The surface must stand
         off the pixels (a cover glass) for the phase to show in the intensity: at a few
         micrometres only the specimen's free-space propagation encodes it.
-    dose, dose_unit
-        Poisson noise: photons per pixel (default 1e4) or per frame; None: noise-free.
     block : int
         Frames computed at once (peak memory ~ ``block`` x 10 sensor-sized complex fields).
+    object_kind, amplitude_range, phase_range, dose, dose_unit, margin, seed
+        The shared settings (:class:`~ptytasks.simulate._common.Acquisition`): object
+        ``"cells"`` (:func:`cells_object`) or any kind of
+        :func:`~ptytasks.simulate.objects.complex_object` (default amplitude 0.7-1,
+        phase 0-pi/2); Poisson noise at 1e4 photons per pixel by default. No injected
+        errors (the nominal scan is the true one).
 
     Yields
     ------
@@ -133,20 +132,20 @@ def coded_field(
     from ptytasks.lazy_frames import LazyFrames
     from ptytasks.physics.models.coded import Coded
 
-    s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
+    s_obj, s_scan, s_err, s_probe, s_noise = acq.seeds()
     shape = (int(frame_size),) * 2
-    flux = C.flux(dose, dose_unit, shape)
+    flux = acq.flux(shape)
     probe = np.full(shape, math.sqrt(flux / (shape[0] * shape[1])), dtype=np.complex64)
     surface = coded_surface(shape, seed=s_probe)
     overlap = 1 - float(step_px) / shape[1]
-    true_px, _, base, _ = C.scan("random", shape[1], overlap, shape, n_positions, margin,
+    true_px, _, base, _ = C.scan("random", shape[1], overlap, shape, n_positions, acq.margin,
                                  s_scan, s_err, 0.0, 1.0)  # fmt: skip
     true_px = np.round(true_px)
-    if object_kind == "cells":
+    if acq.object_kind == "cells":
         obj = cells_object(base, seed=s_obj)
     else:
-        obj = complex_object(base, object_kind, amplitude_range=(0.7, 1.0),
-                             phase_range=(0.0, math.pi / 2), seed=s_obj)  # fmt: skip
+        obj = complex_object(base, acq.object_kind, amplitude_range=acq.amplitude_range,
+                             phase_range=acq.phase_range, seed=s_obj)  # fmt: skip
     model = Coded(true_px, base, shape, wavelength=wavelength, distance=distance,
                   surface_distance=surface_distance, pixel_size=pixel_size,
                   surface=torch.as_tensor(surface))  # fmt: skip
@@ -159,15 +158,11 @@ def coded_field(
             for k, s in enumerate(range(0, n, block)):
                 idx = torch.arange(s, min(n, s + block))
                 expected = model(o, p, idx).numpy().astype(np.float32, copy=False)
-                spill[s : s + len(idx)] = C.detect(expected, dose, s_noise + k)
+                spill[s : s + len(idx)] = C.detect(expected, acq.dose, s_noise + k)
         spill.flush()
         frames = LazyFrames(lambda a, b: np.asarray(spill[a:b]), spill.shape)
-        meta = C.make_meta(
-            seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan="random",
-            overlap=overlap, illumination="plane", object_kind=object_kind,
-            position_error_px=0.0, position_scale_error=0.0, distance_error=0.0,
-            wavelength_error=0.0, surface=surface,
-        )  # fmt: skip
+        meta = acq.meta(flux_per_frame=flux, scan="random", overlap=overlap,
+                        illumination="plane", surface=surface)  # fmt: skip
         data = PtychoData(
             modality="coded", frames=frames, wavelength=wavelength, pixel_size=pixel_size,
             object_shape=tuple(obj.shape), positions_px=true_px, distance=distance,

@@ -63,6 +63,7 @@ def simulated_zone_plate(shape, pixel_size: float, wavelength: float, diameter_p
 
 
 # --- far-field --------------------------------------------------------------------------
+@C.simulator(object_kind="camera", amplitude_range=(0.8, 1.0), phase_range=(0.0, math.pi / 2))
 def simulate_farfield(
     *,
     frame_size: int = 64,
@@ -75,21 +76,11 @@ def simulate_farfield(
     voltage: float = 300e3,
     detector_distance: float = 2.0,
     detector_pixel: float = 75e-6,
-    object_kind: str = "camera",
-    amplitude_range: tuple[float, float] = (0.8, 1.0),
-    phase_range: tuple[float, float] = (0.0, math.pi / 2),
-    dose: float | None = None,
-    dose_unit: str = "frame",
-    position_error_px: float = 0.0,
-    position_scale_error: float = 0.0,
-    distance_error: float = 0.0,
-    wavelength_error: float = 0.0,
-    margin: float = 8.0,
     known_probe: bool = False,
     mode_fractions: tuple[float, ...] | None = None,
     n_slices: int = 1,
     slice_distance: float | None = None,
-    seed: int | None = 0,
+    acq: C.Acquisition,
 ) -> PtychoData:
     """Far-field (Fraunhofer) ptychography: X-ray (8 keV, zone plate) or electron (STEM).
 
@@ -112,16 +103,6 @@ def simulate_farfield(
         Metres (camera length for electrons). The object pixel is
         ``wavelength * distance / (N * detector_pixel)``. For electrons ``detector_pixel``
         is derived instead: the bright-field disc spans half the detector (radius ``N/4``).
-    object_kind, amplitude_range, phase_range
-        Object (:func:`~ptytasks.simulate.objects.complex_object`); phase in radians.
-    dose, dose_unit
-        Photons per frame (or per detector pixel); ``None`` = noise-free.
-    position_error_px, position_scale_error, distance_error, wavelength_error
-        Injected errors (module docstring). Distance and wavelength errors also change
-        the nominal pixel size, and so the nominal positions in pixels, as when a reader
-        converts stage positions in metres with that pixel size.
-    margin : float
-        Free object pixels around the outermost windows.
     known_probe : bool
         Also put the true probe in ``data.probe`` (known-probe reconstruction).
     mode_fractions : sequence of float, optional
@@ -132,7 +113,12 @@ def simulate_farfield(
         A thick specimen: ``n_slices`` different objects (seeds ``seed``-derived, one per
         slice) ``slice_distance`` metres apart, multislice forward model; the true object
         is then ``(S, ny, nx)`` and ``params["slice_distance"]`` holds the spacing.
-    seed : int or None
+    object_kind, amplitude_range, phase_range, dose, dose_unit, position_error_px, \
+position_scale_error, distance_error, wavelength_error, margin, seed
+        The shared settings (:class:`~ptytasks.simulate._common.Acquisition`; default
+        object ``camera``, amplitude 0.8-1, phase 0-pi/2). Distance and wavelength errors
+        change the nominal pixel size, and so the nominal positions in pixels, as when a
+        reader converts stage positions in metres with that pixel size.
     """
     from ptytasks.physics.models.farfield import FarField
     from ptytasks.physics.probes import (
@@ -141,7 +127,7 @@ def simulate_farfield(
         gaussian_probe,
     )
 
-    s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
+    s_obj, s_scan, s_err, s_probe, s_noise = acq.seeds()
     n = int(frame_size)
     shape = (n, n)
     diam = float(probe_diameter_px or 0.35 * n)
@@ -161,18 +147,16 @@ def simulate_farfield(
         p = gaussian_probe(shape, px, waist=diam * px / 2)
     else:
         p = electron_probe(shape, px, voltage, alpha, defocus=diam * px / (2 * alpha))
-    flux = C.flux(dose, dose_unit, shape)
+    flux = acq.flux(shape)
     p = C.mixed_state((p * math.sqrt(flux)).numpy().astype(np.complex64), mode_fractions,
                       s_probe)
 
-    lam_nom = lam * (1 + wavelength_error)
-    z_nom = detector_distance * (1 + distance_error)
+    lam_nom = lam * (1 + acq.wavelength_error)
+    z_nom = detector_distance * (1 + acq.distance_error)
     px_nom = lam_nom * z_nom / (n * detector_pixel)
-    scale = (1 + position_scale_error) * px / px_nom
-    true_px, nom_px, obj, _ = C.specimen(
-        scan, diam, overlap, shape, n_positions, margin, (s_obj, s_scan, s_err),
-        (position_error_px, scale), object_kind, amplitude_range, phase_range, n_slices,
-    )  # fmt: skip
+    scale = (1 + acq.position_scale_error) * px / px_nom
+    true_px, nom_px, obj, _ = C.specimen(scan, diam, overlap, shape, n_positions, acq, scale,
+                                         n_slices)  # fmt: skip
     oshape = obj.shape[-2:]
     model = FarField(true_px, oshape, shape)
     params = {"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else {"voltage": voltage}
@@ -181,7 +165,7 @@ def simulate_farfield(
             raise ValueError(f"{n_slices} slices need slice_distance > 0 metres")
         model.set_slices(slice_distance, wavelength=lam, pixel_size=px)
         params["slice_distance"] = float(slice_distance)
-    frames = C.measure(model, obj, p, dose, s_noise)
+    frames = C.measure(model, obj, p, acq.dose, s_noise)
     return PtychoData(
         modality="farfield", frames=frames, wavelength=lam_nom, pixel_size=px_nom,
         object_shape=oshape, positions_px=nom_px, distance=z_nom, detector_pixel=detector_pixel,
@@ -192,18 +176,16 @@ def simulate_farfield(
             "wavelength": np.float64(lam), "distance": np.float64(detector_distance),
             "pixel_size": np.float64(px),
         },
-        meta=C.make_meta(
-            seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
-            overlap=overlap, probe_kind=probe, probe_diameter_px=diam, object_kind=object_kind,
+        meta=acq.meta(
+            flux_per_frame=flux, scan=scan, overlap=overlap, probe_kind=probe,
+            probe_diameter_px=diam, n_slices=int(n_slices),
             mode_fractions=None if mode_fractions is None else list(mode_fractions),
-            n_slices=int(n_slices),
-            position_error_px=position_error_px, position_scale_error=position_scale_error,
-            distance_error=distance_error, wavelength_error=wavelength_error,
         ),
     )
 
 
 # --- near-field -------------------------------------------------------------------------
+@C.simulator(object_kind="dead_leaves", amplitude_range=(0.9, 1.0), phase_range=(0.0, 1.0))
 def simulate_nearfield(
     *,
     frame_size: int = 128,
@@ -216,19 +198,9 @@ def simulate_nearfield(
     detector_pixel: float = 5e-6,
     diffuser_distance: float = 2e-3,
     diffuser_feature_px: float = 3.0,
-    object_kind: str = "dead_leaves",
-    amplitude_range: tuple[float, float] = (0.9, 1.0),
-    phase_range: tuple[float, float] = (0.0, 1.0),
-    dose: float | None = None,
-    dose_unit: str = "frame",
-    position_error_px: float = 0.0,
-    position_scale_error: float = 0.0,
-    distance_error: float = 0.0,
-    wavelength_error: float = 0.0,
-    margin: float = 8.0,
     known_probe: bool = False,
     mode_fractions: tuple[float, ...] | None = None,
-    seed: int | None = 0,
+    acq: C.Acquisition,
 ) -> PtychoData:
     """Near-field (Fresnel) ptychography with diffuser-structured X-ray illumination.
 
@@ -238,52 +210,47 @@ def simulate_nearfield(
     (defaults: M = 50, 100 nm pixel, 9.8 mm; Fresnel number per pixel ~0.007). The probe
     (a random diffuser propagated ``diffuser_distance`` metres, features
     ``diffuser_feature_px`` pixels) fills the whole frame, so the overlap refers to the
-    frame width. Other parameters (``mode_fractions`` too) as :func:`simulate_farfield`;
-    ``distance_error`` scales
-    the effective distance and the nominal ``params`` ``z1``, ``z2`` alike.
+    frame width. Other parameters (``mode_fractions`` too) as :func:`simulate_farfield`
+    (default object ``dead_leaves``, amplitude 0.9-1, phase 0-1 rad); ``distance_error``
+    scales the effective distance and the nominal ``params`` ``z1``, ``z2`` alike.
     """
     from ptytasks.physics.models.nearfield import NearField
     from ptytasks.physics.probes import diffuser_probe
     from ptytasks.physics.propagators import fresnel_scaling
 
-    s_obj, s_scan, s_err, s_probe, s_noise = C.seeds(seed, 5)
+    s_obj, s_scan, s_err, s_probe, s_noise = acq.seeds()
     shape = (int(frame_size),) * 2
     lam = C.H_C_EV_M / energy_ev
     geo = fresnel_scaling(z1, z2, detector_pixel)
     px, z = geo["effective_pixel"], geo["effective_distance"]
-    flux = C.flux(dose, dose_unit, shape)
+    flux = acq.flux(shape)
     p = diffuser_probe(
         shape, px, lam, diffuser_distance, seed=s_probe % 2**31,
         feature_size=diffuser_feature_px * px,
     )
     p = C.mixed_state((p * math.sqrt(flux)).numpy().astype(np.complex64), mode_fractions,
                       s_probe + 1)
-    true_px, nom_px, obj, _ = C.specimen(
-        scan, shape[1], overlap, shape, n_positions, margin, (s_obj, s_scan, s_err),
-        (position_error_px, 1 + position_scale_error), object_kind, amplitude_range, phase_range,
-    )  # fmt: skip
+    true_px, nom_px, obj, _ = C.specimen(scan, shape[1], overlap, shape, n_positions, acq)
     oshape = obj.shape
     model = NearField(true_px, oshape, shape, wavelength=lam, distance=z, pixel_size=px)
-    frames = C.measure(model, obj, p, dose, s_noise)
-    lam_nom, z_nom = lam * (1 + wavelength_error), z * (1 + distance_error)
+    frames = C.measure(model, obj, p, acq.dose, s_noise)
+    err = 1 + acq.distance_error
+    lam_nom, z_nom = lam * (1 + acq.wavelength_error), z * err
     return PtychoData(
         modality="nearfield", frames=frames, wavelength=lam_nom, pixel_size=px,
         object_shape=oshape, positions_px=nom_px, distance=z_nom, detector_pixel=detector_pixel,
         probe=p.copy() if known_probe else None,
         # A distance error scales z1 and z2 together: same magnification and pixel, and the
         # nominal z2 / M equals the nominal effective distance (a self-consistent file).
-        params={"z1": z1 * (1 + distance_error), "z2": z2 * (1 + distance_error),
+        params={"z1": z1 * err, "z2": z2 * err,
                 "magnification": geo["magnification"], "energy_ev": C.H_C_EV_M / lam_nom},
         ground_truth={
             "object": obj, "probe": p, "positions_px": true_px,
             "wavelength": np.float64(lam), "distance": np.float64(z),
         },
-        meta=C.make_meta(
-            seed=seed, dose=dose, dose_unit=dose_unit, flux_per_frame=flux, scan=scan,
-            overlap=overlap, probe_kind="diffuser", object_kind=object_kind,
+        meta=acq.meta(
+            flux_per_frame=flux, scan=scan, overlap=overlap, probe_kind="diffuser",
             mode_fractions=None if mode_fractions is None else list(mode_fractions),
-            position_error_px=position_error_px, position_scale_error=position_scale_error,
-            distance_error=distance_error, wavelength_error=wavelength_error,
         ),
     )
 

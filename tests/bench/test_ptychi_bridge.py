@@ -99,7 +99,8 @@ def test_bridged_rpie_matches_native_rpie(data):
     truth, mask = np.asarray(gt["object"]), illuminated(data)
     probe = np.asarray(gt["probe"], np.complex64)
     job = {"engine": "rpie", "epochs": EPOCHS, "object_shape": list(data.object_shape),
-           "seed": 0, "learn_probe": True, "modality": "farfield", "settings": {}}  # fmt: skip
+           "seed": 0, "learn_probe": True, "modality": "farfield", "far_field": True,
+           "settings": {}}  # fmt: skip
     arrays = {
         "frames": np.asarray(data.frames, np.float32),
         "positions_px": np.asarray(data.positions_px, np.float64),
@@ -166,7 +167,8 @@ def test_bridged_nearfield_rpie_converges(nearfield_int):
     (20 epochs: 0.08; with pty-chi's Fresnel transform 0.34; ptyflow rPIE 0.008)."""
     d, obj, probe, pos, frames = nearfield_int
     job = {"engine": "rpie", "epochs": 20, "object_shape": list(d.object_shape), "seed": 0,
-           "learn_probe": True, "modality": "nearfield", "distance": d.distance,
+           "learn_probe": True, "modality": "nearfield", "far_field": False,
+           "distance": d.distance,
            "wavelength": d.wavelength, "pixel_size": d.pixel_size, "settings": {}}  # fmt: skip
     arrays = {"frames": frames, "positions_px": pos, "probe": probe}
     out = ptychi_engine.run(job, arrays, lambda *a: None)["object"]

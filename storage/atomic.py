@@ -53,7 +53,7 @@ class StepStore(Protocol):
     def marker(self, name: str) -> dict | None: ...
     def group(self, name: str) -> Any: ...
     def write_array(self, group: str, name: str, array, **kw) -> Any: ...
-    def _reset_group(self, name: str, attrs=None) -> None: ...
+    def reset_group(self, name: str, attrs=None) -> None: ...
 
 #: Attribute of a step group while it is being written (host, pid, start); readers of its
 #: arrays wait or fail instead of reading half a step. Replaced by the marker.
@@ -212,7 +212,7 @@ class Step:
         if m is not None and m.get("key") == self.key and self.store.is_complete(self.name):
             self.done = True
             return self
-        self.store._reset_group(self.name, {WRITING_ATTR: _who()})
+        self.store.reset_group(self.name, {WRITING_ATTR: _who()})
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

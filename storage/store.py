@@ -108,7 +108,7 @@ class RunStore:
             return False
         return True
 
-    def _reset_group(self, name: str, attrs: Mapping | None = None) -> None:
+    def reset_group(self, name: str, attrs: Mapping | None = None) -> None:
         """Replace a step's marker by ``attrs`` (first, atomically), remove its old content,
         and create the group anew with ``attrs`` in its first ``zarr.json``."""
         attrs = dict(attrs or {})

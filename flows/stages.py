@@ -255,7 +255,7 @@ def reconstruct_tile(
     """
     import torch
 
-    from ptytasks.calibration import object_prior, pupil_prior, tile_weight
+    from ptytasks import calibration as cal
     from ptytasks.engines.checkpoint import StaleCheckpoint
     from ptytasks.engines.registry import run_engine
     from ptytasks.metrics.frc import half_split_indices
@@ -278,7 +278,7 @@ def reconstruct_tile(
         settings["seed"] = int(settings.get("seed", 0)) + HALF_SEED_OFFSET[half]
     fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
                      *([weights] if weights else []),
-                     *([f"seed={settings['seed']}"] if half else []))  # fmt: skip
+                     *([f"seed={settings['seed']}", "probe=own-half"] if half else []))  # fmt: skip
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     upstream = {}
@@ -308,6 +308,10 @@ def reconstruct_tile(
                           "params.slice_distance")  # fmt: skip
     priors = store.read_group(L.PRIORS)
     probe, surface = priors.get("probe"), priors.get("surface")
+    if half and cal.probe_prior_from_frames(sub, calibration.probe):
+        # Independent halves: a blind probe from all frames would give both halves one start
+        # that has seen the other half (and its errors, which the FRC reads as resolution).
+        probe = cal.probe_prior(sub, calibration.probe)
     if t.frame_crop is not None:
         y0, y1, x0, x1 = t.frame_crop
         if probe is not None and probe.shape == data.frame_shape:
@@ -316,8 +320,8 @@ def reconstruct_tile(
             surface = surface[y0:y1, x0:x1]
     pupil = None
     if modality_of(sub).has_pupil:
-        pupil, _ = pupil_prior(sub, coefficients=priors.get("zernike"))
-    obj0 = object_prior(sub, probe, calibration.object, calibration.prior_iterations,
+        pupil, _ = cal.pupil_prior(sub, coefficients=priors.get("zernike"))
+    obj0 = cal.object_prior(sub, probe, calibration.object, calibration.prior_iterations,
                         learned_weights=calibration.learned_weights)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     epochs_file = epoch_progress_path(store_path, name)
@@ -342,7 +346,7 @@ def reconstruct_tile(
         log.warning("%s; reconstructing %s afresh", exc, name)
         ckpt.unlink(missing_ok=True)
         result = run()
-    weight = tile_weight(sub, result)
+    weight = cal.tile_weight(sub, result)
     arrays = {"object": result.object, "weight": weight, "probe": result.probe,
               "loss": np.asarray(result.loss_history, np.float64),
               "positions": result.positions_px, "pupil": result.pupil,

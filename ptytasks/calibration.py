@@ -82,6 +82,16 @@ def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
     raise ValueError(f"unknown probe prior {source!r}; use 'data', 'mean_pattern' or 'physical'")
 
 
+def probe_prior_from_frames(data: PtychoData, source: str = "data") -> bool:
+    """Whether :func:`probe_prior` estimates the probe from the frames (a blind start:
+    localized illumination, no stored probe used, not the physical model). Half-data
+    reconstructions then estimate their own, so that no half starts from the other's
+    frames."""
+    mod = modality_of(data)
+    stored = source == "data" and data.probe is not None
+    return mod.scanning and mod.localized_probe and source != "physical" and not stored
+
+
 def fit_zernike(pupil: np.ndarray, n_terms: int = 15) -> np.ndarray:
     """Least-squares Zernike coefficients (Noll 1..n, radians) of a pupil's phase.
 

@@ -48,3 +48,38 @@ def test_each_half_gets_its_own_seed_and_step_key(tmp_path, monkeypatch):
     assert len({seeds[""], seeds["a"], seeds["b"]}) == 3
     # the seed is part of each half's step key (a result made with one seed is not reused)
     assert len({ckpts[""], ckpts["a"], ckpts["b"]}) == 3
+
+
+def test_each_half_estimates_its_own_blind_probe(tmp_path, monkeypatch):
+    """With no stored probe the calibration's blind probe comes from all frames; a half
+    that started from it would share the other half's data (and the probe's errors)."""
+    import numpy as np
+
+    import ptytasks.calibration as cal
+
+    data = simulate("farfield", frame_size=32, n_positions=16, seed=0)
+    assert data.probe is None
+    cxi = write_cxi(tmp_path / "x.cxi", data)
+    p = PipelineParams(input=str(cxi), store=str(tmp_path / "r.zarr"),
+                       engine=EngineParams(engine="rpie"))  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    # a cheap stand-in for the blind estimate that says which frames it saw
+    monkeypatch.setattr(cal, "mean_pattern_probe",
+                        lambda d: np.full(d.frame_shape, d.n_frames, np.complex64))  # fmt: skip
+    stages.calibrate(p.store, p.calibration)
+    (tile, *_) = stages.plan(p.store, p.tiling)
+    starts = {}
+
+    def fake_run_engine(name, data, settings, **kw):
+        starts[current] = (data.n_frames, float(kw["probe_prior"].real.max()))
+        raise _Captured
+
+    monkeypatch.setattr(registry, "run_engine", fake_run_engine)
+    for current in ("", "a", "b"):
+        with pytest.raises(_Captured):
+            stages.reconstruct_tile(p.store, tile, p.engine, p.calibration, half=current)
+    n = starts[""][0]
+    assert starts[""] == (n, n)  # the full run: the calibrated prior, from all frames
+    for h in ("a", "b"):  # each half: a probe from its own frames only
+        assert starts[h][0] < n and starts[h][1] == starts[h][0], starts

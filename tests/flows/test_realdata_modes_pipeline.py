@@ -22,10 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows import stages
-from flows.params import PipelineParams
-from storage import layout as L
-from storage.store import RunStore
+from tests.flows.halfdata import half_data_run
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow, pytest.mark.timeout(2400),
               pytest.mark.filterwarnings("ignore")]  # fmt: skip
@@ -38,22 +35,8 @@ CASES = {
 
 
 def _half_data_run(path: Path, config: str, store: Path, modes: int) -> dict:
-    p = PipelineParams.from_yaml(REPO / "deployments" / "configs" / config, input=str(path),
-                                 store=str(store), engine={"probe_modes": modes},
-                                 evaluation={"half_data": True})  # fmt: skip
-    stages.ingest(p.input, p.store, p.ingest)
-    stages.subsample(p.store, p.subsample)
-    stages.calibrate(p.store, p.calibration)
-    tiles = stages.plan(p.store, p.tiling)
-    for half in ("", "a", "b"):
-        for t in tiles:
-            stages.reconstruct_tile(p.store, t, p.engine, p.calibration, half=half)
-        stages.stitch(p.store, tiles, half=half)
-    values = stages.evaluate(p.store, p.evaluation)
-    s = RunStore(p.store, "r")
-    tile = s.root[f"{L.RECONSTRUCT}/{tiles[0]['tile_id']}"]
-    return {"frc": values["halfdata_frc_resolution"], "probe_shape": tile["probe"].shape,
-            "fractions": tile.attrs.get("mode_power_fractions")}  # fmt: skip
+    return half_data_run(path, store, REPO / "deployments" / "configs" / config,
+                         engine={"probe_modes": modes})  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -82,9 +82,10 @@ def run_peer(
     """Run peer engine ``name`` on ``arrays`` in a subprocess; returns its result.
 
     ``job``: ``epochs``, ``object_shape``, ``threads``, ``device``, ``seed``,
-    ``snapshot_epochs``, ``learn_probe``, ``modality``, ``far_field`` (FFT to the detector,
-    else near-field propagation), ``settings`` (peer-specific
-    overrides). Returns ``ok``, ``object``, ``probe``, ``snapshots`` (``{epoch: object}``),
+    ``snapshot_epochs``, ``learn_probe``, ``learn_positions``, ``modality``, ``far_field``
+    (FFT to the detector, else near-field propagation), ``settings`` (peer-specific
+    overrides). Returns ``ok``, ``object``, ``probe``, ``positions_px`` (window corners, where
+    the peer reports them), ``snapshots`` (``{epoch: object}``),
     ``epoch_times``, ``setup_s``, ``import_s``, ``wall_s`` (the whole subprocess), ``error``.
     """
     pkg, engine, _ = PEER_ENGINES[name]
@@ -128,6 +129,8 @@ def run_peer(
             with np.load(d / "result.npz") as z:
                 info["object"] = z["object"]
                 info["probe"] = z["probe"] if "probe" in z.files else None
+                if "positions_px" in z.files:
+                    info["positions_px"] = z["positions_px"]
                 eps = [int(e) for e in z["snapshot_epochs"]]
                 info["snapshots"] = {e: z["snapshots"][i] for i, e in enumerate(eps)} if eps else {}
         else:

@@ -148,7 +148,14 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     o.probe_options.optimizable = bool(job.get("learn_probe", True))
     o.probe_position_options.position_x_px = centres[:, 1]
     o.probe_position_options.position_y_px = centres[:, 0]
-    o.probe_position_options.optimizable = False
+    o.probe_position_options.optimizable = bool(job.get("learn_positions", False))
+    if job.get("learn_positions"):
+        # as pty-chi's own LSQML position-correction test (tungsten): SGD on the gradient
+        # correction, each update limited to 5 px (pty-chi 2.2's name for the limit)
+        pp = o.probe_position_options
+        pp.optimizer = api.Optimizers.SGD
+        pp.correction_options.correction_type = api.PositionCorrectionTypes.GRADIENT
+        pp.correction_options.update_magnitude_limit = float(s.get("position_limit_px", 5.0))
     r = o.reconstructor_options
     r.batch_size = int(min(int(s["batch_size"]), n))
     r.num_epochs = int(job["epochs"])
@@ -179,9 +186,13 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     obj = task.get_data_to_cpu("object", as_numpy=True)[0]
     pr = task.get_data_to_cpu("probe", as_numpy=True)
     pr = pr.reshape(-1, *pr.shape[-2:])[0] * fft_scale
+    # window corners again (the inverse of placement)
+    half = np.array([(ny - 1) / 2.0, (nx - 1) / 2.0])
+    corners = np.asarray(task.get_data_to_cpu("probe_positions", as_numpy=True), np.float64)
     return {
         "object": obj.astype(np.complex64),
         "probe": pr.astype(np.complex64),
+        "positions_px": corners - half + origin,
         "epoch_times": epoch_times,
         "loss_history": losses,
         "setup_s": setup_s,

@@ -115,8 +115,9 @@ def main(argv: list[str]) -> int:
                 info[k] = res[k]
         epochs = sorted(snaps)
         out = {"object": res["object"], "snapshot_epochs": np.asarray(epochs, np.int64)}
-        if res.get("probe") is not None:
-            out["probe"] = res["probe"]
+        for k in ("probe", "positions_px"):
+            if res.get(k) is not None:
+                out[k] = res[k]
         if epochs:
             out["snapshots"] = np.stack([snaps[e] for e in epochs])
             info["snapshot_seconds"] = [snap_t[e] for e in epochs]

@@ -140,9 +140,10 @@ class RNFOptions(EngineOptions):
         residual neural field with a complex output per mode.
     lr_mode_pixels : float
         Rate of the per-pixel mode residuals (amplitudes in units of the root mean
-        count per pixel). Chosen from 0.1 / 0.2 / 0.4 on tuning seeds 10 and 11 (simulated
-        far field, 3 modes 0.6 / 0.3 / 0.1, 200 epochs; lowest median object error:
-        0.0234 / 0.0286 / 0.0389), scored on other seeds (``docs/modes-and-slices.md``).
+        count per pixel). Chosen from 0.025 / 0.05 / 0.1 / 0.2 / 0.4 on tuning seeds 10 and
+        11 (simulated far field, 3 modes 0.6 / 0.3 / 0.1, 200 epochs; lowest median object
+        error: 0.0216 / 0.0211 / 0.0234 / 0.0286 / 0.0389), scored on other seeds
+        (``docs/modes-and-slices.md``).
     learn_positions, learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     fix_mean_position : bool
@@ -213,7 +214,7 @@ class RNFOptions(EngineOptions):
     n_slices: int = 1
     lr_mode_gains: float = 1e-2
     mode_field: Literal["pixels", "neural"] = "pixels"
-    lr_mode_pixels: float = 0.1
+    lr_mode_pixels: float = 0.05
     learn_surface: bool = False
     learn_pupil: bool = False
     learn_positions: bool = False

@@ -10,9 +10,10 @@ without Prefect). Measured at ee5e8be (about 6 minutes per dataset on 2 cores, b
 jobs): star (rPIE 40 iterations, 2 x 2 tiles, the file's probe) one mode 0.196, three modes
 0.258 cycles/px, fractions 0.43 / 0.35 / 0.22 -- passes. P25, since its config runs the
 default engine (RNF, 50 epochs, 1 tile, blind near-field probe per half, z1 = 3.65 mm;
-measured at 8d66e4a + the config change, ~7 min for both runs): one mode 0.500 (no
-crossing below Nyquist), three modes 0.4964 (the last ring before Nyquist), fractions
-0.87 / 0.07 / 0.06 -- FAILS by one ring: both curves run at the top of the metric, which
+measured at 8d66e4a + the config change and again at 3cd6590, ~7.5 min for both runs):
+one mode 0.500 (no crossing below Nyquist), three modes 0.4964 (the last ring before
+Nyquist), fractions 0.87 / 0.07 / 0.06 (0.89 / 0.06 / 0.06 with ``lr_mode_pixels`` 0.05)
+-- FAILS by one ring: both curves run at the top of the metric, which
 cannot tell them apart there, but "not lower" is not met as written. (With rPIE, the
 config's engine until then: 0.0227 -> 0.0153, both at rPIE's low-frequency dip.)
 """

@@ -15,7 +15,7 @@ from typing import get_args
 import typer
 
 from flows.params import ClusterParams  # pydantic only: --help stays fast
-from ptytasks.engines.registry import ENGINES
+from ptytasks.engines.registry import DEFAULT_ENGINE, ENGINES
 
 # Choices follow the registry and the parameter models, so a new engine or cluster kind
 # appears here too.
@@ -167,7 +167,7 @@ def run(
 
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder."),
-    engine: Engine = typer.Option("rnf", help="Engine (default: the pipeline's, RNF)."),
+    engine: Engine = typer.Option(DEFAULT_ENGINE, help="Engine (default: the pipeline's, RNF)."),
     epochs: int | None = typer.Option(None, help="Epochs or iterations (default: the "
                                       "pipeline's, 50)."),
     cluster: ClusterKind = typer.Option("local", help="Where tiles run."),

@@ -31,7 +31,7 @@ class GigapixelParams(PipelineParams):
         default_factory=lambda: TilingParams(grid=(8, 8)),
         description="Detector tiles along (y, x); each is one GPU task.",
     )
-    engine: EngineParams = Field(default_factory=lambda: EngineParams(engine="rnf"))
+    engine: EngineParams = Field(default_factory=EngineParams)  # the default engine, RNF
     cluster: ClusterParams = Field(
         default_factory=lambda: ClusterParams(kind="local_cuda"),
         description="GPU workers: 'local_cuda' (one per visible GPU) or 'address' of a "

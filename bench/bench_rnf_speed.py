@@ -9,6 +9,8 @@ machine state (and recorded with its load average):
   hashed, per-corner gathers, complex-dtype MLP with ``torch.exp(1j w z)``) measured in
   the same run, plus the bare ``(2C) x (2C+1)`` GEMM rate of this machine (the floor the
   hidden layer cannot beat).
+* **Two workers** -- the same field in two one-thread processes at once (how ptyflow
+  uses two cores: one-thread Dask workers), their rates summed (``workers_throughput``).
 * **Epoch split** -- for each dataset (simulated far field 100 x 64^2; the Siemens star,
   P25 near field and blood-smear FPM when ``../shared/data`` or ``$PTYFLOW_DATA`` has
   them): the real RNF epoch (``reconstruct_rnf``'s own timer, first epoch dropped), the
@@ -121,6 +123,48 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
            "hidden_gemm_gflops": 2 * c2 * (c2 + 1) * p / rows[3]["wall_s"] / 1e9}
     out["speedup_vs_naive"] = rows[2]["wall_s"] / rows[0]["wall_s"]
     return out
+
+
+def _worker_rate(n: int, settings: dict, barrier, seconds: float) -> dict:
+    """One one-thread process: forward + backward of the default field for ``seconds``
+    after every worker reached ``barrier``; coordinates per second."""
+    torch.set_num_threads(1)
+    opts = RNFOptions(**settings)
+    mlp = {"hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
+           "first_omega": opts.omega, "hidden_omega": opts.hidden_omega,
+           "hidden_precision": opts.hidden_precision}
+    field = ResidualField((n, n), torch.ones(n, n, dtype=torch.complex64),
+                          encoding=dict(opts.encoding), mlp=mlp)
+
+    def step():
+        z = field()
+        (z.real.square() + z.imag.square()).sum().backward()
+
+    for _ in range(2):
+        step()
+    barrier.wait()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        reps += 1
+    wall = time.perf_counter() - t0
+    return {"reps": reps, "wall_s": wall, "coords_per_s": reps * n * n / wall}
+
+
+def workers_throughput(n: int, opts: RNFOptions, workers: int = 2, seconds: float = 10.0):
+    """The default field's throughput in ``workers`` one-thread processes at once -- how
+    ptyflow uses a multi-core CPU (one-thread Dask workers): the sum of their rates."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as mgr, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        barrier = mgr.Barrier(workers)
+        futs = [pool.submit(_worker_rate, n, opts.to_dict(), barrier, seconds)
+                for _ in range(workers)]
+        rows = [f.result() for f in futs]
+    return {"grid": n, "workers": workers, "threads_per_worker": 1, "seconds": seconds,
+            "per_worker": rows, "coords_per_s": sum(r["coords_per_s"] for r in rows)}
 
 
 # ---------------------------------------------------------------------------- epoch split
@@ -291,6 +335,10 @@ def main(argv=None) -> int:
     doc = {"suite": "rnf-speed", "machine": machine_info(), "settings": opts.to_dict(),
            "seeds": {"simulation": 0, "rnf": opts.seed}, "epochs": args.epochs,
            "throughput": [], "epochs_split": []}
+    if not args.quick and args.device == "cpu" and (os.cpu_count() or 1) >= 2:
+        wt = workers_throughput(args.grid, opts)
+        print(json.dumps({"workers_coords_per_s": wt["coords_per_s"]}), flush=True)
+        doc["workers_throughput"] = wt
     for nt in threads:
         torch.set_num_threads(nt)
         tp = field_throughput(args.grid, opts, args.device)

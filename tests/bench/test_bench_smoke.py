@@ -130,3 +130,18 @@ def test_probe_prior_keeps_the_true_power(kind):
     true = d.ground_truth["probe"]
     assert p.shape == true.shape and p.dtype == np.complex64
     assert np.isclose(np.sum(np.abs(p) ** 2), np.sum(np.abs(true) ** 2), rtol=1e-4)
+
+
+def test_two_worker_field_throughput_sums_both_processes():
+    """``bench_rnf_speed.workers_throughput`` (the "2 M coordinates/s on 2 cores" figure of
+    issue #18): two one-thread processes each report a positive rate, and the headline is
+    their sum."""
+    from bench.bench_rnf_speed import workers_throughput
+    from ptytasks.engines.rnf import RNFOptions
+
+    r = workers_throughput(32, RNFOptions(), workers=2, seconds=0.3)
+    rates = [w["coords_per_s"] for w in r["per_worker"]]
+    assert len(rates) == 2 and all(v > 0 and w["reps"] >= 1
+                                   for v, w in zip(rates, r["per_worker"], strict=True))
+    assert r["coords_per_s"] == pytest.approx(sum(rates))
+    assert r["threads_per_worker"] == 1

@@ -76,6 +76,12 @@ class _Clock:
 
 
 # ---------------------------------------------------------------------------- throughput
+def _mlp_settings(opts: RNFOptions) -> dict:
+    """The field MLP's settings of ``opts`` (as the engine builds them), precision aside."""
+    return {"hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
+            "first_omega": opts.omega, "hidden_omega": opts.hidden_omega}
+
+
 def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> dict:
     """Forward + backward coordinates/s of the default field, the naive reference, and
     the machine's GEMM rate at the hidden layer's shape."""
@@ -83,8 +89,7 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
     from ptytasks.fields import HashEncodingConfig
 
     dev = torch.device(device)
-    mlp = {"hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
-           "first_omega": opts.omega, "hidden_omega": opts.hidden_omega}
+    mlp = _mlp_settings(opts)
     prior = torch.ones(n, n, dtype=torch.complex64, device=dev)
     field = ResidualField((n, n), prior, encoding=dict(opts.encoding),
                           mlp={**mlp, "hidden_precision": opts.hidden_precision}).to(dev)
@@ -130,11 +135,9 @@ def _worker_rate(n: int, settings: dict, barrier, seconds: float) -> dict:
     after every worker reached ``barrier``; coordinates per second."""
     torch.set_num_threads(1)
     opts = RNFOptions(**settings)
-    mlp = {"hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
-           "first_omega": opts.omega, "hidden_omega": opts.hidden_omega,
-           "hidden_precision": opts.hidden_precision}
     field = ResidualField((n, n), torch.ones(n, n, dtype=torch.complex64),
-                          encoding=dict(opts.encoding), mlp=mlp)
+                          encoding=dict(opts.encoding),
+                          mlp={**_mlp_settings(opts), "hidden_precision": opts.hidden_precision})
 
     def step():
         z = field()

@@ -53,6 +53,25 @@ def physical_probe(data: PtychoData) -> np.ndarray:
     return p * np.sqrt(float(np.mean(np.sum(data.frames, axis=(1, 2)))) / np.sum(np.abs(p) ** 2))
 
 
+def probe_prior_kind(data: PtychoData, source: str = "data") -> str | None:
+    """Which probe :func:`probe_prior` makes for ``data`` from ``source``: ``None``
+    (Fourier ptychography: a pupil, no probe), ``"stored"`` (the dataset's own),
+    ``"physical"`` (:func:`physical_probe`), ``"plane_wave"`` (full-frame illumination) or
+    ``"mean_pattern"`` (a blind estimate from the frames). Raises on an unknown source."""
+    mod = modality_of(data)
+    if mod.has_pupil:
+        return None
+    if source == "data" and data.probe is not None:
+        return "stored"
+    if source == "physical":
+        return "physical"
+    if not mod.localized_probe:
+        return "plane_wave"
+    if source in ("data", "mean_pattern"):
+        return "mean_pattern"
+    raise ValueError(f"unknown probe prior {source!r}; use 'data', 'mean_pattern' or 'physical'")
+
+
 def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
     """The probe prior of ``data`` (None for Fourier ptychography, which has a pupil).
 
@@ -62,14 +81,14 @@ def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
         ``data``: the dataset's own probe when it has one, else the mean-pattern probe;
         ``physical``: :func:`physical_probe`.
     """
-    mod = modality_of(data)
-    if mod.has_pupil:
+    kind = probe_prior_kind(data, source)
+    if kind is None:
         return None
-    if source == "data" and data.probe is not None:
+    if kind == "stored":
         return np.asarray(data.probe, np.complex64)
-    if source == "physical":
+    if kind == "physical":
         return physical_probe(data)
-    if not mod.localized_probe:
+    if kind == "plane_wave":
         # Full-frame illumination: a plane wave carrying the mean counts per pixel (lazy
         # frames are averaged a block at a time).
         f = data.frames
@@ -77,19 +96,14 @@ def probe_prior(data: PtychoData, source: str = "data") -> np.ndarray | None:
         total = sum(float(np.sum(b, dtype=np.float64)) for _, b in blocks)
         mean = total / float(np.prod(f.shape))
         return np.full(data.frame_shape, np.sqrt(mean), np.complex64)
-    if source in ("data", "mean_pattern"):
-        return mean_pattern_probe(data).astype(np.complex64)
-    raise ValueError(f"unknown probe prior {source!r}; use 'data', 'mean_pattern' or 'physical'")
+    return mean_pattern_probe(data).astype(np.complex64)
 
 
 def probe_prior_from_frames(data: PtychoData, source: str = "data") -> bool:
     """Whether :func:`probe_prior` estimates the probe from the frames (a blind start:
-    localized illumination, no stored probe used, not the physical model). Half-data
-    reconstructions then estimate their own, so that no half starts from the other's
-    frames."""
-    mod = modality_of(data)
-    stored = source == "data" and data.probe is not None
-    return mod.scanning and mod.localized_probe and source != "physical" and not stored
+    the mean-pattern estimate of a localized probe). Half-data reconstructions then
+    estimate their own, so that no half starts from the other's frames."""
+    return probe_prior_kind(data, source) == "mean_pattern"
 
 
 def fit_zernike(pupil: np.ndarray, n_terms: int = 15) -> np.ndarray:

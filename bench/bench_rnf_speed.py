@@ -82,6 +82,19 @@ def _mlp_settings(opts: RNFOptions) -> dict:
             "first_omega": opts.omega, "hidden_omega": opts.hidden_omega}
 
 
+def _grid_field(n: int, opts: RNFOptions, precision: str, dev) -> ResidualField:
+    """The default field on an ``n x n`` grid (unit prior) with this hidden precision."""
+    prior = torch.ones(n, n, dtype=torch.complex64, device=dev)
+    return ResidualField((n, n), prior, encoding=dict(opts.encoding),
+                         mlp={**_mlp_settings(opts), "hidden_precision": precision}).to(dev)
+
+
+def _forward_backward(field: ResidualField) -> None:
+    """One forward + backward pass over the whole grid (the throughput unit)."""
+    z = field()
+    (z.real.square() + z.imag.square()).sum().backward()
+
+
 def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> dict:
     """Forward + backward coordinates/s of the default field, the naive reference, and
     the machine's GEMM rate at the hidden layer's shape."""
@@ -90,11 +103,8 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
 
     dev = torch.device(device)
     mlp = _mlp_settings(opts)
-    prior = torch.ones(n, n, dtype=torch.complex64, device=dev)
-    field = ResidualField((n, n), prior, encoding=dict(opts.encoding),
-                          mlp={**mlp, "hidden_precision": opts.hidden_precision}).to(dev)
-    f32 = ResidualField((n, n), prior, encoding=dict(opts.encoding),
-                        mlp={**mlp, "hidden_precision": "float32"}).to(dev)
+    field = _grid_field(n, opts, opts.hidden_precision, dev)
+    f32 = _grid_field(n, opts, "float32", dev)
     paper = HashEncodingConfig(level_policy="paper")
     naive_enc = NaiveHashEncoding(paper).to(dev)
     naive_mlp = ComplexDtypeMLP(
@@ -105,19 +115,12 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
     a = torch.randn(c2, c2 + 1, device=dev)
     b = torch.randn(c2 + 1, n * n, device=dev)
 
-    def ours():
-        z = field()
-        (z.real.square() + z.imag.square()).sum().backward()
-
-    def ours_f32():
-        z = f32()
-        (z.real.square() + z.imag.square()).sum().backward()
-
     def naive():
         z = naive_mlp(naive_enc(coords)) + 1
         (z.real.square() + z.imag.square()).sum().backward()
 
-    rows = measure_interleaved([ours, ours_f32, naive, lambda: torch.mm(a, b)], dev, reps)
+    rows = measure_interleaved([lambda: _forward_backward(field), lambda: _forward_backward(f32),
+                                naive, lambda: torch.mm(a, b)], dev, reps)
     p = n * n
     out = {"grid": n, "coords": p, "threads": torch.get_num_threads(),
            "hidden_precision": opts.hidden_precision,
@@ -135,20 +138,13 @@ def _worker_rate(n: int, settings: dict, barrier, seconds: float) -> dict:
     after every worker reached ``barrier``; coordinates per second."""
     torch.set_num_threads(1)
     opts = RNFOptions(**settings)
-    field = ResidualField((n, n), torch.ones(n, n, dtype=torch.complex64),
-                          encoding=dict(opts.encoding),
-                          mlp={**_mlp_settings(opts), "hidden_precision": opts.hidden_precision})
-
-    def step():
-        z = field()
-        (z.real.square() + z.imag.square()).sum().backward()
-
+    field = _grid_field(n, opts, opts.hidden_precision, "cpu")
     for _ in range(2):
-        step()
+        _forward_backward(field)
     barrier.wait()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        step()
+        _forward_backward(field)
         reps += 1
     wall = time.perf_counter() - t0
     return {"reps": reps, "wall_s": wall, "coords_per_s": reps * n * n / wall}

@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +83,13 @@ def _mlp_settings(opts: RNFOptions) -> dict:
             "first_omega": opts.omega, "hidden_omega": opts.hidden_omega}
 
 
-def _grid_field(n: int, opts: RNFOptions, precision: str, dev) -> ResidualField:
-    """The default field on an ``n x n`` grid (unit prior) with this hidden precision."""
+def _grid_field(n: int, opts: RNFOptions, precision: str, dev,
+                kernels: str = "eager") -> ResidualField:
+    """The default field on an ``n x n`` grid (unit prior) with this hidden precision and
+    these element-wise kernels (``"eager"`` / ``"compiled"``)."""
     prior = torch.ones(n, n, dtype=torch.complex64, device=dev)
-    return ResidualField((n, n), prior, encoding=dict(opts.encoding),
-                         mlp={**_mlp_settings(opts), "hidden_precision": precision}).to(dev)
+    mlp = {**_mlp_settings(opts), "hidden_precision": precision, "kernels": kernels}
+    return ResidualField((n, n), prior, encoding=dict(opts.encoding), mlp=mlp).to(dev)
 
 
 def _forward_backward(field: ResidualField) -> None:
@@ -105,6 +108,12 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
     mlp = _mlp_settings(opts)
     field = _grid_field(n, opts, opts.hidden_precision, dev)
     f32 = _grid_field(n, opts, "float32", dev)
+    # torch.compile'd element-wise kernels (what "auto" picks for long runs); compiled
+    # before the timing starts, the compile time recorded
+    fused = _grid_field(n, opts, opts.hidden_precision, dev, kernels="compiled")
+    t0 = time.perf_counter()
+    _forward_backward(fused)
+    compile_s = time.perf_counter() - t0
     paper = HashEncodingConfig(level_policy="paper")
     naive_enc = NaiveHashEncoding(paper).to(dev)
     naive_mlp = ComplexDtypeMLP(
@@ -120,25 +129,30 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
         (z.real.square() + z.imag.square()).sum().backward()
 
     rows = measure_interleaved([lambda: _forward_backward(field), lambda: _forward_backward(f32),
-                                naive, lambda: torch.mm(a, b)], dev, reps)
+                                naive, lambda: torch.mm(a, b),
+                                lambda: _forward_backward(fused)], dev, reps)
     p = n * n
     out = {"grid": n, "coords": p, "threads": torch.get_num_threads(),
            "hidden_precision": opts.hidden_precision,
            "field": {**rows[0], "coords_per_s": p / rows[0]["wall_s"]},
            "field_float32": {**rows[1], "coords_per_s": p / rows[1]["wall_s"]},
            "naive": {**rows[2], "coords_per_s": p / rows[2]["wall_s"]},
+           "field_compiled": {**rows[4], "coords_per_s": p / rows[4]["wall_s"],
+                              "first_call_s": compile_s,
+                              "kernels_as_run": fused.mlp.config.kernels},
            # the hidden layer's float32 GEMM alone, unchunked: a rate no field can beat
            "hidden_gemm_gflops": 2 * c2 * (c2 + 1) * p / rows[3]["wall_s"] / 1e9}
     out["speedup_vs_naive"] = rows[2]["wall_s"] / rows[0]["wall_s"]
+    out["compiled_over_eager"] = rows[0]["wall_s"] / rows[4]["wall_s"]
     return out
 
 
-def _worker_rate(n: int, settings: dict, barrier, seconds: float) -> dict:
+def _worker_rate(n: int, settings: dict, barrier, seconds: float, kernels: str) -> dict:
     """One one-thread process: forward + backward of the default field for ``seconds``
     after every worker reached ``barrier``; coordinates per second."""
     torch.set_num_threads(1)
     opts = RNFOptions(**settings)
-    field = _grid_field(n, opts, opts.hidden_precision, "cpu")
+    field = _grid_field(n, opts, opts.hidden_precision, "cpu", kernels)
     for _ in range(2):
         _forward_backward(field)
     barrier.wait()
@@ -150,7 +164,8 @@ def _worker_rate(n: int, settings: dict, barrier, seconds: float) -> dict:
     return {"reps": reps, "wall_s": wall, "coords_per_s": reps * n * n / wall}
 
 
-def workers_throughput(n: int, opts: RNFOptions, workers: int = 2, seconds: float = 10.0):
+def workers_throughput(n: int, opts: RNFOptions, workers: int = 2, seconds: float = 10.0,
+                       kernels: str = "eager"):
     """The default field's throughput in ``workers`` one-thread processes at once -- how
     ptyflow uses a multi-core CPU (one-thread Dask workers): the sum of their rates."""
     import multiprocessing as mp
@@ -159,10 +174,11 @@ def workers_throughput(n: int, opts: RNFOptions, workers: int = 2, seconds: floa
     ctx = mp.get_context("spawn")
     with ctx.Manager() as mgr, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         barrier = mgr.Barrier(workers)
-        futs = [pool.submit(_worker_rate, n, opts.to_dict(), barrier, seconds)
+        futs = [pool.submit(_worker_rate, n, opts.to_dict(), barrier, seconds, kernels)
                 for _ in range(workers)]
         rows = [f.result() for f in futs]
     return {"grid": n, "workers": workers, "threads_per_worker": 1, "seconds": seconds,
+            "kernels": kernels,
             "per_worker": rows, "coords_per_s": sum(r["coords_per_s"] for r in rows)}
 
 
@@ -261,11 +277,17 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
                probe_prior=probe_prior,
                callback=lambda e, info: times.append(info["time"]))
     out["rpie_epoch_s"] = float(np.median(times[1:]))
-    # the real RNF epoch
-    o = RNFOptions(**{**opts.to_dict(), "epochs": epochs})
+    # the real RNF epoch, with the kernels a full run of opts.epochs would use
+    kern = opts.field_kernels(data.n_frames, int(np.prod(data.object_shape)))
+    o = RNFOptions(**{**opts.to_dict(), "epochs": epochs, "kernels": kern})
     r = reconstruct_rnf(data, o, probe_prior=probe_prior)
     wall = r.extras["epoch_seconds"]
+    out["kernels"] = r.extras["field_kernels"]
     out["rnf_epoch_s"] = float(np.median(wall[1:]))
+    out["rnf_first_epoch_s"] = float(wall[0])  # with a compile, its cost lands here
+    if kern == "compiled":  # the same epochs with eager kernels, back to back
+        e = reconstruct_rnf(data, replace(o, kernels="eager"), probe_prior=probe_prior)
+        out["rnf_epoch_eager_s"] = float(np.median(e.extras["epoch_seconds"][1:]))
     # the replay: one warm-up epoch, then one timed epoch
     model, rdt, cdt = _resolve(data, o, None, o.dtype, torch.device(o.device))
     torch.manual_seed(int(o.seed))
@@ -336,8 +358,11 @@ def main(argv=None) -> int:
            "throughput": [], "epochs_split": []}
     if not args.quick and args.device == "cpu" and (os.cpu_count() or 1) >= 2:
         wt = workers_throughput(args.grid, opts)
-        print(json.dumps({"workers_coords_per_s": wt["coords_per_s"]}), flush=True)
+        wc = workers_throughput(args.grid, opts, kernels="compiled")
+        print(json.dumps({"workers_coords_per_s": wt["coords_per_s"],
+                          "workers_compiled_coords_per_s": wc["coords_per_s"]}), flush=True)
         doc["workers_throughput"] = wt
+        doc["workers_throughput_compiled"] = wc
     for nt in threads:
         torch.set_num_threads(nt)
         tp = field_throughput(args.grid, opts, args.device)

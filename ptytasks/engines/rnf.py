@@ -133,11 +133,12 @@ class _Setup:
         self.surface_fixed = fields.get("surface")
         # --- fields
         seed = int(opts.seed)
+        self.kernels = opts.field_kernels(len(frames), math.prod(data.object_shape))
         mk = lambda shape, prior, s, mask=None, residual=None: Field(
             shape, prior, opts, seed=seed + 101 * s, mask=mask, dtype=rdt,
-            residual=residual).to(device)
+            residual=residual, kernels=self.kernels).to(device)
         self.obj_field = Field(data.object_shape, obj, opts, seed=seed, dtype=rdt,
-                               anneal=opts.anneal_epochs > 0).to(device)
+                               anneal=opts.anneal_epochs > 0, kernels=self.kernels).to(device)
         self.probe_field = None
         if opts.learn_probe and probe is not None:
             if probe.dim() == 3 and probe.shape[0] > 1 and opts.mode_field == "pixels":

@@ -19,6 +19,7 @@ from torch import nn
 
 from ptytasks.data import PtychoData
 from ptytasks.engines.result import ReconstructionResult
+from ptytasks.fields.phasor_kernels import kernels as field_kernels
 from ptytasks.fields.residual_field import ResidualField
 from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.modes import orthogonalize_modes, power_fractions
@@ -78,16 +79,17 @@ class Field(nn.Module):
     """A :class:`ResidualField` evaluated on boxes, its learned part optionally masked.
 
     ``opts`` (:class:`~ptytasks.engines.rnf_options.RNFOptions`) gives the architecture
-    (activation, frequencies, width, depth, encoding) and ``residual`` unless overridden.
+    (activation, frequencies, width, depth, encoding) and ``residual`` unless overridden;
+    ``kernels`` the MLP's element-wise kernels (``RNFOptions.field_kernels``).
     """
 
     def __init__(self, shape, prior, opts, *, seed: int, mask=None, dtype,
-                 anneal: bool = False, residual: bool | None = None):
+                 anneal: bool = False, residual: bool | None = None, kernels: str = "eager"):
         super().__init__()
         mlp = {"activation": opts.activation, "first_omega": opts.omega,
                "hidden_omega": opts.hidden_omega, "learnable_omega": opts.learn_omega,
                "hidden_features": opts.hidden_features, "hidden_layers": opts.hidden_layers,
-               "hidden_precision": opts.hidden_precision}
+               "hidden_precision": opts.hidden_precision, "kernels": kernels}
         if opts.out_init_scale is not None:
             mlp["out_init_scale"] = opts.out_init_scale
         self.net = ResidualField(tuple(shape), prior, encoding=dict(opts.encoding), mlp=mlp,
@@ -238,7 +240,9 @@ def rnf_result(st, opts, hist, t_start, stop) -> ReconstructionResult:
     extras = {"data_scale": st.scale, "data_loss_history": hist["data"],
               "epoch_seconds": list(hist["time"]),
               "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
-              "stopped_early_at": stop, "learned": list(st.learned)}
+              "stopped_early_at": stop, "learned": list(st.learned),
+              # as run: a compiled set that fell back reads "eager"
+              "field_kernels": field_kernels(st.kernels).mode}
     if st.probe_field is not None:
         extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
     fields = st.extra_fields()

@@ -28,6 +28,7 @@ from torch import nn
 
 from ptytasks.fields.activations import ACTIVATIONS, from_split, make_activation
 from ptytasks.fields.fused_mlp import native_bfloat16, phasor_mlp
+from ptytasks.fields.phasor_kernels import KERNEL_MODES
 
 SPLIT_ACTIVATIONS = ("split_relu", "split_sine")
 
@@ -72,6 +73,10 @@ class MLPConfig:
         radians at ``first_omega = 10``), the output layer and every phasor stay float32.
         ``"auto"``: bfloat16 where the device multiplies it natively
         (:func:`~ptytasks.fields.fused_mlp.native_bfloat16`), else float32.
+    kernels : {"eager", "compiled"}
+        Fused phasor MLP: its element-wise steps as eager torch kernels or fused by
+        ``torch.compile`` (:mod:`ptytasks.fields.phasor_kernels`; same numbers to float32
+        rounding, 1.15-1.25x faster forward + backward on CPU, ~20 s to compile once).
     """
 
     hidden_features: int = 64
@@ -85,8 +90,11 @@ class MLPConfig:
     split_width: int | None = None
     fused: bool = True
     hidden_precision: str = "float32"
+    kernels: str = "eager"
 
     def __post_init__(self):
+        if self.kernels not in KERNEL_MODES:
+            raise ValueError(f"kernels must be one of {KERNEL_MODES}, not {self.kernels!r}")
         if self.hidden_precision not in ("float32", "bfloat16", "auto"):
             raise ValueError("hidden_precision must be 'float32', 'bfloat16' or 'auto', not "
                              f"{self.hidden_precision!r}")
@@ -242,7 +250,7 @@ class ComplexMLP(nn.Module):
             if prec == "auto":
                 prec = "bfloat16" if native_bfloat16(feats.device) else "float32"
             low = {"float32": None, "bfloat16": torch.bfloat16}[prec]
-            y = phasor_mlp(feats, params, chunk_size, low)
+            y = phasor_mlp(feats, params, chunk_size, low, self.config.kernels)
         else:
             y = _chunked(self._chain, feats, params, chunk_size, checkpoint)
         return y.view(2, self.out_features, -1)

@@ -35,6 +35,8 @@ import functools
 import torch
 from torch.autograd.function import once_differentiable
 
+from ptytasks.fields.phasor_kernels import kernels as _kernels
+
 
 def _augment(x: torch.Tensor) -> torch.Tensor:
     """``x`` ``(D, n)`` with a row of ones appended: ``(D + 1, n)``."""
@@ -44,39 +46,20 @@ def _augment(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _phasor_into(y: torch.Tensor, h: torch.Tensor) -> None:
-    """``h[:2C] = e^q (cos p, sin p)`` for ``y = (p; q)`` ``(2 C, n)``; ``h[2C] = 1``."""
-    c = y.shape[0] // 2
-    e = torch.exp(y[c:])
-    torch.cos(y[:c], out=h[:c])
-    torch.sin(y[:c], out=h[c:2 * c])
-    h[:2 * c].view(2, c, -1).mul_(e)
-    h[2 * c].fill_(1.0)
-
-
-def _phasor_backward(g: torch.Tensor, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Gradient wrt ``y = (p; q)`` from the gradient ``g`` wrt the phasor output ``h``."""
-    c = g.shape[0] // 2
-    g_re, g_im, o_re, o_im = g[:c], g[c:], h[:c], h[c:2 * c]
-    torch.mul(g_im, o_re, out=out[:c])
-    out[:c].addcmul_(g_re, o_im, value=-1.0)
-    torch.mul(g_re, o_re, out=out[c:])
-    out[c:].addcmul_(g_im, o_im)
-    return out
-
-
 class PhasorMLPFunction(torch.autograd.Function):
     """``out = W_L phasor(... phasor(W_1 x + b_1) ...) + b_L`` on channels-first input.
 
-    ``forward(ctx, x, chunk, hidden_dtype, *wb)``: ``x`` ``(D, P)`` real features, ``chunk``
-    points per chunk (``None``: all), ``hidden_dtype`` (see :func:`phasor_mlp`), ``wb``
+    ``forward(ctx, x, chunk, hidden_dtype, kernels, *wb)``: ``x`` ``(D, P)`` real features,
+    ``chunk`` points per chunk (``None``: all), ``hidden_dtype`` and ``kernels`` (see
+    :func:`phasor_mlp`), ``wb``
     the stacked ``(weight, bias)`` pairs of every layer with the phasor frequencies folded
     in (``ComplexLinear.stacked(act.pre_scale())``); the last pair is the output layer.
     Returns ``(2 out, P)``.
     """
 
     @staticmethod
-    def forward(ctx, x, chunk, hidden_dtype, *wb):
+    def forward(ctx, x, chunk, hidden_dtype, kernels, *wb):
+        kern = _kernels(kernels)
         p = x.shape[-1]
         chunk = max(1, p if not chunk else min(int(chunk), p))
         mats = [torch.cat([w, b[:, None]], 1) for w, b in zip(wb[::2], wb[1::2], strict=True)]
@@ -93,11 +76,11 @@ class PhasorMLPFunction(torch.autograd.Function):
             acts, lows = [h], [None]
             for i, m in enumerate(mats[:-1]):
                 # low-precision product, float32 phasor (the elementwise maths stays exact)
-                y = torch.mm(m, h) if low[i] is None else torch.mm(low[i], lows[-1]).float()
-                h = torch.empty(y.shape[0] + 1, y.shape[1], dtype=x.dtype, device=y.device)
-                _phasor_into(y, h)
+                y = torch.mm(m, h) if low[i] is None else torch.mm(low[i], lows[-1])
+                h, h_low = kern.phasor(y, x.dtype,
+                                       hidden_dtype if low[i + 1] is not None else None)
                 acts.append(h)
-                lows.append(h.to(hidden_dtype) if low[i + 1] is not None else None)
+                lows.append(h_low)
             torch.mm(mats[-1], h, out=out[:, s:s + chunk])
             saved.append(acts)
             saved_low.append(lows)
@@ -106,12 +89,13 @@ class PhasorMLPFunction(torch.autograd.Function):
         ctx.mats = mats
         ctx.low = low
         ctx.chunk = chunk
+        ctx.kern = kern
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        mats, chunk, saved, low = ctx.mats, ctx.chunk, ctx.saved, ctx.low
+        mats, chunk, saved, low, kern = ctx.mats, ctx.chunk, ctx.saved, ctx.low, ctx.kern
         need_x = ctx.needs_input_grad[0]
         gmats = [torch.zeros_like(m) for m in mats]
         # the first layer's gradient is accumulated transposed, (D + 1, 2 C) += x g^T:
@@ -127,16 +111,16 @@ class PhasorMLPFunction(torch.autograd.Function):
             g = grad[:, s:s + chunk]
             h = acts[-1]
             gmats[-1].addmm_(g, h.T)
-            # K = 2 (or 2 out) product W_o^T g by broadcasting: BLAS is slow at tiny K
-            gh = wo[0][:, None] * g[0]
-            for j in range(1, wo.shape[0]):
-                gh.addcmul_(wo[j][:, None], g[j])
+            gh = None  # gradient wrt the current layer's phasor output, set below
             for i in range(len(mats) - 2, -1, -1):
-                gy = _phasor_backward(gh, acts[i + 1], torch.empty_like(gh))
-                if i > 0 and low[i] is not None:
-                    gyl = gy.to(low[i].dtype)
+                ld = low[i].dtype if i > 0 and low[i] is not None else None
+                # the output layer's W_o^T g (K = 2) is formed inside its phasor gradient
+                gy, gyl = (kern.head_grad(wo, g, acts[i + 1], grad.dtype, ld)
+                           if i == len(mats) - 2
+                           else kern.phasor_grad(gh, acts[i + 1], grad.dtype, ld))
+                if ld is not None:
                     gmats[i].add_(torch.mm(gyl, lows[i].T))
-                    gh = torch.mm(low[i][:, :-1].T, gyl).to(gy.dtype)
+                    gh = torch.mm(low[i][:, :-1].T, gyl)
                     continue
                 if i > 0:
                     gmats[i].addmm_(gy, acts[i].T)
@@ -150,7 +134,7 @@ class PhasorMLPFunction(torch.autograd.Function):
         grads = []
         for gm in gmats:
             grads += [gm[:, :-1], gm[:, -1]]
-        return (gx, None, None, *grads)
+        return (gx, None, None, None, *grads)
 
 
 @functools.cache
@@ -175,10 +159,13 @@ def native_bfloat16(device: torch.device) -> bool:
 
 
 def phasor_mlp(x: torch.Tensor, wb: list[torch.Tensor], chunk: int | None,
-               hidden_dtype: torch.dtype | None = None) -> torch.Tensor:
+               hidden_dtype: torch.dtype | None = None,
+               kernels: str = "eager") -> torch.Tensor:
     """Apply :class:`PhasorMLPFunction` (see there); ``wb`` as ``ComplexMLP`` stacks them.
 
     ``hidden_dtype``: run the hidden-to-hidden products (forward and both backward
     products) in this dtype, e.g. ``torch.bfloat16``; ``None``: all float32.
+    ``kernels``: the element-wise steps eager or fused by ``torch.compile``
+    (:mod:`ptytasks.fields.phasor_kernels`).
     """
-    return PhasorMLPFunction.apply(x, chunk, hidden_dtype, *wb)
+    return PhasorMLPFunction.apply(x, chunk, hidden_dtype, kernels, *wb)

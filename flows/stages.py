@@ -258,8 +258,7 @@ def reconstruct_tile(
     from ptytasks import calibration as cal
     from ptytasks.engines.checkpoint import StaleCheckpoint
     from ptytasks.engines.registry import run_engine
-    from ptytasks.metrics.frc import half_split_indices
-    from ptytasks.tiling import Tile, tile_dataset
+    from ptytasks.tiling import Tile, tile_dataset, tile_half
     from storage.atomic import step_key
     from storage.errors import DataError
 
@@ -278,7 +277,8 @@ def reconstruct_tile(
         settings["seed"] = int(settings.get("seed", 0)) + HALF_SEED_OFFSET[half]
     fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
                      *([weights] if weights else []),
-                     *([f"seed={settings['seed']}", "probe=own-half"] if half else []))  # fmt: skip
+                     *([f"seed={settings['seed']}", "probe=own-half", "halves=whole-scan"]
+                       if half else []))  # fmt: skip
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     upstream = {}
@@ -294,12 +294,8 @@ def reconstruct_tile(
     # Lazy: a tile reads only its own frames (and only its crop of them).
     data = store.read_raw(lazy=True, subsample=True)
     t = Tile.from_dict(tile)
-    sub = tile_dataset(data, t)
-    if half:
-        a, b = half_split_indices(
-            sub.positions_px if sub.positions_px is not None else sub.n_frames
-        )
-        sub = sub.subset(a if half == "a" else b)
+    # halves of the whole scan, so a frame shared by two tiles is in one half in both
+    sub = tile_half(data, t, half) if half else tile_dataset(data, t)
     if engine.slice_thickness is not None:  # the given spacing overrides the file's
         sub.params = {**sub.params, "slice_distance": float(engine.slice_thickness)}
     if engine.n_slices > 1 and "slice_distance" not in sub.params:

@@ -15,11 +15,12 @@ area); stitching feathers across the margins. Coordinates: object pixels, ``(y, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ptytasks.data import PtychoData
+from ptytasks.metrics.frc import half_split_indices
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 
@@ -291,3 +292,22 @@ def tile_dataset(data: PtychoData, tile: Tile) -> PtychoData:
             gt["positions_px"] = gt["positions_px"][tile.frame_indices] - shift
         sub.ground_truth = gt
     return sub
+
+
+def tile_half(data: PtychoData, tile: Tile, half: str) -> PtychoData:
+    """A tile's sub-dataset restricted to one half (``"a"`` or ``"b"``) of the *whole* scan.
+
+    The scan is split once over all of ``data``'s frames
+    (:func:`ptytasks.metrics.frc.half_split_indices`), and each tile keeps its own frames of
+    that half, so every frame belongs to one half in every tile. Split inside each tile
+    instead, a frame shared by two overlapping tiles lands in half a of one tile and half
+    b of the other (local order and raster parity differ from tile to tile), and the two
+    half mosaics share its noise where the tiles are blended: a correlation the half-data
+    FRC reads as resolution.
+    """
+    if half not in ("a", "b"):
+        raise ValueError(f"half must be 'a' or 'b', not {half!r}")
+    scan = data.positions_px if data.positions_px is not None else data.n_frames
+    own = half_split_indices(scan)[0 if half == "a" else 1]
+    keep = np.isin(tile.frame_indices, own)
+    return tile_dataset(data, replace(tile, frame_indices=tile.frame_indices[keep]))

@@ -100,3 +100,30 @@ def test_fullframe_tiles_coded_geometry():
         local = pos + np.array([y0, x0]) - np.array(t.object_origin)
         assert local.min() >= 0
         assert (local.max(0) + np.array([y1 - y0, x1 - x0]) <= np.array(t.object_shape)).all()
+
+
+@pytest.mark.parametrize("jitter", [0.0, 2.5])  # a full raster (checkerboard), irregular
+def test_halves_are_split_over_the_whole_scan_not_per_tile(jitter):
+    """Half-data FRC of a tiled run: each frame is in one half in every tile that holds
+    it, so the two half mosaics share no frame (and no frame's noise) where tiles blend.
+    Split inside each tile, a frame shared by overlapping tiles fell in both halves."""
+    from ptytasks.data import PtychoData
+    from ptytasks.tiling import tile_half
+
+    p = _raster(jitter=jitter, seed=3)
+    n = len(p)
+    frames = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 16, 16))
+    hi = np.ceil(p.max(0)).astype(int) + 16
+    data = PtychoData("farfield", frames.copy(), 1e-10, 1e-8, (int(hi[0]), int(hi[1])),
+                      positions_px=p)
+    tiles = plan_scanning_tiles(p, (16, 16), (2, 2), margin_probe_widths=0.5)
+    assert sum(len(t.frame_indices) for t in tiles) > 1.3 * n  # tiles share frames
+    used = {}
+    for half in "ab":
+        ids = [tile_half(data, t, half).frames[:, 0, 0].astype(int) for t in tiles]
+        assert all(len(i) > 0.4 * len(t.frame_indices) for i, t in zip(ids, tiles, strict=True))
+        used[half] = set(np.concatenate(ids).tolist())
+    assert not used["a"] & used["b"]
+    assert used["a"] | used["b"] == set(range(n))
+    with pytest.raises(ValueError, match="half"):
+        tile_half(data, tiles[0], "c")

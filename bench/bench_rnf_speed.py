@@ -7,13 +7,17 @@ machine state (and recorded with its load average):
   (encoding levels, complex width and phasor of ``RNFOptions``) on a full ``N x N``
   pixel grid, in field coordinates per second, with the naive reference (every level
   hashed, per-corner gathers, complex-dtype MLP with ``torch.exp(1j w z)``) measured in
-  the same run, plus the bare ``(2C) x (2C+1)`` GEMM rate of this machine (the floor the
-  hidden layer cannot beat).
+  the same run, the same field with compiled element-wise kernels (``field_compiled``,
+  its first call's compile time beside it), plus the bare ``(2C) x (2C+1)`` GEMM rate of
+  this machine (the floor the hidden layer cannot beat).
 * **Two workers** -- the same field in two one-thread processes at once (how ptyflow
-  uses two cores: one-thread Dask workers), their rates summed (``workers_throughput``).
+  uses two cores: one-thread Dask workers), their rates summed (``workers_throughput``),
+  with eager and with compiled kernels.
 * **Epoch split** -- for each dataset (simulated far field 100 x 64^2; the Siemens star,
   P25 near field and blood-smear FPM when ``../shared/data`` or ``$PTYFLOW_DATA`` has
-  them): the real RNF epoch (``reconstruct_rnf``'s own timer, first epoch dropped), the
+  them): the real RNF epoch (``reconstruct_rnf``'s own timer, first epoch dropped; the
+  kernels a full run of ``epochs`` would pick, and when those are compiled the same epochs
+  with eager kernels right after, ``rnf_epoch_eager_s``), the
   same steps replayed stage by stage with detached boundaries so each stage is timed
   alone (``encoding``, ``mlp_forward``, ``mlp_backward``, ``forward_model`` forward and
   backward, ``loss`` (data term + wavelet) forward and backward, ``optimiser``; the rest

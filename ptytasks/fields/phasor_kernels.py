@@ -116,6 +116,8 @@ class _Guarded:
         if self.fn is not None:
             try:
                 return self.fn(*args)
+            except torch.OutOfMemoryError:
+                raise  # not the compiler's fault: eager would run out as well
             except Exception as exc:  # noqa: BLE001 -- any compiler failure: run eager
                 log.warning("torch.compile of the phasor kernel %r failed (%s: %s); using "
                             "the eager kernels", self.name, type(exc).__name__,

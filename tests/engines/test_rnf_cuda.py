@@ -17,14 +17,17 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
+@pytest.mark.parametrize("kernels", ["eager", "compiled"])
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_fused_mlp_on_cuda_matches_cpu(precision):
-    """One chunk on the GPU, 2048-point chunks on the CPU: the same function."""
+def test_fused_mlp_on_cuda_matches_cpu(precision, kernels):
+    """One chunk on the GPU, 2048-point chunks on the CPU: the same function; on the GPU
+    also with the element-wise kernels compiled (Triton)."""
     mlp = ComplexMLP(16, 1, seed=2, out_init_scale=1.0, hidden_precision=precision)
     feats = torch.rand(16, 5000) * 0.2 - 0.1
     ys = []
     for dev in ("cpu", "cuda"):
-        m = ComplexMLP(16, 1, seed=2, out_init_scale=1.0, hidden_precision=precision).to(dev)
+        m = ComplexMLP(16, 1, seed=2, out_init_scale=1.0, hidden_precision=precision,
+                       kernels=kernels if dev == "cuda" else "eager").to(dev)
         m.load_state_dict(mlp.state_dict())
         x = feats.to(dev).requires_grad_(True)
         y = m.forward_split(x, 2048 if dev == "cpu" else None)

@@ -102,9 +102,11 @@ def _forward_backward(field: ResidualField) -> None:
     (z.real.square() + z.imag.square()).sum().backward()
 
 
-def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> dict:
-    """Forward + backward coordinates/s of the default field, the naive reference, and
-    the machine's GEMM rate at the hidden layer's shape."""
+def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5,
+                     compiled: bool = True) -> dict:
+    """Forward + backward coordinates/s of the default field, the naive reference, the
+    machine's GEMM rate at the hidden layer's shape and (``compiled``) the field with
+    compiled element-wise kernels."""
     from bench.bench_fields import ComplexDtypeMLP, NaiveHashEncoding, measure_interleaved
     from ptytasks.fields import HashEncodingConfig
 
@@ -114,7 +116,8 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5) -> di
     f32 = _grid_field(n, opts, "float32", dev)
     # torch.compile'd element-wise kernels (what "auto" picks for long runs); compiled
     # before the timing starts, the compile time recorded
-    fused = _grid_field(n, opts, opts.hidden_precision, dev, kernels="compiled")
+    fused = _grid_field(n, opts, opts.hidden_precision, dev,
+                        kernels="compiled" if compiled else "eager")
     t0 = time.perf_counter()
     _forward_backward(fused)
     compile_s = time.perf_counter() - t0
@@ -353,23 +356,28 @@ def main(argv=None) -> int:
                     help="simulated set: frame side (px) and positions (default 64 100)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--eager-only", action="store_true",
+                    help="no compiled-kernel measurements (nothing compiled: a quick check)")
     args = ap.parse_args(argv)
     threads = [1] if args.quick else args.threads
     opts = RNFOptions(device=args.device, **json.loads(args.settings))
+    if args.eager_only:
+        opts = replace(opts, kernels="eager")
     t0 = time.perf_counter()
     doc = {"suite": "rnf-speed", "machine": machine_info(), "settings": opts.to_dict(),
            "seeds": {"simulation": 0, "rnf": opts.seed}, "epochs": args.epochs,
            "throughput": [], "epochs_split": []}
     if not args.quick and args.device == "cpu" and (os.cpu_count() or 1) >= 2:
         wt = workers_throughput(args.grid, opts)
-        wc = workers_throughput(args.grid, opts, kernels="compiled")
+        wc = workers_throughput(args.grid, opts,
+                                kernels="eager" if args.eager_only else "compiled")
         print(json.dumps({"workers_coords_per_s": wt["coords_per_s"],
                           "workers_compiled_coords_per_s": wc["coords_per_s"]}), flush=True)
         doc["workers_throughput"] = wt
         doc["workers_throughput_compiled"] = wc
     for nt in threads:
         torch.set_num_threads(nt)
-        tp = field_throughput(args.grid, opts, args.device)
+        tp = field_throughput(args.grid, opts, args.device, compiled=not args.eager_only)
         print(json.dumps({k: (v["coords_per_s"] if isinstance(v, dict) else v)
                           for k, v in tp.items()}, default=float), flush=True)
         doc["throughput"].append(tp)

@@ -37,7 +37,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 if [ "$DRY" = 1 ]; then
   TAG=dryrun; DEV=cpu; CLUSTER=local
-  SPEED=(--quick --grid 64 --epochs 2 --sim 32 25)
+  SPEED=(--quick --grid 64 --epochs 2 --sim 32 25 --eager-only)
   FIELDS=(--device cpu --sizes 64 --reps 1 --skip-naive)
   GPU_TESTS=tests/engines
   RUN_INPUT="$STAR"; RUN_FLAGS=(--config deployments/configs/farfield-siemens.yaml --workers 1)

@@ -8,8 +8,9 @@ interleaved halves, the halves are stitched into two mosaics and their FRC gives
 resolution. The number goes to the ``metrics`` step of the store, the run's ``metrics``
 artifact and ``bench/results/pipeline-rnf-star.json``.
 
-RNF settings (``SETTINGS``): the pipeline's defaults (50 epochs of 16-frame batches over
-516 frames of 128 x 128, three times over) take hours on two shared CPU cores, so the test
+RNF settings (``SETTINGS``): the pipeline's defaults (40 epochs of 16-frame batches, the
+full set and two halves) take ~19 min on two CPU cores (the full set alone 569 s,
+``bench/results/star-rnf-cpu.json``), so the test
 takes 64-frame batches for a few epochs and learns the RNF residual on a quick rPIE object
 prior (``calibration.object: rpie``), the RNF design (README: priors the residuals are
 learned on). Skips without the data; slow (several minutes).

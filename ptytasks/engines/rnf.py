@@ -296,6 +296,19 @@ class _Setup:
             return 0, 0, ny, nx
         return y0, x0, h, w
 
+    def under_windows(self, idx, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
+        """Bool ``(h, w)``: pixels of the box under a window of frames ``idx``, widened to
+        whole blocks of the wavelet term (``2**wavelet_levels`` px from the box's corner),
+        so that each Haar block is evaluated whole or not at all."""
+        b = 2 ** max(int(self.opts.wavelet_levels), 0)
+        corners = torch.floor(self.model.positions[idx].detach()).long().cpu()
+        m = torch.zeros(-(-h // b) * b, -(-w // b) * b, dtype=torch.bool)
+        for y, x in (corners - torch.tensor([y0, x0])).tolist():
+            m[max(y, 0):y + self.window[0], max(x, 0):x + self.window[1]] = True
+        m = m.view(m.shape[0] // b, b, m.shape[1] // b, b).any(3).any(1)
+        m = m.repeat_interleave(b, 0).repeat_interleave(b, 1)[:h, :w]
+        return m.to(self.device)
+
     def predict(self, idx: torch.Tensor):
         """Predicted normalised intensities of frames ``idx`` and the object residual."""
         fields = self.extra_fields()
@@ -306,7 +319,9 @@ class _Setup:
             return self.model.intensity(wave, idx), res
         pos = self.model.positions[idx]
         y0, x0, h, w = self.object_box(idx)
-        region, res = self.obj_field.region(y0, x0, h, w)
+        where = self.under_windows(idx, y0, x0, h, w) if self.opts.eval_region == "windows" \
+            else None
+        region, res = self.obj_field.region(y0, x0, h, w, where)
         off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
         patches = extract_patches(region, pos - off, self.window)
         psi = self.model.exit_from_patches(self.probe(), patches)

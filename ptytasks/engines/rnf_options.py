@@ -125,10 +125,13 @@ class RNFOptions(EngineOptions):
         Frames of a batch drawn at random, or spatially compact groups (regrouped every
         epoch, visited in random order; :mod:`ptytasks.engines.batching`), whose smaller
         bounding box makes a step cheaper. Fourier ptychography always draws at random.
-    eval_region : {"auto", "bbox", "full"}
+    eval_region : {"auto", "bbox", "full", "windows"}
         Evaluate the object field on the batch windows' bounding box, on the whole grid,
         or whichever is smaller (``"auto"``: the box when it is under ``bbox_fraction`` of
-        the object).
+        the object); ``"windows"``: the region of ``"auto"``, but the network only under
+        the batch's windows (widened to whole wavelet blocks; zero residual elsewhere, so
+        the wavelet term acts on those pixels only). Experimental: 61-76 % of the region
+        lies under a random 16-frame batch's windows (``docs/rnf.md``).
     kernels : {"auto", "eager", "compiled"}
         The field MLP's element-wise steps as eager torch kernels or fused by
         ``torch.compile`` (:mod:`ptytasks.fields.phasor_kernels`: same numbers to float32
@@ -225,7 +228,7 @@ class RNFOptions(EngineOptions):
     encoding: dict = field(default_factory=dict)
     anneal_epochs: float = 0
     batching: Literal["random", "compact"] = "random"
-    eval_region: Literal["auto", "bbox", "full"] = "auto"
+    eval_region: Literal["auto", "bbox", "full", "windows"] = "auto"
     bbox_fraction: float = 0.7
     kernels: Literal["auto", "eager", "compiled"] = "auto"
 
@@ -268,8 +271,9 @@ class RNFOptions(EngineOptions):
             raise ValueError(f"domain must be one of {DOMAINS}; got {self.domain!r}")
         if self.batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}; got {self.batching!r}")
-        if self.eval_region not in ("auto", "bbox", "full"):
-            raise ValueError(f"eval_region must be auto, bbox or full; got {self.eval_region!r}")
+        if self.eval_region not in ("auto", "bbox", "full", "windows"):
+            raise ValueError("eval_region must be auto, bbox, full or windows; got "
+                             f"{self.eval_region!r}")
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}; got {self.kernels!r}")
         if self.epochs < 0 or self.batch_size < 1:

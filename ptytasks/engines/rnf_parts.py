@@ -102,9 +102,11 @@ class Field(nn.Module):
             self.annealed = AnnealedEncoding(self.net.encoding)
             self.net.encoding = self.annealed
 
-    def region(self, y0: int, x0: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(field, learned part)`` on rows ``y0:y0+h``, columns ``x0:x0+w``."""
-        field, res = self.net.window(y0, x0, h, w, return_residual=True)
+    def region(self, y0: int, x0: int, h: int, w: int,
+               where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(field, learned part)`` on rows ``y0:y0+h``, columns ``x0:x0+w`` (the learned
+        part only at ``where``, bool ``(h, w)``, when given)."""
+        field, res = self.net.window(y0, x0, h, w, return_residual=True, where=where)
         if self.mask is not None:
             m = self.mask[y0:y0 + h, x0:x0 + w]
             field, res = field - res + res * m, res * m

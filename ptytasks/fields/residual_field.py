@@ -177,12 +177,14 @@ class ResidualField(nn.Module):
         return z.T.reshape(*lead) if self.squeeze else z.T.reshape(*lead, self.channels)
 
     def window(
-        self, y0: int, x0: int, h: int, w: int, *, return_residual: bool = False
+        self, y0: int, x0: int, h: int, w: int, *, return_residual: bool = False,
+        where: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The field on the integer pixel window ``[y0:y0+h, x0:x0+w]`` (fast grid path).
 
         Returns complex ``(h, w)`` (or ``(C, h, w)``); with ``return_residual`` also the
-        MLP part alone.
+        MLP part alone. ``where`` (bool ``(h, w)``): evaluate the network only there (the
+        prior alone elsewhere).
         """
         if not (0 <= y0 and 0 <= x0 and y0 + h <= self.shape[0] and x0 + w <= self.shape[1]):
             raise ValueError(f"window {(y0, x0, h, w)} outside the grid {self.shape}")
@@ -190,7 +192,14 @@ class ResidualField(nn.Module):
         ys = pixel_to_unit(torch.arange(y0, y0 + h, device=dev, dtype=dt), self.shape)
         xs = pixel_to_unit(torch.arange(x0, x0 + w, device=dev, dtype=dt), self.shape)
         feats = self.encoding.encode_grid(ys, xs)
-        delta = self._mlp(feats.reshape(feats.shape[0], -1)).view(2, self.channels, h, w)
+        feats = feats.reshape(feats.shape[0], -1)
+        if where is None:
+            delta = self._mlp(feats).view(2, self.channels, h, w)
+        else:  # the network only at the pixels asked for; its part is zero elsewhere
+            sel = where.reshape(-1).nonzero().squeeze(1)
+            part = self._mlp(feats.index_select(1, sel))
+            delta = part.new_zeros(2, self.channels, h * w).index_copy(2, sel, part)
+            delta = delta.view(2, self.channels, h, w)
         base = self._base((slice(y0, y0 + h), slice(x0, x0 + w)))
         field = self._finish(from_split(base + delta))
         if return_residual:

@@ -294,3 +294,26 @@ def test_blind_start_takes_the_blind_probe_estimate():
                                initial_probe(data, model, "cpu", torch.complex64))
     res = run_engine("rnf", data, {"epochs": 4, "hidden_features": 16})
     assert complex_error(res.probe, data.ground_truth["probe"]) < 0.4
+
+
+def test_windows_region_covers_each_window_in_whole_wavelet_blocks():
+    """``eval_region="windows"``: the network runs under every window of the batch, on
+    whole Haar blocks (2**levels px from the box's corner), and not on the rest."""
+    from ptytasks.engines.rnf import _resolve
+
+    data = simulate("farfield", frame_size=32, n_positions=16, seed=0, dose=1e6)
+    o = RNFOptions(epochs=1, batch_size=4, eval_region="windows", wavelet_levels=2)
+    dev = torch.device("cpu")
+    model, rdt, cdt = _resolve(data, o, None, o.dtype, dev)
+    st = _Setup(data, o, model, (None,) * 4, dev, rdt, cdt)
+    idx = torch.tensor([0, 5, 15])
+    y0, x0, h, w = st.object_box(idx)
+    m = st.under_windows(idx, y0, x0, h, w)
+    assert m.shape == (h, w) and 0.2 < float(m.float().mean()) < 1
+    for y, x in (torch.floor(model.positions[idx].detach()).long() - torch.tensor([y0, x0])):
+        assert m[y:y + 32, x:x + 32].all()
+    b = 4
+    blocks = m[:h // b * b, :w // b * b].reshape(h // b, b, w // b, b)
+    assert torch.equal(blocks.all(3).all(1), blocks.any(3).any(1))
+    r = reconstruct_rnf(data, o)
+    assert np.isfinite(np.asarray(r.object)).all()

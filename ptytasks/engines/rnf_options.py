@@ -14,10 +14,11 @@ from typing import Literal
 
 from ptytasks.engines.batching import BATCHING
 from ptytasks.engines.options import EngineOptions
+from ptytasks.fields.phasor_kernels import KERNEL_MODES
 
 LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
 DOMAINS = ("amplitude", "intensity")
-KERNELS = ("auto", "eager", "compiled")
+KERNELS = ("auto", *KERNEL_MODES)
 # field coordinates (forward + backward) of a run above which "auto" compiles the kernels
 COMPILE_MIN_COORDS = 5e7
 
@@ -128,8 +129,8 @@ class RNFOptions(EngineOptions):
     eval_region : {"auto", "bbox", "full", "windows"}
         Evaluate the object field on the batch windows' bounding box, on the whole grid,
         or whichever is smaller (``"auto"``: the box when it is under ``bbox_fraction`` of
-        the object); ``"windows"``: the region of ``"auto"``, but the network only under
-        the batch's windows (widened to whole wavelet blocks; zero residual elsewhere, so
+        the object); ``"windows"``: the bounding box (as ``"bbox"``), but the network
+        only under the batch's windows (widened to whole wavelet blocks; zero residual elsewhere, so
         the wavelet term acts on those pixels only). Experimental: 61-76 % of the region
         lies under a random 16-frame batch's windows (``docs/rnf.md``).
     kernels : {"auto", "eager", "compiled"}

@@ -445,6 +445,22 @@ def _truth_at_level(store: RunStore, k: int, slice_index: int | None = None) -> 
     return out
 
 
+def _band_limit(store: RunStore, k: int) -> float | None:
+    """The band limit (cycles per pixel of pyramid level ``k``) both half-data halves
+    measured (:meth:`ptytasks.modalities.base.Modality.band_limit`; the lower of the
+    two), or None up to Nyquist."""
+    from ptytasks.metrics.frc import half_split_indices
+
+    data = store.read_raw(lazy=True, subsample=True)
+    mod = modality_of(data)
+    scan = data.positions_px if data.positions_px is not None else data.n_frames
+    limits = [mod.band_limit(data.subset(h)) for h in half_split_indices(scan)]
+    if any(b is None for b in limits):
+        return None
+    band = min(limits) * 2**k
+    return band if band < 0.5 else None
+
+
 def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | None = None) -> dict:
     """Metrics of the stitched object (vs ground truth, and/or half-data FRC) as step
     ``metrics``; preview PNGs of amplitude and phase written beside the store.
@@ -459,9 +475,12 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
     deps = [s for s in (L.MOSAIC, f"{L.MOSAIC}_a", f"{L.MOSAIC}_b") if store.is_complete(s)]
     halved = f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps
     k = _evaluation_level(store, [L.MOSAIC, *([f"{L.MOSAIC}_a", f"{L.MOSAIC}_b"] * halved)])
-    # level 0 keeps the fingerprint of stores evaluated before levels were chosen
+    band = _band_limit(store, k) if halved else None
+    # level 0 (and no band limit) keeps the fingerprint of stores evaluated before levels
+    # (and band limits) were chosen
     fp = fingerprint(params.model_dump(), [store.marker(d)["key"] for d in deps],
-                     *([{"evaluation_level": k}] if k else []))  # fmt: skip
+                     *([{"evaluation_level": k}] if k else []),
+                     *([{"band_limit": round(band, 9)}] if band is not None else []))  # fmt: skip
     if store.is_complete(L.METRICS, fp):
         return dict(store.root[L.METRICS].attrs["values"])
     lv = f"level_{k}"
@@ -473,7 +492,7 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
         halves = tuple(store.read_array(f"{L.MOSAIC}_{h}/{lv}/object") for h in "ab")
     px = float(store.root[L.RAW].attrs["pixel_size"]) * 2**k
     values = evaluate_mosaic(mosaic, weight, truth=truth, halves=halves, pixel_size=px,
-                             threshold=params.threshold)  # fmt: skip
+                             threshold=params.threshold, band_limit=band)  # fmt: skip
     values["evaluation_level"] = float(k)
     n_slices = int(store.root[L.MOSAIC].attrs.get("n_slices", 1))
     if truth is not None and n_slices > 1 and store.root[f"{L.TRUTH}/object"].ndim == 3:

@@ -61,12 +61,13 @@ class Resolution(NamedTuple):
     """Resolution from an FRC crossing.
 
     freq : float
-        Crossing frequency, cycles per pixel (Nyquist 0.5 if the curve never crosses).
+        Crossing frequency, cycles per pixel (Nyquist 0.5, or the band limit
+        ``FRCResult.max_freq``, if the curve never crosses).
     length_m : float or None
         ``pixel_size / freq`` in metres (a full period), when a pixel size was given.
     crossed : bool
-        False when the curve stays above the threshold up to Nyquist (``freq`` is then a
-        bound: the resolution is at least that good).
+        False when the curve stays above the threshold up to Nyquist or the band limit
+        (``freq`` is then a bound: the resolution is at least that good).
     """
 
     freq: float
@@ -95,6 +96,11 @@ class FRCResult:
         Upper edge of the low-frequency region, cycles per pixel: ``2 / sqrt(A_eff)``,
         twice the main-lobe half-width of the window's spectrum (module docstring); rings
         below it hold the window's own leakage of the mean and are not searched.
+    max_freq : float
+        Band limit, cycles per pixel (0.5: Nyquist): the highest frequency the data
+        measured in every direction (e.g. Fourier ptychography's synthetic aperture, when
+        the object grid is finer than it). Rings above it are not searched: whatever
+        agrees there was not measured.
     """
 
     freq: np.ndarray
@@ -103,6 +109,7 @@ class FRCResult:
     halfbit: np.ndarray
     n_effective: np.ndarray | None = None
     min_freq: float = 0.0
+    max_freq: float = 0.5
 
     def __post_init__(self):
         if self.n_effective is None:
@@ -137,9 +144,10 @@ def resolution(
     low-frequency region, where the window's spectrum leaks the mean, is skipped; ring 0
     always is); the resolution is the first ring where the curve falls below the threshold,
     linearly interpolated with the ring before it. Rings without power (NaN) count as
-    below. If the curve never falls below up to Nyquist, ``freq`` is 0.5 and ``crossed``
-    False. Later recoveries above the threshold do not count ("last crossing" is no
-    resolution).
+    below. If the curve never falls below up to Nyquist, or up to ``result.max_freq``
+    (the band limit, where the data measured less than Nyquist), ``freq`` is that limit
+    and ``crossed`` False (a bound). Later recoveries above the threshold do not count
+    ("last crossing" is no resolution).
 
     Parameters
     ----------
@@ -155,10 +163,13 @@ def resolution(
     f = result.freq
     if start is None:
         start = int(np.searchsorted(f, result.min_freq - 1e-12))
-    freq, crossed = float(f[-1]), False
+    limit = min(float(f[-1]), float(result.max_freq))
+    freq, crossed = limit, False
     # NaN rings (no power) count as "below": nothing is resolved there.
     below = ~(d >= 0)
     for k in range(max(start, 1), len(f)):
+        if f[k] > limit + 1e-12:
+            break
         if below[k]:
             crossed = True
             if np.isfinite(d[k]) and np.isfinite(d[k - 1]) and d[k - 1] > 0:

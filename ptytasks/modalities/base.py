@@ -126,6 +126,13 @@ class Modality:
         must give it (readers of foreign files call this)."""
         return None
 
+    def band_limit(self, data: PtychoData) -> float | None:
+        """The highest spatial frequency, cycles per object pixel, that ``data``'s frames
+        measure in every direction, where it lies below Nyquist; None: up to Nyquist
+        (scanning modalities, whose object pixel is set by the detector). The half-data
+        FRC searches no higher (:func:`ptytasks.evaluation.half_data_frc`)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<modality {self.name}>"
 

@@ -43,6 +43,23 @@ class FourierModality(Modality):
         frames = list(range(data.n_frames))
         return [Tile.from_dict({**t.to_dict(), "frame_indices": frames}) for t in tiles]
 
+    def band_limit(self, data):
+        """Radius of the largest centred disc inside the synthetic aperture, cycles per
+        object pixel: the union over LEDs of the pupil disc (radius ``NA / lambda``)
+        centred on the LED's wavevector, sampled on the object's FFT grid. None when it
+        covers every frequency up to Nyquist."""
+        ny, nx = data.object_shape
+        px = float(data.pixel_size)
+        fy = np.fft.fftfreq(ny)[:, None]
+        fx = np.fft.fftfreq(nx)[None, :]
+        radius = float(data.params["na"]) / float(data.wavelength) * px
+        covered = np.zeros((ny, nx), bool)
+        for ky, kx in np.asarray(data.wavevectors, float) * px:
+            covered |= (fy - ky) ** 2 + (fx - kx) ** 2 <= radius**2
+        r = np.sqrt(fy**2 + fx**2)
+        gaps = r[~covered & (r <= 0.5)]
+        return float(gaps.min()) if gaps.size else None
+
     def simulate_keywords(self):
         return super().simulate_keywords() | {"frame_size"}
 

@@ -80,11 +80,13 @@ def test_fpm_bloodsmear_half_data_frc_beats_fourier_rpie(bench, data_dir):
         pytest.skip(f"{path} is absent")
     r = bench.fourier_bloodsmear(path)
     print(r)
-    # the standard half-data FRC (means removed, first crossing) of RNF's two LED halves:
-    # within what the LEDs synthesise (else the halves agree on their common prior, not on
-    # data), beyond the objective's own band, and above ptyflow's Fourier rPIE on the same
-    # halves at the same epochs -- not above RNF's own prior (the centre-LED image)
-    assert r["frc_rnf"] <= r["synthetic_cutoff_cyc_px"]
+    # the standard half-data FRC (means removed, first crossing, searched up to the band
+    # limit both LED halves measured) of RNF's two halves: beyond the objective's own band,
+    # and above ptyflow's Fourier rPIE on the same halves at the same epochs. Not compared
+    # with RNF's prior: the bicubic-upsampled centre-LED images also agree up to the band
+    # limit (their content above the bright-field band is a deterministic replica of what
+    # is below it), so on this high-SNR data the FRC cannot tell RNF from its prior
+    # (docs/rnf.md)
     assert r["frc_rnf"] > r["brightfield_cutoff_cyc_px"]
     assert r["frc_rnf"] > r["frc_fourier_rpie"]
 

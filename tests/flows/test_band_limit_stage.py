@@ -1,0 +1,39 @@
+"""The evaluation stage gives the half-data FRC the band both halves measured
+(Fourier ptychography: the synthetic aperture, finer object grid than it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import stages
+from flows.params import PipelineParams
+from ptytasks.metrics.frc import half_split_indices
+from ptytasks.modalities import modality_of
+from ptytasks.simulate import simulate
+from storage.cxi import write_cxi
+from storage.store import RunStore
+
+
+def test_fourier_band_limit_is_the_lower_of_the_halves_per_level(tmp_path):
+    data = simulate("fourier", image_size=32, seed=0)
+    p = PipelineParams(input=str(write_cxi(tmp_path / "fp.cxi", data)),
+                       store=str(tmp_path / "r.zarr"))  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    store = RunStore(p.store, "r")
+    mod = modality_of(data)
+    halves = [mod.band_limit(data.subset(h)) for h in half_split_indices(data.n_frames)]
+    whole = mod.band_limit(data)
+    assert 0 < min(halves) <= whole < 0.5  # the simulator's synthetic NA 0.4 < Nyquist
+    assert stages._band_limit(store, 0) == pytest.approx(min(halves))
+    level1 = stages._band_limit(store, 1)  # pixels twice as large
+    assert level1 is None if 2 * min(halves) >= 0.5 else level1 == pytest.approx(2 * min(halves))
+
+
+def test_scanning_data_has_no_band_limit(tmp_path):
+    data = simulate("farfield", frame_size=32, n_positions=16, seed=0)
+    p = PipelineParams(input=str(write_cxi(tmp_path / "ff.cxi", data)),
+                       store=str(tmp_path / "r.zarr"))  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    assert stages._band_limit(RunStore(p.store, "r"), 0) is None

@@ -140,18 +140,20 @@ def lit_mask(d, probe, frac: float = 0.5) -> np.ndarray:
     return cov > frac * cov.max()
 
 
-def half_frc(a, b, mask, pixel_size) -> dict:
+def half_frc(a, b, mask, pixel_size, band_limit=None) -> dict:
     """Half-data FRC of two half reconstructions, the product's own yardstick.
 
     ``ptytasks.evaluation.half_data_frc`` (aligned, means removed, soft-edged mask, effective
-    pixel counts) and the standard first crossing of ``ptytasks.metrics.frc.resolution``
-    give the headline numbers, half-bit and 1/7. The last half-bit crossing of the curve
-    smoothed over 5 rings is kept only as a labelled diagnostic (``diag_``): it is no
-    resolution.
+    pixel counts, searched up to ``band_limit``: the band both halves measured, e.g. an
+    FPM synthetic aperture) and the standard first crossing of
+    ``ptytasks.metrics.frc.resolution`` give the headline numbers, half-bit and 1/7. The
+    last half-bit crossing of the curve smoothed over 5 rings is kept only as a labelled
+    diagnostic (``diag_``): it is no resolution.
     """
     from ptytasks.evaluation import half_data_frc
 
-    curve = half_data_frc(np.asarray(a), np.asarray(b), np.asarray(mask, bool))
+    curve = half_data_frc(np.asarray(a), np.asarray(b), np.asarray(mask, bool),
+                          band_limit=band_limit)
     hb = curve.resolution("halfbit", pixel_size)
     s7 = curve.resolution("1/7", pixel_size)
     low = (curve.freq > 0) & (curve.freq <= 0.125)
@@ -164,6 +166,7 @@ def half_frc(a, b, mask, pixel_size) -> dict:
         "crossed": bool(hb.crossed),
         "frc_onesev_cyc_px": float(s7.freq),
         "frc_low_freq_region_cyc_px": float(curve.min_freq),
+        "frc_band_limit_cyc_px": band_limit,
         "diag_frc_last_halfbit_smoothed_cyc_px": float(curve.freq[above[-1]]) if above.size
         else 0.0,
         "frc_min_to_quarter_nyquist": float(np.nanmin(curve.frc[low])) if low.any() else None,
@@ -178,6 +181,7 @@ def half_frc(a, b, mask, pixel_size) -> dict:
 
 def run(args) -> dict:
     from ptytasks.metrics import half_split_indices
+    from ptytasks.modalities import modality_of
 
     head = C.run_header("realdata", args)
     root = data_dir(args)
@@ -211,6 +215,8 @@ def run(args) -> dict:
             if d.wavevectors is not None
             else d.n_frames
         )
+        limits = [modality_of(d).band_limit(d.subset(h)) for h in halves]
+        band = None if None in limits else min(limits)
         eng = C.engine_list(args, d.modality, quick_engines=cfg.get("engines"))
         datasets[name] = {
             "modality": d.modality,
@@ -252,7 +258,8 @@ def run(args) -> dict:
             row = {"dataset": name, "engine": engine, "ok": all(r.get("ok") for r in recs)}
             if row["ok"]:
                 try:
-                    row.update(half_frc(recs[0]["object"], recs[1]["object"], mask, px_m))
+                    row.update(half_frc(recs[0]["object"], recs[1]["object"], mask, px_m,
+                                        band))
                 except Exception as exc:  # noqa: BLE001
                     row["ok"] = False
                     row["error_message"] = f"FRC failed: {type(exc).__name__}: {exc}"

@@ -445,22 +445,6 @@ def _truth_at_level(store: RunStore, k: int, slice_index: int | None = None) -> 
     return out
 
 
-def _band_limit(store: RunStore, k: int) -> float | None:
-    """The band limit (cycles per pixel of pyramid level ``k``) both half-data halves
-    measured (:meth:`ptytasks.modalities.base.Modality.band_limit`; the lower of the
-    two), or None up to Nyquist."""
-    from ptytasks.metrics.frc import half_split_indices
-
-    data = store.read_raw(lazy=True, subsample=True)
-    mod = modality_of(data)
-    scan = data.positions_px if data.positions_px is not None else data.n_frames
-    limits = [mod.band_limit(data.subset(h)) for h in half_split_indices(scan)]
-    if any(b is None for b in limits):
-        return None
-    band = min(limits) * 2**k
-    return band if band < 0.5 else None
-
-
 def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | None = None) -> dict:
     """Metrics of the stitched object (vs ground truth, and/or half-data FRC) as step
     ``metrics``; preview PNGs of amplitude and phase written beside the store.
@@ -469,13 +453,16 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
     pyramid level within it (``values["evaluation_level"]``; resolutions in metres use that
     level's pixel), so memory does not grow with the mosaic.
     """
-    from ptytasks.evaluation import evaluate_mosaic, write_previews
+    from ptytasks.evaluation import evaluate_mosaic, half_data_band_limit, write_previews
 
     store = _store(store_path)
     deps = [s for s in (L.MOSAIC, f"{L.MOSAIC}_a", f"{L.MOSAIC}_b") if store.is_complete(s)]
     halved = f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps
     k = _evaluation_level(store, [L.MOSAIC, *([f"{L.MOSAIC}_a", f"{L.MOSAIC}_b"] * halved)])
-    band = _band_limit(store, k) if halved else None
+    band = None
+    if halved:  # the band both halves measured, per pixel of level k
+        b = half_data_band_limit(store.read_raw(lazy=True, subsample=True))
+        band = b * 2**k if b is not None and b * 2**k < 0.5 else None
     # level 0 (and no band limit) keeps the fingerprint of stores evaluated before levels
     # (and band limits) were chosen
     fp = fingerprint(params.model_dump(), [store.marker(d)["key"] for d in deps],

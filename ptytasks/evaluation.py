@@ -142,6 +142,19 @@ def half_data_frc(a: np.ndarray, b: np.ndarray, mask: np.ndarray, taper: float =
     return result
 
 
+def half_data_band_limit(data) -> float | None:
+    """The band limit (cycles per object pixel) both half-data halves of ``data``
+    measured: the lower of the two halves' :meth:`~ptytasks.modalities.base.Modality.
+    band_limit`, split as the pipeline splits them
+    (:func:`~ptytasks.metrics.frc.half_split_indices`); None up to Nyquist."""
+    from ptytasks.metrics.frc import half_split_indices
+    from ptytasks.modalities import modality_of
+
+    scan = data.positions_px if data.positions_px is not None else data.n_frames
+    limits = [modality_of(data).band_limit(data.subset(h)) for h in half_split_indices(scan)]
+    return None if None in limits else min(limits)
+
+
 def low_pass(img: np.ndarray, cutoff: float) -> np.ndarray:
     """``img`` (complex128) with its spectrum zeroed beyond ``cutoff`` cycles per pixel
     (a disc; ``numpy.fft.fftfreq`` grid)."""

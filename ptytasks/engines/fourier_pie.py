@@ -131,8 +131,8 @@ def reconstruct_fourier_pie(
         spec = _spectrum_from_image(amp, k, factors, model.scale, data.object_shape, cdtype)
     alpha, beta = opts.steps()
     state = PIEState(spec, pupil, corners, _FreePupil(model), amp, factors.sqrt(), alpha=alpha,
-                     beta=beta, variant=opts.variant, subpixel=True, eps=opts.eps,
-                     probe_support=aperture if opts.pupil_support else None)
+                     beta=beta, variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps,
+                     probe_support=aperture if opts.pupil_support else None, spectrum=True)
     losses: list[float] = []
     epoch_times: list[float] = []
     with torch.no_grad(), cpu_threads(device, opts.cpu_threads, window[0] * window[1]):

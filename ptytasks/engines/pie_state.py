@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ptytasks.engines.position_correction import PositionRefiner
+from ptytasks.physics.shifts import window_freqs
 
 
 def _local_windows(corners: torch.Tensor, window: tuple[int, int]):
@@ -50,12 +51,15 @@ class PIEState:
     detector_mask : bool ``(wy, wx)`` or None
         Detector pixels whose measurement is enforced; elsewhere the modulus projection
         keeps the model's own amplitude (and the pixel adds nothing to the error).
+    spectrum : bool
+        ``obj`` is a centred spectrum cut into pupil windows (Fourier ptychography): the
+        sub-pixel shifts use :func:`ptytasks.physics.shifts.window_freqs`.
     """
 
     def __init__(self, obj, probe, positions, model, amp, sqrt_f, *, alpha: float,
                  beta: float, variant: str, subpixel: bool = True, eps: float = 1e-8,
                  probe_support: torch.Tensor | None = None,
-                 detector_mask: torch.Tensor | None = None):
+                 detector_mask: torch.Tensor | None = None, spectrum: bool = False):
         self.obj, self.probe, self.pos, self.model = obj, probe, positions, model
         self.amp, self.sqrt_f = amp, sqrt_f
         self.alpha, self.beta, self.rpie = alpha, beta, variant == "rpie"
@@ -65,8 +69,12 @@ class PIEState:
         # 1-D frequency grids for the separable sub-pixel shift ramps (cached: rebuilding
         # 2-D grids per frame dominated the sequential loop).
         rdt = probe.real.dtype
-        self._fy = torch.fft.fftfreq(self.window[0], dtype=rdt, device=probe.device)
-        self._fx = torch.fft.fftfreq(self.window[1], dtype=rdt, device=probe.device)
+        # Spectrum windows (Fourier ptychography) take the window grid, whose image-domain
+        # ramp wraps at the image edge (physics.shifts.window_freqs).
+        freqs = window_freqs if spectrum else (
+            lambda n, **kw: torch.fft.fftfreq(n, **kw))  # fmt: skip
+        self._fy = freqs(self.window[0], dtype=rdt, device=probe.device)
+        self._fx = freqs(self.window[1], dtype=rdt, device=probe.device)
 
     def _shift(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """``x(r - shift)`` for ``x`` ``(b, wy, wx)``, ``shift`` ``(b, 2)``: a Fourier ramp.

@@ -15,8 +15,25 @@ import torch
 from ptytasks.physics.fft import fft2u, freq_grid, ifft2u, real_dtype
 
 
+def window_freqs(n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Shift-ramp frequencies (cycles per sample, ``fft`` order) for a *spectrum* window.
+
+    A window cut from a centred spectrum (:func:`~ptytasks.physics.fft.fft2c`) is the
+    spectrum of an image whose origin is its pixel 0 (``ifft2c`` does not shift the image
+    axis). Shifting the window by a fraction ``d`` multiplies that image by a linear phase
+    ``exp(-2 pi i d x / n)`` that must run continuously over the image's pixels ``0 .. n-1``
+    and wrap at its edge, where the field of view ends. With ``fftfreq`` the wrap falls at
+    pixel ``n / 2``: a ``2 pi d`` phase step through the middle of every tilted image (a
+    cross on measured FPM images). This grid, ``0.5 - ((n - u) mod n) / n``, differs from
+    ``fftfreq`` by a constant phase per half and moves the wrap to the edge.
+    """
+    u = torch.arange(n, dtype=dtype, device=device)
+    return 0.5 - torch.remainder(n - u, n) / n
+
+
 def shift_ramp(
-    shape: tuple[int, int], shift: torch.Tensor, *, dtype: torch.dtype = torch.complex64
+    shape: tuple[int, int], shift: torch.Tensor, *, dtype: torch.dtype = torch.complex64,
+    spectrum: bool = False,
 ) -> torch.Tensor:
     """Phase ramp ``exp(-2 pi i (fy dy + fx dx))`` (unshifted frequency order).
 
@@ -25,19 +42,26 @@ def shift_ramp(
     shape : (ny, nx)
     shift : tensor ``(..., 2)``
         ``(dy, dx)`` in pixels.
+    spectrum : bool
+        The shifted arrays are windows of a centred spectrum: :func:`window_freqs`
+        instead of ``fftfreq`` (the image-domain ramp wraps at the image edge).
 
     Returns
     -------
     complex tensor ``(..., ny, nx)``.
     """
     rdt = real_dtype(dtype)
-    fy, fx = freq_grid(shape, 1.0, dtype=rdt, device=shift.device)
+    if spectrum:
+        fy = window_freqs(shape[0], dtype=rdt, device=shift.device)[:, None]
+        fx = window_freqs(shape[1], dtype=rdt, device=shift.device)[None, :]
+    else:
+        fy, fx = freq_grid(shape, 1.0, dtype=rdt, device=shift.device)
     s = shift.to(rdt)
     phase = -2 * math.pi * (s[..., 0, None, None] * fy + s[..., 1, None, None] * fx)
     return torch.polar(torch.ones_like(phase), phase)
 
 
-def fourier_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def fourier_shift(x: torch.Tensor, shift: torch.Tensor, *, spectrum: bool = False) -> torch.Tensor:
     """Shift images by ``shift`` pixels with periodic boundaries: ``out(r) = x(r - shift)``.
 
     Parameters
@@ -45,6 +69,8 @@ def fourier_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     x : tensor ``(..., ny, nx)``, real or complex
     shift : tensor ``(..., 2)``
         ``(dy, dx)`` in pixels, broadcast against ``x``'s leading dims.
+    spectrum : bool
+        ``x`` are windows of a centred spectrum (:func:`window_freqs`).
     """
     cdt = (
         x.dtype
@@ -52,7 +78,7 @@ def fourier_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         else {torch.float64: torch.complex128}.get(x.dtype, torch.complex64)
     )
     xc = x.to(cdt)
-    out = ifft2u(fft2u(xc) * shift_ramp(x.shape[-2:], shift, dtype=cdt))
+    out = ifft2u(fft2u(xc) * shift_ramp(x.shape[-2:], shift, dtype=cdt, spectrum=spectrum))
     return out if x.is_complex() else out.real
 
 
@@ -84,7 +110,8 @@ def _window_index(
 
 
 def extract_patches(
-    obj: torch.Tensor, positions: torch.Tensor, window: tuple[int, int], *, subpixel: bool = True
+    obj: torch.Tensor, positions: torch.Tensor, window: tuple[int, int], *, subpixel: bool = True,
+    spectrum: bool = False,
 ) -> torch.Tensor:
     """Patches ``O[p_i + r]`` of the object under each probe window.
 
@@ -97,6 +124,9 @@ def extract_patches(
         ``subpixel`` is true.
     window : (wy, wx)
         Probe window shape.
+    spectrum : bool
+        ``obj`` is a centred spectrum and the windows are pupil crops (Fourier
+        ptychography): sub-pixel shifts use :func:`window_freqs`.
 
     Returns
     -------
@@ -110,7 +140,8 @@ def extract_patches(
     patches = patches.movedim(-3, 0) if lead else patches
     if subpixel:
         # patch(r) = O(c + f + r): a shift by -f of the integer crop.
-        patches = fourier_shift(patches, -frac.reshape(frac.shape[0], *([1] * len(lead)), 2))
+        patches = fourier_shift(patches, -frac.reshape(frac.shape[0], *([1] * len(lead)), 2),
+                                spectrum=spectrum)
     return patches
 
 

@@ -1,5 +1,5 @@
-"""The evaluation stage gives the half-data FRC the band both halves measured
-(Fourier ptychography: the synthetic aperture, finer object grid than it)."""
+"""The band both half-data halves measured, as the evaluation stage reads it from a run
+store (Fourier ptychography: the synthetic aperture, finer object grid than it)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from flows import stages
 from flows.params import PipelineParams
+from ptytasks.evaluation import half_data_band_limit
 from ptytasks.metrics.frc import half_split_indices
 from ptytasks.modalities import modality_of
 from ptytasks.simulate import simulate
@@ -14,7 +15,7 @@ from storage.cxi import write_cxi
 from storage.store import RunStore
 
 
-def test_fourier_band_limit_is_the_lower_of_the_halves_per_level(tmp_path):
+def test_fourier_band_limit_is_the_lower_of_the_halves(tmp_path):
     data = simulate("fourier", image_size=32, seed=0)
     p = PipelineParams(input=str(write_cxi(tmp_path / "fp.cxi", data)),
                        store=str(tmp_path / "r.zarr"))  # fmt: skip
@@ -25,9 +26,7 @@ def test_fourier_band_limit_is_the_lower_of_the_halves_per_level(tmp_path):
     halves = [mod.band_limit(data.subset(h)) for h in half_split_indices(data.n_frames)]
     whole = mod.band_limit(data)
     assert 0 < min(halves) <= whole < 0.5  # the simulator's synthetic NA 0.4 < Nyquist
-    assert stages._band_limit(store, 0) == pytest.approx(min(halves))
-    level1 = stages._band_limit(store, 1)  # pixels twice as large
-    assert level1 is None if 2 * min(halves) >= 0.5 else level1 == pytest.approx(2 * min(halves))
+    assert half_data_band_limit(store.read_raw(lazy=True)) == pytest.approx(min(halves))
 
 
 def test_scanning_data_has_no_band_limit(tmp_path):
@@ -36,4 +35,4 @@ def test_scanning_data_has_no_band_limit(tmp_path):
                        store=str(tmp_path / "r.zarr"))  # fmt: skip
     stages.ingest(p.input, p.store, p.ingest)
     stages.subsample(p.store, p.subsample)
-    assert stages._band_limit(RunStore(p.store, "r"), 0) is None
+    assert half_data_band_limit(RunStore(p.store, "r").read_raw(lazy=True)) is None

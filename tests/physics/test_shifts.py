@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,29 @@ def test_positions_get_gradients():
     pos = torch.tensor([[3.4, 2.6]], dtype=torch.float64, requires_grad=True)
     extract_patches(obj, pos, (8, 8)).abs().pow(2).sum().backward()
     assert pos.grad is not None and pos.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("frac", [(0.0, 0.4), (0.3, -0.2)])
+def test_fractional_spectrum_window_is_the_tilted_objects_image(frac):
+    """Fourier ptychography: a window cut from the object's centred spectrum at a
+    fractional corner ``c + d`` must be the low-resolution image of the object tilted by
+    ``exp(-2 pi i d . r / M)`` (``r`` the object pixel, origin at pixel 0 as ``fft2c``
+    has it): a smooth ramp over the image, wrapping at its edge. With ``fftfreq`` ramps
+    the wrap fell at the image centre, a ``2 pi d`` phase step through every tilted image
+    (relative error ~1 here)."""
+    from ptytasks.physics.fft import fft2c, ifft2c
+
+    M, m = 192, 48
+    y, x = np.mgrid[:M, :M]
+    rng = np.random.default_rng(0)
+    env = np.exp(-((x - M / 2) ** 2 + (y - M / 2) ** 2) / (2 * 30.0**2))  # inside the field
+    obj = torch.tensor(env * (1 + 0.3 * rng.standard_normal((M, M))), dtype=torch.complex128)
+    c = M // 2 - m // 2
+    d = torch.tensor(frac, dtype=torch.float64)
+    win = extract_patches(fft2c(obj), (c + d)[None], (m, m), spectrum=True)[0]
+    tilted = obj * torch.tensor(np.exp(-2j * np.pi * (frac[0] * y + frac[1] * x) / M))
+    exact = fft2c(tilted)[c : c + m, c : c + m]
+    a, b = ifft2c(win), ifft2c(exact)
+    g = (a * b.conj()).sum()
+    err = float((a - g / g.abs() * b).norm() / b.norm())
+    assert err < 0.03, err

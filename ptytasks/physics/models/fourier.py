@@ -19,7 +19,8 @@ Model::
 
 The crop uses :func:`~ptytasks.physics.shifts.extract_patches`, whose sub-pixel Fourier
 shift makes the intensities differentiable in ``wavevectors``. That shift interpolates the
-spectrum periodically over the window (a phase ramp on the low-resolution image), so a
+spectrum periodically over the window (a phase ramp on the low-resolution image, continuous
+over the image and wrapping at its edge: :func:`~ptytasks.physics.shifts.window_freqs`), so a
 sharp spectral feature (e.g. the DC spike of a flat object) at a non-integer window offset
 leaks a little into dark-field images; simulation and reconstruction share the model.
 The factor ``m / M`` makes a unit-amplitude transparent object give unit-intensity images
@@ -161,7 +162,8 @@ class FourierPtychography(ForwardModel):
                 )
             obj = obj * probe
         spec = fft2c(obj)
-        patches = extract_patches(spec, self.spectrum_positions[idx], self.image_shape)
+        patches = extract_patches(spec, self.spectrum_positions[idx], self.image_shape,
+                                  spectrum=True)
         return patches  # (b, [K,] my, mx)
 
     def to_detector(

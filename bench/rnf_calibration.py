@@ -179,7 +179,9 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
     """The measured FPM blood smear (green): a centred ``crop`` of every LED image, 4x
     upsampling. The LEDs are split into two interleaved halves (checkerboard of the LED
     grid), each half reconstructed alone by RNF and by ptyflow's Fourier rPIE (same epochs,
-    the pupil updated); the standard half-data FRC of the two complex objects
+    the pupil updated; with its default fractional LED windows and with whole-pixel ones,
+    ``FourierPIEOptions.subpixel=False``, the option for measured data); the standard
+    half-data FRC of the two complex objects
     (:func:`ptytasks.evaluation.half_data_frc`: aligned, means removed, soft-edged; first
     half-bit crossing after the low-frequency region, searched up to the band limit both
     halves measured, as the pipeline's evaluation does) is reported for each.
@@ -241,7 +243,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         lr_decay=0.1,
         seed=seed,
     )
-    recons, pies, brights = [], [], []
+    recons, pies, whole, brights = [], [], [], []
     t0 = time.perf_counter()
     for i, h in enumerate(halves):
         d = base.subset(h)
@@ -251,6 +253,9 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         recons.append(reconstruct_rnf(d, dataclasses.replace(opts, seed=s)).object)
         pie = reconstruct_fourier_pie(d, FourierPIEOptions(iterations=epochs, seed=s))
         pies.append(pie.object)
+        # whole-pixel LED windows, the option for measured data (FourierPIEOptions.subpixel)
+        whole.append(reconstruct_fourier_pie(
+            d, FourierPIEOptions(iterations=epochs, seed=s, subpixel=False)).object)
         k = np.asarray(d.wavevectors)
         c = int(np.argmin((k**2).sum(1)))
         img = torch.as_tensor(np.sqrt(np.clip(d.frames[c], 0, None)))[None, None]
@@ -273,6 +278,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
                              inner, band_limit=limit).resolution("halfbit")
 
     r_rnf, r_pie, r_bright = res(*recons), res(*pies), res(*brights)
+    r_whole = res(*whole)
     na = float(full.params["na"])
     na_illum = float(np.sqrt((np.asarray(full.wavevectors) ** 2).sum(1)).max()) * full.wavelength
     synthetic = (na + na_illum) / full.wavelength * base.pixel_size
@@ -284,6 +290,8 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         "frc_rnf_crossed": r_rnf.crossed,
         "frc_fourier_rpie": r_pie.freq,
         "frc_fourier_rpie_crossed": r_pie.crossed,
+        "frc_fourier_rpie_whole_pixel": r_whole.freq,
+        "frc_fourier_rpie_whole_pixel_crossed": r_whole.crossed,
         "frc_centre_led": r_bright.freq,
         "frc_rnf_unbanded": res(*recons, limit=None).freq,
         "frc_fourier_rpie_unbanded": res(*pies, limit=None).freq,

@@ -52,14 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._machine import machine_info  # noqa: E402
 from bench.bench_fields import sync  # noqa: E402
 from ptytasks.engines.batching import batches  # noqa: E402
+from ptytasks.engines.losses import data_loss as make_data_loss  # noqa: E402
 from ptytasks.engines.losses import wavelet_sparsity  # noqa: E402
-from ptytasks.engines.rnf import (  # noqa: E402
-    RNFOptions,
-    _resolve,
-    _Setup,
-    data_term,
-    reconstruct_rnf,
-)
+from ptytasks.engines.rnf import RNFOptions, _resolve, _Setup, reconstruct_rnf  # noqa: E402
 from ptytasks.fields import ResidualField  # noqa: E402
 from ptytasks.fields.activations import from_split  # noqa: E402
 from ptytasks.fields.hash_encoding import pixel_to_unit  # noqa: E402
@@ -307,7 +302,8 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
     torch.manual_seed(int(o.seed))
     st = _Setup(data, o, model, (None, probe_prior, None, None), torch.device(o.device), rdt,
                 cdt)
-    data_loss = data_term(o, data)
+    data_loss = make_data_loss(o.loss, "intensity" if o.loss == "poisson" else o.domain,
+                               delta=o.huber_delta)
     gen = torch.Generator().manual_seed(int(o.seed) + 7919)
     clock = None
     for _ in range(2):

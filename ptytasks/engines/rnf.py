@@ -354,13 +354,6 @@ def _resolve(data, options, model, dtype_name, device):
     return model.to(device=device), rdt, cdt
 
 
-def data_term(opts: RNFOptions, data: PtychoData):
-    """The data loss of ``opts`` (``loss="auto"``: the modality's ``rnf_loss``)."""
-    loss = modality_of(data).rnf_loss if opts.loss == "auto" else opts.loss
-    return make_data_loss(loss, "intensity" if loss == "poisson" else opts.domain,
-                          delta=opts.huber_delta)
-
-
 def reconstruct_rnf(
     data: PtychoData,
     options: RNFOptions | None = None,
@@ -419,7 +412,8 @@ def reconstruct_rnf(
     torch.manual_seed(int(opts.seed))
     st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),
                 device, rdt, cdt)
-    data_loss = data_term(opts, data)
+    data_loss = make_data_loss(opts.loss, "intensity" if opts.loss == "poisson" else opts.domain,
+                               delta=opts.huber_delta)
     gen = torch.Generator().manual_seed(int(opts.seed) + 7919)
     hist = {"loss": [], "data": [], "reg": [], "time": [], "best": math.inf, "stale": 0}
     start, inputs = 0, None

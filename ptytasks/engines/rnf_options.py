@@ -16,7 +16,7 @@ from ptytasks.engines.batching import BATCHING
 from ptytasks.engines.options import EngineOptions
 from ptytasks.fields.phasor_kernels import KERNEL_MODES
 
-LOSSES = ("auto", "l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
+LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
 DOMAINS = ("amplitude", "intensity")
 KERNELS = ("auto", *KERNEL_MODES)
 # field coordinates (forward + backward) of a run above which "auto" compiles the kernels
@@ -73,15 +73,9 @@ class RNFOptions(EngineOptions):
 
     Loss
     ----
-    loss : {"auto", "l1", "huber", "l2", "gradient", "poisson"}
+    loss : {"l1", "huber", "l2", "gradient", "poisson"}
         Data term (Methods); ``"poisson"`` is the Poisson negative log-likelihood of the
-        intensities (``domain`` is then ignored). ``"auto"`` (default): the modality's
-        ``rnf_loss`` (:class:`ptytasks.modalities.base.Modality`): the gradient-domain
-        loss for Fourier ptychography, whose measured images carry a smooth background and
-        per-LED level variations (paper, Methods), ``"l1"`` for the scanning modalities.
-        Blood smear (48 px crop, 15 epochs, LED halves): half-data FRC 0.131 with l1, the
-        band limit 0.333 with the gradient loss; simulated FPM (seeds 1-3) lower error
-        too (``docs/rnf.md``).
+        intensities (``domain`` is then ignored).
     domain : {"amplitude", "intensity"}
         Compare ``sqrt(I)`` (default) or ``I``.
     huber_delta : float
@@ -219,7 +213,7 @@ class RNFOptions(EngineOptions):
     warmup_epochs: int = 0
     probe_warmup_epochs: int = 0
 
-    loss: Literal["auto", "l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "auto"
+    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "l1"
     domain: Literal["amplitude", "intensity"] = "amplitude"
     huber_delta: float = 0.1
     mu: float = 0.1

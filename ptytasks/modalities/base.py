@@ -83,8 +83,6 @@ class Modality:
     simulator : str
         ``"module:function"`` simulating a dataset (resolved at call time, so the
         simulators may use everything below the engines).
-    rnf_loss : str
-        The RNF data term ``RNFOptions(loss="auto")`` takes for this modality.
     """
 
     name: ClassVar[str]
@@ -98,7 +96,6 @@ class Modality:
     tile_margin: ClassVar[float] = 0.5
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     simulator: ClassVar[str]
-    rnf_loss: ClassVar[str] = "l1"
 
     def build_model(self, data: PtychoData, g: Geometry, dtype: torch.dtype) -> ForwardModel:
         """The forward model of ``data`` with geometry ``g``."""

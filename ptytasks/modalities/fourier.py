@@ -17,8 +17,6 @@ class FourierModality(Modality):
     requires = (("wavevectors", "wavevectors (ky, kx) in cycles/m"),
                 ("params.na", "params['na'] (objective NA)"))  # fmt: skip
     simulator = "ptytasks.simulate.coded_fourier:simulate_fourier"
-    # measured LED images: smooth background and per-LED levels (RNF paper, Methods)
-    rnf_loss = "gradient"
 
     def build_model(self, data, g, dtype):
         import torch

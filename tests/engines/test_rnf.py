@@ -317,21 +317,3 @@ def test_windows_region_covers_each_window_in_whole_wavelet_blocks():
     assert torch.equal(blocks.all(3).all(1), blocks.any(3).any(1))
     r = reconstruct_rnf(data, o)
     assert np.isfinite(np.asarray(r.object)).all()
-
-
-def test_auto_loss_is_the_modalitys_data_term():
-    """``loss="auto"`` (default): the gradient-domain term for Fourier ptychography (the
-    measured blood smear's smooth background and LED levels), L1 for scanning data."""
-    from ptytasks.engines.rnf import data_term
-    from ptytasks.simulate.datasets import simulate
-
-    assert RNFOptions().loss == "auto"
-    fp = simulate("fourier", image_size=16, seed=0)
-    ff = simulate("farfield", frame_size=16, n_positions=4, seed=0)
-    pred = torch.rand(2, 16, 16) + 1.0
-    meas = (pred.sqrt() + 0.5) ** 2  # an amplitude offset: invisible to the gradient term
-    assert float(data_term(RNFOptions(), fp)(pred, meas)) < 1e-6
-    assert float(data_term(RNFOptions(), ff)(pred, meas)) > 0.1
-    assert data_term(RNFOptions(), ff).name == "l1"
-    assert data_term(RNFOptions(), fp).name == "gradient"
-    assert data_term(RNFOptions(loss="l2"), fp).name == "l2"  # an explicit choice stands

@@ -185,8 +185,9 @@ class FourierPIEOptions(EngineOptions):
         that wraps at the edge of the periodic field; a measured camera crop has no such
         wrap, and on the FPM blood smear (48 px crop, 15 iterations) the fractional
         windows left the two LED halves uncorrelated (half-data FRC 0.018 c/px) where
-        whole-pixel windows give 0.3 (``docs/rnf.md``). On simulated data the whole-pixel
-        windows are the worse model (error 0.36 vs 0.044), so True stays the default.
+        whole-pixel windows give 0.323 (``docs/rnf.md``). On the simulator's data (noise
+        free, known pupil, 10 iterations) whole-pixel windows are the worse model, error
+        0.263 vs 0.028, so True stays the default.
     seed : int
     device, dtype, eps, cpu_threads : as in :class:`PIEOptions` (the LEDs are visited one
         at a time).

@@ -94,7 +94,7 @@ def headline_rows(found: dict) -> list[str]:
         for row in r.get("rows", []):
             if row.get("ok"):
                 L.append(
-                    f"| half-data FRC (last half-bit crossing), {row['dataset']}, "
+                    f"| half-data FRC (standard first half-bit crossing), {row['dataset']}, "
                     f"{row['engine']} | "
                     f"{row['frc_halfbit_cyc_px']:.3f} cyc/px | `{name}` |"
                 )

@@ -301,10 +301,11 @@ def _realdata(name: str, d: dict, out: Path) -> list[str]:
         "",
         "Two interleaved halves reconstructed independently (different seeds) from the same "
         "priors; FRC of the aligned, mean-removed halves over the well-lit region. "
-        "Resolution: the highest frequency where the 5-ring-smoothed FRC is still above the "
-        "half-bit curve, in cycles/pixel (0.5 = Nyquist; higher is better) and metres where "
-        "the pixel size is known; the standard first crossing is given too (it stops at "
-        "the first dip, often a large-scale difference at the lowest rings). " + _machine_line(d),
+        "Resolution: the standard first crossing of the half-bit curve after the "
+        "low-frequency region, searched up to the band limit where the data measured less "
+        "than Nyquist (FPM), in cycles/pixel (0.5 = Nyquist; higher is better) and metres "
+        "where the pixel size is known. The last crossing of the 5-ring-smoothed curve is "
+        "shown only as a diagnostic: it is no resolution. " + _machine_line(d),
         "",
     ]
     for ds, info in d.get("datasets", {}).items():

@@ -206,8 +206,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
     from ptytasks.data import PtychoData
     from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
     from ptytasks.engines.options import FourierPIEOptions
-    from ptytasks.evaluation import half_data_frc
-    from ptytasks.modalities import modality_of
+    from ptytasks.evaluation import half_data_band_limit, half_data_frc
     from storage.readers import read_any
 
     full = read_any(path)
@@ -271,7 +270,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
     m = base.object_shape[0] // 16
     inner[m:-m, m:-m] = True
 
-    band = min(modality_of(base).band_limit(base.subset(h)) for h in halves)
+    band = half_data_band_limit(base, halves)
 
     def res(a, b, limit=band):
         return half_data_frc(np.asarray(a, np.complex128), np.asarray(b, np.complex128),

@@ -180,8 +180,8 @@ def half_frc(a, b, mask, pixel_size, band_limit=None) -> dict:
 
 
 def run(args) -> dict:
+    from ptytasks.evaluation import half_data_band_limit
     from ptytasks.metrics import half_split_indices
-    from ptytasks.modalities import modality_of
 
     head = C.run_header("realdata", args)
     root = data_dir(args)
@@ -215,8 +215,7 @@ def run(args) -> dict:
             if d.wavevectors is not None
             else d.n_frames
         )
-        limits = [modality_of(d).band_limit(d.subset(h)) for h in halves]
-        band = None if None in limits else min(limits)
+        band = half_data_band_limit(d, halves)
         eng = C.engine_list(args, d.modality, quick_engines=cfg.get("engines"))
         datasets[name] = {
             "modality": d.modality,

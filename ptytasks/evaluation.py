@@ -142,16 +142,18 @@ def half_data_frc(a: np.ndarray, b: np.ndarray, mask: np.ndarray, taper: float =
     return result
 
 
-def half_data_band_limit(data) -> float | None:
+def half_data_band_limit(data, halves=None) -> float | None:
     """The band limit (cycles per object pixel) both half-data halves of ``data``
     measured: the lower of the two halves' :meth:`~ptytasks.modalities.base.Modality.
-    band_limit`, split as the pipeline splits them
-    (:func:`~ptytasks.metrics.frc.half_split_indices`); None up to Nyquist."""
+    band_limit`. ``halves``: two frame-index arrays; default: split as the pipeline splits
+    them (:func:`~ptytasks.metrics.frc.half_split_indices`). None up to Nyquist."""
     from ptytasks.metrics.frc import half_split_indices
     from ptytasks.modalities import modality_of
 
-    scan = data.positions_px if data.positions_px is not None else data.n_frames
-    limits = [modality_of(data).band_limit(data.subset(h)) for h in half_split_indices(scan)]
+    if halves is None:
+        scan = data.positions_px if data.positions_px is not None else data.n_frames
+        halves = half_split_indices(scan)
+    limits = [modality_of(data).band_limit(data.subset(h)) for h in halves]
     return None if None in limits else min(limits)
 
 

@@ -71,8 +71,7 @@ class PIEState:
         rdt = probe.real.dtype
         # Spectrum windows (Fourier ptychography) take the window grid, whose image-domain
         # ramp wraps at the image edge (physics.shifts.window_freqs).
-        freqs = window_freqs if spectrum else (
-            lambda n, **kw: torch.fft.fftfreq(n, **kw))  # fmt: skip
+        freqs = window_freqs if spectrum else torch.fft.fftfreq
         self._fy = freqs(self.window[0], dtype=rdt, device=probe.device)
         self._fx = freqs(self.window[1], dtype=rdt, device=probe.device)
 

@@ -39,3 +39,12 @@ def test_full_coverage_and_scanning_modalities_have_no_band_limit():
 
     ff = simulate("farfield", frame_size=32, n_positions=9, seed=0)
     assert modality_of(ff).band_limit(ff) is None
+
+
+def test_half_data_band_limit_is_the_lower_halfs():
+    from ptytasks.evaluation import half_data_band_limit
+
+    d = _fourier([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
+    # half a: the centre LED alone (rho); half b: all five (sqrt(2) rho)
+    lim = half_data_band_limit(d, [np.array([0]), np.arange(5)])
+    assert lim == pytest.approx(RHO, abs=1.5 / M)

@@ -207,6 +207,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
     from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
     from ptytasks.engines.options import FourierPIEOptions
     from ptytasks.evaluation import half_data_band_limit, half_data_frc
+    from ptytasks.modalities import modality_of
     from storage.readers import read_any
 
     full = read_any(path)
@@ -225,10 +226,8 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         detector_pixel=full.detector_pixel,
         params=dict(full.params),
     )
-    # checkerboard halves of the 15 x 15 LED grid (by LED position)
-    xy = np.asarray(full.meta["led_xy"])
-    grid = np.round((xy - xy.min(0)) / 4e-3).astype(int)
-    halves = [np.flatnonzero((grid.sum(1) % 2) == h) for h in (0, 1)]
+    # the pipeline's halves: a checkerboard of the 15 x 15 LED board
+    halves = modality_of(base).half_split(base)
     opts = RNFOptions(
         epochs=epochs,
         batch_size=8,

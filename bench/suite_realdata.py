@@ -1,7 +1,7 @@
 """Real data: half-data FRC resolution per engine on the measured sets of ../shared/data.
 
 No ground truth: the frames (LEDs for Fourier ptychography) are split into two interleaved
-halves (:func:`ptytasks.metrics.half_split_indices`), each half is reconstructed on its own
+halves (:meth:`ptytasks.modalities.base.Modality.half_split`), each half is reconstructed on its own
 from the same priors, the second is aligned to the first (shift, phase ramp, complex
 scale), and their FRC over the well-lit region (taper-edged) crosses the half-bit threshold
 at the reported resolution (cycles/pixel; Nyquist 0.5 = "not limited"; metres where the
@@ -181,7 +181,7 @@ def half_frc(a, b, mask, pixel_size, band_limit=None) -> dict:
 
 def run(args) -> dict:
     from ptytasks.evaluation import half_data_band_limit
-    from ptytasks.metrics import half_split_indices
+    from ptytasks.modalities import modality_of
 
     head = C.run_header("realdata", args)
     root = data_dir(args)
@@ -206,15 +206,9 @@ def run(args) -> dict:
             datasets[name] = {"skipped": f"unreadable: {type(exc).__name__}: {exc}"}
             continue
         probe = common_probe(d)
-        # Scanning sets: interleaved positions; Fourier ptychography: a checkerboard of the
-        # LED grid (wavevectors), so both halves span the same illumination NA.
-        halves = half_split_indices(
-            d.positions_px
-            if d.positions_px is not None
-            else d.wavevectors
-            if d.wavevectors is not None
-            else d.n_frames
-        )
+        # the pipeline's halves: interleaved positions; Fourier ptychography: a
+        # checkerboard of the LED board, so both halves span the same illumination NA
+        halves = modality_of(d).half_split(d)
         band = half_data_band_limit(d, halves)
         eng = C.engine_list(args, d.modality, quick_engines=cfg.get("engines"))
         datasets[name] = {

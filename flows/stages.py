@@ -275,10 +275,12 @@ def reconstruct_tile(
         # the data leave unconstrained comes out alike in both -- a correlation the FRC
         # reads as resolution (the star's RNF halves agreed up to Nyquist, 0.5 c/px).
         settings["seed"] = int(settings.get("seed", 0)) + HALF_SEED_OFFSET[half]
+    data = store.read_raw(lazy=True, subsample=True)  # lazy: a tile reads only its frames
+    mod = modality_of(data)
     fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
                      *([weights] if weights else []),
-                     *([f"seed={settings['seed']}", "probe=own-half", "halves=whole-scan"]
-                       if half else []))  # fmt: skip
+                     *([f"seed={settings['seed']}", "probe=own-half",
+                        f"halves={mod.half_split_rule}"] if half else []))  # fmt: skip
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     upstream = {}
@@ -291,11 +293,9 @@ def reconstruct_tile(
     ckpt = checkpoint_path(store_path, name, step_key(fp, upstream))
     _drop_stale_checkpoints(store_path, name, keep=ckpt)
     t0 = time.perf_counter()
-    # Lazy: a tile reads only its own frames (and only its crop of them).
-    data = store.read_raw(lazy=True, subsample=True)
     t = Tile.from_dict(tile)
     # halves of the whole scan, so a frame shared by two tiles is in one half in both
-    sub = tile_half(data, t, half) if half else tile_dataset(data, t)
+    sub = tile_half(data, t, half, mod.half_split(data)) if half else tile_dataset(data, t)
     if engine.slice_thickness is not None:  # the given spacing overrides the file's
         sub.params = {**sub.params, "slice_distance": float(engine.slice_thickness)}
     if engine.n_slices > 1 and "slice_distance" not in sub.params:
@@ -315,7 +315,7 @@ def reconstruct_tile(
         if surface is not None:
             surface = surface[y0:y1, x0:x1]
     pupil = None
-    if modality_of(sub).has_pupil:
+    if mod.has_pupil:
         pupil, _ = cal.pupil_prior(sub, coefficients=priors.get("zernike"))
     obj0 = cal.object_prior(sub, probe, calibration.object, calibration.prior_iterations,
                         learned_weights=calibration.learned_weights)

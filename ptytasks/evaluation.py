@@ -146,14 +146,12 @@ def half_data_band_limit(data, halves=None) -> float | None:
     """The band limit (cycles per object pixel) both half-data halves of ``data``
     measured: the lower of the two halves' :meth:`~ptytasks.modalities.base.Modality.
     band_limit`. ``halves``: two frame-index arrays; default: split as the pipeline splits
-    them (:func:`~ptytasks.metrics.frc.half_split_indices`). None up to Nyquist."""
-    from ptytasks.metrics.frc import half_split_indices
+    them (:meth:`~ptytasks.modalities.base.Modality.half_split`). None up to Nyquist."""
     from ptytasks.modalities import modality_of
 
-    if halves is None:
-        scan = data.positions_px if data.positions_px is not None else data.n_frames
-        halves = half_split_indices(scan)
-    limits = [modality_of(data).band_limit(data.subset(h)) for h in halves]
+    mod = modality_of(data)
+    halves = mod.half_split(data) if halves is None else halves
+    limits = [mod.band_limit(data.subset(h)) for h in halves]
     return None if None in limits else min(limits)
 
 

@@ -293,12 +293,16 @@ def half_split_indices(scan, *, method: str = "auto") -> tuple[np.ndarray, np.nd
     ----------
     scan : int or (n, 2) array
         Number of frames, or positions ``(y, x)`` (any unit).
-    method : "auto", "alternate" or "checkerboard"
+    method : "auto", "alternate", "checkerboard" or "lattice"
         ``alternate``: even / odd frames in scan order. ``checkerboard``: positions are
         snapped to their raster rows and columns (gaps over half the nearest-neighbour step
         start a new line) and split by ``(row + col) % 2``, so each half still covers the
         field evenly. ``auto``: checkerboard when the positions form a full raster
-        (rows x columns == frames, one frame per node), else alternate.
+        (rows x columns == frames, one frame per node), else alternate. ``lattice``:
+        checkerboard of positions on *some* nodes of a rectangular lattice with rows and
+        columns along the axes (an LED board clipped to a disc): every position must lie
+        within 0.2 steps of its snapped node under a least-squares fit of
+        ``origin + row * step_y + col * step_x`` (a rotated board or a missing row fails).
 
     Returns
     -------
@@ -314,18 +318,22 @@ def half_split_indices(scan, *, method: str = "auto") -> tuple[np.ndarray, np.nd
     if pos.ndim != 2 or pos.shape[1] != 2:
         raise ValueError(f"positions must be (n, 2), got {pos.shape}")
     n = len(pos)
-    grid = _raster_nodes(pos) if method in ("auto", "checkerboard") else None
+    grid = None
+    if method in ("auto", "checkerboard", "lattice"):
+        grid = _raster_nodes(pos, complete=method != "lattice")
     if grid is None:
-        if method == "checkerboard":
-            raise ValueError("positions do not form a raster; use method='alternate'")
+        if method in ("checkerboard", "lattice"):
+            kind = "lattice" if method == "lattice" else "raster"
+            raise ValueError(f"positions do not form a {kind}; use method='alternate'")
         return half_split_indices(n)
     odd = (grid[:, 0] + grid[:, 1]) % 2 == 1
     idx = np.arange(n)
     return idx[~odd], idx[odd]
 
 
-def _raster_nodes(pos: np.ndarray) -> np.ndarray | None:
-    """``(row, col)`` per position if they form a complete raster, else None."""
+def _raster_nodes(pos: np.ndarray, complete: bool = True) -> np.ndarray | None:
+    """``(row, col)`` per position if they form a complete raster (``complete``), or lie on
+    distinct nodes of a rectangular lattice (not ``complete``), else None."""
     n = len(pos)
     if n < 4:
         return None
@@ -337,6 +345,13 @@ def _raster_nodes(pos: np.ndarray) -> np.ndarray | None:
         line = np.concatenate([[0], np.cumsum(np.diff(pos[order, ax]) > tol)])
         nodes[order, ax] = line
     nrow, ncol = nodes.max(0) + 1
-    if nrow * ncol != n or len(np.unique(nodes[:, 0] * ncol + nodes[:, 1])) != n:
+    if len(np.unique(nodes[:, 0] * ncol + nodes[:, 1])) != n:
         return None
-    return nodes
+    if complete:
+        return nodes if nrow * ncol == n else None
+    # snapped lines are only lattice lines if the nodes reproduce the positions
+    design = np.column_stack([np.ones(n), nodes])
+    fit, *_ = np.linalg.lstsq(design, pos, rcond=None)
+    miss = np.linalg.norm(design @ fit - pos, axis=1)
+    step = np.linalg.norm(fit[1:], axis=1).min()
+    return nodes if miss.max() <= 0.2 * step else None

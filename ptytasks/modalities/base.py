@@ -133,6 +133,19 @@ class Modality:
         FRC searches no higher (:func:`ptytasks.evaluation.half_data_frc`)."""
         return None
 
+    #: names the rule of :meth:`half_split` in the half-data tiles' keys (a new rule, new keys)
+    half_split_rule: ClassVar[str] = "whole-scan"
+
+    def half_split(self, data: PtychoData) -> tuple[np.ndarray, np.ndarray]:
+        """The frame indices of the two interleaved halves of ``data`` for the half-data
+        FRC, each spanning what the whole set spans: a checkerboard of a full raster scan,
+        else alternate frames in scan order
+        (:func:`ptytasks.metrics.frc.half_split_indices`)."""
+        from ptytasks.metrics.frc import half_split_indices
+
+        return half_split_indices(data.positions_px if data.positions_px is not None
+                                  else data.n_frames)  # fmt: skip
+
     def __repr__(self) -> str:
         return f"<modality {self.name}>"
 

@@ -83,3 +83,40 @@ def test_each_half_estimates_its_own_blind_probe(tmp_path, monkeypatch):
     assert starts[""] == (n, n)  # the full run: the calibrated prior, from all frames
     for h in ("a", "b"):  # each half: a probe from its own frames only
         assert starts[h][0] < n and starts[h][1] == starts[h][0], starts
+
+
+def test_fourier_halves_are_the_modality_split_and_keyed_by_its_rule(tmp_path, monkeypatch):
+    """Each Fourier half gets the LED checkerboard of the whole set (the modality's
+    ``half_split``), and the rule's name is in the step key: a store made under another
+    split never reuses its halves."""
+    import numpy as np
+
+    from ptytasks.modalities import modality_of
+
+    data = simulate("fourier", image_size=32, seed=0)
+    cxi = write_cxi(tmp_path / "fp.cxi", data)
+    p = PipelineParams(input=str(cxi), store=str(tmp_path / "r.zarr"),
+                       engine=EngineParams(engine="rpie"))  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    (tile, *_) = stages.plan(p.store, p.tiling)
+    seen, ckpts = {}, {}
+
+    def fake_run_engine(name, data, settings, **kw):
+        seen[current], ckpts[current] = np.asarray(data.wavevectors), kw.get("checkpoint")
+        raise _Captured
+
+    monkeypatch.setattr(registry, "run_engine", fake_run_engine)
+    mod = modality_of(data)
+    for current in ("a", "b"):
+        with pytest.raises(_Captured):
+            stages.reconstruct_tile(p.store, tile, p.engine, p.calibration, half=current)
+    for current, idx in zip(("a", "b"), mod.half_split(data), strict=True):
+        np.testing.assert_allclose(seen[current], np.asarray(data.wavevectors)[idx], rtol=1e-6)
+    key_a = ckpts["a"]
+    monkeypatch.setattr(type(mod), "half_split_rule", "another-split")
+    current = "a"
+    with pytest.raises(_Captured):
+        stages.reconstruct_tile(p.store, tile, p.engine, p.calibration, half="a")
+    assert ckpts["a"] != key_a

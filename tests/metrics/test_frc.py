@@ -132,6 +132,28 @@ def test_half_split_indices():
         half_split_indices(np.stack([t, t**2], 1), method="checkerboard")
 
 
+def test_half_split_lattice_takes_a_clipped_led_board():
+    # an LED board clipped to a disc (steps 3 and 2.7, 2 % placement jitter, any order):
+    # not a full raster, so "auto" alternates, "lattice" gives the checkerboard
+    iy, ix = np.meshgrid(np.arange(-5, 6), np.arange(-5, 6), indexing="ij")
+    on = iy**2 + ix**2 <= 20
+    rng = np.random.default_rng(0)
+    order = rng.permutation(int(on.sum()))
+    nodes = np.stack([iy[on], ix[on]], 1)[order]
+    pos = nodes * [3.0, 2.7] + rng.normal(0, 0.06, nodes.shape)
+    a, b = half_split_indices(pos, method="lattice")
+    assert len(a) + len(b) == len(pos)
+    parity = nodes.sum(1) % 2
+    assert len(set(parity[a].tolist())) == 1 and len(set(parity[b].tolist())) == 1
+    assert parity[a][0] != parity[b][0]
+    assert list(half_split_indices(pos)[0][:3]) == [0, 2, 4]  # auto: no full raster
+    with pytest.raises(ValueError, match="lattice"):  # a missing row is no lattice
+        half_split_indices(pos[nodes[:, 0] != 1], method="lattice")
+    t = np.linspace(0, 30, 51)  # a spiral is no lattice
+    with pytest.raises(ValueError, match="lattice"):
+        half_split_indices(np.stack([t * np.sin(t), t * np.cos(t)], 1), method="lattice")
+
+
 def test_frc_matches_spectral_snr_ring_by_ring():
     """Two copies of a signal with independent noise: FRC(k) = SNR(k) / (1 + SNR(k)).
 

@@ -45,7 +45,12 @@ class RNFOptions(EngineOptions):
         uses ``lr_distance * |distance_0|`` (and likewise the wavelength); 1e-3 moves a
         5 % error in about 50 steps.
     lr_zernike : float
-        Zernike pupil coefficients, radians per step.
+        Zernike pupil coefficients, radians per step (0.005). At 0.02 the self-calibration
+        (Z4-Z8, 1.27 rad RMS) fell into a wrong basin on 2 of 3 tuning seeds (1.10 and
+        0.92 rad left); 0.005 left 0.015-0.037 rad on all three (chosen among 0.02, 0.005
+        and a 5- or 10-epoch warm-up) and 0.010-0.028 on held-out seeds 0, 4 and 6;
+        seed 5 fails at either rate (0.72 / 0.68 rad;
+        ``bench/results/records/rnf-zernike-rate-3940aa4.json``).
     lr_intensity : float
         Per-frame intensity factors (dimensionless, mean kept at 1).
     lr_omega : float
@@ -201,7 +206,7 @@ class RNFOptions(EngineOptions):
     lr_positions: float = 0.1
     lr_distance: float = 1e-3
     lr_wavelength: float = 1e-3
-    lr_zernike: float = 0.02
+    lr_zernike: float = 0.005
     lr_intensity: float = 1e-3
     lr_omega: float = 1e-3
     lr_probe_scale: float = 1.0

@@ -202,6 +202,11 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
     A result equal to the band limit is a bound (``*_crossed`` False). The upsampled
     centre-LED images' own FRC (``frc_centre_led``) is shown for orientation only; the
     comparison is with Fourier rPIE.
+
+    ``heldout_error_*``: how well each half's object and pupil predict the other half's
+    dark-field images (:func:`heldout_led_error`), for RNF, both rPIE variants and the
+    centre-LED prior (with the NA's aperture): a check that, unlike the FRC here, tells a
+    reconstruction from its prior.
     """
     from ptytasks.data import PtychoData
     from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
@@ -241,19 +246,21 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         lr_decay=0.1,
         seed=seed,
     )
-    recons, pies, whole, brights = [], [], [], []
+    recons, pies, whole, brights, pupils = [], [], [], [], {"rnf": [], "rpie": [], "whole": []}
     t0 = time.perf_counter()
     for i, h in enumerate(halves):
         d = base.subset(h)
         # independent halves: each from its own seed (one seed gave both RNF halves the
         # same start, and their FRC ran to Nyquist, above the synthetic band limit)
         s = seed + 1000 * (i + 1)
-        recons.append(reconstruct_rnf(d, dataclasses.replace(opts, seed=s)).object)
+        rnf = reconstruct_rnf(d, dataclasses.replace(opts, seed=s))
         pie = reconstruct_fourier_pie(d, FourierPIEOptions(iterations=epochs, seed=s))
-        pies.append(pie.object)
         # whole-pixel LED windows, the option for measured data (FourierPIEOptions.subpixel)
-        whole.append(reconstruct_fourier_pie(
-            d, FourierPIEOptions(iterations=epochs, seed=s, subpixel=False)).object)
+        wp = reconstruct_fourier_pie(d, FourierPIEOptions(iterations=epochs, seed=s,
+                                                          subpixel=False))  # fmt: skip
+        for key, r, store in (("rnf", rnf, recons), ("rpie", pie, pies), ("whole", wp, whole)):
+            store.append(r.object)
+            pupils[key].append(r.pupil)
         k = np.asarray(d.wavevectors)
         c = int(np.argmin((k**2).sum(1)))
         img = torch.as_tensor(np.sqrt(np.clip(d.frames[c], 0, None)))[None, None]
@@ -276,6 +283,13 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
                              inner, band_limit=limit).resolution("halfbit")
 
     r_rnf, r_pie, r_bright = res(*recons), res(*pies), res(*brights)
+    # Held-out LEDs: each half's reconstruction predicts the other half's images
+    held = [base.subset(h) for h in halves]
+    flat = [None, None]  # the prior: the NA's aperture, no aberration
+
+    def predicts(objs, pups):
+        return float(np.mean([heldout_led_error(objs[i], pups[i], held[1 - i], inner)
+                              for i in (0, 1)]))  # fmt: skip
     r_whole = res(*whole)
     na = float(full.params["na"])
     na_illum = float(np.sqrt((np.asarray(full.wavevectors) ** 2).sum(1)).max()) * full.wavelength
@@ -291,6 +305,10 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         "frc_fourier_rpie_whole_pixel": r_whole.freq,
         "frc_fourier_rpie_whole_pixel_crossed": r_whole.crossed,
         "frc_centre_led": r_bright.freq,
+        "heldout_error_rnf": predicts(recons, pupils["rnf"]),
+        "heldout_error_fourier_rpie": predicts(pies, pupils["rpie"]),
+        "heldout_error_fourier_rpie_whole_pixel": predicts(whole, pupils["whole"]),
+        "heldout_error_centre_led": predicts(brights, flat),
         "frc_rnf_unbanded": res(*recons, limit=None).freq,
         "frc_fourier_rpie_unbanded": res(*pies, limit=None).freq,
         "brightfield_cutoff_cyc_px": na / full.wavelength * base.pixel_size,
@@ -301,6 +319,33 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
         "pixel_size_m": base.pixel_size,
         "seconds": seconds,
     }
+
+
+def heldout_led_error(obj, pupil, held, mask) -> float:
+    """How well an object (and pupil) reconstructed from some LEDs predicts the dark-field
+    images of LEDs it never saw (``held``, nominal wavevectors; illumination NA above the
+    objective's, so each image holds only object frequencies beyond the bright field):
+    the median over those images of the relative amplitude misfit
+    ``sqrt(sum (a sqrt(I) - sqrt(J))^2 / sum J)``, each image scaled by its least-squares
+    factor ``a`` (LED brightness and the object's scale are not compared), over the image
+    pixels inside the object ``mask`` (the object's border holds the wrap-around).
+    ``pupil`` None: the NA's aperture."""
+    from ptytasks.modalities import model_for
+
+    model = model_for(held, dtype=torch.float64)
+    k = np.sqrt((np.asarray(held.wavevectors, float) ** 2).sum(1)) * float(held.wavelength)
+    idx = torch.as_tensor(np.flatnonzero(k > float(held.params["na"])))
+    with torch.no_grad():
+        o = torch.as_tensor(np.asarray(obj, np.complex128))
+        p = None if pupil is None else torch.as_tensor(np.asarray(pupil, np.complex128))
+        a = model.to_detector(model.exit_waves(o, None, idx), idx, pupil=p).abs().numpy()
+    up = mask.shape[0] // a.shape[1]
+    m = mask[::up, ::up][None]
+    j = np.sqrt(np.clip(np.asarray(held.frames, float)[idx.numpy()], 0, None)) * m
+    a = a * m
+    scale = (a * j).sum((1, 2)) / np.maximum((a * a).sum((1, 2)), 1e-30)
+    misfit = ((scale[:, None, None] * a - j) ** 2).sum((1, 2)) / (j**2).sum((1, 2))
+    return float(np.median(np.sqrt(misfit)))
 
 
 def coded_few_frames(epochs: int = 40, seed: int = 0) -> dict:

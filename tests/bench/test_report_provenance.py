@@ -36,3 +36,13 @@ def test_report_of_one_commit_names_it_and_flags_uncommitted_code(tmp_path):
     _write(tmp_path, "speed-cpu", "a" * 40, dirty=True)
     text = report.write_report(tmp_path).read_text()
     assert "Uncommitted code" in text and "(code: aaaaaaaaaa+dirty)" in text
+
+
+def test_report_reads_only_the_suites_own_files(tmp_path):
+    """A record that only shares a suite's prefix (``pipeline-rnf-star.json``: one timed
+    run, another commit) is neither a table of the report nor a code state it mixes."""
+    _write(tmp_path, "pipeline-cpu", "a" * 40)
+    d = {"suite": "pipeline-rnf-star", "machine": {"git": {"commit": "b" * 40, "dirty": False}}}
+    (tmp_path / "pipeline-rnf-star.json").write_text(json.dumps(d))
+    text = report.write_report(tmp_path).read_text()  # one code state: no refusal
+    assert "pipeline-rnf-star" not in text and "(code: aaaaaaaaaa)" in text

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ptytasks.data import PtychoData
-from ptytasks.metrics.frc import half_split_indices
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 
@@ -294,23 +293,20 @@ def tile_dataset(data: PtychoData, tile: Tile) -> PtychoData:
     return sub
 
 
-def tile_half(data: PtychoData, tile: Tile, half: str, split=None) -> PtychoData:
+def tile_half(data: PtychoData, tile: Tile, half: str, split) -> PtychoData:
     """A tile's sub-dataset restricted to one half (``"a"`` or ``"b"``) of the *whole* scan.
 
-    The scan is split once over all of ``data``'s frames: ``split`` = ``(idx_a, idx_b)``,
+    ``split`` = ``(idx_a, idx_b)``: the scan split once over all of ``data``'s frames by
     the modality's rule (:meth:`ptytasks.modalities.base.Modality.half_split`, which the
-    caller passes), default :func:`ptytasks.metrics.frc.half_split_indices` of the
-    positions. Each tile keeps its own frames of that half, so every frame belongs to one
-    half in every tile. Split inside each tile instead, a frame shared by two overlapping
-    tiles lands in half a of one tile and half b of the other (local order and raster
-    parity differ from tile to tile), and the two half mosaics share its noise where the
-    tiles are blended: a correlation the half-data FRC reads as resolution.
+    caller passes; tiling sits below the modalities). Each tile keeps its own frames of
+    that half, so every frame belongs to one half in every tile. Split inside each tile
+    instead, a frame shared by two overlapping tiles lands in half a of one tile and half
+    b of the other (local order and raster parity differ from tile to tile), and the two
+    half mosaics share its noise where the tiles are blended: a correlation the half-data
+    FRC reads as resolution.
     """
     if half not in ("a", "b"):
         raise ValueError(f"half must be 'a' or 'b', not {half!r}")
-    if split is None:
-        split = half_split_indices(data.positions_px if data.positions_px is not None
-                                   else data.n_frames)  # fmt: skip
     own = split[0 if half == "a" else 1]
     keep = np.isin(tile.frame_indices, own)
     return tile_dataset(data, replace(tile, frame_indices=tile.frame_indices[keep]))

@@ -108,6 +108,7 @@ def test_halves_are_split_over_the_whole_scan_not_per_tile(jitter):
     it, so the two half mosaics share no frame (and no frame's noise) where tiles blend.
     Split inside each tile, a frame shared by overlapping tiles fell in both halves."""
     from ptytasks.data import PtychoData
+    from ptytasks.modalities import modality_of
     from ptytasks.tiling import tile_half
 
     p = _raster(jitter=jitter, seed=3)
@@ -119,11 +120,12 @@ def test_halves_are_split_over_the_whole_scan_not_per_tile(jitter):
     tiles = plan_scanning_tiles(p, (16, 16), (2, 2), margin_probe_widths=0.5)
     assert sum(len(t.frame_indices) for t in tiles) > 1.3 * n  # tiles share frames
     used = {}
+    split = modality_of(data).half_split(data)
     for half in "ab":
-        ids = [tile_half(data, t, half).frames[:, 0, 0].astype(int) for t in tiles]
+        ids = [tile_half(data, t, half, split).frames[:, 0, 0].astype(int) for t in tiles]
         assert all(len(i) > 0.4 * len(t.frame_indices) for i, t in zip(ids, tiles, strict=True))
         used[half] = set(np.concatenate(ids).tolist())
     assert not used["a"] & used["b"]
     assert used["a"] | used["b"] == set(range(n))
     with pytest.raises(ValueError, match="half"):
-        tile_half(data, tiles[0], "c")
+        tile_half(data, tiles[0], "c", split)

@@ -25,3 +25,20 @@ def test_line_fit_separates_fixed_cost_and_resolves_a_small_per_tile_time():
     assert f["per_tile_ci95_s"][0] < 2.05 < f["per_tile_ci95_s"][1]
     assert f["per_tile_ci95_s"][0] > 2.0
     assert abs(f["fixed_s"] - 15.0) < 1.0 and f["dof"] == 3
+
+
+def test_overhead_interval_covers_the_truth_95_percent_of_the_time():
+    """Known overhead (0.3 s on 4.5 s tiles), flow fit over 5 tile counts (3 dof) and 16
+    direct tiles: the 95 % interval holds the truth in ~95 % of simulated experiments
+    (Welch-Satterthwaite dof), not ~99 % (the flow fit's dof alone)."""
+    from bench.suite_pipeline import overhead_interval
+
+    rng = np.random.default_rng(1)
+    n = np.array([8, 16, 24, 32, 48])
+    hits = []
+    for _ in range(2000):
+        compute = 4.5 + rng.normal(0, 0.35, 16)
+        flow = line_fit(n, 20.0 + 4.8 * n + rng.normal(0, 2.5, n.size))
+        lo, hi = overhead_interval(flow, compute)["overhead_per_tile_ci95_s"]
+        hits.append(lo < 0.3 < hi)
+    assert 0.93 < np.mean(hits) < 0.97

@@ -1,9 +1,11 @@
 """Markdown report (tables + matplotlib plots) from the benchmark JSON files.
 
 ``python -m bench report`` (also run at the end of ``python -m bench all``) reads every
-``bench/results/{quality,realdata,speed,pipeline}-<device>[-quick].json`` and writes
-``bench/results/report.md`` with a headline table (for the README), the per-suite tables,
-and the plots ``quality-vs-data-*.png`` and ``time-vs-error-*.png``.
+``bench/results/{grid,quality,realdata,speed,pipeline}-<device>[-quick].json`` (files whose
+``suite`` field names that suite; the full grid only, where one ran) and writes
+``bench/results/report.md`` with a headline table (for the README), the yardstick grid's
+best engine per cell, the per-suite tables, and the plots ``quality-vs-data-*.png`` and
+``time-vs-error-*.png``.
 
 This module loads the result files, checks that they come from one code state, and
 assembles the report (headline table first); the per-suite tables and plots are
@@ -18,7 +20,7 @@ from pathlib import Path
 from bench.report_sections import SECTIONS, _ci, _engine_order, _overhead
 from bench.suite_common import OURS, RESULTS, SUBJECT
 
-SUITES = ("quality", "speed", "realdata", "pipeline")
+SUITES = ("grid", "quality", "speed", "realdata", "pipeline")
 
 
 def _load(out: Path) -> dict[str, list[tuple[str, dict]]]:
@@ -35,6 +37,8 @@ def _load(out: Path) -> dict[str, list[tuple[str, dict]]]:
         # in docs/rnf.md); only the suite's own files hold its tables
         if isinstance(doc, dict) and doc.get("suite") == suite:
             found[suite].append((f.name, doc))
+    # the yardstick: the full grid where one ran (its quick subset is a smoke run)
+    found["grid"] = [x for x in found["grid"] if not x[1].get("quick")] or found["grid"]
     return found
 
 

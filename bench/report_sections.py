@@ -419,7 +419,38 @@ def _pipeline(name: str, d: dict, out: Path) -> list[str]:
 
 
 #: Suite -> (section title, renderer), in report order.
+def _grid(name: str, d: dict, out: Path) -> list[str]:
+    """The yardstick grid's summary: per cell the best engine at equal epochs and at
+    equal time, and RNF, each as median [min-max] of the complex error over the test
+    cases (the per-engine tables are in the grid's own markdown beside the JSON)."""
+
+    def cell(stats: dict, view: str, engine: str) -> str:
+        v = stats[engine][view]
+        return f"{engine} {_f(v['median'], '{:.4f}')} [{_f(v['min'], '{:.4f}')}-{_f(v['max'], '{:.4f}')}]"
+
+    def best(stats: dict, view: str) -> str:
+        ok = {k: e[view]["median"] for k, e in stats.items()
+              if e[view]["median"] is not None and math.isfinite(e[view]["median"])}  # fmt: skip
+        return cell(stats, view, min(ok, key=ok.get)) if ok else "–"
+
+    L = [f"### Yardstick grid ({d.get('device', '?')}{', quick' if d.get('quick') else ''})"
+         f" — `{name}`", "",
+         f"{_machine_line(d)}. Settings frozen in `{Path(d.get('settings_file', '')).name}` "
+         "(chosen on disjoint tuning cases); complex error, median [min-max] over the test "
+         f"cases; per-engine tables: `{Path(name).with_suffix('.md')}`.", "",
+         "| cell | best, equal epochs | RNF, equal epochs | best, equal time | RNF, equal time |",
+         "|---|---|---|---|---|"]  # fmt: skip
+    for c, summ in d.get("summary", {}).items():
+        st = summ["engines"]
+        rnf = ("rnf" in st and cell(st, "equal_epochs", "rnf"), "rnf" in st
+               and cell(st, "equal_time", "rnf"))  # fmt: skip
+        L.append(f"| {c} | {best(st, 'equal_epochs')} | {rnf[0] or '–'} | "
+                 f"{best(st, 'equal_time')} | {rnf[1] or '–'} |")
+    return L + [""]
+
+
 SECTIONS = {
+    "grid": ("Yardstick grid", _grid),
     "quality": ("Quality vs data", _quality),
     "speed": ("Speed", _speed),
     "realdata": ("Real data", _realdata),

@@ -46,3 +46,29 @@ def test_report_reads_only_the_suites_own_files(tmp_path):
     (tmp_path / "pipeline-rnf-star.json").write_text(json.dumps(d))
     text = report.write_report(tmp_path).read_text()  # one code state: no refusal
     assert "pipeline-rnf-star" not in text and "(code: aaaaaaaaaa)" in text
+
+
+def test_report_shows_the_grid_best_engine_per_cell_in_both_views(tmp_path):
+    """The yardstick in the report: per cell the best engine at equal epochs and at equal
+    time with median [min-max], from the full grid (its quick subset only without one)."""
+
+    def stats(med, lo, hi):
+        return {"median": med, "min": lo, "max": hi}
+
+    def eng(ep, t):
+        return {"equal_epochs": stats(*ep), "equal_time": stats(*t)}
+
+    grid = {"suite": "grid", "quick": False, "device": "cpu",
+            "machine": {"git": {"commit": "a" * 40, "dirty": False}},
+            "summary": {"ff-25-1e6": {"engines": {
+                "rnf": eng((0.03, 0.02, 0.05), (0.3, 0.2, 0.4)),
+                "rpie": eng((0.04, 0.03, 0.05), (0.04, 0.03, 0.06)),
+                "epie": eng((0.09, 0.08, 0.1), (float("inf"), 0.1, float("inf")))}}}}  # fmt: skip
+    (tmp_path / "grid-cpu.json").write_text(json.dumps(grid))
+    quick = {**grid, "quick": True, "summary": {"smoke-cell": grid["summary"]["ff-25-1e6"]}}
+    (tmp_path / "grid-cpu-quick.json").write_text(json.dumps(quick))
+    text = report.write_report(tmp_path).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| ff-25-1e6"))
+    assert row.split("|")[2].strip() == "rnf 0.0300 [0.0200-0.0500]"  # best, equal epochs
+    assert row.split("|")[4].strip() == "rpie 0.0400 [0.0300-0.0600]"  # best, equal time
+    assert "smoke-cell" not in text  # the full grid, not its quick subset

@@ -425,8 +425,8 @@ def _grid(name: str, d: dict, out: Path) -> list[str]:
     cases (the per-engine tables are in the grid's own markdown beside the JSON)."""
 
     def cell(stats: dict, view: str, engine: str) -> str:
-        v = stats[engine][view]
-        return f"{engine} {_f(v['median'], '{:.4f}')} [{_f(v['min'], '{:.4f}')}-{_f(v['max'], '{:.4f}')}]"
+        v = {k: _f(x, "{:.4f}") for k, x in stats[engine][view].items()}
+        return f"{engine} {v['median']} [{v['min']}-{v['max']}]"
 
     def best(stats: dict, view: str) -> str:
         ok = {k: e[view]["median"] for k, e in stats.items()

@@ -421,8 +421,9 @@ def _pipeline(name: str, d: dict, out: Path) -> list[str]:
 #: Suite -> (section title, renderer), in report order.
 def _grid(name: str, d: dict, out: Path) -> list[str]:
     """The yardstick grid's summary: per cell the best engine at equal epochs and at
-    equal time, and RNF, each as median [min-max] of the complex error over the test
-    cases (the per-engine tables are in the grid's own markdown beside the JSON)."""
+    equal time, and the default engine (``SUBJECT``), each as median [min-max] of the
+    complex error over the test cases (the per-engine tables are in the grid's own
+    markdown beside the JSON)."""
 
     def cell(stats: dict, view: str, engine: str) -> str:
         v = {k: _f(x, "{:.4f}") for k, x in stats[engine][view].items()}
@@ -438,14 +439,14 @@ def _grid(name: str, d: dict, out: Path) -> list[str]:
          f"{_machine_line(d)}. Settings frozen in `{Path(d.get('settings_file', '')).name}` "
          "(chosen on disjoint tuning cases); complex error, median [min-max] over the test "
          f"cases; per-engine tables: `{Path(name).with_suffix('.md')}`.", "",
-         "| cell | best, equal epochs | RNF, equal epochs | best, equal time | RNF, equal time |",
-         "|---|---|---|---|---|"]  # fmt: skip
+         f"| cell | best, equal epochs | {SUBJECT}, equal epochs | best, equal time "
+         f"| {SUBJECT}, equal time |", "|---|---|---|---|---|"]  # fmt: skip
     for c, summ in d.get("summary", {}).items():
         st = summ["engines"]
-        rnf = ("rnf" in st and cell(st, "equal_epochs", "rnf"), "rnf" in st
-               and cell(st, "equal_time", "rnf"))  # fmt: skip
-        L.append(f"| {c} | {best(st, 'equal_epochs')} | {rnf[0] or '–'} | "
-                 f"{best(st, 'equal_time')} | {rnf[1] or '–'} |")
+        own = [cell(st, v, SUBJECT) if SUBJECT in st else "–"
+               for v in ("equal_epochs", "equal_time")]  # the default engine's row
+        L.append(f"| {c} | {best(st, 'equal_epochs')} | {own[0]} | "
+                 f"{best(st, 'equal_time')} | {own[1]} |")
     return L + [""]
 
 

@@ -275,8 +275,9 @@ def reconstruct_tile(
         # the data leave unconstrained comes out alike in both -- a correlation the FRC
         # reads as resolution (the star's RNF halves agreed up to Nyquist, 0.5 c/px).
         settings["seed"] = int(settings.get("seed", 0)) + HALF_SEED_OFFSET[half]
-    data = store.read_raw(lazy=True, subsample=True)  # lazy: a tile reads only its frames
-    mod = modality_of(data)
+    if not store.is_complete(L.RAW):  # the modality's attribute only: a skip reads no data
+        raise DataError(store_path, L.RAW, "raw data is missing or incomplete (run ingest)")
+    mod = get_modality(store.root[L.RAW].attrs["modality"])
     fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
                      *([weights] if weights else []),
                      *([f"seed={settings['seed']}", "probe=own-half",
@@ -293,6 +294,7 @@ def reconstruct_tile(
     ckpt = checkpoint_path(store_path, name, step_key(fp, upstream))
     _drop_stale_checkpoints(store_path, name, keep=ckpt)
     t0 = time.perf_counter()
+    data = store.read_raw(lazy=True, subsample=True)  # lazy: a tile reads only its frames
     t = Tile.from_dict(tile)
     # halves of the whole scan, so a frame shared by two tiles is in one half in both
     sub = tile_half(data, t, half, mod.half_split(data)) if half else tile_dataset(data, t)

@@ -283,6 +283,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
                              inner, band_limit=limit).resolution("halfbit")
 
     r_rnf, r_pie, r_bright = res(*recons), res(*pies), res(*brights)
+    r_whole = res(*whole)
     # Held-out LEDs: each half's reconstruction predicts the other half's images
     held = [base.subset(h) for h in halves]
     flat = [None, None]  # the prior: the NA's aperture, no aberration
@@ -290,7 +291,7 @@ def fourier_bloodsmear(path, *, crop: int = 48, epochs: int = 15, seed: int = 0)
     def predicts(objs, pups):
         return float(np.mean([heldout_led_error(objs[i], pups[i], held[1 - i], inner)
                               for i in (0, 1)]))  # fmt: skip
-    r_whole = res(*whole)
+
     na = float(full.params["na"])
     na_illum = float(np.sqrt((np.asarray(full.wavevectors) ** 2).sum(1)).max()) * full.wavelength
     synthetic = (na + na_illum) / full.wavelength * base.pixel_size

@@ -23,17 +23,23 @@ class _Captured(Exception):
     pass
 
 
-def test_each_half_gets_its_own_seed_and_step_key(tmp_path, monkeypatch):
-    data = simulate("farfield", frame_size=32, n_positions=16, seed=0)
-    # a file with its probe: calibration takes it (no blind estimate), the test stays fast
-    data = dataclasses.replace(data, probe=data.ground_truth["probe"])
+def _planned(tmp_path, data, engine: EngineParams):
+    """``data`` written, ingested, subsampled, calibrated and planned; the params and the
+    first tile."""
     cxi = write_cxi(tmp_path / "x.cxi", data)
-    p = PipelineParams(input=str(cxi), store=str(tmp_path / "r.zarr"),
-                       engine=EngineParams(engine="rnf", seed=7))  # fmt: skip
+    p = PipelineParams(input=str(cxi), store=str(tmp_path / "r.zarr"), engine=engine)
     stages.ingest(p.input, p.store, p.ingest)
     stages.subsample(p.store, p.subsample)
     stages.calibrate(p.store, p.calibration)
     (tile, *_) = stages.plan(p.store, p.tiling)
+    return p, tile
+
+
+def test_each_half_gets_its_own_seed_and_step_key(tmp_path, monkeypatch):
+    data = simulate("farfield", frame_size=32, n_positions=16, seed=0)
+    # a file with its probe: calibration takes it (no blind estimate), the test stays fast
+    data = dataclasses.replace(data, probe=data.ground_truth["probe"])
+    p, tile = _planned(tmp_path, data, EngineParams(engine="rnf", seed=7))
     seeds, ckpts = {}, {}
 
     def fake_run_engine(name, data, settings, **kw):
@@ -94,13 +100,7 @@ def test_fourier_halves_are_the_modality_split_and_keyed_by_its_rule(tmp_path, m
     from ptytasks.modalities import modality_of
 
     data = simulate("fourier", image_size=32, seed=0)
-    cxi = write_cxi(tmp_path / "fp.cxi", data)
-    p = PipelineParams(input=str(cxi), store=str(tmp_path / "r.zarr"),
-                       engine=EngineParams(engine="rpie"))  # fmt: skip
-    stages.ingest(p.input, p.store, p.ingest)
-    stages.subsample(p.store, p.subsample)
-    stages.calibrate(p.store, p.calibration)
-    (tile, *_) = stages.plan(p.store, p.tiling)
+    p, tile = _planned(tmp_path, data, EngineParams(engine="rpie"))
     seen, ckpts = {}, {}
 
     def fake_run_engine(name, data, settings, **kw):

@@ -23,6 +23,7 @@ from ptytasks.engines.registry import (  # one list
     ENGINES,
     PRIOR_ENGINES,
     SPECS,
+    engine_defaults,
     option_names,
 )
 
@@ -213,6 +214,11 @@ class EngineParams(_Params):
         s.update({k: v for k, v in per_engine.items() if v is not None and k in known})
         s.update(self.options)
         return s
+
+    def key(self) -> dict:
+        """What a tile's step key hashes: these parameters and the engine's defaults (a
+        changed default must not let a store serve tiles computed under the old one)."""
+        return {**self.model_dump(), "engine_defaults": engine_defaults(self.engine)}
 
 
 class EvaluationParams(_Params):

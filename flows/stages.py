@@ -55,12 +55,8 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
     store = _store(store_path)
     raw = store.root[L.RAW]
     n = int(raw["frames"].shape[0])
-    if "positions" in raw:
-        positions = raw["positions"][...]
-    elif "wavevectors" in raw:
-        positions = raw["wavevectors"][...]
-    else:
-        positions = np.zeros((n, 2))
+    positions = next((raw[k][...] for k in ("positions", "wavevectors") if k in raw),
+                     np.zeros((n, 2)))  # the frames' places: scan positions or LED k
     diameter = float(min(raw["frames"].shape[1:])) / 2  # probe footprint ~ half the window
     kept = choose(positions, method=params.method, fraction=params.fraction,
                   stride=params.stride, overlap=params.overlap, probe_diameter=diameter,
@@ -111,12 +107,14 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
 # ----------------------------------------------------------------------------- calibrate
 def _calibration_key(params: CalibrationParams) -> dict:
     """The calibration settings that change results: the learned prior's weights only when
-    the prior is learned (stores written before the field existed keep their keys)."""
-    from ptytasks.engines.registry import SPECS
+    the prior is single-shot, and the prior engine's defaults (as ``EngineParams.key``)."""
+    from ptytasks.engines.registry import SPECS, engine_defaults
 
     prior = SPECS.get(params.object)  # None: "uniform"
-    networks = prior is not None and not prior.iterative  # single-shot: the weights matter
-    return params.model_dump(exclude=None if networks else {"learned_weights"})
+    if prior is None:
+        return params.model_dump(exclude={"learned_weights"})
+    key = params.model_dump(exclude={"learned_weights"} if prior.iterative else None)
+    return {**key, "prior_defaults": engine_defaults(prior.name)}
 
 
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
@@ -278,7 +276,7 @@ def reconstruct_tile(
     if not store.is_complete(L.RAW):  # the modality's attribute only: a skip reads no data
         raise DataError(store_path, L.RAW, "raw data is missing or incomplete (run ingest)")
     mod = get_modality(store.root[L.RAW].attrs["modality"])
-    fp = fingerprint(tile, engine.model_dump(), _calibration_key(calibration), half,
+    fp = fingerprint(tile, engine.key(), _calibration_key(calibration), half,
                      *([weights] if weights else []),
                      *([f"seed={settings['seed']}", "probe=own-half",
                         f"halves={mod.half_split_rule}"] if half else []))  # fmt: skip

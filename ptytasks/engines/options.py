@@ -6,13 +6,21 @@ flows can build them from YAML/JSON dictionaries.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Literal
 
 # Step sizes per update rule when the caller gives none. ePIE: Maiden & Rodenburg (2009)
 # use alpha = beta = 1. rPIE: Maiden, Johnson & Li (2017) recommend a small object alpha
 # (0.05-0.25); the probe uses the same rPIE form with beta = 1 (the ePIE probe step).
 _DEFAULT_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 1.0)}
+# rPIE with object slices (3PIE): the slices' object alpha. At 0.1 the step in a slice is
+# divided by ~0.9 |psi_s|^2, and the incident waves of the inner slices are speckled, so
+# their weak pixels take up to 10x steps that the other slices then undo: the slices'
+# product stalled at 0.05 (2 nm apart: 1.6-1.8x the single slice's error, short of 2x).
+# Chosen from 0.1 / 0.3 / 0.6 / 1.0 on tuning seeds 10 and 11 at 2 and 5 nm (the
+# benchmark rule: lowest median per-case error ratio to 0.1; 0.6: 0.16, 1.0: 0.23, 0.3:
+# 0.33), then scored on seeds 0-2 (bench/results/records/3pie-alpha-4eacdce.json).
+_SLICES_RPIE_ALPHA = 0.6
 # Fourier PIE: the pupil is the "probe" and the spectrum windows the "object". The ePIE
 # pupil step normalises by max|Phi|^2, the DC spike of the bright-field windows, so the
 # pupil barely moves (EPRY's known slowness); rPIE's local |Phi|^2 with a small beta
@@ -31,6 +39,22 @@ class EngineOptions:
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every field's default and the defaults resolved at run time (``_resolved``).
+
+        Hashed into the pipeline's step keys beside the given settings: a store must not
+        reuse a tile computed under a default that has since changed."""
+        out = {f.name: f.default if f.default is not MISSING else f.default_factory()
+               for f in fields(cls)
+               if f.default is not MISSING or f.default_factory is not MISSING}  # fmt: skip
+        return {**out, "_resolved": cls._resolved_defaults()}
+
+    @classmethod
+    def _resolved_defaults(cls) -> dict:
+        """Defaults a field's ``None`` stands for, decided at run time (none here)."""
+        return {}
 
 
 @dataclass
@@ -86,7 +110,8 @@ class PIEOptions(EngineOptions):
     iterations : int
         Epochs (full passes over all frames).
     alpha, beta : float or None
-        Object and probe step sizes; None takes the variant's default (ePIE 1, 1; rPIE 0.1, 1).
+        Object and probe step sizes; None takes the variant's default (ePIE 1, 1; rPIE 0.1, 1;
+        rPIE with ``n_slices > 1``: 0.6, 1).
     batch_size : int
         Frames per update. 1 is the classic sequential PIE; larger batches compute the
         frames' updates together and average them where frames overlap (the mini-batch
@@ -151,8 +176,14 @@ class PIEOptions(EngineOptions):
         if self.variant not in _DEFAULT_STEPS:
             raise ValueError(f"PIE variant must be 'epie' or 'rpie'; got {self.variant!r}")
         a0, b0 = _DEFAULT_STEPS[self.variant]
+        if self.variant == "rpie" and self.n_slices > 1:
+            a0 = _SLICES_RPIE_ALPHA
         return (a0 if self.alpha is None else float(self.alpha),
                 b0 if self.beta is None else float(self.beta))
+
+    @classmethod
+    def _resolved_defaults(cls) -> dict:
+        return {"steps": _DEFAULT_STEPS, "slices_rpie_alpha": _SLICES_RPIE_ALPHA}
 
 
 @dataclass
@@ -214,3 +245,7 @@ class FourierPIEOptions(EngineOptions):
         a0, b0 = _FOURIER_STEPS[self.variant]
         return (a0 if self.alpha is None else float(self.alpha),
                 b0 if self.beta is None else float(self.beta))
+
+    @classmethod
+    def _resolved_defaults(cls) -> dict:
+        return {"steps": _FOURIER_STEPS}

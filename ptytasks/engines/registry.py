@@ -239,15 +239,26 @@ def get(name: str) -> EngineSpec:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(SPECS)}") from None
 
 
-def option_names(name: str) -> frozenset[str]:
-    """The option names engine ``name`` takes on any modality it runs (beside the generic
-    ``epochs``, ``learn_positions``, ``learn_probe``)."""
+def _option_classes(name: str) -> set:
+    """The options classes engine ``name`` maps its settings on, over the modalities it runs."""
     from ptytasks.modalities import get as get_modality
     from ptytasks.modalities import names as modality_names
 
     spec = get(name)
     mods = [m for m in map(get_modality, modality_names()) if spec.supports(m)]
-    return frozenset().union(*(spec.options(name, m).field_names() for m in mods))
+    return {spec.options(name, m) for m in mods}
+
+
+def engine_defaults(name: str) -> dict:
+    """The defaults of engine ``name``'s options classes, by class name: hashed into step
+    keys, so a store never serves results computed under a default that has changed."""
+    return {c.__name__: c.defaults() for c in sorted(_option_classes(name), key=str)}
+
+
+def option_names(name: str) -> frozenset[str]:
+    """The option names engine ``name`` takes on any modality it runs (beside the generic
+    ``epochs``, ``learn_positions``, ``learn_probe``)."""
+    return frozenset().union(*(c.field_names() for c in _option_classes(name)))
 
 
 def run_engine(
@@ -314,5 +325,5 @@ def run_engine(
     return result
 
 
-__all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "Priors", "get", "option_names",
-           "options_from", "register", "run_engine"]
+__all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "Priors", "engine_defaults",
+           "get", "option_names", "options_from", "register", "run_engine"]

@@ -135,8 +135,8 @@ def test_same_parameters_resume(template, tmp_path):
 
 
 def test_same_key_other_engine_defaults_start_afresh(template, tmp_path, caplog):
-    """A checkpoint under the same key but other options (engine defaults changed with the
-    code, which the step key does not see) is dropped, not resumed."""
+    """A checkpoint under the same key but other options (e.g. a default the code derives at
+    run time, which the step key's declared defaults do not see) is dropped, not resumed."""
     cxi, store, tile, ck = _copy(template, tmp_path)
     state = load_checkpoint(ck)
     state["options"]["lr_mlp_scale"] = 1.0  # as if written by an older version

@@ -5,11 +5,11 @@ metrics score each slice against its true slice, and ``ptyflow export`` writes t
 
 The electron case of ``tests/engines/test_multislice.py`` (300 kV, 3 lattice slices 5 nm
 apart, 100 frames of 64 px, the true probe as the file's probe), rPIE 25 iterations, two
-tiles. Measured (seed 0): projection error 0.075 (one tile) / 0.070 (2 x 2 tiles) with
-3 slices against 0.212 with one; on two tiles the stitched slices score 0.035 / 0.043 /
-0.043 where a flat slice scores 0.074 / 0.079 / 0.087 over the same trusted pixels
-(0.47-0.55 of flat; the engine-level test, scored on the probes' bright centres, reaches
-0.3-0.4 of flat).
+tiles. Measured (seed 0, 3PIE's object alpha 0.6): projection error 0.051 with 3 slices
+against 0.211 with one; the stitched slices score 0.039 / 0.036 / 0.024 where a flat slice
+scores 0.072 / 0.077 / 0.084 over the same trusted pixels (0.28-0.53 of flat). With alpha 0.1
+(before 2026-12-04): projection 0.075 (one tile) / 0.070 (2 x 2 tiles), slices 0.035 / 0.043
+/ 0.043 against flat 0.074 / 0.079 / 0.087.
 """
 
 from __future__ import annotations

@@ -1,0 +1,39 @@
+"""Step keys see the engines' defaults: a store must not serve a tile (or a prior) computed
+under a default that the code has since changed (e.g. 3PIE's object alpha, 0.1 -> 0.6)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from flows.params import CalibrationParams, EngineParams
+from flows.stages import _calibration_key
+from ptytasks.engines import options
+from ptytasks.engines.rnf_options import RNFOptions
+from storage.atomic import fingerprint
+
+
+def _keys(cal_object: str = "rpie") -> list[str]:
+    engines = [EngineParams(engine=e).key() for e in ("rnf", "rpie", "epie")]
+    return [fingerprint(k) for k in engines] + [
+        fingerprint(_calibration_key(CalibrationParams(object=cal_object)))]
+
+
+def test_keys_are_stable_and_differ_by_engine():
+    assert _keys() == _keys()
+    assert len(set(_keys()[:3])) == 3
+    assert "prior_defaults" not in _calibration_key(CalibrationParams(object="uniform"))
+
+
+def test_a_changed_resolved_default_changes_the_pie_keys(monkeypatch):
+    rnf, rpie, epie, cal = _keys()
+    monkeypatch.setattr(options, "_SLICES_RPIE_ALPHA", 0.5)  # resolved at run time
+    after = _keys()
+    assert after[0] == rnf  # RNF's defaults did not change
+    assert after[1] != rpie and after[2] != epie and after[3] != cal
+
+
+def test_a_changed_field_default_changes_the_rnf_key(monkeypatch):
+    rnf = _keys()[0]
+    lr = {f.name: f for f in fields(RNFOptions)}["lr_zernike"]
+    monkeypatch.setattr(lr, "default", lr.default * 4)
+    assert _keys()[0] != rnf

@@ -28,7 +28,9 @@ def git_state() -> dict:
     """``{"commit": sha, "dirty": bool}`` of this checkout (``None`` where git cannot tell).
 
     ``dirty`` counts tracked files outside ``bench/results`` only: a result written from
-    uncommitted code is marked, and ``bench report`` labels it.
+    uncommitted code is marked, and ``bench report`` labels it. A copy of the tree without
+    its ``.git`` (a GPU machine's copy) reads both from ``PTYFLOW_GIT_COMMIT`` and
+    ``PTYFLOW_GIT_DIRTY`` ("0"/"1"), set by whoever sent the copy; ``source`` says which.
     """
 
     def git(*args):
@@ -42,8 +44,11 @@ def git_state() -> dict:
     # results being written (bench/results) are not code: they do not make a run dirty
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
                  ":(exclude)bench/results")  # fmt: skip
-    return {"commit": git("rev-parse", "HEAD"),
-            "dirty": bool(status) if status is not None else None}  # fmt: skip
+    commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get("PTYFLOW_GIT_COMMIT"):
+        return {"commit": os.environ["PTYFLOW_GIT_COMMIT"],
+                "dirty": os.environ.get("PTYFLOW_GIT_DIRTY", "1") != "0", "source": "env"}
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def _cpu_model() -> str | None:

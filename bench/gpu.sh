@@ -11,12 +11,18 @@
 #                                                                  -> pipeline-<tag>-quick.json
 #   5. the tests marked gpu (pytest -m gpu)                        -> pytest-gpu-<tag>.txt
 #
+# Steps run in the order 1, 5, 2, 3, 4 (what a short GPU lease most needs first), each under
+# its own time limit; a step that fails or runs over is reported and the others still run;
+# gpu-steps-<tag>.txt lists each step's exit code and seconds, and the script exits 1 if any
+# step failed. Steps 1, 2 and 5 need only torch, numpy, scipy, scikit-image and h5py (plus
+# pytest); steps 3 and 4 need the whole pipeline (prefect, dask, zarr, dask-cuda).
+#
 # Usage (from anywhere; results go to bench/results unless --out=DIR):
 #   bench/gpu.sh                 # needs CUDA; commit the JSON it writes
 #   bench/gpu.sh --dry-run       # CPU: step 1 at tiny sizes, steps 2-4 printed (not run),
 #                                # step 5 collects only; ~15 s (tests/bench/test_gpu_sh.py)
 # Real data: ../shared/data or $PTYFLOW_DATA (the star steps are skipped without it).
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
 OUT=bench/results
@@ -39,13 +45,12 @@ if [ "$DRY" = 1 ]; then
   TAG=dryrun; DEV=cpu; CLUSTER=local
   SPEED=(--quick --grid 64 --epochs 2 --sim 32 25 --eager-only)
   FIELDS=(--device cpu --sizes 64 --reps 1 --skip-naive)
-  GPU_TESTS=tests/engines
   RUN_INPUT="$STAR"; RUN_FLAGS=(--config deployments/configs/farfield-siemens.yaml --workers 1)
   PIPE=(--quick)
 else
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "bench/gpu.sh: no CUDA device (use --dry-run to check the script on CPU)" >&2; exit 2; }
-  TAG=cuda; DEV=cuda; CLUSTER=local_cuda; GPU_TESTS=tests
+  TAG=cuda; DEV=cuda; CLUSTER=local_cuda
   SPEED=(--threads 1 --grid 1024 --only sim-farfield-100x64 farfield-star)
   FIELDS=(--device cuda --sizes 512 1024 2048)
   RUN_INPUT="$STAR"
@@ -53,27 +58,40 @@ else
   PIPE=(--quick)
 fi
 
+GPU_TESTS=tests/engines  # where the tests marked gpu live (no pipeline imports there)
+STATUS=()
+# step NAME LIMIT_S CMD...: run under a time limit; a failure is recorded, the rest still run
+step() {
+  local name="$1" limit="$2" t0=$SECONDS rc=0
+  shift 2
+  timeout --kill-after=10 "$limit" "$@" || rc=$?
+  STATUS+=("$name rc=$rc seconds=$((SECONDS - t0)) limit=$limit")
+  [ "$rc" = 0 ] || echo "   step $name failed (rc $rc; 124: over its $limit s)" >&2
+}
 # the long steps: run them, or (dry run) print them
-heavy() { if [ "$DRY" = 1 ]; then echo "   dry run, not run: $*"; else "$@"; fi; }
+heavy() { if [ "$DRY" = 1 ]; then echo "   dry run, not run: $*"; else step "$@"; fi; }
 
 echo "== 1. field throughput and RNF epoch split ($DEV)"
-"$PY" bench/bench_rnf_speed.py --device "$DEV" "${SPEED[@]}" --out "$OUT/rnf-speed-$TAG.json"
+step speed 240 "$PY" bench/bench_rnf_speed.py --device "$DEV" "${SPEED[@]}" \
+  --out "$OUT/rnf-speed-$TAG.json"
+echo "== 5. CUDA tests"
+COLLECT=(); [ "$DRY" = 1 ] && COLLECT=(--collect-only)
+step tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "${COLLECT[@]}" $GPU_TESTS \
+  > "$OUT/pytest-gpu-$TAG.txt" 2>&1
+tail -3 "$OUT/pytest-gpu-$TAG.txt"
 echo "== 2. field building blocks"
-heavy "$PY" bench/bench_fields.py "${FIELDS[@]}" --out "$OUT/fields-$TAG.json"
+heavy fields 60 "$PY" bench/bench_fields.py "${FIELDS[@]}" --out "$OUT/fields-$TAG.json"
 echo "== 3. RNF reconstruction through the pipeline ($CLUSTER)"
 if [ -e "$RUN_INPUT" ] || [ "$DRY" = 1 ]; then
-  heavy "$PY" bench/run_timed.py --out "$OUT/star-rnf-$TAG.json" --fresh --label "RNF defaults, $CLUSTER" \
-    -- "$RUN_INPUT" -o "$WORK/run.zarr" --engine rnf --no-half-data --cluster "$CLUSTER" \
-    "${RUN_FLAGS[@]}"
+  heavy star 150 "$PY" bench/run_timed.py --out "$OUT/star-rnf-$TAG.json" --fresh \
+    --label "RNF defaults, $CLUSTER" -- "$RUN_INPUT" -o "$WORK/run.zarr" --engine rnf \
+    --no-half-data --cluster "$CLUSTER" "${RUN_FLAGS[@]}"
 else
   echo "   skipped: $RUN_INPUT not found"
 fi
 echo "== 4. tile pipeline ($CLUSTER)"
-heavy "$PY" -m bench pipeline --device "$DEV" --no-peers --out "$OUT" --tag "$TAG" "${PIPE[@]}"
-echo "== 5. CUDA tests"
-COLLECT=(); [ "$DRY" = 1 ] && COLLECT=(--collect-only)
-"$PY" -m pytest -q -p no:cacheprovider -m gpu "${COLLECT[@]}" $GPU_TESTS \
-  > "$OUT/pytest-gpu-$TAG.txt" 2>&1 || {
-  tail -20 "$OUT/pytest-gpu-$TAG.txt"; exit 1; }
-tail -1 "$OUT/pytest-gpu-$TAG.txt"
+heavy pipeline 120 "$PY" -m bench pipeline --device "$DEV" --no-peers --out "$OUT" \
+  --tag "$TAG" "${PIPE[@]}"
+printf '%s\n' "${STATUS[@]}" | tee "$OUT/gpu-steps-$TAG.txt"
 echo "bench/gpu.sh: results in $OUT (*-$TAG.*)"
+for s in "${STATUS[@]}"; do case "$s" in *" rc=0 "*) ;; *) exit 1 ;; esac; done

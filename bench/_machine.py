@@ -29,8 +29,9 @@ def git_state() -> dict:
 
     ``dirty`` counts tracked files outside ``bench/results`` only: a result written from
     uncommitted code is marked, and ``bench report`` labels it. A copy of the tree without
-    its ``.git`` (a GPU machine's copy) reads both from ``PTYFLOW_GIT_COMMIT`` and
-    ``PTYFLOW_GIT_DIRTY`` ("0"/"1"), set by whoever sent the copy; ``source`` says which.
+    its own history (a GPU machine's copy, whose ``.git`` was the session's starting state)
+    reads both from ``PTYFLOW_GIT_COMMIT`` and ``PTYFLOW_GIT_DIRTY`` ("0"/"1") when set, by
+    whoever sent the copy; ``source`` then says "env".
     """
 
     def git(*args):
@@ -41,14 +42,14 @@ def git_state() -> dict:
             return None
         return r.stdout.strip() if r.returncode == 0 else None
 
+    if os.environ.get("PTYFLOW_GIT_COMMIT"):  # the sender of a copied tree knows best
+        return {"commit": os.environ["PTYFLOW_GIT_COMMIT"],
+                "dirty": os.environ.get("PTYFLOW_GIT_DIRTY", "1") != "0", "source": "env"}
     # results being written (bench/results) are not code: they do not make a run dirty
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
                  ":(exclude)bench/results")  # fmt: skip
-    commit = git("rev-parse", "HEAD")
-    if commit is None and os.environ.get("PTYFLOW_GIT_COMMIT"):
-        return {"commit": os.environ["PTYFLOW_GIT_COMMIT"],
-                "dirty": os.environ.get("PTYFLOW_GIT_DIRTY", "1") != "0", "source": "env"}
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty": bool(status) if status is not None else None}  # fmt: skip
 
 
 def _cpu_model() -> str | None:

@@ -60,3 +60,16 @@ def test_unknown_argument_is_a_usage_error(tmp_path):
     proc = subprocess.run(["bash", str(SCRIPT), "--fast"], cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage: bench/gpu.sh" in proc.stderr
+
+
+def test_a_copied_tree_takes_its_commit_from_the_sender(monkeypatch):
+    """The GPU machine's copy carried the session's starting .git: the results named that
+    commit (dirty) instead of the tree that ran. The sender's variables win."""
+    sys.path.insert(0, str(ROOT))
+    from bench._machine import git_state
+
+    monkeypatch.delenv("PTYFLOW_GIT_COMMIT", raising=False)
+    assert git_state().get("source") is None  # this checkout: from git itself
+    monkeypatch.setenv("PTYFLOW_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("PTYFLOW_GIT_DIRTY", "0")
+    assert git_state() == {"commit": "abc123", "dirty": False, "source": "env"}

@@ -109,7 +109,9 @@ class _Setup:
             else:
                 probe = _complex(probe_p, cdt, device) * amp
             if int(opts.probe_modes) != 1:  # one mode stays a 2-D probe
-                probe = add_modes(probe, int(opts.probe_modes))
+                added = int(opts.probe_modes) - (probe.shape[0] if probe.dim() == 3 else 1)
+                share = min(opts.mode_start_fraction, 0.9 / max(added, 1))
+                probe = add_modes(probe, int(opts.probe_modes), fraction=share)
             obj = (torch.ones(data.object_shape, dtype=cdt, device=device) if obj_p is None
                    else _complex(obj_p, cdt, device))
             obj = model.object_slices(obj, opts.n_slices)

@@ -9,12 +9,15 @@ Measured with rPIE defaults, 100 epochs (seeds 0 / 1 / 2): one mode 0.0628 / 0.0
 
 RNF defaults, 200 epochs (the modes form slowly): per-pixel mode residuals at
 ``lr_mode_pixels`` 0.05, chosen from 0.025 / 0.05 / 0.1 / 0.2 / 0.4 on tuning seeds 10 and
-11 (median 0.0216 / 0.0211 / 0.0234 / 0.0286 / 0.0389). Held-out seeds 0 / 1 / 2: one mode
-0.0548 / 0.0459 / 0.0426, three modes 0.0314 / 0.0227 / 0.0196 (1.75x / 2.02x / 2.18x:
-median 2.02x, seed 0 short of the issue's 2x, and its fractions 0.655 / 0.255 / 0.090,
-0.055 off; with the earlier 0.1: 2.34x / 1.91x / 2.05x;
-``bench/results/records/rnf-mode-lr-grid-20acb4d.json``). The RNF test below guards what holds
-on every seed (fractions; a 1.5x gain).
+11 (median 0.0216 / 0.0211 / 0.0234 / 0.0286 / 0.0389); the added modes start with 30 % of
+the power each (``mode_start_fraction``, chosen from 0.05 / 0.15 / 0.3 on the same tuning
+seeds). Held-out seeds 0 / 1 / 2: one mode 0.0548 / 0.0459 / 0.0426, three modes 0.0170 /
+0.0226 / 0.0196 (3.22x / 2.03x / 2.18x), fractions within 0.005
+(``bench/results/records/rnf-mode-start-d6c8915.json``, one torch thread). With two threads
+(this suite's setting) seed 1 gave 0.0462 / 0.0248, **1.86x**: the issue's 2x is met on seeds
+0 and 2 and not robustly on seed 1 (thread count changes the trajectory as a seed does), so
+the test below holds 1.8x (the earlier 5 % start gave seed 0 1.75x and fractions 0.055 off:
+0.0314 / 0.0227 / 0.0196, 1.75x / 2.02x / 2.18x, seed 0's fractions 0.655 / 0.255 / 0.090).
 """
 
 from __future__ import annotations
@@ -81,13 +84,23 @@ def test_probe_modes_must_be_positive():
         reconstruct_pie(d, PIEOptions(iterations=1, probe_modes=0))
 
 
-@pytest.mark.slow
-def test_rnf_mixed_state_finds_the_fractions_and_gains():
-    d, mask = _case(1)  # held out: lr_mode_pixels was chosen on seeds 10 and 11
+@pytest.mark.slow  # ~3 min a seed: 200 epochs with one mode and with three
+@pytest.mark.parametrize("seed", [0, 1, 2])  # held out: the mode settings came from 10, 11
+def test_rnf_mixed_state_halves_the_error_and_finds_the_fractions(seed):
+    d, mask = _case(seed)
     single = reconstruct_rnf(d, RNFOptions(epochs=200))
     mixed = reconstruct_rnf(d, RNFOptions(epochs=200, probe_modes=3))
-    # measured 0.0227 vs 0.0459 (2.02x), fractions within 0.008
-    _assert_mixed_beats_single(d, mask, single, mixed, gain=1.5)
+    _assert_mixed_beats_single(d, mask, single, mixed, gain=1.8)
+
+
+def test_rnf_added_modes_start_with_their_share():
+    """The start's power split (mode_start_fraction), capped for many modes."""
+    d = simulate("farfield", seed=0, n_positions=9)
+    for k, share in ((3, 0.3), (6, 0.9 / 5)):
+        r = reconstruct_rnf(d, RNFOptions(epochs=0, probe_modes=k, learn_probe=False))
+        fr = r.extras["mode_power_fractions"]
+        want = sorted([1 - (k - 1) * share] + [share] * (k - 1), reverse=True)  # strongest 1st
+        np.testing.assert_allclose(fr, want, atol=1e-4)
 
 
 @pytest.mark.slow

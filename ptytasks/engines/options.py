@@ -20,6 +20,10 @@ _DEFAULT_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 1.0)}
 # Chosen from 0.1 / 0.3 / 0.6 / 1.0 on tuning seeds 10 and 11 at 2 and 5 nm (the
 # benchmark rule: lowest median per-case error ratio to 0.1; 0.6: 0.16, 1.0: 0.23, 0.3:
 # 0.33), then scored on seeds 0-2 (bench/results/records/3pie-alpha-4eacdce.json).
+# Not while positions are corrected: with the larger step each frame's update fits the
+# slices to its wrong position at once, and the grid search then finds nothing to correct
+# (tuning seed 10, 1.5 px RMS errors, 150 iterations: 1.5 -> 0.87 px at 0.1, 1.31 at 0.3,
+# 1.41 at 0.6, 1.43 at 1.0; records/3pie-alpha-positions-2f1540d.json).
 _SLICES_RPIE_ALPHA = 0.6
 # Fourier PIE: the pupil is the "probe" and the spectrum windows the "object". The ePIE
 # pupil step normalises by max|Phi|^2, the DC spike of the bright-field windows, so the
@@ -111,7 +115,7 @@ class PIEOptions(EngineOptions):
         Epochs (full passes over all frames).
     alpha, beta : float or None
         Object and probe step sizes; None takes the variant's default (ePIE 1, 1; rPIE 0.1, 1;
-        rPIE with ``n_slices > 1``: 0.6, 1).
+        rPIE with ``n_slices > 1`` and no position correction: 0.6, 1).
     batch_size : int
         Frames per update. 1 is the classic sequential PIE; larger batches compute the
         frames' updates together and average them where frames overlap (the mini-batch
@@ -176,7 +180,7 @@ class PIEOptions(EngineOptions):
         if self.variant not in _DEFAULT_STEPS:
             raise ValueError(f"PIE variant must be 'epie' or 'rpie'; got {self.variant!r}")
         a0, b0 = _DEFAULT_STEPS[self.variant]
-        if self.variant == "rpie" and self.n_slices > 1:
+        if self.variant == "rpie" and self.n_slices > 1 and self.position_correction is None:
             a0 = _SLICES_RPIE_ALPHA
         return (a0 if self.alpha is None else float(self.alpha),
                 b0 if self.beta is None else float(self.beta))

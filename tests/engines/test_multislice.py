@@ -152,9 +152,14 @@ def test_slices_two_nm_apart(seed, engine, epochs):
 
 
 def test_rpie_slices_take_their_own_object_step():
-    """3PIE's object alpha (chosen for slices) applies only with slices and only by default."""
+    """3PIE's object alpha (chosen for slices) applies only with slices, only by default and
+    not while positions are corrected (it fits the slices to wrong positions at once)."""
+    from ptytasks.engines.options import PositionCorrectionOptions
+
     assert PIEOptions().steps() == (0.1, 1.0)
     assert PIEOptions(n_slices=3).steps() == (0.6, 1.0)
+    pc = PositionCorrectionOptions()
+    assert PIEOptions(n_slices=3, position_correction=pc).steps() == (0.1, 1.0)
     assert PIEOptions(n_slices=3, alpha=0.1).steps() == (0.1, 1.0)
     assert PIEOptions(variant="epie", n_slices=3).steps() == (1.0, 1.0)
 

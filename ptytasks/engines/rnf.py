@@ -289,10 +289,9 @@ class _Setup:
         """
         ny, nx = self.data.object_shape
         corners = torch.floor(self.model.positions[idx].detach()).long()
-        lo = corners.min(0).values
-        hi = corners.max(0).values + torch.tensor(self.window, device=corners.device)
-        y0, x0 = int(lo[0]), int(lo[1])
-        h, w = int(hi[0]) - y0, int(hi[1]) - x0
+        # one device-to-host read (each int() of a CUDA tensor waits for the device)
+        y0, x0, y1, x1 = torch.cat([corners.min(0).values, corners.max(0).values]).tolist()
+        h, w = y1 + self.window[0] - y0, x1 + self.window[1] - x0
         mode = self.opts.eval_region
         if mode == "full" or (mode == "auto" and h * w > self.opts.bbox_fraction * ny * nx):
             return 0, 0, ny, nx
@@ -448,8 +447,10 @@ def reconstruct_rnf(
             st.optim.step()
             st.geometry.push()
             st.constrain()
-            tot_d += float(ld.detach()) * len(idx)
-            tot_r += float(lr_.detach()) * len(idx)
+            # summed on the device: a float() per step would wait for the GPU each step
+            tot_d = tot_d + ld.detach().double() * len(idx)
+            tot_r = tot_r + lr_.detach().double() * len(idx)
+        tot_d, tot_r = float(tot_d), float(tot_r)
         hist["data"].append(tot_d / n)
         hist["reg"].append(tot_r / n)
         hist["loss"].append((tot_d + tot_r) / n)

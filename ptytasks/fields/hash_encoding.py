@@ -124,14 +124,31 @@ def _corner(u: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return i0.long(), pos - i0
 
 
-def _interp_matrix(u: torch.Tensor, n: int) -> torch.Tensor:
-    """Dense ``(n + 1, len(u))`` linear-interpolation matrix: ``values @ R`` samples at ``u``."""
-    i0, w = _corner(u, n)
-    cols = torch.arange(u.numel(), device=u.device)
-    r = torch.zeros(n + 1, u.numel(), dtype=u.dtype, device=u.device)
-    r.index_put_((i0, cols), 1 - w, accumulate=True)
-    r.index_put_((i0 + 1, cols), w, accumulate=True)
-    return r
+def _interp_matrices(u: torch.Tensor, ns: torch.Tensor, n_max: int) -> torch.Tensor:
+    """Linear-interpolation matrices of several resolutions at once.
+
+    Parameters
+    ----------
+    u : tensor ``(P,)``
+        Unit coordinates along one axis.
+    ns : tensor ``(L,)``
+        Cells per unit of each level (whole numbers, the table's dtype).
+    n_max : int
+        ``max(ns)``.
+
+    Returns
+    -------
+    tensor ``(L, n_max + 1, P)``: ``values @ R[l, :n_l + 1]`` samples level ``l`` at ``u``
+    (rows past ``n_l`` are zero).
+
+    Built from the hat function ``max(0, 1 - |i - u n|)``, the same weights as
+    :func:`_corner`'s lower vertex and fraction (bit for bit), in a few element-wise
+    passes for all levels: a scatter (``index_put_``) per level took several kernels each
+    on CUDA (a sort) and was most of the encoding's kernel launches there.
+    """
+    pos = u.clamp(0.0, 1.0)[None, :] * ns[:, None]
+    i = torch.arange(n_max + 1, device=u.device, dtype=u.dtype)
+    return (1 - (i[None, :, None] - pos[:, None, :]).abs()).clamp_(min=0)
 
 
 class HashEncoding2D(nn.Module):
@@ -181,6 +198,12 @@ class HashEncoding2D(nn.Module):
             shape = (f, n + 1, n + 1) if dense else (f, self.table_size)
             tables.append(nn.Parameter((torch.rand(shape, generator=gen) * 2 - 1) * s))
         self.tables = nn.ParameterList(tables)
+        # levels sampled on a grid by interpolation-matrix products (see encode_grid)
+        self._small = [n if dense and n + 1 <= _MATMUL_MAX_VERTICES else None
+                       for n, dense in zip(self.resolutions, self.dense, strict=True)]
+        small = [n for n in self._small if n is not None]
+        self.register_buffer("_small_res", torch.tensor(small, dtype=torch.float32),
+                             persistent=False)
 
     @property
     def out_dim(self) -> int:
@@ -246,11 +269,18 @@ class HashEncoding2D(nn.Module):
         ys, xs = ys.to(dt), xs.to(dt)
         gs_grid = None
         outs = []
-        for n, dense, table in zip(self.resolutions, self.dense, self.tables, strict=True):
-            if dense and n + 1 <= _MATMUL_MAX_VERTICES:
+        if self._small_res.numel():
+            n_max = max(n for n in self._small if n is not None)
+            rys = _interp_matrices(ys, self._small_res.to(dt), n_max)
+            rxs = _interp_matrices(xs, self._small_res.to(dt), n_max)
+        j = 0
+        for n, dense, table, small in zip(self.resolutions, self.dense, self.tables,
+                                          self._small, strict=True):
+            if small is not None:
                 # separable bilinear interpolation: R_y^T @ G @ R_x (both tiny and dense).
-                ry, rx = _interp_matrix(ys, n), _interp_matrix(xs, n)
+                ry, rx = rys[j, :n + 1], rxs[j, :n + 1]
                 outs.append(ry.T @ table @ rx)
+                j += 1
             elif dense:
                 if gs_grid is None:
                     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -94,14 +94,17 @@ def _window_index(
     """Flat indices ``(n, wy, wx)`` of the windows at integer ``corners`` in ``canvas``."""
     wy, wx = window
     ny, nx = canvas
-    ymax = int(corners[:, 0].max()) + wy if len(corners) else 0
-    xmax = int(corners[:, 1].max()) + wx if len(corners) else 0
-    if len(corners) and (int(corners.min()) < 0 or ymax > ny or xmax > nx):
-        raise ValueError(
-            f"scan positions put the {wy}x{wx} probe window outside the {ny}x{nx} object: "
-            f"corners span y [{int(corners[:, 0].min())}, {ymax}), x [{int(corners[:, 1].min())}, "
-            f"{xmax}); enlarge the object or shift the positions"
-        )
+    if len(corners):
+        # one device-to-host read (each int() of a CUDA tensor waits for the device)
+        lo_y, lo_x, hi_y, hi_x = torch.cat([corners.min(0).values,
+                                            corners.max(0).values]).tolist()
+        ymax, xmax = hi_y + wy, hi_x + wx
+        if min(lo_y, lo_x) < 0 or ymax > ny or xmax > nx:
+            raise ValueError(
+                f"scan positions put the {wy}x{wx} probe window outside the {ny}x{nx} "
+                f"object: corners span y [{lo_y}, {ymax}), x [{lo_x}, {xmax}); enlarge the "
+                "object or shift the positions"
+            )
     ry = torch.arange(wy, device=corners.device)
     rx = torch.arange(wx, device=corners.device)
     rows = corners[:, 0, None, None] + ry[None, :, None]

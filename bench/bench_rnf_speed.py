@@ -294,9 +294,17 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
     out["kernels"] = r.extras["field_kernels"]
     out["rnf_epoch_s"] = float(np.median(wall[1:]))
     out["rnf_first_epoch_s"] = float(wall[0])  # with a compile, its cost lands here
+    out["cuda_graph"] = r.extras["cuda_graph"]
     if kern == "compiled":  # the same epochs with eager kernels, back to back
         e = reconstruct_rnf(data, replace(o, kernels="eager"), probe_prior=probe_prior)
         out["rnf_epoch_eager_s"] = float(np.median(e.extras["epoch_seconds"][1:]))
+    if o.device.startswith("cuda") and o.cuda_graphs:  # and without CUDA graphs
+        g = reconstruct_rnf(data, replace(o, kernels="eager", cuda_graphs=False),
+                            probe_prior=probe_prior)
+        out["rnf_epoch_eager_nographs_s"] = float(np.median(g.extras["epoch_seconds"][1:]))
+        ref = r if kern == "eager" else e
+        out["graphs_vs_nographs_loss_rel"] = float(np.max(np.abs(
+            np.array(ref.loss_history) / np.array(g.loss_history) - 1)))
     # the replay: one warm-up epoch, then one timed epoch
     model, rdt, cdt = _resolve(data, o, None, o.dtype, torch.device(o.device))
     torch.manual_seed(int(o.seed))

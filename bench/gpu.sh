@@ -21,16 +21,20 @@
 #   bench/gpu.sh                 # needs CUDA; commit the JSON it writes
 #   bench/gpu.sh --dry-run       # CPU: step 1 at tiny sizes, steps 2-4 printed (not run),
 #                                # step 5 collects only; ~15 s (tests/bench/test_gpu_sh.py)
+#   bench/gpu.sh --only=speed,tests,star   # a subset of the steps (speed, tests, fields,
+#                                # star, pipeline), for what is left of a short lease
 # Real data: ../shared/data or $PTYFLOW_DATA (the star steps are skipped without it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
 OUT=bench/results
+ONLY=speed,tests,fields,star,pipeline
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
     --out=*) OUT="${arg#--out=}" ;;
-    *) echo "usage: bench/gpu.sh [--dry-run] [--out=DIR]" >&2; exit 2 ;;
+    --only=*) ONLY="${arg#--only=}" ;;
+    *) echo "usage: bench/gpu.sh [--dry-run] [--out=DIR] [--only=STEP,...]" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -64,6 +68,7 @@ STATUS=()
 step() {
   local name="$1" limit="$2" t0=$SECONDS rc=0
   shift 2
+  case ",$ONLY," in *",$name,"*) ;; *) echo "   not asked for (--only): $name"; return ;; esac
   timeout --kill-after=10 "$limit" "$@" || rc=$?
   STATUS+=("$name rc=$rc seconds=$((SECONDS - t0)) limit=$limit")
   [ "$rc" = 0 ] || echo "   step $name failed (rc $rc; 124: over its $limit s)" >&2
@@ -78,7 +83,7 @@ echo "== 5. CUDA tests"
 COLLECT=(); [ "$DRY" = 1 ] && COLLECT=(--collect-only)
 step tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "${COLLECT[@]}" $GPU_TESTS \
   > "$OUT/pytest-gpu-$TAG.txt" 2>&1
-tail -3 "$OUT/pytest-gpu-$TAG.txt"
+[ -e "$OUT/pytest-gpu-$TAG.txt" ] && tail -3 "$OUT/pytest-gpu-$TAG.txt"
 echo "== 2. field building blocks"
 heavy fields 60 "$PY" bench/bench_fields.py "${FIELDS[@]}" --out "$OUT/fields-$TAG.json"
 echo "== 3. RNF reconstruction through the pipeline ($CLUSTER)"

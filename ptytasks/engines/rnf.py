@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,11 @@ from ptytasks.engines.rnf_parts import (
     physical_params,
     rnf_result,
 )
+from ptytasks.engines.rnf_step import StepGraph, train_step
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.modes import add_modes
-from ptytasks.physics.shifts import extract_patches
+from ptytasks.physics.shifts import check_windows, extract_patches
 
 __all__ = ["RNFOptions", "default_probe", "reconstruct_rnf"]
 
@@ -164,6 +166,13 @@ class _Setup:
             self.pupil_field = mk(tuple(base.shape), torch.zeros_like(base), 3,
                                   mask=model.aperture.to(rdt), residual=True)
         self._build_optimiser()
+        # Frozen scan positions: each step's box is found on the host from these integer
+        # corners (checked here, once), with no device read per step.
+        self.corners_host = None
+        if not self.fourier and "positions" not in self.learned:
+            corners = torch.floor(model.positions.detach()).long().cpu()
+            check_windows(corners, self.window, data.object_shape)
+            self.corners_host = corners
 
     # ------------------------------------------------------------------ priors
     def _default_probe(self) -> torch.Tensor:
@@ -239,13 +248,17 @@ class _Setup:
         # fused: one kernel per tensor instead of ~10 passes; the same update to float
         # rounding, 2.5-8x faster on CPU over the 2^19-row tables of level_policy="paper"
         # (bench/bench_fields.py, bench/bench_rnf.py throughput). Fall back to foreach
-        # where a device lacks the kernel.
+        # where a device lacks the kernel. On CUDA the step count stays on the device
+        # (capturable), so a CUDA graph can replay the update (rnf_step).
+        cuda = self.device.type == "cuda"
         try:
             self.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
-                                           weight_decay=o.weight_decay, fused=True)
+                                           weight_decay=o.weight_decay, fused=True,
+                                           capturable=cuda)
         except RuntimeError:
             self.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
-                                           weight_decay=o.weight_decay, foreach=True)
+                                           weight_decay=o.weight_decay, foreach=True,
+                                           capturable=cuda)
         self.pos0 = None
         if o.learn_positions:
             p = m.wavevectors if self.fourier else m.positions
@@ -281,28 +294,39 @@ class _Setup:
             out["pupil"] = base if self.pupil_field is None else base + self.pupil_field.full()[0]
         return out
 
-    def object_box(self, idx: torch.Tensor) -> tuple[int, int, int, int]:
+    def corners(self, idx: torch.Tensor, idx_host: torch.Tensor | None = None) -> torch.Tensor:
+        """Integer window corners ``(n, 2)`` of frames ``idx``, on the host (from
+        ``corners_host`` at ``idx_host`` when the positions are frozen, else one read)."""
+        if self.corners_host is not None and idx_host is not None:
+            return self.corners_host[idx_host]
+        return torch.floor(self.model.positions[idx].detach()).long().cpu()
+
+    def object_box(self, idx: torch.Tensor,
+                   idx_host: torch.Tensor | None = None) -> tuple[int, int, int, int]:
         """``(y0, x0, h, w)``: the object pixels a step on frames ``idx`` evaluates.
 
         The bounding box of the frames' windows, or the whole object where that is not
-        much smaller (``eval_region``, ``bbox_fraction``).
+        much smaller (``eval_region``, ``bbox_fraction``). ``idx_host``: ``idx`` on the
+        host (saves a device read).
         """
         ny, nx = self.data.object_shape
-        corners = torch.floor(self.model.positions[idx].detach()).long()
-        # one device-to-host read (each int() of a CUDA tensor waits for the device)
-        y0, x0, y1, x1 = torch.cat([corners.min(0).values, corners.max(0).values]).tolist()
+        if self.opts.eval_region == "full":
+            return 0, 0, ny, nx
+        corners = self.corners(idx, idx_host)
+        y0, x0 = corners.min(0).values.tolist()
+        y1, x1 = corners.max(0).values.tolist()
         h, w = y1 + self.window[0] - y0, x1 + self.window[1] - x0
-        mode = self.opts.eval_region
-        if mode == "full" or (mode == "auto" and h * w > self.opts.bbox_fraction * ny * nx):
+        if self.opts.eval_region == "auto" and h * w > self.opts.bbox_fraction * ny * nx:
             return 0, 0, ny, nx
         return y0, x0, h, w
 
-    def under_windows(self, idx, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
+    def under_windows(self, idx, y0: int, x0: int, h: int, w: int,
+                      idx_host: torch.Tensor | None = None) -> torch.Tensor:
         """Bool ``(h, w)``: pixels of the box under a window of frames ``idx``, widened to
         whole blocks of the wavelet term (``2**wavelet_levels`` px from the box's corner),
         so that each Haar block is evaluated whole or not at all."""
         b = 2 ** max(int(self.opts.wavelet_levels), 0)
-        corners = torch.floor(self.model.positions[idx].detach()).long().cpu()
+        corners = self.corners(idx, idx_host)
         m = torch.zeros(-(-h // b) * b, -(-w // b) * b, dtype=torch.bool)
         for y, x in (corners - torch.tensor([y0, x0])).tolist():
             m[max(y, 0):y + self.window[0], max(x, 0):x + self.window[1]] = True
@@ -310,8 +334,9 @@ class _Setup:
         m = m.repeat_interleave(b, 0).repeat_interleave(b, 1)[:h, :w]
         return m.to(self.device)
 
-    def predict(self, idx: torch.Tensor):
-        """Predicted normalised intensities of frames ``idx`` and the object residual."""
+    def predict(self, idx: torch.Tensor, idx_host: torch.Tensor | None = None):
+        """Predicted normalised intensities of frames ``idx`` and the object residual
+        (``idx_host``: ``idx`` on the host, which spares the device reads)."""
         fields = self.extra_fields()
         if self.fourier:
             obj, res = self.obj_field.full()
@@ -319,12 +344,14 @@ class _Setup:
                                           **fields)
             return self.model.intensity(wave, idx), res
         pos = self.model.positions[idx]
-        y0, x0, h, w = self.object_box(idx)
-        where = self.under_windows(idx, y0, x0, h, w) if self.opts.eval_region == "windows" \
-            else None
+        y0, x0, h, w = self.object_box(idx, idx_host)
+        where = self.under_windows(idx, y0, x0, h, w, idx_host) \
+            if self.opts.eval_region == "windows" else None
         region, res = self.obj_field.region(y0, x0, h, w, where)
-        off = torch.tensor([y0, x0], dtype=pos.dtype, device=pos.device)
-        patches = extract_patches(region, pos - off, self.window)
+        if y0 or x0:
+            pos = pos - torch.tensor([y0, x0], dtype=pos.dtype).to(pos.device, non_blocking=True)
+        # frozen corners were checked at setup; a learned position is checked each step
+        patches = extract_patches(region, pos, self.window, check=self.corners_host is None)
         psi = self.model.exit_from_patches(self.probe(), patches)
         return self.model.intensity(self.model.to_detector(psi, idx, **fields), idx), res
 
@@ -426,30 +453,30 @@ def reconstruct_rnf(
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
     bs = max(1, int(opts.batch_size))
+    wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels)
+               if opts.mu > 0 else None)
+    graph = StepGraph(st, opts, data_loss, wavelet)
     stop = None
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         st.set_epoch_lr(epoch)
-        pos = None if st.fourier else st.model.positions
+        # on the host: the batches are drawn there (one read per epoch)
+        pos = None if st.fourier else st.model.positions.detach().cpu()
         tot_d = tot_r = 0.0
-        for step, idx in enumerate(batches(opts.batching, pos, n, bs, gen, device)):
+        for step, idx_host in enumerate(batches(opts.batching, pos, n, bs, gen, "cpu")):
+            # pinned and asynchronous: a plain copy to the GPU waits for the device
+            idx = idx_host if device.type != "cuda" else \
+                idx_host.pin_memory().to(device, non_blocking=True)
             if st.obj_field.annealed is not None:
                 steps = math.ceil(n / bs)
                 st.obj_field.annealed.set_progress(
                     (epoch + step / steps) / opts.anneal_epochs)
-            st.optim.zero_grad(set_to_none=True)
-            pred, res = st.predict(idx)
-            ld = data_loss(pred, st.frames[idx])
-            lr_ = (wavelet_sparsity(res, opts.mu, levels=opts.wavelet_levels) if opts.mu > 0
-                   else torch.zeros((), dtype=ld.dtype, device=ld.device))
-            (ld + lr_).backward()
-            st.geometry.pull_grad()
-            st.optim.step()
-            st.geometry.push()
-            st.constrain()
+            out = graph.step(idx, idx_host)
+            ld, lr_ = out if out is not None else \
+                train_step(st, idx, idx_host, data_loss, wavelet)
             # summed on the device: a float() per step would wait for the GPU each step
-            tot_d = tot_d + ld.detach().double() * len(idx)
-            tot_r = tot_r + lr_.detach().double() * len(idx)
+            tot_d = tot_d + ld.double() * len(idx)
+            tot_r = tot_r + lr_.double() * len(idx)
         tot_d, tot_r = float(tot_d), float(tot_r)
         hist["data"].append(tot_d / n)
         hist["reg"].append(tot_r / n)
@@ -476,6 +503,7 @@ def reconstruct_rnf(
         if plateau:
             stop = epoch
             break
+    st.graph_info = {"replays": graph.replays, "blocker": graph.blocker}
     return rnf_result(st, opts, hist, t_start, stop)
 
 

@@ -149,6 +149,11 @@ class RNFOptions(EngineOptions):
         steps per epoch x object pixels, reaches ``COMPILE_MIN_COORDS`` (5e7 coordinates,
         about 2 min of field work on one CPU thread), so that compiling costs a small part
         of the run; eager below (small runs, the tests).
+    cuda_graphs : bool
+        On CUDA, replay the steps that are the same computation every time (nothing but
+        the fields learned, a full batch, the whole object evaluated) from a CUDA graph
+        (:mod:`ptytasks.engines.rnf_step`): the same update, without the host issuing
+        ~500 kernels per step. Ignored on CPU.
 
     What is learned
     ---------------
@@ -248,6 +253,7 @@ class RNFOptions(EngineOptions):
     eval_region: Literal["auto", "bbox", "full", "windows"] = "auto"
     bbox_fraction: float = 0.7
     kernels: Literal["auto", "eager", "compiled"] = "auto"
+    cuda_graphs: bool = True
 
     learn_probe: bool = True
     probe_modes: int = 1

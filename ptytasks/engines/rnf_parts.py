@@ -244,7 +244,9 @@ def rnf_result(st, opts, hist, t_start, stop) -> ReconstructionResult:
               "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
               "stopped_early_at": stop, "learned": list(st.learned),
               # as run: a compiled set that fell back reads "eager"
-              "field_kernels": field_kernels(st.kernels).mode}
+              "field_kernels": field_kernels(st.kernels).mode,
+              # steps replayed from a CUDA graph, and why not (None: nothing prevented it)
+              "cuda_graph": dict(getattr(st, "graph_info", {}))}
     if st.probe_field is not None:
         extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
     fields = st.extra_fields()

@@ -88,23 +88,33 @@ def split_positions(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return whole.long(), positions - whole
 
 
-def _window_index(
-    corners: torch.Tensor, window: tuple[int, int], canvas: tuple[int, int]
-) -> torch.Tensor:
-    """Flat indices ``(n, wy, wx)`` of the windows at integer ``corners`` in ``canvas``."""
+def check_windows(corners: torch.Tensor, window: tuple[int, int], canvas: tuple[int, int]) -> None:
+    """Raise ``ValueError`` unless every ``window`` at integer ``corners`` lies in ``canvas``.
+
+    One device-to-host read (each ``int()`` of a CUDA tensor would wait for the device).
+    """
+    if not len(corners):
+        return
     wy, wx = window
     ny, nx = canvas
-    if len(corners):
-        # one device-to-host read (each int() of a CUDA tensor waits for the device)
-        lo_y, lo_x, hi_y, hi_x = torch.cat([corners.min(0).values,
-                                            corners.max(0).values]).tolist()
-        ymax, xmax = hi_y + wy, hi_x + wx
-        if min(lo_y, lo_x) < 0 or ymax > ny or xmax > nx:
-            raise ValueError(
-                f"scan positions put the {wy}x{wx} probe window outside the {ny}x{nx} "
-                f"object: corners span y [{lo_y}, {ymax}), x [{lo_x}, {xmax}); enlarge the "
-                "object or shift the positions"
-            )
+    lo_y, lo_x, hi_y, hi_x = torch.cat([corners.min(0).values, corners.max(0).values]).tolist()
+    ymax, xmax = hi_y + wy, hi_x + wx
+    if min(lo_y, lo_x) < 0 or ymax > ny or xmax > nx:
+        raise ValueError(
+            f"scan positions put the {wy}x{wx} probe window outside the {ny}x{nx} object: "
+            f"corners span y [{lo_y}, {ymax}), x [{lo_x}, {xmax}); enlarge the object or "
+            "shift the positions"
+        )
+
+
+def _window_index(
+    corners: torch.Tensor, window: tuple[int, int], canvas: tuple[int, int], check: bool = True
+) -> torch.Tensor:
+    """Flat indices ``(n, wy, wx)`` of the windows at integer ``corners`` in ``canvas``."""
+    if check:
+        check_windows(corners, window, canvas)
+    wy, wx = window
+    nx = canvas[1]
     ry = torch.arange(wy, device=corners.device)
     rx = torch.arange(wx, device=corners.device)
     rows = corners[:, 0, None, None] + ry[None, :, None]
@@ -114,7 +124,7 @@ def _window_index(
 
 def extract_patches(
     obj: torch.Tensor, positions: torch.Tensor, window: tuple[int, int], *, subpixel: bool = True,
-    spectrum: bool = False,
+    spectrum: bool = False, check: bool = True,
 ) -> torch.Tensor:
     """Patches ``O[p_i + r]`` of the object under each probe window.
 
@@ -130,13 +140,16 @@ def extract_patches(
     spectrum : bool
         ``obj`` is a centred spectrum and the windows are pupil crops (Fourier
         ptychography): sub-pixel shifts use :func:`window_freqs`.
+    check : bool
+        Check that the windows lie in the object (:func:`check_windows`: one device read);
+        ``False`` where the caller has checked these corners already.
 
     Returns
     -------
     tensor ``(n, ..., wy, wx)``.
     """
     corners, frac = split_positions(positions)
-    idx = _window_index(corners, window, obj.shape[-2:])
+    idx = _window_index(corners, window, obj.shape[-2:], check)
     lead = obj.shape[:-2]
     flat = obj.reshape(*lead, -1)
     patches = flat[..., idx]  # (..., n, wy, wx)

@@ -51,11 +51,10 @@ from ptytasks.engines.result import ReconstructionResult
 from ptytasks.engines.rnf_options import RNFOptions
 from ptytasks.engines.rnf_parts import (
     Field,
-    Geometry,
     PixelField,
+    build_optimiser,
     current_object,
     default_probe,
-    field_groups,
     physical_params,
     rnf_result,
 )
@@ -165,7 +164,7 @@ class _Setup:
             # always a correction added to the Zernike pupil (zero prior)
             self.pupil_field = mk(tuple(base.shape), torch.zeros_like(base), 3,
                                   mask=model.aperture.to(rdt), residual=True)
-        self._build_optimiser()
+        build_optimiser(self)
         # Frozen scan positions: each step's box is found on the host from these integer
         # corners (checked here, once), with no device read per step.
         self.corners_host = None
@@ -195,74 +194,6 @@ class _Setup:
     def _pupil_base(self) -> torch.Tensor:
         p = self.model.pupil_function().to(self.cdt)
         return p if self.pupil_prior is None else p * self.pupil_prior
-
-    # ------------------------------------------------------------------ optimiser
-    def _build_optimiser(self):
-        o, m = self.opts, self.model
-        if o.learn_zernike and not self.fourier:
-            raise ValueError("learn_zernike needs Fourier-ptychography data")
-        names = []
-        if o.learn_positions:
-            names.append("wavevectors" if self.fourier else "positions")
-        for flag, name in ((o.learn_distance, "distance"), (o.learn_wavelength, "wavelength"),
-                           (o.learn_zernike, "zernike"), (o.learn_intensity, "intensity_factors")):
-            if flag:
-                if not hasattr(m, name):
-                    raise ValueError(f"{m.modality} model has no parameter {name!r} to learn")
-                names.append(name)
-        m.learnable(*names)
-        self.learned = names
-        omega = lambda mod: [p for n, p in mod.named_parameters() if n.endswith("omega")]
-        groups = field_groups({"object": (self.obj_field, 1.0),
-                               "probe": (self.probe_field, o.lr_probe_scale),
-                               "surface": (self.surface_field, o.lr_surface_scale),
-                               "pupil": (self.pupil_field, o.lr_pupil_scale)}, o)
-        if self.mode_gains is not None:
-            groups.append({"params": [self.mode_gains], "lr": o.lr_mode_gains,
-                           "name": "mode_gains", "field": "probe", "weight_decay": 0.0})
-        om = [p for f in self.fields() for p in omega(f)]
-        if om:
-            groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
-                           "weight_decay": 0.0})
-        self.geometry = Geometry(m, [n for n in names if n in ("distance", "wavelength")],
-                                  o.lr_distance if o.learn_distance else o.lr_wavelength)
-        if self.geometry.names:
-            groups.append({"params": [self.geometry.shadow], "lr": self.geometry.lr,
-                           "name": "geometry", "weight_decay": 0.0, "physical": True})
-        for name in names:
-            if name in ("distance", "wavelength"):
-                continue
-            p = getattr(m, name)
-            if name == "positions":
-                lr = o.lr_positions
-            elif name == "wavevectors":
-                lr = o.lr_positions / float(m.k_to_px.mean())
-            elif name == "zernike":
-                lr = o.lr_zernike
-            else:
-                lr = o.lr_intensity
-            groups.append({"params": [p], "lr": lr, "name": name, "weight_decay": 0.0,
-                           "physical": True})
-        for g in groups:
-            g["base_lr"] = g["lr"]
-        # fused: one kernel per tensor instead of ~10 passes; the same update to float
-        # rounding, 2.5-8x faster on CPU over the 2^19-row tables of level_policy="paper"
-        # (bench/bench_fields.py, bench/bench_rnf.py throughput). Fall back to foreach
-        # where a device lacks the kernel. On CUDA the step count stays on the device
-        # (capturable), so a CUDA graph can replay the update (rnf_step).
-        cuda = self.device.type == "cuda"
-        try:
-            self.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
-                                           weight_decay=o.weight_decay, fused=True,
-                                           capturable=cuda)
-        except RuntimeError:
-            self.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
-                                           weight_decay=o.weight_decay, foreach=True,
-                                           capturable=cuda)
-        self.pos0 = None
-        if o.learn_positions:
-            p = m.wavevectors if self.fourier else m.positions
-            self.pos0 = p.detach().clone()
 
     def fields(self) -> list[Field]:
         return [f for f in (self.obj_field, self.probe_field, self.surface_field,

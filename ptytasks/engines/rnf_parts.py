@@ -5,6 +5,7 @@
   boxes of its grid (the batch's bounding box), optionally masked (a pupil aperture) and
   optionally coarse-to-fine (:class:`AnnealedEncoding`);
 * :class:`Geometry`: distance and wavelength learned through a well-conditioned shadow;
+* :func:`build_optimiser`: the optimiser of a run;
 * :func:`rnf_result`: the result of a finished run.
 """
 
@@ -209,6 +210,76 @@ class Geometry:
         u = self.basis @ self.shadow.detach().double().cpu()
         for n, v0, r, du in zip(self.names, self.start, self.ref, u.tolist(), strict=True):
             getattr(self.model, n).fill_(v0 + r * du)
+
+
+def build_optimiser(st) -> None:
+    """The run's AdamW over its fields and learned model parameters (``st``: its
+    ``rnf._Setup``); sets ``st.optim``, ``st.learned``, ``st.geometry``, ``st.pos0``."""
+    o, m = st.opts, st.model
+    if o.learn_zernike and not st.fourier:
+        raise ValueError("learn_zernike needs Fourier-ptychography data")
+    names = []
+    if o.learn_positions:
+        names.append("wavevectors" if st.fourier else "positions")
+    for flag, name in ((o.learn_distance, "distance"), (o.learn_wavelength, "wavelength"),
+                       (o.learn_zernike, "zernike"), (o.learn_intensity, "intensity_factors")):
+        if flag:
+            if not hasattr(m, name):
+                raise ValueError(f"{m.modality} model has no parameter {name!r} to learn")
+            names.append(name)
+    m.learnable(*names)
+    st.learned = names
+    omega = lambda mod: [p for n, p in mod.named_parameters() if n.endswith("omega")]
+    groups = field_groups({"object": (st.obj_field, 1.0),
+                           "probe": (st.probe_field, o.lr_probe_scale),
+                           "surface": (st.surface_field, o.lr_surface_scale),
+                           "pupil": (st.pupil_field, o.lr_pupil_scale)}, o)
+    if st.mode_gains is not None:
+        groups.append({"params": [st.mode_gains], "lr": o.lr_mode_gains,
+                       "name": "mode_gains", "field": "probe", "weight_decay": 0.0})
+    om = [p for f in st.fields() for p in omega(f)]
+    if om:
+        groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
+                       "weight_decay": 0.0})
+    st.geometry = Geometry(m, [n for n in names if n in ("distance", "wavelength")],
+                              o.lr_distance if o.learn_distance else o.lr_wavelength)
+    if st.geometry.names:
+        groups.append({"params": [st.geometry.shadow], "lr": st.geometry.lr,
+                       "name": "geometry", "weight_decay": 0.0, "physical": True})
+    for name in names:
+        if name in ("distance", "wavelength"):
+            continue
+        p = getattr(m, name)
+        if name == "positions":
+            lr = o.lr_positions
+        elif name == "wavevectors":
+            lr = o.lr_positions / float(m.k_to_px.mean())
+        elif name == "zernike":
+            lr = o.lr_zernike
+        else:
+            lr = o.lr_intensity
+        groups.append({"params": [p], "lr": lr, "name": name, "weight_decay": 0.0,
+                       "physical": True})
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    # fused: one kernel per tensor instead of ~10 passes; the same update to float
+    # rounding, 2.5-8x faster on CPU over the 2^19-row tables of level_policy="paper"
+    # (bench/bench_fields.py, bench/bench_rnf.py throughput). Fall back to foreach
+    # where a device lacks the kernel. On CUDA the step count stays on the device
+    # (capturable), so a CUDA graph can replay the update (rnf_step).
+    cuda = st.device.type == "cuda"
+    try:
+        st.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
+                                       weight_decay=o.weight_decay, fused=True,
+                                       capturable=cuda)
+    except RuntimeError:
+        st.optim = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas,
+                                       weight_decay=o.weight_decay, foreach=True,
+                                       capturable=cuda)
+    st.pos0 = None
+    if o.learn_positions:
+        p = m.wavevectors if st.fourier else m.positions
+        st.pos0 = p.detach().clone()
 
 
 def physical_params(model: ForwardModel) -> dict:

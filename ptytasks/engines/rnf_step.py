@@ -98,7 +98,7 @@ class StepGraph:
             return self.out
         if self.warm < _WARMUP_STEPS:  # a real step, on a side stream (CUDA's warm-up)
             self.warm += 1
-            side = torch.cuda.Stream()
+            side = torch.cuda.Stream(self.st.device)
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 out = train_step(self.st, idx, idx_host, self.loss, self.wavelet)
@@ -113,8 +113,11 @@ class StepGraph:
         st.optim.zero_grad(set_to_none=True)  # the recorded backward writes fresh grads
         graph = torch.cuda.CUDAGraph()
         try:
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph):
+            torch.cuda.synchronize(st.device)
+            # thread_local: a CUDA call from another thread of the process (a Dask worker
+            # running two tasks) neither breaks this capture nor is refused by it
+            with torch.cuda.device(st.device), \
+                    torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = train_step(st, static_idx, idx_host, self.loss, self.wavelet,
                                  zero_grad=False)
         except Exception as exc:  # noqa: BLE001 -- any capture failure: run eagerly

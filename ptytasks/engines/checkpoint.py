@@ -31,8 +31,9 @@ __all__ = ["CheckpointError", "StaleCheckpoint", "inputs_digest", "load_checkpoi
 
 FORMAT = "ptyflow-rnf-checkpoint/2"
 #: Options that do not change the computation: a checkpoint written under other values of
-#: these still resumes (every other option must match).
-RESUME_NEUTRAL = frozenset({"checkpoint_every"})
+#: these still resumes (every other option must match). ``cuda_graphs`` replays the same
+#: steps (to the libraries' order of float sums), so it is neutral too.
+RESUME_NEUTRAL = frozenset({"checkpoint_every", "cuda_graphs"})
 
 
 class CheckpointError(ValueError):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call (issue #18), under 5 minutes on one H100/H200:
+# The GPU benchmark in one call (issue #18), meant to take under 5 minutes on one H100/H200
+# (on one H200 steps 1, 2 and 5 take ~100 s; steps 3 and 4 have run past their limits so far):
 #
 #   1. field throughput (forward + backward coordinates/s, naive reference beside it) and
 #      the RNF epoch split on the simulated far-field set and the Siemens star, with

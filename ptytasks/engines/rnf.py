@@ -434,8 +434,7 @@ def reconstruct_rnf(
         if plateau:
             stop = epoch
             break
-    st.graph_info = {"replays": graph.replays, "blocker": graph.blocker}
-    return rnf_result(st, opts, hist, t_start, stop)
+    return rnf_result(st, opts, hist, t_start, stop, graph.info())
 
 
 def _slices(obj: torch.Tensor) -> int:

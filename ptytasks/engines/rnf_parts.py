@@ -304,9 +304,10 @@ def current_object(st) -> np.ndarray:
 
 # ---------------------------------------------------------------------- result
 @torch.no_grad()
-def rnf_result(st, opts, hist, t_start, stop) -> ReconstructionResult:
+def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> ReconstructionResult:
     """The :class:`ReconstructionResult` of a finished RNF run (``st``: its
-    ``rnf._Setup``): fields in the data's units, probe modes orthogonalised, extras."""
+    ``rnf._Setup``; ``cuda_graph``: its ``StepGraph.info()``): fields in the data's units,
+    probe modes orthogonalised, extras."""
     amp = math.sqrt(st.scale)
     obj, res = st.obj_field.full()
     probe = st.probe()
@@ -316,8 +317,7 @@ def rnf_result(st, opts, hist, t_start, stop) -> ReconstructionResult:
               "stopped_early_at": stop, "learned": list(st.learned),
               # as run: a compiled set that fell back reads "eager"
               "field_kernels": field_kernels(st.kernels).mode,
-              # steps replayed from a CUDA graph, and why not (None: nothing prevented it)
-              "cuda_graph": dict(getattr(st, "graph_info", {}))}
+              "cuda_graph": cuda_graph}
     if st.probe_field is not None:
         extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
     fields = st.extra_fields()

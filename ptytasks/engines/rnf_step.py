@@ -64,9 +64,7 @@ def graph_blocker(st, opts) -> str | None:
         return "annealed encoding"
     if opts.eval_region == "windows":
         return "eval_region 'windows'"
-    if not st.fourier and st.corners_host is None:
-        return "positions not frozen"
-    return None
+    return None  # scanning runs: positions not learned, so their corners are on the host
 
 
 class StepGraph:
@@ -79,6 +77,10 @@ class StepGraph:
         self.graph = self.key = self.static_idx = self.out = None
         self.warm = 0
         self.replays = 0
+
+    def info(self) -> dict:
+        """Steps replayed, and why none could be (``None``: nothing prevented it)."""
+        return {"replays": self.replays, "blocker": self.blocker}
 
     def _graphable(self, idx, idx_host) -> bool:
         if self.blocker is not None or len(idx) != self.bs:

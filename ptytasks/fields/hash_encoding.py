@@ -199,9 +199,10 @@ class HashEncoding2D(nn.Module):
             tables.append(nn.Parameter((torch.rand(shape, generator=gen) * 2 - 1) * s))
         self.tables = nn.ParameterList(tables)
         # levels sampled on a grid by interpolation-matrix products (see encode_grid)
-        self._small = [n if dense and n + 1 <= _MATMUL_MAX_VERTICES else None
-                       for n, dense in zip(self.resolutions, self.dense, strict=True)]
-        small = [n for n in self._small if n is not None]
+        self._by_matmul = [dense and n + 1 <= _MATMUL_MAX_VERTICES
+                           for n, dense in zip(self.resolutions, self.dense, strict=True)]
+        small = [n for n, m in zip(self.resolutions, self._by_matmul, strict=True) if m]
+        self._small_max = max(small, default=0)
         self.register_buffer("_small_res", torch.tensor(small, dtype=torch.float32),
                              persistent=False)
 
@@ -270,13 +271,12 @@ class HashEncoding2D(nn.Module):
         gs_grid = None
         outs = []
         if self._small_res.numel():
-            n_max = max(n for n in self._small if n is not None)
-            rys = _interp_matrices(ys, self._small_res.to(dt), n_max)
-            rxs = _interp_matrices(xs, self._small_res.to(dt), n_max)
+            rys = _interp_matrices(ys, self._small_res.to(dt), self._small_max)
+            rxs = _interp_matrices(xs, self._small_res.to(dt), self._small_max)
         j = 0
-        for n, dense, table, small in zip(self.resolutions, self.dense, self.tables,
-                                          self._small, strict=True):
-            if small is not None:
+        for n, dense, table, by_matmul in zip(self.resolutions, self.dense, self.tables,
+                                              self._by_matmul, strict=True):
+            if by_matmul:
                 # separable bilinear interpolation: R_y^T @ G @ R_x (both tiny and dense).
                 ry, rx = rys[j, :n + 1], rxs[j, :n + 1]
                 outs.append(ry.T @ table @ rx)

@@ -146,7 +146,8 @@ def resolution(
     linearly interpolated with the ring before it. Rings without power (NaN) count as
     below. If the curve never falls below up to Nyquist, or up to ``result.max_freq``
     (the band limit, where the data measured less than Nyquist), ``freq`` is that limit
-    and ``crossed`` False (a bound). Later recoveries above the threshold do not count
+    (0.5 for Nyquist, also for an odd image side, whose last ring is centred just below
+    it) and ``crossed`` False (a bound). Later recoveries above the threshold do not count
     ("last crossing" is no resolution).
 
     Parameters
@@ -164,7 +165,10 @@ def resolution(
     if start is None:
         start = int(np.searchsorted(f, result.min_freq - 1e-12))
     limit = min(float(f[-1]), float(result.max_freq))
-    freq, crossed = limit, False
+    # Not crossed: the bound is Nyquist (or the band limit). The last ring reaches Nyquist
+    # for an odd side too (its centre is (n // 2) / n < 0.5, its outer edge 0.5), so
+    # reporting its centre would rank an odd box one ring below an even one.
+    freq, crossed = min(0.5, float(result.max_freq)), False
     # NaN rings (no power) count as "below": nothing is resolved there.
     below = ~(d >= 0)
     for k in range(max(start, 1), len(f)):

@@ -10,13 +10,14 @@ without Prefect). Measured at ee5e8be (about 6 minutes per dataset on 2 cores, b
 jobs): star (rPIE 40 iterations, 2 x 2 tiles, the file's probe) one mode 0.196, three modes
 0.258 cycles/px, fractions 0.43 / 0.35 / 0.22 -- passes. P25, since its config runs the
 default engine (RNF, 50 epochs, 1 tile, blind near-field probe per half, z1 = 3.65 mm;
-measured at 8d66e4a + the config change and again at 3cd6590, ~7.5 min for both runs):
-one mode 0.500 (no crossing below Nyquist), three modes 0.4964 (the last ring before
-Nyquist), fractions 0.87 / 0.07 / 0.06 (0.89 / 0.06 / 0.06 with ``lr_mode_pixels`` 0.05;
-0.84 / 0.08 / 0.07 and the same 0.500 / 0.4964 with the modes starting at 30 %, 4d2f6fc)
--- FAILS by one ring: both curves run at the top of the metric, which
-cannot tell them apart there, but "not lower" is not met as written. (With rPIE, the
-config's engine until then: 0.0227 -> 0.0153, both at rPIE's low-frequency dip.)
+measured at c9e6f6f, 250 s for the three-mode run): neither run crosses the half-bit
+threshold below Nyquist, so both read 0.5 (a bound); the three-mode curve lies above the
+one-mode curve over the top 12 rings (last ring 0.41 vs 0.33, threshold 0.25); fractions
+0.84 / 0.08 / 0.07. Until the metric's fix this read 0.500 vs 0.4964 and failed "by one
+ring": the three-mode run's FRC box had an odd side (137 px), whose last ring is centred
+at 68 / 137 = 0.4964 though it reaches Nyquist, and a curve that never crossed reported
+that centre (``ptytasks.metrics.frc.resolution``). (With rPIE, the config's engine until
+then: 0.0227 -> 0.0153, both at rPIE's low-frequency dip.)
 """
 
 from __future__ import annotations

@@ -91,6 +91,19 @@ def test_crossing_interpolation_and_thresholds():
     assert not res.resolution(0.5).crossed and res.resolution(0.5).freq == 0.5
 
 
+@pytest.mark.parametrize("side", [64, 65])
+def test_no_crossing_reads_nyquist_for_odd_and_even_sides(side):
+    """Two identical images never cross: the bound is Nyquist, 0.5 c/px, for an odd side
+    too. Its last ring is centred at (n // 2) / n = 0.4923 but reaches 0.5; reporting the
+    centre ranked P25's three-mode run (a 137-pixel box) one ring below its one-mode run
+    (140 pixels), though neither crossed (issue #21)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((side, side + 3)) + 1j * rng.standard_normal((side, side + 3))
+    res = frc(a, a.copy(), window="hann")
+    assert res.freq[-1] == pytest.approx((side // 2) / side)
+    assert res.resolution("halfbit") == (0.5, None, False)
+
+
 def test_ring_binning():
     k, freq = ring_indices((N, N))
     np.testing.assert_allclose(freq, np.arange(N // 2 + 1) / N)

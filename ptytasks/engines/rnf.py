@@ -202,11 +202,12 @@ class _Setup:
     def set_epoch_lr(self, epoch: int):
         o = self.opts
         t = epoch / max(1, o.epochs)
-        f = o.lr_decay + (1 - o.lr_decay) * 0.5 * (1 + math.cos(math.pi * t))
+        cos = lambda end: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))  # noqa: E731
+        f, f_modes = cos(o.lr_decay), cos(o.lr_decay) * cos(o.lr_mode_decay)
         for g in self.optim.param_groups:
             frozen = (g.get("physical", False) and epoch < o.warmup_epochs) or (
                 g.get("field") == "probe" and epoch < o.probe_warmup_epochs)
-            g["lr"] = 0.0 if frozen else g["base_lr"] * f
+            g["lr"] = 0.0 if frozen else g["base_lr"] * (f_modes if g.get("modes") else f)
 
     # ------------------------------------------------------------------ evaluation
     def probe(self):

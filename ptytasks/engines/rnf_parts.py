@@ -156,7 +156,7 @@ def field_groups(fields: dict, opts) -> list[dict]:
             continue
         if getattr(fld, "direct", False):  # per-pixel residual (mixed-state probe modes)
             groups.append({"params": list(fld.parameters()), "lr": opts.lr_mode_pixels,
-                           "name": f"{name}_pixels", "field": name})
+                           "name": f"{name}_pixels", "field": name, "modes": True})
             continue
         named = [(n, p) for n, p in fld.named_parameters() if not n.endswith("omega")]
         for part, mult, tables in (("tables", opts.lr_tables_scale, True),
@@ -235,7 +235,7 @@ def build_optimiser(st) -> None:
                            "surface": (st.surface_field, o.lr_surface_scale),
                            "pupil": (st.pupil_field, o.lr_pupil_scale)}, o)
     if st.mode_gains is not None:
-        groups.append({"params": [st.mode_gains], "lr": o.lr_mode_gains,
+        groups.append({"params": [st.mode_gains], "lr": o.lr_mode_gains, "modes": True,
                        "name": "mode_gains", "field": "probe", "weight_decay": 0.0})
     om = [p for f in st.fields() for p in omega(f)]
     if om:

@@ -182,8 +182,13 @@ class RNFOptions(EngineOptions):
     lr_mode_decay : float
         The modes' rates (per-pixel residuals and gains) fall over the run on a cosine to
         this fraction of their start (on top of ``lr_decay``): at a constant rate the
-        mixed state's object error wanders by +-10 % from epoch to epoch after ~150 epochs
-        (seed 1: 0.023-0.029). Mixed state only.
+        mixed state's object error wandered by +-10 % from epoch to epoch after ~150
+        epochs (seed 1: 0.023-0.029). Chosen from 1 / 0.3 / 0.1 / 0.03 on tuning seeds 10
+        and 11 (3 modes 0.6 / 0.3 / 0.1, 200 epochs, two threads; median object error
+        0.0200 / 0.0192 / 0.0187 / 0.0187); held out, seeds 0 / 1 / 2: 4.21 / 2.18 /
+        2.75x lower error than one mode (at 1: 3.22 / 1.86 / 2.18x), fractions within
+        0.008 (``bench/rnf_mode_tuning.py``, ``records/rnf-lr-mode-decay-cbd8564.json``).
+        Mixed state only.
     mode_start_fraction : float
         Power share each added mode starts with (:func:`~ptytasks.physics.modes.add_modes`;
         capped so the added modes together hold at most 0.9). Chosen from 0.05 / 0.15 /
@@ -266,7 +271,7 @@ class RNFOptions(EngineOptions):
     lr_mode_gains: float = 1e-2
     mode_field: Literal["pixels", "neural"] = "pixels"
     lr_mode_pixels: float = 0.05
-    lr_mode_decay: float = 1.0
+    lr_mode_decay: float = 0.1
     mode_start_fraction: float = 0.3
     learn_surface: bool = False
     learn_pupil: bool = False

@@ -6,17 +6,18 @@ standard half-data FRC, first half-bit crossing). Three modes must run end to en
 every mode, and not lower the half-data FRC of the single-mode run.
 
 The stages run as plain calls in this process (``flows.stages``: the pipeline's stages
-without Prefect). Measured at ee5e8be (about 6 minutes per dataset on 2 cores, beside other
-jobs): star (rPIE 40 iterations, 2 x 2 tiles, the file's probe) one mode 0.196, three modes
-0.258 cycles/px, fractions 0.43 / 0.35 / 0.22 -- passes. P25, since its config runs the
-default engine (RNF, 50 epochs, 1 tile, blind near-field probe per half, z1 = 3.65 mm;
-measured at c9e6f6f, 250 s for the three-mode run): neither run crosses the half-bit
-threshold below Nyquist, so both read 0.5 (a bound); the three-mode curve lies above the
-one-mode curve over the top 12 rings (last ring 0.41 vs 0.33, threshold 0.25); fractions
-0.84 / 0.08 / 0.07. Until the metric's fix this read 0.500 vs 0.4964 and failed "by one
-ring": the three-mode run's FRC box had an odd side (137 px), whose last ring is centred
-at 68 / 137 = 0.4964 though it reaches Nyquist, and a curve that never crossed reported
-that centre (``ptytasks.metrics.frc.resolution``). (With rPIE, the config's engine until
+without Prefect). Measured at c6d7167 (2 threads, ~18 min for both datasets): star (rPIE
+40 iterations, 2 x 2 tiles, the file's probe) one mode 0.174, three modes 0.241
+cycles/px, fractions 0.43 / 0.35 / 0.22 -- passes (0.196 / 0.258 at ee5e8be). P25, since
+its config runs the default engine (RNF, 50 epochs, 1 tile, blind near-field probe per
+half, z1 = 3.65 mm):
+neither run crosses the half-bit threshold below Nyquist, so both read 0.5 (a bound) --
+passes; fractions 0.84 / 0.09 / 0.08 (c6d7167). Until 83c98f2 this read 0.500 vs 0.4964
+and failed "by one ring": the three-mode run's FRC box had an odd side (137 px), whose
+last ring is centred at 68 / 137 = 0.4964 though it reaches Nyquist, and a curve that
+never crossed reported that centre (``ptytasks.metrics.frc.resolution``); recomputed from
+those stores (c9e6f6f), the three-mode curve lies above the one-mode curve over the top 12
+rings (last ring 0.41 vs 0.33, threshold 0.25). (With rPIE, the config's engine until
 then: 0.0227 -> 0.0153, both at rPIE's low-frequency dip.)
 """
 

@@ -118,6 +118,18 @@ def test_readers_keep_all_probe_modes(tmp_path):
     )
     t = read_any(tmp_path / "t.npz")
     assert t.probe.shape == (3, *d.frame_shape)
+    # generic HDF5 through a mapping: the modes as stored, (1, modes, y, x) here
+    import h5py
+
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f["frames"] = d.frames
+        f["pos"] = d.positions_px
+        f["probe"] = d.probe[None]
+    g = read_any(tmp_path / "g.h5", mapping={"frames": "frames", "positions": "pos",
+                                             "positions_units": "px", "probe": "probe",
+                                             "wavelength": 1e-10, "pixel_size": 1e-8})
+    assert g.probe.shape == (3, *d.frame_shape)
+    np.testing.assert_allclose(g.probe, d.probe)
     np.savez(
         tmp_path / "bad.npz",
         data=frames[None],

@@ -26,7 +26,9 @@ RECORDS = Path(__file__).resolve().parent / "results" / "records"
 FRACTIONS = (0.6, 0.3, 0.1)
 
 
-def _case(seed: int):
+def mixed_state_case(seed: int):
+    """The simulated three-mode set of ``seed`` and the mask of its windows' well-lit
+    centres (shared with ``tests/engines/test_mixed_states.py``)."""
     from ptytasks.simulate import simulate
 
     d = simulate("farfield", seed=seed, overlap=0.75, mode_fractions=FRACTIONS)
@@ -41,7 +43,7 @@ def _run(seed: int, modes: int, epochs: int, settings: dict) -> dict:
     from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
     from ptytasks.metrics.errors import quality_report
 
-    d, mask = _case(seed)
+    d, mask = mixed_state_case(seed)
     t0 = time.perf_counter()
     r = reconstruct_rnf(d, RNFOptions(epochs=epochs, probe_modes=modes, **settings))
     err = quality_report(r.object, d.ground_truth["object"], mask)["complex_error"]

@@ -203,7 +203,8 @@ class _Setup:
         o = self.opts
         t = epoch / max(1, o.epochs)
         cos = lambda end: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))  # noqa: E731
-        f, f_modes = cos(o.lr_decay), cos(o.lr_decay) * cos(o.lr_mode_decay)
+        f = cos(o.lr_decay)
+        f_modes = f * cos(o.lr_mode_decay)
         for g in self.optim.param_groups:
             frozen = (g.get("physical", False) and epoch < o.warmup_epochs) or (
                 g.get("field") == "probe" and epoch < o.probe_warmup_epochs)

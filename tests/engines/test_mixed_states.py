@@ -25,22 +25,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.rnf_mode_tuning import FRACTIONS, mixed_state_case
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie import reconstruct_pie
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.metrics.errors import quality_report
 from ptytasks.simulate import simulate
-
-FRACTIONS = (0.6, 0.3, 0.1)
-
-
-def _case(seed: int):
-    d = simulate("farfield", seed=seed, overlap=0.75, mode_fractions=FRACTIONS)
-    n = d.frame_shape[0]
-    mask = np.zeros(d.object_shape, bool)  # the well-lit centres of the windows
-    for y, x in d.ground_truth["positions_px"].astype(int):
-        mask[y + n // 4 : y + 3 * n // 4, x + n // 4 : x + 3 * n // 4] = True
-    return d, mask
 
 
 def _error(d, mask, obj) -> float:
@@ -66,7 +56,7 @@ def _assert_mixed_beats_single(d, mask, single, mixed, gain: float):
 
 
 def _check_rpie(seed: int):
-    d, mask = _case(seed)
+    d, mask = mixed_state_case(seed)
     single = reconstruct_pie(d, PIEOptions(iterations=100))
     mixed = reconstruct_pie(d, PIEOptions(iterations=100, probe_modes=3))
     _assert_mixed_beats_single(d, mask, single, mixed, gain=2.0)
@@ -87,7 +77,7 @@ def test_probe_modes_must_be_positive():
 @pytest.mark.slow  # ~3 min a seed: 200 epochs with one mode and with three
 @pytest.mark.parametrize("seed", [0, 1, 2])  # held out: the mode settings came from 10, 11
 def test_rnf_mixed_state_halves_the_error_and_finds_the_fractions(seed):
-    d, mask = _case(seed)
+    d, mask = mixed_state_case(seed)
     single = reconstruct_rnf(d, RNFOptions(epochs=200))
     mixed = reconstruct_rnf(d, RNFOptions(epochs=200, probe_modes=3))
     _assert_mixed_beats_single(d, mask, single, mixed, gain=2.0)

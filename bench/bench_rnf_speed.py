@@ -311,7 +311,7 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
     st = _Setup(data, o, model, (None, probe_prior, None, None), torch.device(o.device), rdt,
                 cdt)
     data_loss = make_data_loss(o.loss, "intensity" if o.loss == "poisson" else o.domain,
-                               delta=o.huber_delta)
+                               delta=st.data_delta)
     gen = torch.Generator().manual_seed(int(o.seed) + 7919)
     clock = None
     for _ in range(2):

@@ -160,7 +160,7 @@ class EngineParams(_Params):
     mu: float | None = Field(
         None, ge=0, le=1e3, description="RNF wavelet-sparsity weight (paper: 0.1)."
     )
-    loss: Literal["huber", "l1", "l2", "gradient", "poisson"] | None = Field(
+    loss: Literal["smooth_l1", "huber", "l1", "l2", "gradient", "poisson"] | None = Field(
         None, description="RNF data term (default: the engine's own)."
     )
     probe_modes: int = Field(

@@ -35,6 +35,8 @@ and text; Eq. 6 writes ``O``): pass whichever field the engine regularises.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +64,31 @@ def _reduce(per_pixel: torch.Tensor, mask: torch.Tensor | None, reduction: str) 
             return per_pixel.mean()
         return per_frame_sum.sum() / count.sum()
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+def noise_threshold(loss: str, delta, frames: torch.Tensor, scale: float) -> float:
+    """The Huber / smooth-L1 threshold, in the engine's normalised amplitude units.
+
+    ``delta`` a number: used as given. ``delta == "noise"``: when ``frames`` are photon
+    counts (every value a whole number), four times the Poisson amplitude noise. The square
+    root of a count has a standard deviation of about 1/2 at any mean count from ~10 on
+    (variance stabilising), so after the engine divides the frames by ``scale`` (mean counts
+    per pixel) it is ``0.5 / sqrt(scale)``, and the threshold ``2 / sqrt(scale)``. Residuals
+    within the noise are then weighed quadratically (unbiased for the mean, where an L1
+    term fits the median, which is 0 for any pixel expecting fewer than ln 2 photons), and
+    larger ones linearly (robust, as L1). The factor 4 (against 2, L1, L2 and Poisson) was
+    chosen on tuning cases only (``docs/rnf.md``). Frames that are not counts (e.g. HDR-combined
+    camera images) have no known noise level: smooth L1 then falls back to L1 (threshold
+    0) and Huber to 0.1.
+    """
+    if delta != "noise":
+        return float(delta)
+    if loss not in ("huber", "smooth_l1"):
+        return 0.0
+    counts = bool(torch.equal(frames, torch.round(frames)))
+    if counts and scale > 0:
+        return 2.0 / math.sqrt(float(scale))
+    return 0.0 if loss == "smooth_l1" else 0.1
 
 
 def _pointwise(name: str, pred: torch.Tensor, meas: torch.Tensor, delta: float, eps: float):

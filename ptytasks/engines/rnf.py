@@ -46,7 +46,7 @@ from ptytasks.engines.checkpoint import (
 )
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.losses import data_loss as make_data_loss
-from ptytasks.engines.losses import wavelet_sparsity
+from ptytasks.engines.losses import noise_threshold, wavelet_sparsity
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.engines.rnf_options import RNFOptions
 from ptytasks.engines.rnf_parts import (
@@ -91,6 +91,7 @@ class _Setup:
         else:
             self.scale = float(frames.mean())
         self.scale = max(self.scale, 1e-30)
+        self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
         amp = 1.0 / math.sqrt(self.scale)
         # --- priors
@@ -363,7 +364,8 @@ def reconstruct_rnf(
         ``object``, ``probe``, ``positions_px`` / ``wavevectors``, ``pupil``, ``params``
         (``distance``, ``wavelength``, ``zernike`` list, ...), ``loss_history``, ``extras``
         (``surface``, ``object_residual``, ``probe_residual``, ``intensity_factors``,
-        ``data_scale``, ``data_loss_history``, ``reg_loss_history``).
+        ``data_scale``, ``data_threshold`` (the smooth-L1 / Huber threshold used, in
+        normalised amplitude units), ``data_loss_history``, ``reg_loss_history``).
     """
     opts = replace(options) if options is not None else RNFOptions()
     t_start = time.perf_counter()
@@ -374,7 +376,7 @@ def reconstruct_rnf(
     st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),
                 device, rdt, cdt)
     data_loss = make_data_loss(opts.loss, "intensity" if opts.loss == "poisson" else opts.domain,
-                               delta=opts.huber_delta)
+                               delta=st.data_delta)
     gen = torch.Generator().manual_seed(int(opts.seed) + 7919)
     hist = {"loss": [], "data": [], "reg": [], "time": [], "best": math.inf, "stale": 0}
     start, inputs = 0, None

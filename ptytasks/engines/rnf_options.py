@@ -78,14 +78,21 @@ class RNFOptions(EngineOptions):
 
     Loss
     ----
-    loss : {"l1", "huber", "l2", "gradient", "poisson"}
-        Data term (Methods); ``"poisson"`` is the Poisson negative log-likelihood of the
-        intensities (``domain`` is then ignored).
+    loss : {"smooth_l1", "l1", "huber", "l2", "gradient", "poisson"}
+        Data term (Methods). Default ``"smooth_l1"``: quadratic for residuals within
+        ``huber_delta``, L1 beyond (the L1 curve shifted by ``delta / 2``; ``delta = 0`` is
+        L1). ``"poisson"`` is the Poisson negative log-likelihood of the intensities
+        (``domain`` is then ignored). Chosen on tuning cases only (``docs/rnf.md``,
+        hypotheses): L1 fits each pixel's median count, 0 wherever fewer than ln 2 photons
+        are expected, which flattened RNF at dose 1e4.
     domain : {"amplitude", "intensity"}
         Compare ``sqrt(I)`` (default) or ``I``.
-    huber_delta : float
-        Transition of the Huber loss, in units of the normalised data (the engine scales
-        frames to unit mean per pixel).
+    huber_delta : float or "noise"
+        Threshold of the smooth-L1 / Huber loss, in units of the normalised amplitude (the
+        engine scales frames to unit mean per pixel). ``"noise"`` (default): four times
+        the Poisson noise of an amplitude, ``2 / sqrt(mean counts per pixel)``, when the frames
+        are counts (whole numbers); otherwise L1 (smooth L1) or 0.1 (Huber)
+        (:func:`ptytasks.engines.losses.noise_threshold`).
     mu : float
         Weight of the Haar-wavelet L1 sparsity of the object residual, ``mu * L / N``
         (N object pixels).
@@ -242,9 +249,9 @@ class RNFOptions(EngineOptions):
     warmup_epochs: int = 0
     probe_warmup_epochs: int = 0
 
-    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "l1"
+    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "smooth_l1"
     domain: Literal["amplitude", "intensity"] = "amplitude"
-    huber_delta: float = 0.1
+    huber_delta: float | Literal["noise"] = "noise"
     mu: float = 0.1
     wavelet_levels: int = 1
 
@@ -302,6 +309,10 @@ class RNFOptions(EngineOptions):
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if self.huber_delta != "noise" and not (
+                isinstance(self.huber_delta, (int, float)) and self.huber_delta >= 0):
+            raise ValueError(f"huber_delta must be a number >= 0 or 'noise'; got "
+                             f"{self.huber_delta!r}")
         if self.domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}; got {self.domain!r}")
         if self.batching not in BATCHING:

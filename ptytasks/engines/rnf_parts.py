@@ -311,7 +311,8 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
     amp = math.sqrt(st.scale)
     obj, res = st.obj_field.full()
     probe = st.probe()
-    extras = {"data_scale": st.scale, "data_loss_history": hist["data"],
+    extras = {"data_scale": st.scale, "data_threshold": st.data_delta,
+              "data_loss_history": hist["data"],
               "epoch_seconds": list(hist["time"]),
               "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
               "stopped_early_at": stop, "learned": list(st.learned),

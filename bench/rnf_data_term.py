@@ -1,0 +1,73 @@
+"""RNF's data term, one factor at a time, in the yardstick grid's geometry (issue #19).
+
+Runs RNF on one grid cell's tuning cases (default) or test cases with the given option
+variants and appends one row per run to a JSON file (resumable: finished rows are kept)::
+
+    python bench/rnf_data_term.py tune-ff-25-1e5 '[{"loss": "l1"}, {}]' out.json
+    python bench/rnf_data_term.py ff-100-1e4 '[{}]' out.json --cases test
+    python bench/rnf_data_term.py ff-100-1e6 '[{}]' out.json --k-sigma 2
+
+``--k-sigma K`` scales the engine's noise threshold to ``K`` amplitude-noise units (the
+default rule is 4; :func:`ptytasks.engines.losses.noise_threshold`): the candidates the
+default was chosen from. The record of the choice is
+``bench/results/records/rnf-data-term-bb3e1b4.json`` (docs/rnf.md, hypotheses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import grid_cells as G  # noqa: E402
+from bench._machine import machine_info  # noqa: E402
+
+
+def _scale_threshold(k_sigma: float) -> None:
+    import ptytasks.engines.rnf as R
+
+    rule = R.noise_threshold
+    R.noise_threshold = lambda loss, delta, frames, scale: rule(loss, delta, frames,
+                                                                 scale) * k_sigma / 4.0
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cell")
+    ap.add_argument("variants", help="JSON list of RNFOptions overrides")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--epochs", type=int, default=None, help="the grid's epochs by default")
+    ap.add_argument("--cases", choices=("tuning", "test"), default="tuning")
+    ap.add_argument("--k-sigma", type=float, default=None)
+    a = ap.parse_args(argv)
+    cell = G.cell(a.cell)
+    epochs = a.epochs or G.EPOCHS[cell.modality]
+    if a.k_sigma is not None:
+        _scale_threshold(a.k_sigma)
+    rows = json.loads(a.out.read_text())["rows"] if a.out.exists() else []
+    done = {(r["seed"], json.dumps(r["settings"], sort_keys=True), r.get("k_sigma"))
+            for r in rows}  # fmt: skip
+    cases = G.TEST_CASES if a.cases == "test" else G.TUNING_CASES
+    for seed, kind in cases:
+        data, full = G.simulate_case(cell, seed, kind)
+        truth, mask, probe = G.score_truth(data, full), G.score_mask(data), G.start_probe(data)
+        for s in json.loads(a.variants):
+            if (seed, json.dumps(s, sort_keys=True), a.k_sigma) in done:
+                continue
+            t = time.time()
+            r = G.run_case_engine(data, truth, mask, probe, "rnf", s, epochs, seed=seed)
+            rows.append({"cell": a.cell, "cases": a.cases, "seed": seed, "object": kind,
+                         "settings": s, "k_sigma": a.k_sigma, "epochs": epochs,
+                         "error": r["complex_error"], "curve": r.get("curve"),
+                         "wall_s": time.time() - t, "load": os.getloadavg()})  # fmt: skip
+            print(a.cell, seed, s, a.k_sigma, round(r["complex_error"], 4), flush=True)
+            a.out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -77,9 +77,9 @@ def noise_threshold(loss: str, delta, frames: torch.Tensor, scale: float) -> flo
     within the noise are then weighed quadratically (unbiased for the mean, where an L1
     term fits the median, which is 0 for any pixel expecting fewer than ln 2 photons), and
     larger ones linearly (robust, as L1). The factor 4 (against 2, L1, L2 and Poisson) was
-    chosen on tuning cases only (``docs/rnf.md``). Frames that are not counts (e.g. HDR-combined
-    camera images) have no known noise level: smooth L1 then falls back to L1 (threshold
-    0) and Huber to 0.1.
+    chosen on tuning cases only (``docs/rnf.md``); RNF uses it with ``loss="smooth_l1"``.
+    Frames that are not counts (e.g. HDR-combined camera images) have no known noise level:
+    smooth L1 then falls back to L1 (threshold 0) and Huber to 0.1.
     """
     if delta != "noise":
         return float(delta)

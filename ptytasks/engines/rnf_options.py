@@ -78,13 +78,14 @@ class RNFOptions(EngineOptions):
 
     Loss
     ----
-    loss : {"smooth_l1", "l1", "huber", "l2", "gradient", "poisson"}
-        Data term (Methods). Default ``"smooth_l1"``: quadratic for residuals within
-        ``huber_delta``, L1 beyond (the L1 curve shifted by ``delta / 2``; ``delta = 0`` is
-        L1). ``"poisson"`` is the Poisson negative log-likelihood of the intensities
-        (``domain`` is then ignored). Chosen on tuning cases only (``docs/rnf.md``,
-        hypotheses): L1 fits each pixel's median count, 0 wherever fewer than ln 2 photons
-        are expected, which flattened RNF at dose 1e4.
+    loss : {"l1", "smooth_l1", "huber", "l2", "gradient", "poisson"}
+        Data term (Methods); default L1. ``"smooth_l1"``: quadratic for residuals within
+        ``huber_delta``, L1 beyond (``delta = 0`` is L1); with the noise threshold it is
+        the option for low-dose counts: L1 fits each pixel's median count, 0 wherever fewer
+        than ln 2 photons are expected, and held RNF at its flat start at dose 1e4
+        (``docs/rnf.md``, hypotheses: default in bb3e1b4, reverted for the measured star and
+        a learned-prior acceptance test). ``"poisson"`` is the Poisson negative
+        log-likelihood of the intensities (``domain`` is then ignored).
     domain : {"amplitude", "intensity"}
         Compare ``sqrt(I)`` (default) or ``I``.
     huber_delta : float or "noise"
@@ -249,7 +250,7 @@ class RNFOptions(EngineOptions):
     warmup_epochs: int = 0
     probe_warmup_epochs: int = 0
 
-    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "smooth_l1"
+    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "l1"
     domain: Literal["amplitude", "intensity"] = "amplitude"
     huber_delta: float | Literal["noise"] = "noise"
     mu: float = 0.1

@@ -453,7 +453,7 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
     pyramid level within it (``values["evaluation_level"]``; resolutions in metres use that
     level's pixel), so memory does not grow with the mosaic.
     """
-    from ptytasks.evaluation import evaluate_mosaic, half_data_band_limit, write_previews
+    from ptytasks import evaluation as E
 
     store = _store(store_path)
     deps = [s for s in (L.MOSAIC, f"{L.MOSAIC}_a", f"{L.MOSAIC}_b") if store.is_complete(s)]
@@ -461,13 +461,14 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
     k = _evaluation_level(store, [L.MOSAIC, *([f"{L.MOSAIC}_a", f"{L.MOSAIC}_b"] * halved)])
     band = None
     if halved:  # the band both halves measured, per pixel of level k
-        b = half_data_band_limit(store.read_raw(lazy=True, subsample=True))
+        b = E.half_data_band_limit(store.read_raw(lazy=True, subsample=True))
         band = b * 2**k if b is not None and b * 2**k < 0.5 else None
-    # level 0 (and no band limit) keeps the fingerprint of stores evaluated before levels
-    # (and band limits) were chosen
+    # the metrics' version is part of the key: a store evaluated under an older definition
+    # (e.g. the odd-side FRC bound before 83c98f2) is evaluated again
     fp = fingerprint(params.model_dump(), [store.marker(d)["key"] for d in deps],
                      *([{"evaluation_level": k}] if k else []),
-                     *([{"band_limit": round(band, 9)}] if band is not None else []))  # fmt: skip
+                     *([{"band_limit": round(band, 9)}] if band is not None else []),
+                     {"metrics_version": E.METRICS_VERSION})  # fmt: skip
     if store.is_complete(L.METRICS, fp):
         return dict(store.root[L.METRICS].attrs["values"])
     lv = f"level_{k}"
@@ -478,7 +479,7 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
     if halved:
         halves = tuple(store.read_array(f"{L.MOSAIC}_{h}/{lv}/object") for h in "ab")
     px = float(store.root[L.RAW].attrs["pixel_size"]) * 2**k
-    values = evaluate_mosaic(mosaic, weight, truth=truth, halves=halves, pixel_size=px,
+    values = E.evaluate_mosaic(mosaic, weight, truth=truth, halves=halves, pixel_size=px,
                              threshold=params.threshold, band_limit=band)  # fmt: skip
     values["evaluation_level"] = float(k)
     n_slices = int(store.root[L.MOSAIC].attrs.get("n_slices", 1))
@@ -486,12 +487,12 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
         # each stitched slice against its true slice (the projection is scored above)
         for s in range(n_slices):
             g = f"{L.MOSAIC}/{L.SLICE_GROUP}{s}/{lv}"
-            v = evaluate_mosaic(store.read_array(f"{g}/object"), store.read_array(f"{g}/weight"),
+            v = E.evaluate_mosaic(store.read_array(f"{g}/object"), store.read_array(f"{g}/weight"),
                                 truth=_truth_at_level(store, k, s), pixel_size=px,
                                 threshold=params.threshold)  # fmt: skip
             values[f"slice{s}_truth_complex_error"] = v["truth_complex_error"]
     out_dir = Path(preview_dir or Path(store_path).parent)
-    previews = write_previews(mosaic, weight, out_dir, stem=Path(store_path).stem)
+    previews = E.write_previews(mosaic, weight, out_dir, stem=Path(store_path).stem)
     with store.step(L.METRICS, fp, depends_on=deps) as st:
         if not st.done:
             st.set_attrs(values=values, previews=[str(p) for p in previews])

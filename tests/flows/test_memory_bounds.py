@@ -116,6 +116,25 @@ def test_evaluation_of_a_small_mosaic_is_unchanged(tmp_path):
     assert values == pytest.approx(direct, nan_ok=True)
 
 
+def test_a_new_metrics_version_evaluates_again(tmp_path, monkeypatch):
+    """A store evaluated under older metric definitions is not served its old values."""
+    store, obj, weight, d = _mosaic_store(tmp_path, shape=(96, 112))
+    calls = []
+    real = ev.evaluate_mosaic
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "evaluate_mosaic", counting)
+    first = stages.evaluate(str(store.path), EvaluationParams())
+    stages.evaluate(str(store.path), EvaluationParams())
+    assert len(calls) == 1  # same definitions: the stored values are reused
+    monkeypatch.setattr(ev, "METRICS_VERSION", ev.METRICS_VERSION + 1)
+    again = stages.evaluate(str(store.path), EvaluationParams())
+    assert len(calls) == 2 and again == pytest.approx(first, nan_ok=True)
+
+
 def test_export_streams_the_mosaic(tmp_path, monkeypatch):
     store, obj, weight, d = _mosaic_store(tmp_path, shape=(512, 512))  # 2 MiB complex64
     monkeypatch.setattr(export, "_EXPORT_BLOCK_BYTES", 2**16)

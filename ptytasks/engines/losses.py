@@ -73,7 +73,8 @@ def noise_threshold(loss: str, delta, frames: torch.Tensor, scale: float) -> flo
     counts (every value a whole number), four times the Poisson amplitude noise. The square
     root of a count has a standard deviation of about 1/2 at any mean count from ~10 on
     (variance stabilising), so after the engine divides the frames by ``scale`` (mean counts
-    per pixel) it is ``0.5 / sqrt(scale)``, and the threshold ``2 / sqrt(scale)``. Residuals
+    per pixel; the RNF engine's Fourier scale is the centre LED's) it is
+    ``0.5 / sqrt(scale)``, and the threshold ``2 / sqrt(scale)``. Residuals
     within the noise are then weighed quadratically (unbiased for the mean, where an L1
     term fits the median, which is 0 for any pixel expecting fewer than ln 2 photons), and
     larger ones linearly (robust, as L1). The factor 4 (against 2, L1, L2 and Poisson) was

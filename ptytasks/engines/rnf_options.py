@@ -91,8 +91,9 @@ class RNFOptions(EngineOptions):
     huber_delta : float or "noise"
         Threshold of the smooth-L1 / Huber loss, in units of the normalised amplitude (the
         engine scales frames to unit mean per pixel). ``"noise"`` (default): four times
-        the Poisson noise of an amplitude, ``2 / sqrt(mean counts per pixel)``, when the frames
-        are counts (whole numbers); otherwise L1 (smooth L1) or 0.1 (Huber)
+        the Poisson noise of an amplitude, ``2 / sqrt(scale)`` with ``scale`` the engine's
+        data scale (mean counts per pixel; Fourier: of the centre LED's image), when the
+        frames are counts (whole numbers); otherwise L1 (smooth L1) or 0.1 (Huber)
         (:func:`ptytasks.engines.losses.noise_threshold`).
     mu : float
         Weight of the Haar-wavelet L1 sparsity of the object residual, ``mu * L / N``

@@ -19,6 +19,7 @@ from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import noise_threshold
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.simulate.datasets import simulate
+from tests.engines.test_rnf import lit_mask
 
 
 def test_noise_threshold_is_four_times_the_amplitude_noise_for_counts():
@@ -77,11 +78,7 @@ def test_smooth_l1_data_term_moves_rnf_off_its_start_at_low_dose():
     d = simulate("farfield", frame_size=32, n_positions=36, known_probe=True, dose=2.4 * 32 * 32,
                  seed=4)
     gt = d.ground_truth
-    p2 = np.abs(gt["probe"]) ** 2
-    w = np.zeros(d.object_shape)
-    for y, x in np.round(d.positions_px).astype(int):
-        w[y:y + 32, x:x + 32] += p2
-    mask = w > 0.1 * w.max()
+    mask = lit_mask(d)
 
     def err(**kw):
         res = reconstruct_rnf(d, RNFOptions(epochs=30, **kw))

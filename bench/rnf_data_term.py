@@ -1,7 +1,9 @@
 """RNF's data term, one factor at a time, in the yardstick grid's geometry (issue #19).
 
 Runs RNF on one grid cell's tuning cases (default) or test cases with the given option
-variants and appends one row per run to a JSON file (resumable: finished rows are kept)::
+variants over the grid's frozen RNF settings for the cell's modality
+(``bench/grid_settings.json``: lr 3e-3 in Fourier, 3.3e-4 in near field) and appends one row
+per run to a JSON file (resumable: finished rows are kept)::
 
     python bench/rnf_data_term.py tune-ff-25-1e5 '[{"loss": "l1"}, {}]' out.json
     python bench/rnf_data_term.py ff-100-1e4 '[{}]' out.json --cases test
@@ -27,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import grid_cells as G  # noqa: E402
 from bench._machine import machine_info  # noqa: E402
 
+SETTINGS_FILE = Path(__file__).resolve().parent / "grid_settings.json"
+
 
 def _scale_threshold(k_sigma: float) -> None:
     import ptytasks.engines.rnf as R
@@ -47,6 +51,9 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     cell = G.cell(a.cell)
     epochs = a.epochs or G.EPOCHS[cell.modality]
+    # the rate the grid froze for RNF in this modality (bench/grid_settings.json): the
+    # yardstick's settings, which the variants change one at a time
+    frozen = json.loads(SETTINGS_FILE.read_text())["settings"][cell.modality]["rnf"]
     if a.k_sigma is not None:
         _scale_threshold(a.k_sigma)
     rows = json.loads(a.out.read_text())["rows"] if a.out.exists() else []
@@ -60,9 +67,11 @@ def main(argv=None) -> None:
             if (seed, json.dumps(s, sort_keys=True), a.k_sigma) in done:
                 continue
             t = time.time()
-            r = G.run_case_engine(data, truth, mask, probe, "rnf", s, epochs, seed=seed)
+            run = {**frozen, **s}  # the grid's frozen RNF settings, the variant over them
+            r = G.run_case_engine(data, truth, mask, probe, "rnf", run, epochs, seed=seed)
             rows.append({"cell": a.cell, "cases": a.cases, "seed": seed, "object": kind,
-                         "settings": s, "k_sigma": a.k_sigma, "epochs": epochs,
+                         "settings": s, "run_settings": run, "k_sigma": a.k_sigma,
+                         "epochs": epochs,
                          "error": r["complex_error"], "curve": r.get("curve"),
                          "wall_s": time.time() - t, "load": os.getloadavg()})  # fmt: skip
             print(a.cell, seed, s, a.k_sigma, round(r["complex_error"], 4), flush=True)

@@ -305,6 +305,8 @@ class _Setup:
         if "intensity_factors" in self.learned:
             f = m.intensity_factors
             f.clamp_(min=1e-3).div_(f.mean())
+        if "background_raw" in self.learned:
+            m.background_raw.clamp_(min=0)
         if "zernike" in self.learned and 1 in m.zernike_indices:
             m.zernike[m.zernike_indices.index(1)] = 0.0  # piston: a global phase
 

@@ -212,6 +212,17 @@ class Geometry:
             getattr(self.model, n).fill_(v0 + r * du)
 
 
+#: A learned background starts at this percentile of each frame: 0, its minimum (chosen
+#: among 0, 1 and 5 on simulated FPM tuning data, with and without a floor; 5 cost up to
+#: 18 % on frames without one; bench/results/records/rnf-background-*.json).
+BACKGROUND_START_PERCENTILE = 0.0
+#: Adam's eps for the background: where the data need no floor its gradient is ~1e-3 and
+#: Adam's normalised step (~lr, a tenth of the frame's mean) made it jitter, which cost the
+#: object up to 1.6x on simulated FPM without a floor; with eps 1e-2 small gradients take
+#: small steps (chosen between 1e-8, 1e-2 and 1e-1 on tuning data, docs/rnf.md).
+BACKGROUND_EPS = 1e-2
+
+
 def build_optimiser(st) -> None:
     """The run's AdamW over its fields and learned model parameters (``st``: its
     ``rnf._Setup``); sets ``st.optim``, ``st.learned``, ``st.geometry``, ``st.pos0``."""
@@ -227,6 +238,11 @@ def build_optimiser(st) -> None:
             if not hasattr(m, name):
                 raise ValueError(f"{m.modality} model has no parameter {name!r} to learn")
             names.append(name)
+    if learns_background(st.data, o):
+        flat = st.frames.flatten(1)
+        k = max(1, int(BACKGROUND_START_PERCENTILE / 100 * flat.shape[1]))
+        m.enable_background(flat.kthvalue(k, dim=1).values, flat.mean(1))
+        names.append("background_raw")
     m.learnable(*names)
     st.learned = names
     omega = lambda mod: [p for n, p in mod.named_parameters() if n.endswith("omega")]
@@ -256,10 +272,14 @@ def build_optimiser(st) -> None:
             lr = o.lr_positions / float(m.k_to_px.mean())
         elif name == "zernike":
             lr = o.lr_zernike
+        elif name == "background_raw":
+            lr = o.lr_background
         else:
             lr = o.lr_intensity
-        groups.append({"params": [p], "lr": lr, "name": name, "weight_decay": 0.0,
-                       "physical": True})
+        group = {"params": [p], "lr": lr, "name": name, "weight_decay": 0.0, "physical": True}
+        if name == "background_raw":
+            group["eps"] = BACKGROUND_EPS
+        groups.append(group)
     for g in groups:
         g["base_lr"] = g["lr"]
     # fused: one kernel per tensor instead of ~10 passes; the same update to float
@@ -280,6 +300,14 @@ def build_optimiser(st) -> None:
     if o.learn_positions:
         p = m.wavevectors if st.fourier else m.positions
         st.pos0 = p.detach().clone()
+
+
+def learns_background(data: PtychoData, opts) -> bool:
+    """``RNFOptions.learn_background``, with ``"auto"`` read from the modality."""
+    from ptytasks.modalities import modality_of
+
+    o = opts.learn_background
+    return modality_of(data).camera_background if o == "auto" else bool(o)
 
 
 def physical_params(model: ForwardModel) -> dict:
@@ -327,6 +355,8 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
     m = st.model
     if "intensity_factors" in st.learned:
         extras["intensity_factors"] = m.intensity_factors.detach().cpu().numpy()
+    if "background_raw" in st.learned:  # in the input frames' units
+        extras["background"] = (m.background().detach() * st.scale).cpu().numpy()
     if st.fourier:
         obj = obj * amp
         probe = None if probe is None else probe * amp

@@ -9,8 +9,9 @@ A graph replays exactly what it recorded: the same shapes, the same memory, no h
 logic. So it is used only where a step is the same computation every time --
 
 * on CUDA, with ``RNFOptions.cuda_graphs`` on;
-* nothing but the fields learned (no positions, geometry, intensities: their updates
-  read values on the host), no encoding annealing, ``eval_region`` not ``"windows"``;
+* nothing but the fields (and a per-frame background) learned (no positions, geometry,
+  intensities: their updates read values on the host), no encoding annealing,
+  ``eval_region`` not ``"windows"``;
 * for a full batch whose box is the whole object (``object_box``: with random batches on
   a scan that is most steps; Fourier ptychography: every step);
 
@@ -58,8 +59,10 @@ def graph_blocker(st, opts) -> str | None:
         return "cuda_graphs is off"
     if st.device.type != "cuda":
         return "not on CUDA"
-    if st.learned:
-        return f"learned model parameters {st.learned}"
+    # the background's update and its clamp at 0 stay on the device (no host read)
+    host = [n for n in st.learned if n != "background_raw"]
+    if host:
+        return f"learned model parameters {host}"
     if st.obj_field.annealed is not None:
         return "annealed encoding"
     if opts.eval_region == "windows":

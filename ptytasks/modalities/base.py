@@ -70,6 +70,10 @@ class Modality:
         An imaging pupil takes the probe's place (its Zernike prior is calibrated).
     far_field_detector : bool
         Frames are far-field diffraction patterns (what the single-shot networks invert).
+    camera_background : bool
+        Frames are camera images with a per-frame additive floor (offset, stray light):
+        RNF learns one per frame by default (``RNFOptions.learn_background="auto"``).
+        False: counting detectors, whose empty pixels read zero.
     fresnel_scaled : bool
         A divergent beam magnifies the specimen (readers apply the Fresnel scaling
         theorem from the focus-to-sample distance ``z1``).
@@ -91,6 +95,7 @@ class Modality:
     has_surface: ClassVar[bool] = False
     has_pupil: ClassVar[bool] = False
     far_field_detector: ClassVar[bool] = False
+    camera_background: ClassVar[bool] = False
     fresnel_scaled: ClassVar[bool] = False
     blind_probe: ClassVar[str | None] = None
     tile_margin: ClassVar[float] = 0.5

@@ -13,6 +13,7 @@ class FourierModality(Modality):
     scanning = False
     localized_probe = False
     has_pupil = True
+    camera_background = True  # a microscope camera's images
     tile_margin = 8  # detector pixels
     requires = (("wavevectors", "wavevectors (ky, kx) in cycles/m"),
                 ("params.na", "params['na'] (objective NA)"))  # fmt: skip

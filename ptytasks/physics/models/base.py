@@ -69,6 +69,9 @@ class ForwardModel(nn.Module):
         super().__init__()
         # Per-frame intensity factors (source fluctuation), learnable on request.
         self.intensity_factors = nn.Parameter(torch.ones(n_frames), requires_grad=False)
+        # Per-frame additive intensity floor (camera offset, stray light), off until an
+        # engine enables it (enable_background): b = background_unit * background_raw.
+        self.background_raw: nn.Parameter | None = None
 
     # --- parameters -------------------------------------------------------------------
     def learnable(self, *names: str) -> ForwardModel:
@@ -150,12 +153,36 @@ class ForwardModel(nn.Module):
         """Adjoint/inverse of :meth:`to_detector` (for projection engines)."""
         raise NotImplementedError
 
+    def enable_background(self, start: torch.Tensor, unit: torch.Tensor) -> ForwardModel:
+        """Add a per-frame background ``b_j >= 0`` to the predicted intensities.
+
+        ``start``, ``unit``: ``(n_frames,)``, in the model's intensity units: the starting
+        values, and each frame's scale (e.g. its mean). Stored as ``background_raw =
+        b / unit`` (frozen until named in :meth:`learnable`; engines keep it >= 0), so an
+        optimiser's step of about ``lr`` moves each frame's floor by a fraction of its own
+        level, a dim dark-field image's as much as the bright field's.
+        """
+        u = torch.as_tensor(unit).to(self.intensity_factors).clamp(min=1e-12)
+        b = torch.as_tensor(start).to(self.intensity_factors).clamp(min=0)
+        self.register_buffer("background_unit", u)
+        self.background_raw = nn.Parameter(b / u, requires_grad=False)
+        return self
+
+    def background(self) -> torch.Tensor | None:
+        """The per-frame background ``(n_frames,)`` (intensity units), or None if off."""
+        raw = self.background_raw
+        return None if raw is None else self.background_unit * raw
+
     def intensity(self, wave: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Detector intensity ``(b, ny, nx)`` from detector waves (modes summed)."""
+        """Detector intensity ``(b, ny, nx)`` from detector waves (modes summed), times the
+        per-frame intensity factors, plus the per-frame background where enabled."""
         i = wave.real**2 + wave.imag**2
         if i.dim() == 4:  # incoherent sum over probe modes
             i = i.sum(1)
-        return i * self.intensity_factors[idx, None, None]
+        i = i * self.intensity_factors[idx, None, None]
+        if self.background_raw is not None:
+            i = i + (self.background_unit * self.background_raw)[idx, None, None]
+        return i
 
     def forward(
         self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor, **fields

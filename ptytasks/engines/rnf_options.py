@@ -221,11 +221,11 @@ class RNFOptions(EngineOptions):
         ``"auto"`` (default): where the modality's frames are camera images
         (``Modality.camera_background``: Fourier ptychography), not from counting
         detectors. Measured (docs/rnf.md, hypotheses; ``bench/results/records/
-        rnf-background-*.json``): on simulated FPM with a noisy floor the error halves
-        (0.44-0.47 -> 0.23-0.24), on the grid's held-out Fourier cases it is level (median
-        0.0941 vs 0.0919); on the measured blood smear the half-data FRC of a 48 px crop
-        goes from 0.131 c/px to the 0.333 band bound and each half predicts the other's
-        dark-field images 15 % better (floors fitted).
+        rnf-background-*.json``): on simulated FPM with a noisy floor the error about
+        halves (0.44-0.47 -> 0.23-0.27), without one it costs ~4 %; on the grid's held-out
+        Fourier cases the median goes 0.104 -> 0.098; on the measured blood smear the
+        half-data FRC of a 48 px crop goes from 0.131 c/px to the 0.333 band bound and
+        each half predicts the other's dark-field images 16 % better (floors fitted).
     fix_mean_position : bool
         Remove the mean position correction after each step (a common shift is only a
         translation of the image).

@@ -212,10 +212,6 @@ class Geometry:
             getattr(self.model, n).fill_(v0 + r * du)
 
 
-#: A learned background starts at this percentile of each frame: 0, its minimum (chosen
-#: among 0, 1 and 5 on simulated FPM tuning data, with and without a floor; 5 cost up to
-#: 18 % on frames without one; bench/results/records/rnf-background-*.json).
-BACKGROUND_START_PERCENTILE = 0.0
 #: Adam's eps for the background: where the data need no floor its gradient is ~1e-3 and
 #: Adam's normalised step (~lr, a tenth of the frame's mean) made it jitter, which cost the
 #: object up to 1.6x on simulated FPM without a floor; with eps 1e-2 small gradients take
@@ -239,9 +235,11 @@ def build_optimiser(st) -> None:
                 raise ValueError(f"{m.modality} model has no parameter {name!r} to learn")
             names.append(name)
     if learns_background(st.data, o):
+        # started at each frame's minimum (chosen among its 0th, 1st and 5th percentile on
+        # simulated FPM tuning data; the 5th cost up to 18 % on frames without a floor;
+        # bench/results/records/rnf-background-*.json), in units of the frame's mean
         flat = st.frames.flatten(1)
-        k = max(1, int(BACKGROUND_START_PERCENTILE / 100 * flat.shape[1]))
-        m.enable_background(flat.kthvalue(k, dim=1).values, flat.mean(1))
+        m.enable_background(flat.amin(1), flat.mean(1))
         names.append("background_raw")
     m.learnable(*names)
     st.learned = names

@@ -181,7 +181,7 @@ class ForwardModel(nn.Module):
             i = i.sum(1)
         i = i * self.intensity_factors[idx, None, None]
         if self.background_raw is not None:
-            i = i + (self.background_unit * self.background_raw)[idx, None, None]
+            i = i + self.background()[idx, None, None]
         return i
 
     def forward(

@@ -9,7 +9,9 @@ machine state (and recorded with its load average):
   hashed, per-corner gathers, complex-dtype MLP with ``torch.exp(1j w z)``) measured in
   the same run, the same field with compiled element-wise kernels (``field_compiled``,
   its first call's compile time beside it), plus the bare ``(2C) x (2C+1)`` GEMM rate of
-  this machine (the floor the hidden layer cannot beat).
+  this machine and the **GEMM floor** (``gemm_floor``): every matrix product the fused
+  MLP runs per coordinate, forward and backward, at the field's shapes, chunking and
+  precision, and nothing else -- the rate no field of this architecture can beat here.
 * **Two workers** -- the same field in two one-thread processes at once (how ptyflow
   uses two cores: one-thread Dask workers), their rates summed (``workers_throughput``),
   with eager and with compiled kernels.
@@ -102,6 +104,38 @@ def _forward_backward(field: ResidualField) -> None:
     (z.real.square() + z.imag.square()).sum().backward()
 
 
+def _gemm_floor(field: ResidualField, p: int, dev):
+    """The matrix products of one forward + backward of ``field``'s fused phasor MLP over
+    ``p`` points, alone: per chunk, each layer's forward product and weight gradient, and
+    every layer's input gradient but the output layer's (a ``K = 2`` product the fused
+    backward forms by broadcasting), in the precision the field runs them (the
+    hidden-to-hidden layers in bfloat16 where ``hidden_precision`` resolves to it)."""
+    from ptytasks.fields.fused_mlp import native_bfloat16
+
+    cfg, chunk = field.mlp.config, field._chunk() or p
+    low = cfg.hidden_precision == "bfloat16" or (cfg.hidden_precision == "auto"
+                                                 and native_bfloat16(dev))
+    c2 = 2 * cfg.hidden_features
+    shapes = [(c2, field.mlp.in_features)] + [(c2, c2)] * cfg.hidden_layers + [(2, c2)]
+    mats = []
+    for i, (o, k) in enumerate(shapes):
+        dt = torch.bfloat16 if low and 0 < i < len(shapes) - 1 else torch.float32
+        mats.append((torch.randn(o, k + 1, device=dev).to(dt),  # weights, bias column
+                     torch.randn(k + 1, chunk, device=dev).to(dt),  # augmented input
+                     torch.randn(o, chunk, device=dev).to(dt)))  # output gradient
+    n_chunks = -(-p // chunk)
+
+    def run():
+        for _ in range(n_chunks):
+            for i, (w, x, g) in enumerate(mats):
+                torch.mm(w, x)
+                torch.mm(g, x.T)
+                if i < len(mats) - 1:
+                    torch.mm(w[:, :-1].T, g)
+
+    return run
+
+
 def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5,
                      compiled: bool = True) -> dict:
     """Forward + backward coordinates/s of the default field, the naive reference, the
@@ -138,7 +172,8 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5,
         (z.real.square() + z.imag.square()).sum().backward()
 
     rows = measure_interleaved([lambda: _forward_backward(field), lambda: _forward_backward(f32),
-                                naive, lambda: torch.mm(a, b), *extra], dev, reps)
+                                naive, lambda: torch.mm(a, b), _gemm_floor(field, n * n, dev),
+                                *extra], dev, reps)
     p = n * n
     out = {"grid": n, "coords": p, "threads": torch.get_num_threads(),
            "hidden_precision": opts.hidden_precision,
@@ -146,28 +181,36 @@ def field_throughput(n: int, opts: RNFOptions, device: str, reps: int = 5,
            "field_float32": {**rows[1], "coords_per_s": p / rows[1]["wall_s"]},
            "naive": {**rows[2], "coords_per_s": p / rows[2]["wall_s"]},
            # the hidden layer's float32 GEMM alone, unchunked: a rate no field can beat
-           "hidden_gemm_gflops": 2 * c2 * (c2 + 1) * p / rows[3]["wall_s"] / 1e9}
+           "hidden_gemm_gflops": 2 * c2 * (c2 + 1) * p / rows[3]["wall_s"] / 1e9,
+           # every product of the field's MLP alone (forward + backward): its ceiling here
+           "gemm_floor": {**rows[4], "coords_per_s": p / rows[4]["wall_s"],
+                          "share_of_field": rows[4]["wall_s"] / rows[0]["wall_s"]}}
     out["speedup_vs_naive"] = rows[2]["wall_s"] / rows[0]["wall_s"]
     if compiled:
-        out["field_compiled"] = {**rows[4], "coords_per_s": p / rows[4]["wall_s"],
+        out["gemm_floor"]["share_of_field_compiled"] = rows[4]["wall_s"] / rows[5]["wall_s"]
+        out["field_compiled"] = {**rows[5], "coords_per_s": p / rows[5]["wall_s"],
                                  "first_call_s": compile_s,
                                  "kernels_as_run": fused.mlp.config.kernels}
-        out["compiled_over_eager"] = rows[0]["wall_s"] / rows[4]["wall_s"]
+        out["compiled_over_eager"] = rows[0]["wall_s"] / rows[5]["wall_s"]
     return out
 
 
 def _worker_rate(n: int, settings: dict, barrier, seconds: float, kernels: str) -> dict:
     """One one-thread process: forward + backward of the default field for ``seconds``
-    after every worker reached ``barrier``; coordinates per second."""
+    after every worker reached ``barrier``; coordinates per second. ``kernels="gemm_floor"``:
+    the field's matrix products alone (:func:`_gemm_floor`)."""
     torch.set_num_threads(1)
     opts = RNFOptions(**settings)
-    field = _grid_field(n, opts, opts.hidden_precision, "cpu", kernels)
+    field = _grid_field(n, opts, opts.hidden_precision, "cpu",
+                        "eager" if kernels == "gemm_floor" else kernels)
+    step = (_gemm_floor(field, n * n, torch.device("cpu")) if kernels == "gemm_floor"
+            else lambda: _forward_backward(field))
     for _ in range(2):
-        _forward_backward(field)
+        step()
     barrier.wait()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        _forward_backward(field)
+        step()
         reps += 1
     wall = time.perf_counter() - t0
     return {"reps": reps, "wall_s": wall, "coords_per_s": reps * n * n / wall}
@@ -385,6 +428,10 @@ def main(argv=None) -> int:
             wc = workers_throughput(args.grid, opts, kernels="compiled")
             print(json.dumps({"workers_compiled_coords_per_s": wc["coords_per_s"]}), flush=True)
             doc["workers_throughput_compiled"] = wc
+        # the same two workers running only the field's matrix products: the ceiling
+        wg = workers_throughput(args.grid, opts, kernels="gemm_floor")
+        print(json.dumps({"workers_gemm_floor_coords_per_s": wg["coords_per_s"]}), flush=True)
+        doc["workers_gemm_floor"] = wg
     for nt in threads:
         torch.set_num_threads(nt)
         tp = field_throughput(args.grid, opts, args.device, compiled=not args.eager_only)

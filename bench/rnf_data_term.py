@@ -57,14 +57,15 @@ def main(argv=None) -> None:
     if a.k_sigma is not None:
         _scale_threshold(a.k_sigma)
     rows = json.loads(a.out.read_text())["rows"] if a.out.exists() else []
-    done = {(r["seed"], json.dumps(r["settings"], sort_keys=True), r.get("k_sigma"))
+    # a finished row is one cell's case under one variant (one file may hold several cells)
+    done = {(r["cell"], r["seed"], json.dumps(r["settings"], sort_keys=True), r.get("k_sigma"))
             for r in rows}  # fmt: skip
     cases = G.TEST_CASES if a.cases == "test" else G.TUNING_CASES
     for seed, kind in cases:
         data, full = G.simulate_case(cell, seed, kind)
         truth, mask, probe = G.score_truth(data, full), G.score_mask(data), G.start_probe(data)
         for s in json.loads(a.variants):
-            if (seed, json.dumps(s, sort_keys=True), a.k_sigma) in done:
+            if (a.cell, seed, json.dumps(s, sort_keys=True), a.k_sigma) in done:
                 continue
             t = time.time()
             run = {**frozen, **s}  # the grid's frozen RNF settings, the variant over them

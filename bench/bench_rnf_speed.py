@@ -60,6 +60,7 @@ from ptytasks.engines.rnf import RNFOptions, _resolve, _Setup, reconstruct_rnf  
 from ptytasks.fields import ResidualField  # noqa: E402
 from ptytasks.fields.activations import from_split  # noqa: E402
 from ptytasks.fields.hash_encoding import pixel_to_unit  # noqa: E402
+from ptytasks.modalities import modality_of  # noqa: E402
 from ptytasks.physics.models.base import illuminate  # noqa: E402
 from ptytasks.physics.shifts import extract_patches  # noqa: E402
 
@@ -330,7 +331,8 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
                callback=lambda e, info: times.append(info["time"]))
     out["rpie_epoch_s"] = float(np.median(times[1:]))
     # the real RNF epoch, with the kernels a full run of opts.epochs would use
-    kern = opts.field_kernels(data.n_frames, int(np.prod(data.object_shape)))
+    kern = opts.field_kernels(data.n_frames, int(np.prod(data.object_shape)),
+                              modality_of(data).min_steps_per_epoch)
     o = RNFOptions(**{**opts.to_dict(), "epochs": epochs, "kernels": kern})
     r = reconstruct_rnf(data, o, probe_prior=probe_prior)
     wall = r.extras["epoch_seconds"]
@@ -360,7 +362,8 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
     for _ in range(2):
         clock = _Clock(o.device)
         pos = None if st.fourier else st.model.positions
-        for idx in batches(o.batching, pos, data.n_frames, o.batch_size, gen, o.device):
+        for idx in batches(o.batching, pos, data.n_frames,
+                           o.batch_for(data.n_frames, st.min_steps), gen, o.device):
             _staged_step(st, idx, data_loss, o, clock)
     out["split_s"] = clock.t
     out["split_sum_s"] = sum(clock.t.values())

@@ -137,7 +137,9 @@ class _Setup:
         self.surface_fixed = fields.get("surface")
         # --- fields
         seed = int(opts.seed)
-        self.kernels = opts.field_kernels(len(frames), math.prod(data.object_shape))
+        self.min_steps = modality_of(data).min_steps_per_epoch
+        self.kernels = opts.field_kernels(len(frames), math.prod(data.object_shape),
+                                          self.min_steps)
         mk = lambda shape, prior, s, mask=None, residual=None: Field(
             shape, prior, opts, seed=seed + 101 * s, mask=mask, dtype=rdt,
             residual=residual, kernels=self.kernels).to(device)
@@ -389,10 +391,10 @@ def reconstruct_rnf(
         if ck is not None:  # only when made from these inputs and options (else raises)
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
-    bs = max(1, int(opts.batch_size))
+    bs = opts.batch_for(n, st.min_steps)
     wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels)
                if opts.mu > 0 else None)
-    graph = StepGraph(st, opts, data_loss, wavelet)
+    graph = StepGraph(st, bs, opts, data_loss, wavelet)
     stop = None
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
@@ -440,7 +442,9 @@ def reconstruct_rnf(
         if plateau:
             stop = epoch
             break
-    return rnf_result(st, opts, hist, t_start, stop, graph.info())
+    result = rnf_result(st, opts, hist, t_start, stop, graph.info())
+    result.extras["batch_size"] = bs  # as run (``batch_size="auto"`` resolved)
+    return result
 
 
 def _slices(obj: torch.Tensor) -> int:

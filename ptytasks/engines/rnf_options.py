@@ -21,6 +21,8 @@ DOMAINS = ("amplitude", "intensity")
 KERNELS = ("auto", *KERNEL_MODES)
 # field coordinates (forward + backward) of a run above which "auto" compiles the kernels
 COMPILE_MIN_COORDS = 5e7
+# batch_size="auto": at most this many frames per step
+AUTO_BATCH = 16
 
 
 @dataclass
@@ -31,8 +33,17 @@ class RNFOptions(EngineOptions):
     ------------
     epochs : int
         Passes over all frames (frames are permuted every epoch).
-    batch_size : int
-        Frames per optimiser step.
+    batch_size : int or "auto"
+        Frames per optimiser step. ``"auto"`` (default): 16, fewer where the modality
+        asks for a minimum number of steps per epoch (:meth:`batch_for`;
+        ``Modality.min_steps_per_epoch``: 6 in the far field, so 25 frames take 5 per
+        step and 15 frames 3; from 91 frames on, 16). Sparse far-field scans are limited
+        by steps, not epochs: chosen on tuning cells only (near field lost 8 % with it,
+        so it keeps 16), then on held-out cases 15 % kept at dose 1e6 0.41-0.50x the
+        error of batch 16, 25 % kept 0.67-0.96x, at dose 1e4 0.96-1.0x; such runs take
+        1.5-3x longer (``bench/results/records/rnf-batch-size-6274f46.json``).
+        A larger batch on many frames (a quarter of them, up to 64: epochs 2.4-2.7x
+        faster) was tested and not adopted (1.10x the error on one 512-frame case).
     lr : float
         AdamW rate of the neural fields (hash tables and MLP weights).
     betas, weight_decay : AdamW moments and decoupled weight decay of the fields. Physical
@@ -249,7 +260,7 @@ class RNFOptions(EngineOptions):
     """
 
     epochs: int = 50
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] = "auto"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-5
@@ -318,12 +329,21 @@ class RNFOptions(EngineOptions):
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
 
-    def field_kernels(self, n_frames: int, object_pixels: int) -> str:
+    def batch_for(self, n_frames: int, min_steps: int = 1) -> int:
+        """Frames per step for a run on ``n_frames`` frames: ``batch_size``, or for
+        ``"auto"`` at most ``AUTO_BATCH`` and small enough for ``min_steps`` steps per
+        epoch (the modality's ``min_steps_per_epoch``)."""
+        if self.batch_size != "auto":
+            return max(1, int(self.batch_size))
+        return int(max(1, min(AUTO_BATCH, -(-int(n_frames) // max(1, int(min_steps))))))
+
+    def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of
-        ``object_pixels`` (``kernels``; ``"auto"`` by the run's field work)."""
+        ``object_pixels`` (``kernels``; ``"auto"`` by the run's field work; ``min_steps``
+        as in :meth:`batch_for`)."""
         if self.kernels != "auto":
             return self.kernels
-        steps = -(-int(n_frames) // int(self.batch_size))
+        steps = -(-int(n_frames) // self.batch_for(n_frames, min_steps))
         work = float(self.epochs) * steps * int(object_pixels)
         return "compiled" if work >= COMPILE_MIN_COORDS else "eager"
 
@@ -346,6 +366,9 @@ class RNFOptions(EngineOptions):
         if self.learn_background not in (True, False, "auto"):
             raise ValueError("learn_background must be true, false or 'auto'; got "
                              f"{self.learn_background!r}")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ValueError("epochs must be >= 0 and batch_size >= 1")
+        if self.batch_size != "auto" and (isinstance(self.batch_size, (bool, str))
+                                          or int(self.batch_size) < 1):
+            raise ValueError(f"batch_size must be 'auto' or >= 1; got {self.batch_size!r}")
+        if self.epochs < 0:
+            raise ValueError("epochs must be >= 0")
         self.betas = tuple(float(b) for b in self.betas)

@@ -331,9 +331,8 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
                callback=lambda e, info: times.append(info["time"]))
     out["rpie_epoch_s"] = float(np.median(times[1:]))
     # the real RNF epoch, with the kernels a full run of opts.epochs would use
-    mod = modality_of(data)
     kern = opts.field_kernels(data.n_frames, int(np.prod(data.object_shape)),
-                              mod.min_steps_per_epoch, mod.max_auto_batch)
+                              modality_of(data).min_steps_per_epoch)
     o = RNFOptions(**{**opts.to_dict(), "epochs": epochs, "kernels": kern})
     r = reconstruct_rnf(data, o, probe_prior=probe_prior)
     wall = r.extras["epoch_seconds"]
@@ -364,7 +363,7 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
         clock = _Clock(o.device)
         pos = None if st.fourier else st.model.positions
         for idx in batches(o.batching, pos, data.n_frames,
-                           o.batch_for(data.n_frames, *st.batch_limits), gen, o.device):
+                           o.batch_for(data.n_frames, st.min_steps), gen, o.device):
             _staged_step(st, idx, data_loss, o, clock)
     out["split_s"] = clock.t
     out["split_sum_s"] = sum(clock.t.values())

@@ -137,10 +137,9 @@ class _Setup:
         self.surface_fixed = fields.get("surface")
         # --- fields
         seed = int(opts.seed)
-        mod = modality_of(data)
-        self.batch_limits = (mod.min_steps_per_epoch, mod.max_auto_batch)
+        self.min_steps = modality_of(data).min_steps_per_epoch
         self.kernels = opts.field_kernels(len(frames), math.prod(data.object_shape),
-                                          *self.batch_limits)
+                                          self.min_steps)
         mk = lambda shape, prior, s, mask=None, residual=None: Field(
             shape, prior, opts, seed=seed + 101 * s, mask=mask, dtype=rdt,
             residual=residual, kernels=self.kernels).to(device)
@@ -392,7 +391,7 @@ def reconstruct_rnf(
         if ck is not None:  # only when made from these inputs and options (else raises)
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
-    bs = opts.batch_for(n, *st.batch_limits)
+    bs = opts.batch_for(n, st.min_steps)
     wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels)
                if opts.mu > 0 else None)
     graph = StepGraph(st, bs, opts, data_loss, wavelet)

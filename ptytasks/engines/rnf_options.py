@@ -21,9 +21,8 @@ DOMAINS = ("amplitude", "intensity")
 KERNELS = ("auto", *KERNEL_MODES)
 # field coordinates (forward + backward) of a run above which "auto" compiles the kernels
 COMPILE_MIN_COORDS = 5e7
-# batch_size="auto": this many frames per step, or 1 / AUTO_BATCH_SHARE of the frames up to
-# the modality's max_auto_batch, within its min_steps_per_epoch
-AUTO_BATCH, AUTO_BATCH_SHARE = 16, 4
+# batch_size="auto": at most this many frames per step
+AUTO_BATCH = 16
 
 
 @dataclass
@@ -330,26 +329,21 @@ class RNFOptions(EngineOptions):
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
 
-    def batch_for(self, n_frames: int, min_steps: int = 1, max_batch: int = AUTO_BATCH) -> int:
+    def batch_for(self, n_frames: int, min_steps: int = 1) -> int:
         """Frames per step for a run on ``n_frames`` frames: ``batch_size``, or for
-        ``"auto"`` ``AUTO_BATCH`` or a quarter of the frames, whichever is larger, at most
-        ``max_batch`` and small enough for ``min_steps`` steps per epoch (the modality's
-        ``max_auto_batch`` and ``min_steps_per_epoch``)."""
+        ``"auto"`` at most ``AUTO_BATCH`` and small enough for ``min_steps`` steps per
+        epoch (the modality's ``min_steps_per_epoch``)."""
         if self.batch_size != "auto":
             return max(1, int(self.batch_size))
-        n = int(n_frames)
-        b = min(max(AUTO_BATCH, n // AUTO_BATCH_SHARE), int(max_batch),
-                -(-n // max(1, int(min_steps))))
-        return int(max(1, b))
+        return int(max(1, min(AUTO_BATCH, -(-int(n_frames) // max(1, int(min_steps))))))
 
-    def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1,
-                      max_batch: int = AUTO_BATCH) -> str:
+    def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of
         ``object_pixels`` (``kernels``; ``"auto"`` by the run's field work; ``min_steps``
-        and ``max_batch`` as in :meth:`batch_for`)."""
+        as in :meth:`batch_for`)."""
         if self.kernels != "auto":
             return self.kernels
-        steps = -(-int(n_frames) // self.batch_for(n_frames, min_steps, max_batch))
+        steps = -(-int(n_frames) // self.batch_for(n_frames, min_steps))
         work = float(self.epochs) * steps * int(object_pixels)
         return "compiled" if work >= COMPILE_MIN_COORDS else "eager"
 

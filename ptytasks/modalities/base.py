@@ -74,13 +74,10 @@ class Modality:
         Frames are camera images with a per-frame additive floor (offset, stray light):
         RNF learns one per frame by default (``RNFOptions.learn_background="auto"``).
         False: counting detectors, whose empty pixels read zero.
-    min_steps_per_epoch, max_auto_batch : int
-        RNF's ``batch_size="auto"``: 16 frames per step, or a quarter of the frames up to
-        ``max_auto_batch``, and few enough for at least ``min_steps_per_epoch`` steps per
-        epoch (defaults 1 and 16: always 16). Far field: 6 and 64 -- its sparse scans
-        are limited by optimiser steps, and many frames keep their quality with larger
-        batches, whose epochs are faster (chosen on tuning data; near field lost 8 % with
-        more steps, and larger batches were not tested there).
+    min_steps_per_epoch : int
+        RNF's ``batch_size="auto"`` takes at most 16 frames per step and at least this
+        many steps per epoch (1: always 16). Far field: 6 -- its sparse scans are limited
+        by optimiser steps (chosen on tuning cells; near field lost 8 % with 4-6).
     fresnel_scaled : bool
         A divergent beam magnifies the specimen (readers apply the Fresnel scaling
         theorem from the focus-to-sample distance ``z1``).
@@ -104,7 +101,6 @@ class Modality:
     far_field_detector: ClassVar[bool] = False
     camera_background: ClassVar[bool] = False
     min_steps_per_epoch: ClassVar[int] = 1
-    max_auto_batch: ClassVar[int] = 16
     fresnel_scaled: ClassVar[bool] = False
     blind_probe: ClassVar[str | None] = None
     tile_margin: ClassVar[float] = 0.5

@@ -10,7 +10,6 @@ class FarFieldModality(Modality):
     name = "farfield"
     far_field_detector = True
     min_steps_per_epoch = 6  # RNF's sparse scans are limited by steps (batch_size "auto")
-    max_auto_batch = 64  # and many frames keep their quality at a quarter per step
     blind_probe = "far_field_pie"
     tile_margin = 0.5  # probe widths
     requires = (("positions_px", "positions_px (scan positions)"),)

@@ -7,20 +7,16 @@ from ptytasks.modalities import get as get_modality
 from ptytasks.simulate.datasets import simulate
 
 
-def test_auto_batch_follows_the_modalitys_limits():
+def test_auto_batch_is_16_with_the_modalitys_minimum_steps_per_epoch():
     o = RNFOptions()
     assert o.batch_size == "auto"
-    assert [o.batch_for(n) for n in (1, 15, 25, 516)] == [1, 15, 16, 16]  # limits 1, 16
-    # far field: at least 6 steps per epoch (sparse scans take smaller batches), and a
-    # quarter of the frames up to 64 on many frames
-    far = get_modality("farfield")
-    limits = (far.min_steps_per_epoch, far.max_auto_batch)
-    assert limits == (6, 64)
-    assert [o.batch_for(n, *limits) for n in (15, 25, 49, 90, 91)] == [3, 5, 9, 15, 16]
-    assert [o.batch_for(n, *limits) for n in (100, 200, 258, 384, 516)] == [17, 34, 43, 64, 64]
-    near = get_modality("nearfield")  # near field lost with more steps; 16 as before
-    assert (near.min_steps_per_epoch, near.max_auto_batch) == (1, 16)
-    assert RNFOptions(batch_size=8).batch_for(25, *limits) == 8  # an explicit size is kept
+    assert [o.batch_for(n) for n in (1, 15, 25, 516)] == [1, 15, 16, 16]
+    # far field: at least 6 steps per epoch, so sparse scans take smaller batches
+    far = get_modality("farfield").min_steps_per_epoch
+    assert far == 6
+    assert [o.batch_for(n, far) for n in (15, 25, 49, 90, 91, 516)] == [3, 5, 9, 15, 16, 16]
+    assert get_modality("nearfield").min_steps_per_epoch == 1  # near field lost with it
+    assert RNFOptions(batch_size=8).batch_for(25, far) == 8  # an explicit size is kept
 
 
 @pytest.mark.parametrize("bad", [0, -3, "big", True])
@@ -51,12 +47,6 @@ def test_run_steps_with_the_resolved_batch(step_sizes):
     step_sizes.clear()
     r = reconstruct_rnf(data, RNFOptions(epochs=1, hidden_features=8, batch_size=10))
     assert step_sizes == [10, 10, 5] and r.extras["batch_size"] == 10
-
-
-def test_many_far_field_frames_take_larger_batches(step_sizes):
-    data = simulate("farfield", frame_size=16, n_positions=258, seed=0, dose=1e6)
-    r = reconstruct_rnf(data, RNFOptions(epochs=1, hidden_features=8))
-    assert step_sizes == [43] * 6 and r.extras["batch_size"] == 43
 
 
 def test_near_field_auto_batch_stays_16(step_sizes):

@@ -42,8 +42,9 @@ class RNFOptions(EngineOptions):
         so it keeps 16), then on held-out cases 15 % kept at dose 1e6 0.41-0.50x the
         error of batch 16, 25 % kept 0.67-0.96x, at dose 1e4 0.96-1.0x; such runs take
         1.5-3x longer (``bench/results/records/rnf-batch-size-6274f46.json``).
-        A larger batch on many frames (a quarter of them, up to 64: epochs 2.4-2.7x
-        faster) was tested and not adopted (1.10x the error on one 512-frame case).
+        A larger batch on many frames (a quarter of them, up to 64: epochs 2.4-3.7x
+        faster) passed simulated tuning cases but not the Siemens star (half-data FRC
+        0.2577 against 0.2658 c/px), so it is not the default.
     lr : float
         AdamW rate of the neural fields (hash tables and MLP weights).
     betas, weight_decay : AdamW moments and decoupled weight decay of the fields. Physical

@@ -362,8 +362,7 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
     for _ in range(2):
         clock = _Clock(o.device)
         pos = None if st.fourier else st.model.positions
-        for idx in batches(o.batching, pos, data.n_frames,
-                           o.batch_for(data.n_frames, st.min_steps), gen, o.device):
+        for idx in batches(o.batching, pos, data.n_frames, st.batch, gen, o.device):
             _staged_step(st, idx, data_loss, o, clock)
     out["split_s"] = clock.t
     out["split_sum_s"] = sum(clock.t.values())

@@ -137,9 +137,10 @@ class _Setup:
         self.surface_fixed = fields.get("surface")
         # --- fields
         seed = int(opts.seed)
-        self.min_steps = modality_of(data).min_steps_per_epoch
+        min_steps = modality_of(data).min_steps_per_epoch
+        self.batch = opts.batch_for(len(frames), min_steps)  # frames per step, as run
         self.kernels = opts.field_kernels(len(frames), math.prod(data.object_shape),
-                                          self.min_steps)
+                                          min_steps)
         mk = lambda shape, prior, s, mask=None, residual=None: Field(
             shape, prior, opts, seed=seed + 101 * s, mask=mask, dtype=rdt,
             residual=residual, kernels=self.kernels).to(device)
@@ -391,7 +392,7 @@ def reconstruct_rnf(
         if ck is not None:  # only when made from these inputs and options (else raises)
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
-    bs = opts.batch_for(n, st.min_steps)
+    bs = st.batch
     wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels)
                if opts.mu > 0 else None)
     graph = StepGraph(st, bs, opts, data_loss, wavelet)

@@ -4,7 +4,7 @@ Measures, for a ``scan x scan`` raster of ``frame x frame`` patterns (default 12
 128x128, uint16 on disk, float32 in the store):
 
 * ingest throughput (frames/s, MB/s of float32 frames) and wall time, in a child process
-  whose peak RSS (``ru_maxrss``) is the ingest's peak memory;
+  whose peak RSS (``VmHWM``, :func:`bench.bench_memory.peak_rss`) is the ingest's peak memory;
 * random single-frame read latency from the store (median, p95, in ms), and from the source
   HDF5 for reference;
 * store size on disk and compression ratio.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -59,8 +58,9 @@ def _child(src: str, store: str) -> None:
     t0 = time.perf_counter()
     RunStore.create(store, overwrite=True).ingest(src)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak}))
+    from bench.bench_memory import peak_rss  # VmHWM: ru_maxrss carries the parent's peak
+
+    print(json.dumps({"wall_s": wall, "peak_rss_bytes": peak_rss()}))
 
 
 def ingest_in_child(src: Path, store: Path) -> dict:

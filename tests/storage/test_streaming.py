@@ -14,9 +14,14 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# The child's own peak RSS is VmHWM (bench.bench_memory.peak_rss), the high-water mark of
+# its address space. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not: Linux carries it across
+# ``exec`` from the (v)forked copy of the parent, so a child of a pytest process that had
+# grown to ~4 GB after an hour of slow tests reported 4.8 GB for an ingest of ~0.2 GB.
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
+from bench.bench_memory import peak_rss
 from storage.store import RunStore
 t0 = time.perf_counter()
 store = RunStore.create({store!r})
@@ -24,7 +29,7 @@ store.ingest({src!r}, step=1e-10, energy_ev=300e3, angle_per_pixel=1e-3)
 d = store.read_raw(lazy=True)
 probe = [float(d.frames[i].sum()) for i in (0, 12345, d.n_frames - 1)]
 print(json.dumps({{"wall_s": time.perf_counter() - t0, "n": d.n_frames, "probe": probe,
-    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+    "peak_rss": peak_rss()}}))
 """
 
 

@@ -395,7 +395,7 @@ def reconstruct_rnf(
     bs = st.batch
     wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels)
                if opts.mu > 0 else None)
-    graph = StepGraph(st, bs, opts, data_loss, wavelet)
+    graph = StepGraph(st, opts, data_loss, wavelet)
     stop = None
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()

@@ -73,8 +73,8 @@ def graph_blocker(st, opts) -> str | None:
 class StepGraph:
     """Replays eligible training steps of one run from a CUDA graph (see the module)."""
 
-    def __init__(self, st, bs: int, opts, data_loss, wavelet):
-        self.st, self.bs = st, bs
+    def __init__(self, st, opts, data_loss, wavelet):
+        self.st, self.bs = st, st.batch  # frames per step, resolved once by the setup
         self.loss, self.wavelet = data_loss, wavelet
         self.blocker = graph_blocker(st, opts)
         self.graph = self.key = self.static_idx = self.out = None

@@ -172,7 +172,7 @@ class _Setup:
         # Frozen scan positions: each step's box is found on the host from these integer
         # corners (checked here, once), with no device read per step.
         self.corners_host = None
-        if not self.fourier and "positions" not in self.learned:
+        if not self.fourier and "positions" not in self.learned and self.affine is None:
             corners = torch.floor(model.positions.detach()).long().cpu()
             check_windows(corners, self.window, data.object_shape)
             self.corners_host = corners
@@ -280,7 +280,7 @@ class _Setup:
             wave = self.model.to_detector(self.model.exit_waves(obj, self.probe(), idx), idx,
                                           **fields)
             return self.model.intensity(wave, idx), res
-        pos = self.model.positions[idx]
+        pos = self.scan_positions(idx)
         y0, x0, h, w = self.object_box(idx, idx_host)
         where = self.under_windows(idx, y0, x0, h, w, idx_host) \
             if self.opts.eval_region == "windows" else None
@@ -292,11 +292,28 @@ class _Setup:
         psi = self.model.exit_from_patches(self.probe(), patches)
         return self.model.intensity(self.model.to_detector(psi, idx, **fields), idx), res
 
+    def scan_positions(self, idx: torch.Tensor) -> torch.Tensor:
+        """Window corners ``(n, 2)`` of frames ``idx``, px: the model's, or under a learned
+        affine map of the scan (``learn_positions="affine"``) the map of the start positions,
+        kept on the canvas (differentiable in the map)."""
+        if self.affine is None:
+            return self.model.positions[idx]
+        p0 = self.pos0[idx]
+        c = self.pos0.mean(0)
+        p = c + (p0 - c) @ (torch.eye(2, dtype=p0.dtype, device=p0.device) + self.affine).T
+        upper = torch.tensor([self.data.object_shape[0] - self.window[0],
+                              self.data.object_shape[1] - self.window[1]],
+                             dtype=p.dtype, device=p.device)
+        return torch.minimum(torch.maximum(p, torch.zeros_like(upper)), upper)
+
     @torch.no_grad()
     def constrain(self):
         """Keep learned geometry meaningful after a step."""
         m = self.model
-        if self.pos0 is not None:
+        if self.affine is not None:  # the model's positions follow the map (boxes, results)
+            m.positions.copy_(self.scan_positions(torch.arange(len(self.pos0),
+                                                               device=self.pos0.device)))
+        elif self.pos0 is not None:
             p = m.wavevectors if self.fourier else m.positions
             if self.opts.fix_mean_position:
                 p.sub_(p.mean(0) - self.pos0.mean(0))

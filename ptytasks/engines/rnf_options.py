@@ -224,7 +224,14 @@ class RNFOptions(EngineOptions):
         2.18x; seed 0's fractions 0.055 off) (``records/rnf-mode-start-d6c8915.json``). The
         weak start let the extra modes' power stall on some seeds: from 30 % each, the
         surplus drains to the true split.
-    learn_positions, learn_distance, learn_wavelength, learn_zernike, learn_intensity :
+    learn_positions : bool or "affine"
+        Scan positions (scanning data) or LED wavevectors (Fourier): ``True`` learns each
+        frame's own; ``"affine"`` (scanning data) learns one map of the whole scan,
+        ``p = c + (I + D)(p0 - c)`` about its centroid ``c`` (scale, shear, rotation: a scan
+        or pixel-size calibration; 4 numbers, no per-frame freedom to fit noise), at
+        ``lr_positions / r_rms`` per step (``r_rms``: the scan's RMS radius, px), so an
+        edge frame moves about ``lr_positions`` px per step; ``extras["position_affine"]``.
+    learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     learn_background : bool or "auto"
         Learn a per-frame additive floor ``b_j >= 0`` of the predicted intensities
@@ -313,7 +320,7 @@ class RNFOptions(EngineOptions):
     mode_start_fraction: float = 0.3
     learn_surface: bool = False
     learn_pupil: bool = False
-    learn_positions: bool = False
+    learn_positions: bool | Literal["affine"] = False
     learn_distance: bool = False
     learn_wavelength: bool = False
     learn_zernike: bool = False
@@ -364,6 +371,9 @@ class RNFOptions(EngineOptions):
                              f"{self.eval_region!r}")
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}; got {self.kernels!r}")
+        if self.learn_positions not in (True, False, "affine"):
+            raise ValueError("learn_positions must be true, false or 'affine'; got "
+                             f"{self.learn_positions!r}")
         if self.learn_background not in (True, False, "auto"):
             raise ValueError("learn_background must be true, false or 'auto'; got "
                              f"{self.learn_background!r}")

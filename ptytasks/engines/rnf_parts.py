@@ -226,7 +226,10 @@ def build_optimiser(st) -> None:
     if o.learn_zernike and not st.fourier:
         raise ValueError("learn_zernike needs Fourier-ptychography data")
     names = []
-    if o.learn_positions:
+    if o.learn_positions == "affine" and st.fourier:
+        raise ValueError("learn_positions='affine' needs scanning data (Fourier "
+                         "ptychography learns its LED wavevectors with learn_positions=True)")
+    if o.learn_positions is True:
         names.append("wavevectors" if st.fourier else "positions")
     for flag, name in ((o.learn_distance, "distance"), (o.learn_wavelength, "wavelength"),
                        (o.learn_zernike, "zernike"), (o.learn_intensity, "intensity_factors")):
@@ -255,6 +258,14 @@ def build_optimiser(st) -> None:
     if om:
         groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
                        "weight_decay": 0.0})
+    st.affine = None
+    if o.learn_positions == "affine":
+        # D of p = c + (I + D)(p0 - c); its rate makes an edge frame move ~lr_positions px
+        p0 = m.positions.detach()
+        r_rms = float(((p0 - p0.mean(0)) ** 2).sum(1).mean().sqrt().clamp(min=1.0))
+        st.affine = torch.zeros(2, 2, dtype=p0.dtype, device=p0.device, requires_grad=True)
+        groups.append({"params": [st.affine], "lr": o.lr_positions / r_rms,
+                       "name": "position_affine", "weight_decay": 0.0, "physical": True})
     st.geometry = Geometry(m, [n for n in names if n in ("distance", "wavelength")],
                               o.lr_distance if o.learn_distance else o.lr_wavelength)
     if st.geometry.names:
@@ -295,7 +306,7 @@ def build_optimiser(st) -> None:
                                        weight_decay=o.weight_decay, foreach=True,
                                        capturable=cuda)
     st.pos0 = None
-    if o.learn_positions:
+    if o.learn_positions:  # True or "affine"
         p = m.wavevectors if st.fourier else m.positions
         st.pos0 = p.detach().clone()
 
@@ -353,6 +364,9 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
     m = st.model
     if "intensity_factors" in st.learned:
         extras["intensity_factors"] = m.intensity_factors.detach().cpu().numpy()
+    if st.affine is not None:  # the learned map of the scan, I + D (y, x)
+        extras["position_affine"] = (torch.eye(2, dtype=st.affine.dtype)
+                                     + st.affine.detach().cpu()).numpy()
     if "background_raw" in st.learned:  # in the input frames' units
         extras["background"] = (m.background().detach() * st.scale).cpu().numpy()
     if st.fourier:

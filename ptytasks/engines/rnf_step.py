@@ -63,6 +63,8 @@ def graph_blocker(st, opts) -> str | None:
     host = [n for n in st.learned if n != "background_raw"]
     if host:
         return f"learned model parameters {host}"
+    if st.affine is not None:  # its write-back to the model's positions reads the host
+        return "learned position_affine"
     if st.obj_field.annealed is not None:
         return "annealed encoding"
     if opts.eval_region == "windows":

@@ -105,6 +105,9 @@ def _pie_mapping(name: str, s: dict, pupil: bool) -> dict:
     from ptytasks.engines.options import PositionCorrectionOptions
 
     epochs, learn_probe = int(s.get("epochs", 50)), bool(s.get("learn_probe", True))
+    if s.get("learn_positions") not in (None, True, False):
+        raise ValueError(f"{name} corrects each frame's position (learn_positions: true); "
+                         f"learn_positions={s['learn_positions']!r} is an RNF option")
     if pupil:
         return {"variant": name, "iterations": epochs, "update_pupil": learn_probe}
     pc = PositionCorrectionOptions() if s.get("learn_positions") else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ptytasks.engines.registry import run_engine
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.simulate.datasets import simulate
 
@@ -65,3 +66,7 @@ def test_affine_map_needs_scanning_data_and_a_known_value():
     fp = simulate("fourier", seed=0)
     with pytest.raises(ValueError, match="'affine' needs scanning data"):
         reconstruct_rnf(fp, RNFOptions(epochs=1, learn_positions="affine"))
+    ff = simulate("farfield", frame_size=24, n_positions=9, seed=0)
+    for engine in ("epie", "rpie", "pine"):  # the PIE engines correct each frame, no map
+        with pytest.raises(ValueError, match="is an RNF option"):
+            run_engine(engine, ff, {"epochs": 1, "learn_positions": "affine"})

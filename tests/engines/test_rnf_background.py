@@ -78,7 +78,7 @@ def ff_tiny():
 
 def test_a_learned_background_does_not_block_cuda_graphs():
     st = types.SimpleNamespace(device=torch.device("cuda"), learned=["background_raw"],
-                               obj_field=types.SimpleNamespace(annealed=None))
+                               affine=None, obj_field=types.SimpleNamespace(annealed=None))
     o = RNFOptions()
     assert graph_blocker(st, o) is None
     st.learned = ["background_raw", "intensity_factors"]

@@ -60,6 +60,21 @@ def test_affine_map_resumes_exactly(scaled, tmp_path):
     np.testing.assert_allclose(res.object, full.object, rtol=0, atol=1e-5)
 
 
+def test_affine_map_blocks_cuda_graphs():
+    """Its write-back to the model's positions reads the host each step."""
+    import types
+
+    import torch
+
+    from ptytasks.engines.rnf_step import graph_blocker
+
+    st = types.SimpleNamespace(device=torch.device("cuda"), learned=[], affine=None,
+                               obj_field=types.SimpleNamespace(annealed=None))
+    assert graph_blocker(st, RNFOptions()) is None
+    st.affine = torch.zeros(2, 2)
+    assert "position_affine" in graph_blocker(st, RNFOptions())
+
+
 def test_affine_map_needs_scanning_data_and_a_known_value():
     with pytest.raises(ValueError, match="learn_positions must be"):
         RNFOptions(learn_positions="per-frame")

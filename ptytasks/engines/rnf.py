@@ -300,7 +300,11 @@ class _Setup:
             return self.model.positions[idx]
         p0 = self.pos0[idx]
         c = self.pos0.mean(0)
-        p = c + (p0 - c) @ (torch.eye(2, dtype=p0.dtype, device=p0.device) + self.affine).T
+        return self.on_canvas(
+            c + (p0 - c) @ (torch.eye(2, dtype=p0.dtype, device=p0.device) + self.affine).T)
+
+    def on_canvas(self, p: torch.Tensor) -> torch.Tensor:
+        """Window corners ``p`` (px) clamped so every window lies inside the object."""
         upper = torch.tensor([self.data.object_shape[0] - self.window[0],
                               self.data.object_shape[1] - self.window[1]],
                              dtype=p.dtype, device=p.device)
@@ -318,10 +322,7 @@ class _Setup:
             if self.opts.fix_mean_position:
                 p.sub_(p.mean(0) - self.pos0.mean(0))
             if not self.fourier:
-                upper = torch.tensor([self.data.object_shape[0] - self.window[0],
-                                      self.data.object_shape[1] - self.window[1]],
-                                     dtype=p.dtype, device=p.device)
-                p.copy_(torch.minimum(torch.maximum(p, torch.zeros_like(upper)), upper))
+                p.copy_(self.on_canvas(p))
         if "intensity_factors" in self.learned:
             f = m.intensity_factors
             f.clamp_(min=1e-3).div_(f.mean())

@@ -22,22 +22,9 @@ from ptytasks.engines.checkpoint import (
 )
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.simulate.datasets import simulate
+from tests.engines.helpers import Killed, kill_after
 
 BASE = {"epochs": 3, "batch_size": 3, "hidden_features": 16}
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_after(k):
-    """A callback that stops the run once ``k`` epochs are done (after their checkpoint)."""
-
-    def cb(epoch, info):
-        if epoch == k - 1:
-            raise Killed
-
-    return cb
 
 
 class Planted:

@@ -17,6 +17,7 @@ from ptytasks.engines.result import ReconstructionResult
 from ptytasks.engines.rnf import RNFOptions, _Setup, reconstruct_rnf
 from ptytasks.modalities import model_for
 from ptytasks.simulate.datasets import simulate
+from tests.engines.helpers import Killed, kill_after
 
 FAST = {"epochs": 2, "batch_size": 4, "hidden_features": 16}
 
@@ -145,16 +146,9 @@ def test_checkpoint_resume_matches_uninterrupted(ff, tmp_path):
                       lr_decay=0.1, seed=2)
     full = reconstruct_rnf(ff, opts)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_2(epoch, info):
-        if epoch == 1:
-            raise Killed
-
     ck = tmp_path / "run.ckpt"
     with pytest.raises(Killed):
-        reconstruct_rnf(ff, opts, checkpoint=ck, callback=kill_after_2)
+        reconstruct_rnf(ff, opts, checkpoint=ck, callback=kill_after(2))
     assert ck.exists()
     seen = []
     resumed = reconstruct_rnf(ff, opts, checkpoint=ck, callback=lambda e, i: seen.append(e))

@@ -19,6 +19,7 @@ from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.engines.rnf_step import graph_blocker
 from ptytasks.modalities import model_for
 from ptytasks.simulate.datasets import simulate
+from tests.engines.helpers import Killed, kill_after
 from tests.engines.test_fourier_pie import object_error
 
 
@@ -107,15 +108,8 @@ def test_resume_with_a_learned_background_is_exact(fp, tmp_path):
     full = reconstruct_rnf(fp, o)
     ck = tmp_path / "run.ckpt"
 
-    class Killed(Exception):
-        pass
-
-    def kill(epoch, info):
-        if epoch == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        reconstruct_rnf(fp, o, checkpoint=ck, callback=kill)
+        reconstruct_rnf(fp, o, checkpoint=ck, callback=kill_after(2))
     res = reconstruct_rnf(fp, o, checkpoint=ck)
     np.testing.assert_allclose(res.object, full.object, rtol=0, atol=1e-5)
     np.testing.assert_allclose(res.extras["background"], full.extras["background"], rtol=1e-5)

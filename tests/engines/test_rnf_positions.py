@@ -13,6 +13,7 @@ import pytest
 from ptytasks.engines.registry import run_engine
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.simulate.datasets import simulate
+from tests.engines.helpers import Killed, kill_after
 
 SCALE = 0.03
 BASE = {"epochs": 30, "hidden_features": 16, "seed": 0}
@@ -47,12 +48,8 @@ def test_affine_map_resumes_exactly(scaled, tmp_path):
     full = reconstruct_rnf(scaled, opts)
     ck = tmp_path / "run.ckpt"
 
-    def stop(epoch, info):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        reconstruct_rnf(scaled, opts, checkpoint=ck, callback=stop)
+    with pytest.raises(Killed):
+        reconstruct_rnf(scaled, opts, checkpoint=ck, callback=kill_after(2))
     res = reconstruct_rnf(scaled, opts, checkpoint=ck)
     np.testing.assert_allclose(res.extras["position_affine"], full.extras["position_affine"],
                                rtol=0, atol=1e-7)

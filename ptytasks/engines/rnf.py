@@ -319,7 +319,9 @@ class _Setup:
                                                                device=self.pos0.device)))
         elif self.pos0 is not None:
             p = m.wavevectors if self.fourier else m.positions
-            if self.opts.fix_mean_position:
+            if self.opts.learn_positions == "local":
+                p.sub_(affine_part(p - self.pos0, self.pos0))
+            elif self.opts.fix_mean_position:
                 p.sub_(p.mean(0) - self.pos0.mean(0))
             if not self.fourier:
                 p.copy_(self.on_canvas(p))
@@ -330,6 +332,16 @@ class _Setup:
             m.background_raw.clamp_(min=0)
         if "zernike" in self.learned and 1 in m.zernike_indices:
             m.zernike[m.zernike_indices.index(1)] = 0.0  # piston: a global phase
+
+
+def affine_part(delta: torch.Tensor, p0: torch.Tensor) -> torch.Tensor:
+    """The least-squares affine map (shift + 2 x 2 linear part about the centroid of
+    ``p0``) of the corrections ``delta`` (n, 2) over the start positions ``p0`` (n, 2),
+    evaluated at ``p0``, px: the part of a position correction that is a calibration of the
+    whole scan rather than a frame's own error."""
+    x = torch.cat([p0 - p0.mean(0), torch.ones_like(p0[:, :1])], 1).double()
+    coef = torch.linalg.lstsq(x, delta.double()).solution
+    return (x @ coef).to(delta.dtype)
 
 
 def _resolve(data, options, model, dtype_name, device):

@@ -224,13 +224,21 @@ class RNFOptions(EngineOptions):
         2.18x; seed 0's fractions 0.055 off) (``records/rnf-mode-start-d6c8915.json``). The
         weak start let the extra modes' power stall on some seeds: from 30 % each, the
         surplus drains to the true split.
-    learn_positions : bool or "affine"
+    learn_positions : bool, "affine" or "local"
         Scan positions (scanning data) or LED wavevectors (Fourier): ``True`` learns each
         frame's own; ``"affine"`` (scanning data) learns one map of the whole scan,
         ``p = c + (I + D)(p0 - c)`` about its centroid ``c`` (scale, shear, rotation: a scan
         or pixel-size calibration; 4 numbers, no per-frame freedom to fit noise), at
         ``lr_positions / r_rms`` per step (``r_rms``: the scan's RMS radius, px), so an
         edge frame moves about ``lr_positions`` px per step; ``extras["position_affine"]``.
+        ``"local"`` (scanning data) learns each frame's own correction without the scan's
+        global part: after every step the least-squares affine map (shift, scale, shear,
+        rotation) of the corrections ``p - p0`` over ``p0 - c`` is subtracted, and Adam's
+        ``eps`` for the positions is ``LOCAL_POSITION_EPS`` (px-gradient units), so small,
+        noisy gradients take small steps. On exact simulated scans from a blind probe the
+        scan's affine part drifts under ``True`` (0.22 px RMS, 0.10 px of it not affine;
+        error 1.55x on a tuning case), ``"local"`` 1.07x there; over the five tuning cells
+        1.039x geomean against ``True``'s 1.18x (``docs/rnf.md``, hypotheses).
     learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     learn_background : bool or "auto"
@@ -320,7 +328,7 @@ class RNFOptions(EngineOptions):
     mode_start_fraction: float = 0.3
     learn_surface: bool = False
     learn_pupil: bool = False
-    learn_positions: bool | Literal["affine"] = False
+    learn_positions: bool | Literal["affine", "local"] = False
     learn_distance: bool = False
     learn_wavelength: bool = False
     learn_zernike: bool = False
@@ -371,8 +379,8 @@ class RNFOptions(EngineOptions):
                              f"{self.eval_region!r}")
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}; got {self.kernels!r}")
-        if self.learn_positions not in (True, False, "affine"):
-            raise ValueError("learn_positions must be true, false or 'affine'; got "
+        if self.learn_positions not in (True, False, "affine", "local"):
+            raise ValueError("learn_positions must be true, false, 'affine' or 'local'; got "
                              f"{self.learn_positions!r}")
         if self.learn_background not in (True, False, "auto"):
             raise ValueError("learn_background must be true, false or 'auto'; got "

@@ -217,6 +217,10 @@ class Geometry:
 #: object up to 1.6x on simulated FPM without a floor; with eps 1e-2 small gradients take
 #: small steps (chosen between 1e-8, 1e-2 and 1e-1 on tuning data, docs/rnf.md).
 BACKGROUND_EPS = 1e-2
+#: Adam's eps for ``learn_positions="local"``: about the median ``sqrt(v)`` of the position
+#: gradients at the end of an exact-scan tuning run (7e-4; ff-25-1e6 case 101), so frames
+#: whose gradient is noise move less than ``lr_positions`` per step.
+LOCAL_POSITION_EPS = 1e-3
 
 
 def build_optimiser(st) -> None:
@@ -226,10 +230,10 @@ def build_optimiser(st) -> None:
     if o.learn_zernike and not st.fourier:
         raise ValueError("learn_zernike needs Fourier-ptychography data")
     names = []
-    if o.learn_positions == "affine" and st.fourier:
-        raise ValueError("learn_positions='affine' needs scanning data (Fourier "
+    if o.learn_positions in ("affine", "local") and st.fourier:
+        raise ValueError(f"learn_positions={o.learn_positions!r} needs scanning data (Fourier "
                          "ptychography learns its LED wavevectors with learn_positions=True)")
-    if o.learn_positions is True:
+    if o.learn_positions is True or o.learn_positions == "local":
         names.append("wavevectors" if st.fourier else "positions")
     for flag, name in ((o.learn_distance, "distance"), (o.learn_wavelength, "wavelength"),
                        (o.learn_zernike, "zernike"), (o.learn_intensity, "intensity_factors")):
@@ -288,6 +292,8 @@ def build_optimiser(st) -> None:
         group = {"params": [p], "lr": lr, "name": name, "weight_decay": 0.0, "physical": True}
         if name == "background_raw":
             group["eps"] = BACKGROUND_EPS
+        elif name == "positions" and o.learn_positions == "local":
+            group["eps"] = LOCAL_POSITION_EPS
         groups.append(group)
     for g in groups:
         g["base_lr"] = g["lr"]
@@ -306,7 +312,7 @@ def build_optimiser(st) -> None:
                                        weight_decay=o.weight_decay, foreach=True,
                                        capturable=cuda)
     st.pos0 = None
-    if o.learn_positions:  # True or "affine"
+    if o.learn_positions:  # True, "affine" or "local"
         p = m.wavevectors if st.fourier else m.positions
         st.pos0 = p.detach().clone()
 

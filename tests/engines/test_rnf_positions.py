@@ -82,3 +82,51 @@ def test_affine_map_needs_scanning_data_and_a_known_value():
     for engine in ("epie", "rpie", "pine"):  # the PIE engines correct each frame, no map
         with pytest.raises(ValueError, match="is an RNF option"):
             run_engine(engine, ff, {"epochs": 1, "learn_positions": "affine"})
+
+
+# --------------------------------------------------------------- learn_positions="local"
+
+
+def _affine_free_rms(found, true) -> float:
+    """RMS distance (px) between ``true`` and the best affine map of ``found``."""
+    a = np.hstack([found, np.ones((len(found), 1))])
+    coef, *_ = np.linalg.lstsq(a, true, rcond=None)
+    return float(np.sqrt(((a @ coef - true) ** 2).sum(1).mean()))
+
+
+def test_affine_part_is_the_least_squares_scan_map():
+    import torch
+
+    from ptytasks.engines.rnf import affine_part
+
+    rng = np.random.default_rng(0)
+    p0 = torch.as_tensor(rng.uniform(0, 100, (50, 2)))
+    lin = torch.tensor([[0.02, -0.01], [0.005, -0.03]], dtype=torch.float64)
+    own = torch.as_tensor(rng.normal(0, 1, (50, 2)))
+    own = own - affine_part(own, p0)  # a frame-own part with no affine component
+    delta = (p0 - p0.mean(0)) @ lin.T + torch.tensor([0.7, -0.4], dtype=torch.float64) + own
+    torch.testing.assert_close(delta - affine_part(delta, p0), own)
+
+
+def test_local_positions_learn_frame_errors_not_the_scan_map():
+    """Nominal scan 3 % too large plus 1 px random errors: ``"local"`` removes most of each
+    frame's own error and leaves the scan's affine part where the file put it."""
+    d = simulate("farfield", frame_size=40, n_positions=36, overlap=0.75, dose=1e6,
+                 position_scale_error=SCALE, position_error_px=1.0, seed=3)
+    true = d.ground_truth["positions_px"]
+    start = _affine_free_rms(d.positions_px, true)
+    r = reconstruct_rnf(d, RNFOptions(**BASE, learn_positions="local"),
+                        probe_prior=d.ground_truth["probe"])
+    found = np.asarray(r.positions_px, float)
+    delta = found - np.asarray(d.positions_px, float)
+    x = np.hstack([d.positions_px - d.positions_px.mean(0), np.ones((len(found), 1))])
+    coef, *_ = np.linalg.lstsq(x, delta, rcond=None)
+    assert np.abs(x @ coef).max() < 0.01, coef  # no shift, scale, shear or rotation learned
+    assert np.abs(delta).max() > 0.3  # frames did move
+    assert _affine_free_rms(found, true) < 0.5 * start, (start, _affine_free_rms(found, true))
+
+
+def test_local_positions_need_scanning_data():
+    fp = simulate("fourier", seed=0)
+    with pytest.raises(ValueError, match="'local' needs scanning data"):
+        reconstruct_rnf(fp, RNFOptions(epochs=1, learn_positions="local"))

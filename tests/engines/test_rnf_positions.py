@@ -1,8 +1,12 @@
-"""RNF's affine scan map (``learn_positions="affine"``): a scan-scale error is learned as one
-map of the whole scan, found again exactly, and resumed exactly from a checkpoint.
+"""RNF's scan-position models beyond per-frame correction.
 
-Simulated far field (40 px frames, 36 positions, dose 1e6, true probe as the start) whose
-nominal positions are 3 % larger than the true ones: the map to find is 1 / 1.03 = 0.971.
+``learn_positions="affine"``: a scan-scale error is learned as one map of the whole scan,
+found again exactly, and resumed exactly from a checkpoint. Simulated far field (40 px
+frames, 36 positions, dose 1e6, true probe as the start) whose nominal positions are 3 %
+larger than the true ones: the map to find is 1 / 1.03 = 0.971.
+
+``learn_positions="local"``: each frame's own correction without the scan's affine part
+(the same scan plus 1 px random errors).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.bench_positions import affine_rms
 from ptytasks.engines.registry import run_engine
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
 from ptytasks.simulate.datasets import simulate
@@ -87,13 +92,6 @@ def test_affine_map_needs_scanning_data_and_a_known_value():
 # --------------------------------------------------------------- learn_positions="local"
 
 
-def _affine_free_rms(found, true) -> float:
-    """RMS distance (px) between ``true`` and the best affine map of ``found``."""
-    a = np.hstack([found, np.ones((len(found), 1))])
-    coef, *_ = np.linalg.lstsq(a, true, rcond=None)
-    return float(np.sqrt(((a @ coef - true) ** 2).sum(1).mean()))
-
-
 def test_affine_part_is_the_least_squares_scan_map():
     import torch
 
@@ -114,7 +112,7 @@ def test_local_positions_learn_frame_errors_not_the_scan_map():
     d = simulate("farfield", frame_size=40, n_positions=36, overlap=0.75, dose=1e6,
                  position_scale_error=SCALE, position_error_px=1.0, seed=3)
     true = d.ground_truth["positions_px"]
-    start = _affine_free_rms(d.positions_px, true)
+    start = affine_rms(d.positions_px, true)
     r = reconstruct_rnf(d, RNFOptions(**BASE, learn_positions="local"),
                         probe_prior=d.ground_truth["probe"])
     found = np.asarray(r.positions_px, float)
@@ -123,7 +121,7 @@ def test_local_positions_learn_frame_errors_not_the_scan_map():
     coef, *_ = np.linalg.lstsq(x, delta, rcond=None)
     assert np.abs(x @ coef).max() < 0.01, coef  # no shift, scale, shear or rotation learned
     assert np.abs(delta).max() > 0.3  # frames did move
-    assert _affine_free_rms(found, true) < 0.5 * start, (start, _affine_free_rms(found, true))
+    assert affine_rms(found, true) < 0.5 * start, (start, affine_rms(found, true))
 
 
 def test_local_positions_need_scanning_data():

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from ptytasks.engines.registry import (  # one list
@@ -153,7 +154,11 @@ class EngineParams(_Params):
     batch_size: int | None = Field(
         None, ge=1, le=65536, description="Frames per update (default: the engine's own)."
     )
-    learn_positions: bool = Field(False, description="Correct scan positions jointly.")
+    learn_positions: bool | Literal["affine", "local"] = Field(
+        False, description="Correct scan positions jointly: true (each frame's own, every "
+        "engine); RNF also 'affine' (one map of the whole scan: scale, shear, rotation) or "
+        "'local' (each frame's own without the scan's affine part)."
+    )
     learn_probe: bool = Field(True, description="Update the probe (or pupil).")
     alpha: float | None = Field(None, gt=0, le=1, description="PIE object step (rPIE alpha).")
     beta: float | None = Field(None, gt=0, le=1, description="PIE probe step.")
@@ -198,6 +203,17 @@ class EngineParams(_Params):
 
         get(v)  # ValueError naming the registered engines
         return v
+
+    @model_validator(mode="after")
+    def _position_model_of_the_engine(self):
+        # "affine" / "local" are fields of an engine's own options (RNF's); the others
+        # correct each frame's position, so say so before any tile runs
+        v = self.learn_positions
+        if isinstance(v, str) and "learn_positions" not in option_names(self.engine):
+            raise ValueError(f"learn_positions={v!r} is not a position model of engine "
+                             f"{self.engine!r}, which corrects each frame's position "
+                             "(learn_positions: true)")
+        return self
 
     def settings(self) -> dict:
         """The settings dict of :func:`ptytasks.engines.registry.run_engine`."""

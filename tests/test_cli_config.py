@@ -81,6 +81,8 @@ def test_config_alone_gives_input_and_store(tmp_path, data, captured):
         ("engine: {engine: fancy}\n", "engine.engine"),
         ("engine: {epochs: 0}\n", "engine.epochs"),
         ("tilling: {grid: [2, 2]}\n", "tilling"),  # a typo is an error, not ignored
+        # RNF's position models are refused for an engine that corrects each frame's own
+        ("engine: {engine: rpie, learn_positions: local}\n", "not a position model"),
     ],
 )
 def test_bad_config_file_is_a_clear_error(tmp_path, data, captured, content, message):
@@ -129,3 +131,13 @@ def test_shipped_configs_validate(cfg):
     p = PipelineParams.from_yaml(cfg, input="x.cxi", store="x.zarr")
     assert p.engine.engine in ("rnf", "rpie")
     assert yaml.safe_load(cfg.read_text())  # not empty
+
+
+@pytest.mark.parametrize("model", ["affine", "local", True])
+def test_rnf_position_models_from_the_config(tmp_path, data, captured, model):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"engine": {"engine": "rnf", "learn_positions": model}}))
+    res = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "s.zarr"),
+                              "--config", str(cfg)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert captured["params"].engine.settings()["learn_positions"] == model

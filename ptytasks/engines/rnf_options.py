@@ -238,7 +238,9 @@ class RNFOptions(EngineOptions):
         noisy gradients take small steps. On exact simulated scans from a blind probe the
         scan's affine part drifts under ``True`` (0.22 px RMS, 0.10 px of it not affine;
         error 1.55x on a tuning case), ``"local"`` 1.07x there; over the five tuning cells
-        1.039x geomean against ``True``'s 1.18x (``docs/rnf.md``, hypotheses).
+        1.038x geomean against ``True``'s 1.18x. On the Siemens star (seed 1) it gives
+        0.2676 c/px against 0.2658 without and 0.2787 with ``True``: the star's gain is the
+        scan's scale (``docs/rnf.md``, hypotheses 8-9).
     learn_distance, learn_wavelength, learn_zernike, learn_intensity :
         Physical parameters of the forward model.
     learn_background : bool or "auto"

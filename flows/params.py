@@ -24,6 +24,7 @@ from ptytasks.engines.registry import (  # one list
     ENGINES,
     PRIOR_ENGINES,
     SPECS,
+    check_position_model,
     engine_defaults,
     option_names,
 )
@@ -208,11 +209,7 @@ class EngineParams(_Params):
     def _position_model_of_the_engine(self):
         # "affine" / "local" are fields of an engine's own options (RNF's); the others
         # correct each frame's position, so say so before any tile runs
-        v = self.learn_positions
-        if isinstance(v, str) and "learn_positions" not in option_names(self.engine):
-            raise ValueError(f"learn_positions={v!r} is not a position model of engine "
-                             f"{self.engine!r}, which corrects each frame's position "
-                             "(learn_positions: true)")
+        check_position_model(self.engine, self.learn_positions)
         return self
 
     def settings(self) -> dict:

@@ -105,9 +105,6 @@ def _pie_mapping(name: str, s: dict, pupil: bool) -> dict:
     from ptytasks.engines.options import PositionCorrectionOptions
 
     epochs, learn_probe = int(s.get("epochs", 50)), bool(s.get("learn_probe", True))
-    if s.get("learn_positions") not in (None, True, False):
-        raise ValueError(f"{name} corrects each frame's position (learn_positions: true); "
-                         f"learn_positions={s['learn_positions']!r} is an RNF option")
     if pupil:
         return {"variant": name, "iterations": epochs, "update_pupil": learn_probe}
     pc = PositionCorrectionOptions() if s.get("learn_positions") else None
@@ -264,6 +261,19 @@ def option_names(name: str) -> frozenset[str]:
     return frozenset().union(*(c.field_names() for c in _option_classes(name)))
 
 
+def check_position_model(name: str, value) -> None:
+    """ValueError unless engine ``name`` takes ``learn_positions=value``.
+
+    ``True`` / ``False`` (each frame's position corrected, or none) suit every engine; a
+    named position model (RNF's ``"affine"``, ``"local"``) only an engine whose own options
+    have a ``learn_positions`` field.
+    """
+    if value in (None, True, False) or "learn_positions" in option_names(name):
+        return
+    raise ValueError(f"learn_positions={value!r} is not a position model of engine {name!r}, "
+                     "which corrects each frame's position (learn_positions: true)")
+
+
 def run_engine(
     name: str,
     data: PtychoData,
@@ -299,7 +309,8 @@ def run_engine(
     Raises
     ------
     ValueError
-        An unknown engine, an engine that does not run this modality, or unknown options.
+        An unknown engine, an engine that does not run this modality, unknown options, or
+        a position model the engine does not have (:func:`check_position_model`).
     ptytasks.probe_estimate.ProbeCollapsed
         The probe's power shrank into a few pixels (checked after every epoch where the
         engine reports its probe, and on the result): the run stops with a message rather
@@ -308,6 +319,7 @@ def run_engine(
     from ptytasks.probe_estimate import check_probe
 
     spec = get(name)
+    check_position_model(name, (settings or {}).get("learn_positions"))
     mod = modality_of(data)
     if not spec.supports(mod):
         fit = [n for n, s in SPECS.items() if s.supports(mod)]

@@ -8,6 +8,12 @@ per run to a JSON file (resumable: finished rows are kept)::
     python bench/rnf_data_term.py tune-ff-25-1e5 '[{"loss": "l1"}, {}]' out.json
     python bench/rnf_data_term.py ff-100-1e4 '[{}]' out.json --cases test
     python bench/rnf_data_term.py ff-100-1e6 '[{}]' out.json --k-sigma 2
+    python bench/rnf_data_term.py ff-25-1e6 '[{}, {"mu": 0.3}]' out.json --engine-seeds 3
+
+``--engine-seeds N`` runs each case with N engine seeds (the case seed, then +1000, +2000,
+...; the grid runs only the first): on ff-25-1e6's tuning case 101 engine seeds alone move
+RNF's error 0.0327-0.0406 (``records/rnf-tuning-h11-h17-ae32615.json``), as much as most
+one-factor effects, so a decision on one seed per case can be noise.
 
 ``--k-sigma K`` scales the engine's noise threshold to ``K`` amplitude-noise units (the
 default rule is 4; :func:`ptytasks.engines.losses.noise_threshold`): the candidates the
@@ -48,6 +54,8 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=None, help="the grid's epochs by default")
     ap.add_argument("--cases", choices=("tuning", "test"), default="tuning")
     ap.add_argument("--k-sigma", type=float, default=None)
+    ap.add_argument("--engine-seeds", type=int, default=1,
+                    help="engine seeds per case: the case seed, then +1000, +2000, ...")
     a = ap.parse_args(argv)
     cell = G.cell(a.cell)
     epochs = a.epochs or G.EPOCHS[cell.modality]
@@ -58,24 +66,26 @@ def main(argv=None) -> None:
         _scale_threshold(a.k_sigma)
     rows = json.loads(a.out.read_text())["rows"] if a.out.exists() else []
     # a finished row is one cell's case under one variant (one file may hold several cells)
-    done = {(r["cell"], r["seed"], json.dumps(r["settings"], sort_keys=True), r.get("k_sigma"))
-            for r in rows}  # fmt: skip
+    # (rows without "engine_seed" ran the case seed, as the grid does)
+    done = {(r["cell"], r["seed"], json.dumps(r["settings"], sort_keys=True), r.get("k_sigma"),
+             r.get("engine_seed", r["seed"])) for r in rows}  # fmt: skip
     cases = G.TEST_CASES if a.cases == "test" else G.TUNING_CASES
     for seed, kind in cases:
         data, full = G.simulate_case(cell, seed, kind)
         truth, mask, probe = G.score_truth(data, full), G.score_mask(data), G.start_probe(data)
-        for s in json.loads(a.variants):
-            if (a.cell, seed, json.dumps(s, sort_keys=True), a.k_sigma) in done:
+        for s, es in [(s, seed + 1000 * k) for k in range(max(1, a.engine_seeds))
+                      for s in json.loads(a.variants)]:
+            if (a.cell, seed, json.dumps(s, sort_keys=True), a.k_sigma, es) in done:
                 continue
             t = time.time()
             run = {**frozen, **s}  # the grid's frozen RNF settings, the variant over them
-            r = G.run_case_engine(data, truth, mask, probe, "rnf", run, epochs, seed=seed)
+            r = G.run_case_engine(data, truth, mask, probe, "rnf", run, epochs, seed=es)
             rows.append({"cell": a.cell, "cases": a.cases, "seed": seed, "object": kind,
-                         "settings": s, "run_settings": run, "k_sigma": a.k_sigma,
-                         "epochs": epochs,
+                         "engine_seed": es, "settings": s, "run_settings": run,
+                         "k_sigma": a.k_sigma, "epochs": epochs,
                          "error": r["complex_error"], "curve": r.get("curve"),
                          "wall_s": time.time() - t, "load": os.getloadavg()})  # fmt: skip
-            print(a.cell, seed, s, a.k_sigma, round(r["complex_error"], 4), flush=True)
+            print(a.cell, seed, es, s, a.k_sigma, round(r["complex_error"], 4), flush=True)
             a.out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
 
 

@@ -197,3 +197,22 @@ def test_scanning_cases_sit_on_whole_pixel_corners():
         expected = SC.forward(model_for(data), np.asarray(gt["object"]),
                               np.asarray(gt["probe"]))  # fmt: skip
         np.testing.assert_allclose(data.frames, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_one_factor_driver_runs_engine_seed_replicates_and_resumes(tmp_path):
+    """``bench/rnf_data_term.py --engine-seeds 2``: each case under the case seed and the
+    case seed + 1000 (the seed reaches the engine: the errors differ), and a rerun adds
+    nothing (finished rows are kept, keyed by engine seed too)."""
+    from bench import rnf_data_term as D
+
+    out = tmp_path / "rows.json"
+    args = ["tune-fourier-1e5", "[{}]", str(out), "--epochs", "1", "--engine-seeds", "2"]
+    D.main(args)
+    rows = json.loads(out.read_text())["rows"]
+    seeds = sorted((r["seed"], r["engine_seed"]) for r in rows)
+    assert seeds == sorted((s, s + k) for s, _ in G.TUNING_CASES for k in (0, 1000))
+    for s, _ in G.TUNING_CASES:
+        e = {r["engine_seed"]: r["error"] for r in rows if r["seed"] == s}
+        assert e[s] != e[s + 1000]
+    D.main(args)
+    assert len(json.loads(out.read_text())["rows"]) == len(rows)

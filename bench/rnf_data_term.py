@@ -12,7 +12,7 @@ per run to a JSON file (resumable: finished rows are kept)::
 
 ``--engine-seeds N`` runs each case with N engine seeds (the case seed, then +1000, +2000,
 ...; the grid runs only the first): on ff-25-1e6's tuning case 101 engine seeds alone move
-RNF's error 0.0327-0.0406 (``records/rnf-tuning-h11-h18-ae32615.json``), as much as most
+RNF's error 0.0327-0.0406 (``records/rnf-tuning-h11-h19-ae32615.json``), as much as most
 one-factor effects, so a decision on one seed per case can be noise.
 
 ``--k-sigma K`` scales the engine's noise threshold to ``K`` amplitude-noise units (the

@@ -10,6 +10,11 @@ per run to a JSON file (resumable: finished rows are kept)::
     python bench/rnf_data_term.py ff-100-1e6 '[{}]' out.json --k-sigma 2
     python bench/rnf_data_term.py ff-25-1e6 '[{}, {"mu": 0.3}]' out.json --engine-seeds 3
 
+A variant ``{}`` runs the engine's defaults: since hypothesis 21 ``loss`` / ``mu`` are
+``"auto"`` (smooth L1 and mu per measurement at low counts, else L1 and 0.1;
+:mod:`ptytasks.engines.data_term`); name ``{"loss": "l1", "mu": 0.1}`` for the former
+defaults.
+
 ``--engine-seeds N`` runs each case with N engine seeds (the case seed, then +1000, +2000,
 ...; the grid runs only the first): on ff-25-1e6's tuning case 101 engine seeds alone move
 RNF's error 0.0327-0.0406 (``records/rnf-tuning-h11-h19-ae32615.json``), as much as most

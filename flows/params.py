@@ -164,7 +164,8 @@ class EngineParams(_Params):
     alpha: float | None = Field(None, gt=0, le=1, description="PIE object step (rPIE alpha).")
     beta: float | None = Field(None, gt=0, le=1, description="PIE probe step.")
     mu: float | None = Field(
-        None, ge=0, le=1e3, description="RNF wavelet-sparsity weight (paper: 0.1)."
+        None, ge=0, le=1e3, description="RNF wavelet-sparsity weight (default: the "
+        "engine's rule, the paper's 0.1 except with low counts: docs/rnf.md)."
     )
     loss: Literal["smooth_l1", "huber", "l1", "l2", "gradient", "poisson"] | None = Field(
         None, description="RNF data term (default: the engine's own)."

@@ -45,6 +45,7 @@ from ptytasks.engines.checkpoint import (
     save_state,
 )
 from ptytasks.engines.cpu_heap import keep_heap
+from ptytasks.engines.data_term import data_scale, resolve_data_term
 from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import noise_threshold, wavelet_sparsity
 from ptytasks.engines.result import ReconstructionResult
@@ -84,13 +85,7 @@ class _Setup:
         obj_p, probe_p, surf_p, pupil_p = priors
         self.window = data.frame_shape
         # --- data scale: unit mean intensity per pixel (FP: of the most central LED).
-        if self.fourier:
-            k = model.wavevectors.detach().double()
-            self.centre_led = int(torch.argmin((k * k).sum(1)))
-            self.scale = float(frames[self.centre_led].mean())
-        else:
-            self.scale = float(frames.mean())
-        self.scale = max(self.scale, 1e-30)
+        self.scale, self.centre_led = data_scale(frames, model if self.fourier else None)
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
         amp = 1.0 / math.sqrt(self.scale)
@@ -407,6 +402,8 @@ def reconstruct_rnf(
     device = torch.device(opts.device)
     keep_heap(device)  # CPU: reuse freed activation buffers, no page faults per step
     model, rdt, cdt = _resolve(data, opts, model, opts.dtype, device)
+    data_term = resolve_data_term(data, opts, model,
+                                  (object_prior, probe_prior, surface_prior, pupil_prior))
     torch.manual_seed(int(opts.seed))
     st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),
                 device, rdt, cdt)
@@ -475,6 +472,8 @@ def reconstruct_rnf(
             break
     result = rnf_result(st, opts, hist, t_start, stop, graph.info())
     result.extras["batch_size"] = bs  # as run (``batch_size="auto"`` resolved)
+    result.extras["data_term"] = {"loss": opts.loss, "mu": float(opts.mu),
+                                  **({"rule": data_term} if data_term else {})}
     return result
 
 

@@ -95,8 +95,15 @@ class RNFOptions(EngineOptions):
 
     Loss
     ----
-    loss : {"l1", "smooth_l1", "huber", "l2", "gradient", "poisson"}
-        Data term (Methods); default L1. ``"smooth_l1"``: quadratic for residuals within
+    loss : {"auto", "l1", "smooth_l1", "huber", "l2", "gradient", "poisson"}
+        Data term (Methods). ``"auto"`` (default): smooth L1 where the frames are counts
+        averaging below 64 per pixel with at least 20 photons per object pixel *and* a
+        30-iteration rPIE prefit explains them to their Poisson noise, else L1
+        (:mod:`ptytasks.engines.data_term`; hypotheses 20-21 in ``docs/rnf.md``: chosen on
+        tuning cases; held out, the simulated 100 %-kept far field at dose 1e4 goes from
+        0.23 to 0.12, under PtyRAD's 0.14, while the Siemens star, whose counts a one-mode
+        fit does not explain, keeps L1). The choice is in ``result.extras["data_term"]``.
+        ``"smooth_l1"``: quadratic for residuals within
         ``huber_delta``, L1 beyond (``delta = 0`` is L1); with the noise threshold it is
         the option for low-dose counts: L1 fits each pixel's median count, 0 wherever fewer
         than ln 2 photons are expected, and held RNF at its flat start at dose 1e4
@@ -112,9 +119,11 @@ class RNFOptions(EngineOptions):
         data scale (mean counts per pixel; Fourier: of the centre LED's image), when the
         frames are counts (whole numbers); otherwise L1 (smooth L1) or 0.1 (Huber)
         (:func:`ptytasks.engines.losses.noise_threshold`).
-    mu : float
+    mu : float or "auto"
         Weight of the Haar-wavelet L1 sparsity of the object residual, ``mu * L / N``
-        (N object pixels).
+        (N object pixels). ``"auto"`` (default): 0.1 (the paper's), but where ``loss="auto"``
+        picks smooth L1, ``6.8 / (R sqrt(m))`` (``R`` measured pixels per object pixel,
+        ``m`` mean counts per pixel: the data's amount and precision).
     wavelet_levels : int
         Haar decomposition levels.
 
@@ -297,10 +306,10 @@ class RNFOptions(EngineOptions):
     warmup_epochs: int = 0
     probe_warmup_epochs: int = 0
 
-    loss: Literal["l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "l1"
+    loss: Literal["auto", "l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "auto"
     domain: Literal["amplitude", "intensity"] = "amplitude"
     huber_delta: float | Literal["noise"] = "noise"
-    mu: float = 0.1
+    mu: float | Literal["auto"] = "auto"
     wavelet_levels: int = 1
 
     residual: bool = True
@@ -366,8 +375,10 @@ class RNFOptions(EngineOptions):
         return "compiled" if work >= COMPILE_MIN_COORDS else "eager"
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if self.loss != "auto" and self.loss not in LOSSES:
+            raise ValueError(f"loss must be 'auto' or one of {LOSSES}; got {self.loss!r}")
+        if self.mu != "auto" and (isinstance(self.mu, (bool, str)) or self.mu < 0):
+            raise ValueError(f"mu must be a number >= 0 or 'auto'; got {self.mu!r}")
         if self.huber_delta != "noise" and not (
                 isinstance(self.huber_delta, (int, float)) and self.huber_delta >= 0):
             raise ValueError(f"huber_delta must be a number >= 0 or 'noise'; got "

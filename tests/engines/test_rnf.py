@@ -61,7 +61,9 @@ def test_options_validate():
         RNFOptions(eval_region="some")
     d = RNFOptions().to_dict()
     assert d["lr"] == 1e-3 and d["betas"] == (0.9, 0.999) and d["weight_decay"] == 1e-5
-    assert d["lr_positions"] == 0.1 and d["mu"] == 0.1 and d["activation"] == "phasor"
+    assert d["lr_positions"] == 0.1 and d["activation"] == "phasor"
+    # the data term and the wavelet weight follow the data (ptytasks.engines.data_term)
+    assert d["loss"] == "auto" and d["mu"] == "auto"
 
 
 @pytest.mark.parametrize("modality", ["farfield", "nearfield", "coded", "fourier"])

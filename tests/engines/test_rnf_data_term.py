@@ -85,7 +85,7 @@ def test_smooth_l1_data_term_moves_rnf_off_its_start_at_low_dose():
         return quality_report(res.object, gt["object"], mask)["complex_error"], res
 
     new, res = err(loss="smooth_l1")
-    old, _ = err()
+    old, _ = err(loss="l1")
     print(f"smooth_l1 {new:.4f}, l1 {old:.4f}")
     assert new < 0.8 * old, (new, old)
     assert res.extras["data_threshold"] == pytest.approx(2 / math.sqrt(res.extras["data_scale"]))

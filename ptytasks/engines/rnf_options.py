@@ -364,6 +364,17 @@ class RNFOptions(EngineOptions):
             return max(1, int(self.batch_size))
         return int(max(1, min(AUTO_BATCH, -(-int(n_frames) // max(1, int(min_steps))))))
 
+    @classmethod
+    def _resolved_defaults(cls) -> dict:
+        # what "auto" resolves by at run time: a stored tile made under other constants
+        # must not be reused (the pipeline hashes these into its step keys)
+        from ptytasks.engines import data_term as T
+
+        return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
+                "data_term": {k: getattr(T, k) for k in (
+                    "COUNTS_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX", "PREFIT_ITERATIONS",
+                    "MIN_MODEL_COUNT", "MU_SCALE", "MU_DEFAULT")}}
+
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of
         ``object_pixels`` (``kernels``; ``"auto"`` by the run's field work; ``min_steps``

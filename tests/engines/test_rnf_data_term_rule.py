@@ -96,3 +96,14 @@ def test_options_refuse_bad_loss_and_mu():
         RNFOptions(mu=-0.1)
     with pytest.raises(ValueError, match="mu"):
         RNFOptions(mu="some")
+
+
+def test_the_rule_constants_key_stored_runs(monkeypatch):
+    """The pipeline hashes ``RNFOptions.defaults()`` into its step keys: a tile made under
+    other rule constants must not be reused."""
+    from ptytasks.engines import data_term
+
+    before = RNFOptions.defaults()
+    assert before["_resolved"]["data_term"]["FIT_CHI2_MAX"] == FIT_CHI2_MAX
+    monkeypatch.setattr(data_term, "PHOTONS_PER_PIXEL_MIN", 30.0)
+    assert RNFOptions.defaults() != before

@@ -29,6 +29,7 @@ for the result's extras. Measured and chosen on tuning cases only, checked on he
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -36,6 +37,8 @@ import torch
 
 from ptytasks.data import PtychoData
 from ptytasks.modalities import modality_of
+
+log = logging.getLogger(__name__)
 
 #: Mean counts per pixel below which smooth L1 may apply (hypothesis 18).
 COUNTS_MAX = 64.0
@@ -159,9 +162,23 @@ def resolve_data_term(data: PtychoData, opts, model, priors) -> dict | None:
     obj_p, probe_p, _, pupil_p = priors
     choice = choose_data_term(
         data, scale, bool(torch.equal(frames, torch.round(frames))),
-        lambda: prefit_chi2(data, model, probe_prior=probe_p, object_prior=obj_p,
-                            pupil_prior=pupil_p, seed=int(opts.seed)))
+        lambda: _guarded_prefit(data, model, probe_prior=probe_p, object_prior=obj_p,
+                                pupil_prior=pupil_p, seed=int(opts.seed)))
     opts.loss = choice["loss"]
     if opts.mu == "auto":
         opts.mu = choice["mu"]
     return choice
+
+
+def _guarded_prefit(data, model, **kw) -> float:
+    """:func:`prefit_chi2`, or ``nan`` (so L1, the robust choice) with a warning where the
+    classical prefit fails: an auxiliary statistic never stops the run."""
+    try:
+        return prefit_chi2(data, model, **kw)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any failure of the prefit: keep L1
+        log.warning("data-term prefit (rPIE, %d iterations) failed (%s: %s); RNF keeps the "
+                    "L1 data term", PREFIT_ITERATIONS, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        return float("nan")

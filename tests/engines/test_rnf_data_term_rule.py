@@ -107,3 +107,17 @@ def test_the_rule_constants_key_stored_runs(monkeypatch):
     assert before["_resolved"]["data_term"]["FIT_CHI2_MAX"] == FIT_CHI2_MAX
     monkeypatch.setattr(data_term, "PHOTONS_PER_PIXEL_MIN", 30.0)
     assert RNFOptions.defaults() != before
+
+
+def test_a_failing_prefit_keeps_l1_and_the_run_going(monkeypatch, caplog):
+    from ptytasks.engines import data_term
+
+    def broken(*a, **k):
+        raise RuntimeError("windows outside the object")
+
+    monkeypatch.setattr(data_term, "prefit_chi2", broken)
+    with caplog.at_level("WARNING"):
+        r = reconstruct_rnf(_low_dose(), RNFOptions(epochs=1))
+    assert r.extras["data_term"]["loss"] == "l1" and r.extras["data_term"]["mu"] == MU_DEFAULT
+    assert math.isnan(r.extras["data_term"]["rule"]["chi2"])
+    assert "prefit" in caplog.text and "windows outside the object" in caplog.text

@@ -1,4 +1,4 @@
-"""RNF's data term and wavelet weight chosen from the data (issue #19, hypothesis 20).
+"""RNF's data term and wavelet weight chosen from the data (issue #19, hypotheses 20-21).
 
 L1 on amplitudes (RNF's loss since the start) fits each pixel's *median* count, which is 0
 wherever fewer than ln 2 photons are expected: at a few counts per pixel the object's fine
@@ -22,9 +22,10 @@ quantities:
 Where both hold: ``loss="smooth_l1"`` and the wavelet weight scaled by the data per unknown,
 ``mu = MU_SCALE / (R * sqrt(m))`` (``R``: frames x frame pixels / object pixels, ``m``: mean
 counts per pixel; a posterior weighs the data by their amount and precision, where RNF's
-data term is a mean); elsewhere L1 and ``mu = 0.1``. The choice and its inputs are returned
-for the result's extras. Measured and chosen on tuning cases only, checked on held-out ones
-(``docs/rnf.md``, hypotheses table; ``bench/results/records/``).
+data term is a mean); elsewhere L1 and ``mu = 0.1`` (also where the prefit fails: a warning,
+never a stopped run). The choice and its inputs are returned for the result's extras.
+Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21;
+``bench/results/records/rnf-data-term-rule-h20-h21-580559c.json``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypothes
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -84,9 +85,8 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
     data's (the engines' intensity scale is not part of the question). ``nan`` when no pixel
     qualifies.
     """
-    import copy
-
     from ptytasks.engines.options import FourierPIEOptions, PIEOptions
+
     m = copy.deepcopy(model).cpu()
     if modality_of(data).has_pupil:
         from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
@@ -102,14 +102,14 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
                             object_prior=object_prior, probe_prior=probe_prior, model=m)
         obj, probe = torch.as_tensor(np.asarray(r.object)), torch.as_tensor(np.asarray(r.probe))
         fields = {}
-    frames = np.clip(np.asarray(data.frames, np.float64), 0, None)
     num = den = 0.0
     with torch.no_grad():
         for s in range(0, data.n_frames, 64):
             idx = torch.arange(s, min(data.n_frames, s + 64))
             pred = m(obj.to(m.intensity_factors.device), None if probe is None else probe,
                      idx, **fields).double().cpu().numpy()
-            f = frames[s:s + len(idx)]
+            # a block at a time (lazily read frames stay lazy)
+            f = np.clip(np.asarray(data.frames[s:s + len(idx)], np.float64), 0, None)
             pred = pred * (f.sum((1, 2), keepdims=True)
                            / np.maximum(pred.sum((1, 2), keepdims=True), 1e-30))
             sel = pred >= MIN_MODEL_COUNT
@@ -119,7 +119,8 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
 
 
 def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> dict:
-    """The rule's choice: ``{"loss", "mu", "low_counts", "scale", "chi2", "R"}``.
+    """The rule's choice: ``{"loss", "mu", "low_counts", "scale", "chi2", "R",
+    "photons_per_pixel"}``.
 
     ``scale``: mean counts per pixel as the engine normalises them; ``counts``: whether the
     frames are whole numbers; ``fit_chi2``: a callable giving :func:`prefit_chi2` (called

@@ -54,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._machine import machine_info  # noqa: E402
 from bench.bench_fields import sync  # noqa: E402
 from ptytasks.engines.batching import batches  # noqa: E402
-from ptytasks.engines.data_term import resolve_data_term  # noqa: E402
 from ptytasks.engines.losses import data_loss as make_data_loss  # noqa: E402
 from ptytasks.engines.losses import wavelet_sparsity  # noqa: E402
 from ptytasks.engines.rnf import RNFOptions, _resolve, _Setup, reconstruct_rnf  # noqa: E402
@@ -353,8 +352,7 @@ def epoch_split(data, opts: RNFOptions, probe_prior=None, epochs: int = 3) -> di
             np.array(ref.loss_history) / np.array(g.loss_history) - 1)))
     # the replay: one warm-up epoch, then one timed epoch
     model, rdt, cdt = _resolve(data, o, None, o.dtype, torch.device(o.device))
-    o = replace(o)  # the data term as the run resolves it ("auto": by the counts and a prefit)
-    resolve_data_term(data, o, model, (None, probe_prior, None, None))
+    o = replace(o)  # _Setup resolves "auto" options in place
     torch.manual_seed(int(o.seed))
     st = _Setup(data, o, model, (None, probe_prior, None, None), torch.device(o.device), rdt,
                 cdt)

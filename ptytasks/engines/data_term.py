@@ -69,11 +69,6 @@ def measurements_per_unknown(data: PtychoData) -> float:
     return data.n_frames * ny * nx / float(oy * ox)
 
 
-def rule_mu(data: PtychoData, scale: float) -> float:
-    """The wavelet weight of the low-count regime for mean counts ``scale`` per pixel."""
-    return MU_SCALE / (measurements_per_unknown(data) * math.sqrt(max(scale, 1e-30)))
-
-
 def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
                 pupil_prior=None, iterations: int = PREFIT_ITERATIONS, seed: int = 0) -> float:
     """How well a quick classical fit explains ``data``: mean of
@@ -106,8 +101,7 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
     with torch.no_grad():
         for s in range(0, data.n_frames, 64):
             idx = torch.arange(s, min(data.n_frames, s + 64))
-            pred = m(obj.to(m.intensity_factors.device), None if probe is None else probe,
-                     idx, **fields).double().cpu().numpy()
+            pred = m(obj, probe, idx, **fields).double().cpu().numpy()
             # a block at a time (lazily read frames stay lazy)
             f = np.clip(np.asarray(data.frames[s:s + len(idx)], np.float64), 0, None)
             pred = pred * (f.sum((1, 2), keepdims=True)
@@ -127,14 +121,15 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> 
     only when the counts are low and the photons per object pixel enough: the prefit
     costs 30 classical iterations). ``low_counts`` reports those two gates together.
     """
-    photons = measurements_per_unknown(data) * float(scale)
+    r = measurements_per_unknown(data)
+    photons = r * float(scale)
     low = bool(counts and scale < COUNTS_MAX and photons >= PHOTONS_PER_PIXEL_MIN)
     chi2 = float(fit_chi2()) if low else None
     regime = low and chi2 is not None and math.isfinite(chi2) and chi2 < FIT_CHI2_MAX
     return {"loss": "smooth_l1" if regime else "l1",
-            "mu": rule_mu(data, scale) if regime else MU_DEFAULT,
+            "mu": MU_SCALE / (r * math.sqrt(scale)) if regime else MU_DEFAULT,
             "low_counts": low, "scale": float(scale), "chi2": chi2,
-            "R": measurements_per_unknown(data), "photons_per_pixel": photons}
+            "R": r, "photons_per_pixel": photons}
 
 
 def data_scale(frames: torch.Tensor, fourier_model=None) -> tuple[float, int | None]:
@@ -147,20 +142,21 @@ def data_scale(frames: torch.Tensor, fourier_model=None) -> tuple[float, int | N
     return max(float(frames[centre].mean()), 1e-30), centre
 
 
-def resolve_data_term(data: PtychoData, opts, model, priors) -> dict | None:
+def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tensor,
+                      scale: float) -> dict | None:
     """Set ``opts.loss`` / ``opts.mu`` (an ``RNFOptions``) where they are ``"auto"`` by the
     rule above; returns its choice (``None``: nothing was auto). ``priors``: the run's
-    ``(object, probe, surface, pupil)`` priors, the prefit's start.
+    ``(object, probe, surface, pupil)`` priors, the prefit's start; ``frames`` (clipped at
+    0) and ``scale``: the engine's own (:func:`data_scale`).
 
     ``mu="auto"`` with a named loss is the paper's 0.1 (the rule's weight belongs to its
-    smooth-L1 regime). Runs before the engine seeds torch: the prefit changes no draw."""
+    smooth-L1 regime). The prefit draws from a forked random state: it changes no draw of
+    the run."""
     if opts.loss != "auto" and opts.mu != "auto":
         return None
     if opts.loss != "auto":
         opts.mu = MU_DEFAULT
         return None
-    frames = torch.as_tensor(np.clip(np.asarray(data.frames), 0, None))
-    scale, _ = data_scale(frames, model if modality_of(data).has_pupil else None)
     obj_p, probe_p, _, pupil_p = priors
     choice = choose_data_term(
         data, scale, bool(torch.equal(frames, torch.round(frames))),
@@ -176,7 +172,8 @@ def _guarded_prefit(data, model, **kw) -> float:
     """:func:`prefit_chi2`, or ``nan`` (so L1, the robust choice) with a warning where the
     classical prefit fails: an auxiliary statistic never stops the run."""
     try:
-        return prefit_chi2(data, model, **kw)
+        with torch.random.fork_rng(devices=[]):  # the prefit runs on the CPU
+            return prefit_chi2(data, model, **kw)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 -- any failure of the prefit: keep L1

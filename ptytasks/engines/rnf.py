@@ -86,6 +86,8 @@ class _Setup:
         self.window = data.frame_shape
         # --- data scale: unit mean intensity per pixel (FP: of the most central LED).
         self.scale, self.centre_led = data_scale(frames, model if self.fourier else None)
+        # loss / mu "auto": chosen from these frames (ptytasks.engines.data_term)
+        self.data_term = resolve_data_term(data, opts, model, priors, frames, self.scale)
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
         amp = 1.0 / math.sqrt(self.scale)
@@ -402,8 +404,6 @@ def reconstruct_rnf(
     device = torch.device(opts.device)
     keep_heap(device)  # CPU: reuse freed activation buffers, no page faults per step
     model, rdt, cdt = _resolve(data, opts, model, opts.dtype, device)
-    data_term = resolve_data_term(data, opts, model,
-                                  (object_prior, probe_prior, surface_prior, pupil_prior))
     torch.manual_seed(int(opts.seed))
     st = _Setup(data, opts, model, (object_prior, probe_prior, surface_prior, pupil_prior),
                 device, rdt, cdt)
@@ -473,7 +473,7 @@ def reconstruct_rnf(
     result = rnf_result(st, opts, hist, t_start, stop, graph.info())
     result.extras["batch_size"] = bs  # as run (``batch_size="auto"`` resolved)
     result.extras["data_term"] = {"loss": opts.loss, "mu": float(opts.mu),
-                                  **({"rule": data_term} if data_term else {})}
+                                  **({"rule": st.data_term} if st.data_term else {})}
     return result
 
 

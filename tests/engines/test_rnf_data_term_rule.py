@@ -75,7 +75,7 @@ def test_prefit_chi2_reads_model_error_from_the_counts():
 
 
 def test_auto_resolves_to_the_same_run_as_the_named_settings():
-    """The prefit runs before the engine seeds torch: ``loss="auto"`` is the named choice's
+    """The prefit draws from a forked random state: ``loss="auto"`` is the named choice's
     run, bit for bit; the choice is in the result's extras."""
     d = _low_dose()
     auto = reconstruct_rnf(d, RNFOptions(epochs=3))

@@ -137,13 +137,19 @@ class PIEState:
         delta_o = self._shift(delta_o, frac) if has_frac else delta_o
         if len(idx) > 1:
             # Mini-batch: sum the frames' updates on the canvas and divide by the batch's
-            # relative illumination where it exceeds one, so frames lighting the same pixel
-            # average their updates instead of adding them; pixels lit by one frame get
-            # exactly the sequential update. The divisor is smooth and >= 1 (no blow-up).
+            # summed gain where it exceeds one, so frames lighting the same pixel average
+            # their updates instead of adding them; pixels lit by one frame get exactly the
+            # sequential update. A frame's gain is its step's fraction of a full projection
+            # at each pixel: ePIE |P|^2 / max|P|^2 (times alpha); rPIE |P|^2 / ((1 - alpha)
+            # |P|^2 + alpha max|P|^2), which nears 1 in the probe's dim tails. Counting the
+            # ePIE gain there let many frames' dim tails add up to several full projections
+            # per pixel, and a batch of every frame diverged (object 1e18 within 45 epochs).
             flat = lidx.reshape(-1)
             canvas = torch.zeros(h * w, dtype=delta_o.dtype, device=delta_o.device)
             canvas.index_add_(0, flat, delta_o.reshape(-1))
-            rel = (p_int / (pmax + eps)).expand(len(idx), -1, -1)
+            gain = p_int / ((1 - self.alpha) * p_int + self.alpha * pmax + eps) if self.rpie \
+                else p_int / (pmax + eps)
+            rel = gain.expand(len(idx), -1, -1)
             count = torch.zeros(h * w, dtype=rel.dtype, device=rel.device)
             count.index_add_(0, flat, rel.reshape(-1))
             delta_o = canvas / count.clamp_min(1.0)

@@ -88,6 +88,9 @@ class PositionRefiner:
         """Move the positions of frames ``idx`` by the limited least-squares shift."""
         o = self.options
         shift = o.step * least_squares_shift(patch, probe, dpsi)
+        # A diverged object gives NaN shifts, and a NaN corner is cut as an out-of-range
+        # window (an IndexError far from the cause): such a frame stays where it is.
+        shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
         shift = shift.clamp(-o.max_shift, o.max_shift).to(self.positions.dtype)
         self.positions[idx] += shift
 

@@ -6,11 +6,14 @@ incoherent modes ``P_m``) and exit-wave corrections ``dpsi_i`` from the modulus 
 
 - ePIE:  ``D_i = alpha conj(P) dpsi_i / max|P|^2``,
 - rPIE:  ``D_i = conj(P) dpsi_i / ((1 - alpha) |P|^2 + alpha max|P|^2)``,
-- object: ``O += S[D_i] / max(1, S[|P|^2 / max|P|^2])``,
+- object: ``O += S[D_i] / max(1, S[g])``, with each frame's gain ``g`` (its step as a
+  fraction of a full projection, ``alpha`` left out for ePIE): ePIE ``|P|^2 / max|P|^2``,
+  rPIE ``|P|^2 / ((1 - alpha) |P|^2 + alpha max|P|^2)``,
 
 where ``S`` carries each frame's update back to its (sub-pixel) place on the object canvas
 and sums over the batch; the divisor averages the updates of frames that light the same
-pixel. A batch of one frame (``batch_size=1``, the default) is exactly the textbook update.
+pixel, so no pixel gets more than one full projection per step (rPIE's gain nears 1 in the
+probe's dim tails; counting ePIE's gain there let a batch of every frame diverge). A batch of one frame (``batch_size=1``, the default) is exactly the textbook update.
 The probe update is the batch sum ``sum_i conj(O_i) dpsi_i`` over the same denominators
 built from ``W = sum_i |O_i|^2`` (step ``beta``): ePIE ``beta / max W``, rPIE
 ``1 / ((1 - beta) W + beta max W)``.

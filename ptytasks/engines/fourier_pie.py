@@ -22,7 +22,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.engines.pie import cpu_threads
-from ptytasks.engines.pie_state import PIEState
+from ptytasks.engines.pie_state import PIEState, diverged
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.fft import fft2c, ifft2c
@@ -145,6 +145,8 @@ def reconstruct_fourier_pie(
                 err += state.step(i, upd_p)
             losses.append(err / max(total_counts, 1e-30))
             epoch_times.append(time.perf_counter() - t0)
+            if diverged(err, epoch, f"Fourier {opts.variant}", alpha=alpha, beta=beta):
+                break
             if callback is not None:
                 callback(epoch, {
                     "epoch": epoch, "loss": losses[-1], "time": epoch_times[-1],

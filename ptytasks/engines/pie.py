@@ -13,7 +13,8 @@ incoherent modes ``P_m``) and exit-wave corrections ``dpsi_i`` from the modulus 
 where ``S`` carries each frame's update back to its (sub-pixel) place on the object canvas
 and sums over the batch; the divisor averages the updates of frames that light the same
 pixel, so no pixel gets more than one full projection per step (rPIE's gain nears 1 in the
-probe's dim tails; counting ePIE's gain there let a batch of every frame diverge). A batch of one frame (``batch_size=1``, the default) is exactly the textbook update.
+probe's dim tails; counting ePIE's gain there let a batch of every frame diverge). A batch
+of one frame (``batch_size=1``, the default) is exactly the textbook update.
 The probe update is the batch sum ``sum_i conj(O_i) dpsi_i`` over the same denominators
 built from ``W = sum_i |O_i|^2`` (step ``beta``): ePIE ``beta / max W``, rPIE
 ``1 / ((1 - beta) W + beta max W)``.
@@ -40,7 +41,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.multislice_pie import MultislicePIEState
 from ptytasks.engines.options import PIEOptions
-from ptytasks.engines.pie_state import PIEState
+from ptytasks.engines.pie_state import PIEState, diverged
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
@@ -240,6 +241,9 @@ def reconstruct_pie(
                 refiner.end_epoch(lower, upper)
             losses.append(err / max(total_counts, 1e-30))
             epoch_times.append(time.perf_counter() - t0)
+            if diverged(err, epoch, opts.variant, alpha=alpha, beta=beta,
+                        batch_size=opts.batch_size):  # fmt: skip
+                break
             if callback is not None:
                 callback(epoch, {
                     "epoch": epoch, "loss": losses[-1], "time": epoch_times[-1],

@@ -6,10 +6,29 @@ positions and one batch's ePIE/rPIE step; the update rules are in
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 
 from ptytasks.engines.position_correction import PositionRefiner
 from ptytasks.physics.shifts import window_freqs
+
+
+def diverged(err: float, epoch: int, engine: str, **settings) -> bool:
+    """Whether an epoch's summed error is not finite; warns once (RuntimeWarning) if so.
+
+    A PIE iteration whose steps overshoot fills the object with inf and NaN within a few
+    epochs and stays there; the engines stop at that epoch instead of running out their
+    iterations, and the warning names the settings to lower.
+    """
+    if math.isfinite(err):
+        return False
+    named = ", ".join(f"{k} {v}" for k, v in settings.items())
+    warnings.warn(f"{engine} diverged: the error is not finite in epoch {epoch}; the run stops "
+                  f"there and its object holds inf/NaN. Lower the step sizes or the batch "
+                  f"({named}).", RuntimeWarning, stacklevel=3)  # fmt: skip
+    return True
 
 
 def _local_windows(corners: torch.Tensor, window: tuple[int, int]):

@@ -176,6 +176,17 @@ def test_minibatch_rpie(ff):
     assert err < 0.05
 
 
+def test_a_diverging_run_warns_and_stops(ff):
+    """Steps far over a full projection (ePIE alpha = beta = 10) turn the error into NaN
+    within 30 epochs (measured); the engine says so, naming the settings, and stops at that
+    epoch instead of running out its iterations on NaN."""
+    opts = PIEOptions(variant="epie", alpha=10.0, beta=10.0, iterations=60)
+    with pytest.warns(RuntimeWarning, match="epie diverged.*alpha 10.0"):
+        res = reconstruct_pie(ff.subset(np.arange(30)), opts)
+    loss = np.asarray(res.loss_history)
+    assert len(loss) < 60 and not np.isfinite(loss[-1]) and np.isfinite(loss[:-1]).all()
+
+
 def test_minibatch_is_stable_with_a_broad_probe(ff):
     """Regression: the batched rPIE object step once divided the sub-pixel-shifted update
     by an unshifted illumination; with the (broad) mean-frame probe the loss then grew

@@ -8,6 +8,10 @@ with its defaults and position correction on, equal epochs:
 
 * RNF (``learn_positions``),
 * ptyflow rPIE (``learn_positions``: its grid search + sub-pixel steps),
+* RNF and rPIE again with ``position_search: true`` first (the annealed whole-pixel search
+  of :mod:`ptytasks.engines.position_search`, its frozen settings; rows ``rnf+search``,
+  ``rpie+search``): a declared setting for scans whose errors exceed the refinement's
+  ~2 px reach, not a default,
 * pty-chi LSQML with position correction as pty-chi's own LSQML position test sets it
   (SGD on the gradient correction, each update limited to 5 px), when pty-chi is installed
   (``bash bench/install_peers.sh``).
@@ -75,13 +79,15 @@ def score(name: str, d, true: np.ndarray, positions, obj, seconds: float) -> dic
     }
 
 
-def run_ours(name: str, d, true, epochs: int) -> dict:
+def run_ours(name: str, d, true, epochs: int, search: bool = False) -> dict:
     from ptytasks.engines.registry import run_engine
 
     t0 = time.perf_counter()
-    r = run_engine(name, d, {"epochs": epochs, "learn_positions": True},
+    r = run_engine(name, d, {"epochs": epochs, "learn_positions": True,
+                             **({"position_search": True} if search else {})},
                    probe_prior=d.ground_truth["probe"])  # fmt: skip
-    return score(name, d, true, r.positions_px, r.object, time.perf_counter() - t0)
+    label = f"{name}+search" if search else name
+    return score(label, d, true, r.positions_px, r.object, time.perf_counter() - t0)
 
 
 def run_lsqml(d, true, epochs: int, seed: int) -> dict:
@@ -106,6 +112,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--no-search", action="store_true",
+                   help="skip the rows with position_search (the annealed coarse stage)")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     import torch
@@ -121,6 +129,9 @@ def main(argv=None) -> dict:
         before = {"engine": "nominal", "affine_rms_px": affine_rms(d.positions_px, true),
                   "raw_rms_px": raw_rms(d.positions_px, true)}  # fmt: skip
         runs = [before, run_ours("rnf", d, true, a.epochs), run_ours("rpie", d, true, a.epochs)]
+        if not a.no_search:
+            runs += [run_ours("rnf", d, true, a.epochs, search=True),
+                     run_ours("rpie", d, true, a.epochs, search=True)]  # fmt: skip
         if with_peer:
             runs.append(run_lsqml(d, true, a.epochs, seed))
         for r in runs:

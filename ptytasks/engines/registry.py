@@ -85,7 +85,7 @@ class EngineSpec:
 def options_from(cls, settings: dict, mapping: dict):
     """``cls`` (an ``EngineOptions`` dataclass) built from ``mapping`` plus the ``settings``
     keys that are its fields; ValueError naming any setting that is neither a field nor
-    generic (``epochs``, ``learn_positions``, ``learn_probe``)."""
+    generic (``epochs``, ``learn_positions``, ``learn_probe``, ``position_search``)."""
     names = cls.field_names()
     unknown = set(settings) - names - set(_GENERIC)
     if unknown:
@@ -98,7 +98,7 @@ def options_from(cls, settings: dict, mapping: dict):
 
 
 # Settings every engine understands (mapped onto each engine's own names).
-_GENERIC = ("epochs", "learn_positions", "learn_probe")
+_GENERIC = ("epochs", "learn_positions", "learn_probe", "position_search")
 
 
 def _pie_mapping(name: str, s: dict, pupil: bool) -> dict:
@@ -298,6 +298,10 @@ def run_engine(
     settings : dict
         ``epochs``, ``learn_positions``, ``learn_probe`` plus any field of the engine's
         options dataclass (``batch_size``, ``alpha``, ``mu``, ``loss``, ``seed``, ...).
+        ``position_search`` (False; True or a dict of
+        :class:`~ptytasks.engines.position_search.PositionSearchOptions` fields) first
+        moves the scan positions by the annealed search, with the probe prior (or the
+        data's probe) held fixed: for position errors beyond the refinement's ~2 px reach.
     object_prior, probe_prior : arrays, optional
         Starting object and probe (the priors the RNF residuals are learned on).
     surface_prior, pupil_prior : arrays, optional
@@ -333,11 +337,32 @@ def run_engine(
         return callback(epoch, info) if callback is not None else None
 
     priors = Priors(object_prior, probe_prior, surface_prior, pupil_prior)
-    result = spec.run(name, data, dict(settings or {}), priors, watched,
+    settings = dict(settings or {})
+    search = settings.pop("position_search", False)
+    if search:
+        data = _searched(data, search, probe_prior)
+    result = spec.run(name, data, settings, priors, watched,
                       checkpoint if spec.resumable else None)  # fmt: skip
     if watch and result.probe is not None:
         check_probe(result.probe)
     return result
+
+
+def _searched(data, search, probe):
+    """``data`` with the corners of :func:`~ptytasks.engines.position_search.
+    search_positions` (``search``: True for its frozen settings, or a dict of
+    :class:`~ptytasks.engines.position_search.PositionSearchOptions` fields)."""
+    from ptytasks.engines.position_search import PositionSearchOptions, search_positions
+
+    probe = probe if probe is not None else data.probe
+    if probe is None:
+        raise ValueError("position_search needs a probe: give a probe prior or data with one "
+                         "(it searches with the probe held fixed)")  # fmt: skip
+    opts = PositionSearchOptions(**search) if isinstance(search, dict) else \
+        PositionSearchOptions()
+    out = data.subset(np.arange(data.n_frames))
+    out.positions_px = search_positions(data, probe, opts)
+    return out
 
 
 __all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "Priors", "engine_defaults",

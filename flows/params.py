@@ -232,7 +232,15 @@ class EngineParams(_Params):
     def key(self) -> dict:
         """What a tile's step key hashes: these parameters and the engine's defaults (a
         changed default must not let a store serve tiles computed under the old one)."""
-        return {**self.model_dump(), "engine_defaults": engine_defaults(self.engine)}
+        key = {**self.model_dump(), "engine_defaults": engine_defaults(self.engine)}
+        if self.options.get("position_search"):
+            # the search's own defaults, only where it runs (other keys stay as they were)
+            from dataclasses import asdict
+
+            from ptytasks.engines.position_search import PositionSearchOptions
+
+            key["position_search_defaults"] = asdict(PositionSearchOptions())
+        return key
 
 
 class EvaluationParams(_Params):

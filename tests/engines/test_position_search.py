@@ -45,3 +45,16 @@ def test_run_engine_searches_first_and_names_a_missing_probe(scrambled):
     assert affine_rms(r.positions_px, true) < 0.35 * affine_rms(d.positions_px, true)
     with pytest.raises(ValueError, match="position_search needs a probe"):
         run_engine("rpie", d, {"epochs": 1, "position_search": True})
+
+
+def test_the_search_settings_enter_the_step_key_only_where_it_runs():
+    """A changed search default must not let a store serve tiles searched under the old
+    one; runs without the search keep the keys they had."""
+    from dataclasses import asdict
+
+    from flows.params import EngineParams
+
+    plain = EngineParams(engine="rpie").key()
+    searched = EngineParams(engine="rpie", options={"position_search": True}).key()
+    assert "position_search_defaults" not in plain
+    assert searched["position_search_defaults"] == asdict(PositionSearchOptions())

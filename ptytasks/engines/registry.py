@@ -11,7 +11,7 @@ the calibration's prior engines all read :data:`SPECS`; adding an engine is one 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -360,9 +360,8 @@ def _searched(data, search, probe):
                          "(it searches with the probe held fixed)")  # fmt: skip
     opts = PositionSearchOptions(**search) if isinstance(search, dict) else \
         PositionSearchOptions()
-    out = data.subset(np.arange(data.n_frames))
-    out.positions_px = search_positions(data, probe, opts)
-    return out
+    # the same frames (not a copy of them: they may be large or lazily read), new corners
+    return replace(data, positions_px=search_positions(data, probe, opts))
 
 
 __all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "Priors", "engine_defaults",

@@ -132,8 +132,9 @@ class TilingParams(_Params):
         None,
         ge=0,
         le=4096,
-        description="Coded: detector pixels at each tile-crop edge whose measurements are "
-        "not enforced (the propagation blur across the crop edge). Default half the margin.",
+        description="Coded and Fourier: detector pixels at each tile-crop edge whose "
+        "measurements are not enforced (light crossing the crop edge, which the periodic "
+        "model wraps round; Fourier: the camera field's edge too). Default half the margin.",
     )
 
 

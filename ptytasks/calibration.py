@@ -248,14 +248,22 @@ def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
     """How strongly each object pixel of a tile was illuminated: ``sum_i |P(r - p_i)|^2``
     for scanning modalities, the number of frames seeing a pixel for coded ptychography
     (through the enforced part of a tile's detector crop, tapered: see :func:`_guard_taper`),
-    ones for Fourier ptychography. Stitching trusts a tile where this is large."""
+    for Fourier ptychography ones, or the guard taper upsampled to the object grid where
+    the tile has a guard band (floored at 1e-3 there, so the mosaic keeps the tile's values
+    but does not trust them). Stitching trusts a tile where this is large."""
     shape = tuple(result.object.shape[-2:])
     mod = modality_of(data)
+    m = data.meta.get("tile_mask")
+    if not mod.scanning and m is not None:
+        up = shape[0] // m.shape[0]
+        taper = np.kron(_guard_taper(m), np.ones((up, up), np.float32))
+        if taper.shape != shape:
+            raise ValueError(f"tile_mask {m.shape} x {up} does not tile the object {shape}")
+        return np.maximum(taper, 1e-3).astype(np.float32)
     if not mod.scanning or result.positions_px is None:
         return np.ones(shape, np.float32)
     # Coded: frames seeing the pixel through enforced detector pixels (a tile's guard band
     # is not, :func:`ptytasks.tiling.tile_dataset`).
-    m = data.meta.get("tile_mask")
     if not mod.localized_probe or result.probe is None:
         w = torch.ones(data.frame_shape) if m is None else torch.as_tensor(_guard_taper(m))
     else:
@@ -267,7 +275,7 @@ def tile_weight(data: PtychoData, result: ReconstructionResult) -> np.ndarray:
 
 
 def _guard_taper(mask) -> np.ndarray:
-    """Float32 weights of a coded tile's detector crop: 0 in its guard band (``mask``
+    """Float32 weights of a tile's detector crop: 0 in its guard band (``mask``
     False), rising linearly to 1 over the next guard width. Specimen pixels just inside
     the band also send light into it, so they are only partly constrained."""
     from scipy.ndimage import distance_transform_edt

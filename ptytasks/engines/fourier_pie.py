@@ -67,6 +67,7 @@ def reconstruct_fourier_pie(
     pupil_prior=None,
     model=None,
     callback: Callback | None = None,
+    detector_mask=None,
 ) -> ReconstructionResult:
     """Reconstruct the high-resolution object and the pupil from FP data.
 
@@ -87,6 +88,9 @@ def reconstruct_fourier_pie(
     callback : callable, optional
         ``callback(epoch, info)`` after every epoch (``loss``, ``time``, ``elapsed``, live
         ``spectrum`` and ``pupil`` tensors, ``object``: a callable giving the current image).
+    detector_mask : bool array ``(my, mx)``, optional
+        Camera pixels to enforce (True); the others keep the model's amplitude (a tile's
+        guard band, :attr:`ptytasks.tiling.Tile.guard`). Default: all.
 
     Returns
     -------
@@ -106,7 +110,12 @@ def reconstruct_fourier_pie(
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
-    total_counts = float((amp**2).sum())
+    mask = None
+    if detector_mask is not None:
+        mask = torch.as_tensor(np.asarray(detector_mask, bool), device=device)
+        if tuple(mask.shape) != window:
+            raise ValueError(f"detector_mask shape {tuple(mask.shape)} != frame shape {window}")
+    total_counts = float((amp**2).sum() if mask is None else (amp**2 * mask).sum())
     with torch.no_grad():
         corners = model.spectrum_positions.detach().to(device=device, dtype=torch.float64)
         aperture = model.aperture.detach().to(device=device, dtype=rdtype)
@@ -132,7 +141,8 @@ def reconstruct_fourier_pie(
     alpha, beta = opts.steps()
     state = PIEState(spec, pupil, corners, _FreePupil(model), amp, factors.sqrt(), alpha=alpha,
                      beta=beta, variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps,
-                     probe_support=aperture if opts.pupil_support else None, spectrum=True)
+                     probe_support=aperture if opts.pupil_support else None, spectrum=True,
+                     detector_mask=mask)
     losses: list[float] = []
     epoch_times: list[float] = []
     with torch.no_grad(), cpu_threads(device, opts.cpu_threads, window[0] * window[1]):

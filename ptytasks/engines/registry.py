@@ -127,7 +127,8 @@ def _run_pie(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionRe
         from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
 
         return reconstruct_fourier_pie(data, opts, object_prior=p.object, pupil_prior=p.pupil,
-                                       callback=callback)  # fmt: skip
+                                       callback=callback,
+                                       detector_mask=data.meta.get("tile_mask"))  # fmt: skip
     from ptytasks.engines.pie import reconstruct_pie
     from ptytasks.modalities import model_for
 

@@ -90,6 +90,14 @@ class _Setup:
         self.data_term = resolve_data_term(data, opts, model, priors, frames, self.scale)
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
+        # Detector pixels the data term enforces (a tile's guard band is left free:
+        # ptytasks.tiling.Tile.guard); None: all.
+        m = data.meta.get("tile_mask")
+        if m is not None and tuple(np.shape(m)) != tuple(data.frame_shape):
+            raise ValueError(f"meta['tile_mask'] shape {np.shape(m)} != frame shape "
+                             f"{tuple(data.frame_shape)}")  # fmt: skip
+        self.detector_mask = None if m is None else torch.as_tensor(
+            np.asarray(m, bool), device=device)
         amp = 1.0 / math.sqrt(self.scale)
         # --- priors
         derived_probe = False

@@ -42,7 +42,7 @@ def train_step(st, idx, idx_host, data_loss, wavelet, zero_grad: bool = True):
     if zero_grad:
         st.optim.zero_grad(set_to_none=True)
     pred, res = st.predict(idx, idx_host)
-    ld = data_loss(pred, st.frames[idx])
+    ld = data_loss(pred, st.frames[idx], st.detector_mask)
     lr_ = wavelet(res) if wavelet is not None else torch.zeros((), dtype=ld.dtype,
                                                                 device=ld.device)
     (ld + lr_).backward()

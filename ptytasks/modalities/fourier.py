@@ -35,14 +35,25 @@ class FourierModality(Modality):
         return model
 
     def plan_tiles(self, data, grid, *, margin=None, guard=None):
+        """Tiles of the camera field, each seeing every LED's image cropped to it.
+
+        Every tile, one alone included, gets a guard band (:attr:`ptytasks.tiling.Tile.
+        guard`, default half the margin, as coded tiles): the model images the tile's
+        object as if it were periodic, so near the crop's edge a measured pixel holds light
+        from specimen outside the crop where the model's holds light wrapped round from the
+        opposite edge. That holds at the camera field's own edge too, where no neighbouring
+        tile takes over, so the band is left free there as well, and stitching does not
+        trust the object under it (:func:`ptytasks.calibration.tile_weight`).
+        """
         from ptytasks.tiling import Tile, plan_fullframe_tiles
 
-        tiles = plan_fullframe_tiles(data.frame_shape, grid,
-                                     margin_px=int(self.tile_margin if margin is None else margin),
+        margin_px = int(self.tile_margin if margin is None else margin)
+        guard_px = margin_px // 2 if guard is None else int(guard)
+        tiles = plan_fullframe_tiles(data.frame_shape, grid, margin_px=margin_px,
                                      upsample=int(data.params.get("upsample", 1)))  # fmt: skip
-        # every tile sees every LED's image (cropped to the tile)
         frames = list(range(data.n_frames))
-        return [Tile.from_dict({**t.to_dict(), "frame_indices": frames}) for t in tiles]
+        return [Tile.from_dict({**t.to_dict(), "frame_indices": frames, "guard": guard_px})
+                for t in tiles]  # fmt: skip
 
     def band_limit(self, data):
         """Radius of the largest centred disc inside the synthetic aperture, cycles per

@@ -32,6 +32,7 @@ def half_data_run(path: Path, store: Path, config: Path | None = None, **overrid
     values = stages.evaluate(p.store, p.evaluation)
     s = RunStore(p.store, "r")
     tile = s.root[f"{L.RECONSTRUCT}/{tiles[0]['tile_id']}"]
-    return {"frc": values["halfdata_frc_resolution"], "probe_shape": tile["probe"].shape,
+    return {"frc": values["halfdata_frc_resolution"],
+            "probe_shape": tile["probe"].shape if "probe" in tile else None,  # FPM: none
             "fractions": tile.attrs.get("mode_power_fractions"),
             "seconds": time.perf_counter() - t0}  # fmt: skip

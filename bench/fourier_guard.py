@@ -7,7 +7,8 @@ to the central ``crop``, so light from outside the field enters the crop's edge.
 engine runs with and without the guard mask (``ptytasks.tiling.guard_mask``, the width the
 Fourier tiles use: half the 8-pixel margin) and is scored against the truth over the
 field minus a border of ``trim`` object pixels. Tuning data only (the simulator's
-``camera`` object, noise-free; RNF seeds vary its start). Nothing is chosen here: the
+``camera`` object, noise-free: the data are the same for every seed, which varies the
+engine's start; rPIE starts the same way each time). Nothing is chosen here: the
 guard's width is the coded tiles' rule.
 
     python -m bench.fourier_guard --out bench/results/records/fourier-guard-<commit>.json
@@ -61,8 +62,6 @@ def main(argv=None) -> dict:
         truth, n = d.ground_truth["object"], d.object_shape[0]
         for spec in a.engines.split(","):
             engine, epochs = spec.split(":")
-            if engine != "rnf" and rows and any(r["engine"] == engine for r in rows):
-                continue  # deterministic engine, same data: one run is every seed's
             for g in (0, a.guard):
                 d.meta = {k: v for k, v in d.meta.items() if k != "tile_mask"}
                 if g:

@@ -44,10 +44,11 @@ class Tile:
     frame_crop : Box or None
         Detector region cropped from every frame (full-frame modalities).
     guard : int
-        Coded ptychography: detector pixels at each edge of the crop whose measurements
-        the tile does not enforce. The tile propagates its crop as if it were periodic, so
-        near the crop's edge the measured light (from specimen outside the crop) and the
-        model's (wrapped round from the other side) differ; that band is left free.
+        Coded and Fourier ptychography: detector pixels at each edge of the crop whose
+        measurements the tile does not enforce. The tile images its crop as if it were
+        periodic, so near the crop's edge the measured light (from specimen outside the
+        crop) and the model's (wrapped round from the other side) differ; that band is left
+        free. Fourier tiles have one at the camera field's own edge too.
     """
 
     tile_id: str

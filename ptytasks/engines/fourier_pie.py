@@ -22,7 +22,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.engines.pie import cpu_threads
-from ptytasks.engines.pie_state import PIEState, diverged
+from ptytasks.engines.pie_state import PIEState, as_detector_mask, diverged
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.fft import fft2c, ifft2c
@@ -110,11 +110,7 @@ def reconstruct_fourier_pie(
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
-    mask = None
-    if detector_mask is not None:
-        mask = torch.as_tensor(np.asarray(detector_mask, bool), device=device)
-        if tuple(mask.shape) != window:
-            raise ValueError(f"detector_mask shape {tuple(mask.shape)} != frame shape {window}")
+    mask = as_detector_mask(detector_mask, window, device)
     total_counts = float((amp**2).sum() if mask is None else (amp**2 * mask).sum())
     with torch.no_grad():
         corners = model.spectrum_positions.detach().to(device=device, dtype=torch.float64)

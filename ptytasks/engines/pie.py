@@ -41,7 +41,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.multislice_pie import MultislicePIEState
 from ptytasks.engines.options import PIEOptions
-from ptytasks.engines.pie_state import PIEState, diverged
+from ptytasks.engines.pie_state import PIEState, as_detector_mask, diverged
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
@@ -156,11 +156,7 @@ def reconstruct_pie(
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
-    mask = None
-    if detector_mask is not None:
-        mask = torch.as_tensor(np.asarray(detector_mask, bool), device=device)
-        if tuple(mask.shape) != window:
-            raise ValueError(f"detector_mask shape {tuple(mask.shape)} != frame shape {window}")
+    mask = as_detector_mask(detector_mask, window, device)
     total_counts = float((amp**2).sum() if mask is None else (amp**2 * mask).sum())
     positions = model.positions.detach().clone().to(device=device, dtype=torch.float64)
     upper = torch.tensor([data.object_shape[0] - window[0], data.object_shape[1] - window[1]],

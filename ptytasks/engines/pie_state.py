@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
 from ptytasks.engines.position_correction import PositionRefiner
@@ -29,6 +30,18 @@ def diverged(err: float, epoch: int, engine: str, **settings) -> bool:
                   f"there and its object holds inf/NaN. Lower the step sizes or the batch "
                   f"({named}).", RuntimeWarning, stacklevel=3)  # fmt: skip
     return True
+
+
+def as_detector_mask(mask, window: tuple[int, int], device) -> torch.Tensor | None:
+    """``mask`` (bool ``window``-shaped array: detector pixels to enforce, e.g. a tile's
+    guard band left out, :attr:`ptytasks.tiling.Tile.guard`) as a bool tensor on
+    ``device``; None stays None. A ValueError names both shapes where they differ."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(np.asarray(mask, bool), device=device)
+    if tuple(m.shape) != tuple(window):
+        raise ValueError(f"detector_mask shape {tuple(m.shape)} != frame shape {tuple(window)}")
+    return m
 
 
 def _local_windows(corners: torch.Tensor, window: tuple[int, int]):

@@ -48,6 +48,7 @@ from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.data_term import data_scale, resolve_data_term
 from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import noise_threshold, wavelet_sparsity
+from ptytasks.engines.pie_state import as_detector_mask
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.engines.rnf_options import RNFOptions
 from ptytasks.engines.rnf_parts import (
@@ -92,12 +93,8 @@ class _Setup:
         self.frames = frames / self.scale
         # Detector pixels the data term enforces (a tile's guard band is left free:
         # ptytasks.tiling.Tile.guard); None: all.
-        m = data.meta.get("tile_mask")
-        if m is not None and tuple(np.shape(m)) != tuple(data.frame_shape):
-            raise ValueError(f"meta['tile_mask'] shape {np.shape(m)} != frame shape "
-                             f"{tuple(data.frame_shape)}")  # fmt: skip
-        self.detector_mask = None if m is None else torch.as_tensor(
-            np.asarray(m, bool), device=device)
+        self.detector_mask = as_detector_mask(data.meta.get("tile_mask"), data.frame_shape,
+                                              device)  # fmt: skip
         amp = 1.0 / math.sqrt(self.scale)
         # --- priors
         derived_probe = False

@@ -23,6 +23,7 @@ def simulate_coded_field(path: str | os.PathLike, **kw) -> PtychoData:
     from storage.cxi import read_cxi, write_cxi
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # its scratch directory lives there too
     with coded_field(path.parent, **kw) as data:
         write_cxi(path, data)
     return read_cxi(path, lazy=True)

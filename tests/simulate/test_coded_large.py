@@ -44,3 +44,11 @@ def test_cells_object():
     assert 0.2 < np.mean(phase > 0.05) < 0.8  # cells and clear background
     assert amp.max() <= 1 and amp.min() > 0.1
     np.testing.assert_array_equal(cells_object((128, 96), seed=2), o)
+
+
+def test_output_folder_is_created(tmp_path):
+    # the scratch memory map lives beside the output, so a missing folder failed deep in
+    # tempfile before this was made
+    path = tmp_path / "new" / "deeper" / "field.cxi"
+    d = simulate_coded_field(path, frame_size=32, n_positions=3, block=1)
+    assert path.is_file() and d.n_frames == 3

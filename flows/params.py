@@ -53,6 +53,14 @@ class IngestParams(_Params):
         default_factory=dict,
         description="Further reader options, e.g. step_size for 4D-STEM (see storage.readers).",
     )
+    detector_artefacts: bool = Field(
+        True,
+        description="Pixel-detector data (far and near field): leave out of every engine's "
+        "fit the split wide pixels of chip boundaries (adjacent lines within one count in "
+        "every frame) and hot pixels found in the frames, beside the file's own bad-pixel "
+        "mask (ptytasks.detector; what was found: the raw step's detector_artefacts "
+        "attribute).",
+    )
 
     def reader_options(self) -> dict:
         return {**self.options, **({"z1": self.z1} if self.z1 is not None else {})}

@@ -41,7 +41,8 @@ def _store(path: str, mode: str = "a") -> RunStore:
 def ingest(input_path: str, store_path: str, params: IngestParams) -> dict:
     """Stream the raw dataset into ``raw/`` (skipped when the source is unchanged)."""
     store = _store(store_path)
-    key = store.ingest(input_path, **params.reader_options())
+    key = store.ingest(input_path, detector_artefacts=params.detector_artefacts,
+                       **params.reader_options())
     g = store.root[L.RAW]
     return {"step": L.RAW, "key": key, "n_frames": int(g["frames"].shape[0]),
             "modality": g.attrs["modality"]}  # fmt: skip

@@ -267,13 +267,20 @@ class RunStore:
         return out
 
     # ------------------------------------------------------------------ raw data
-    def write_raw(self, data: PtychoData, fingerprint_=None, source=None) -> str:
+    def write_raw(self, data: PtychoData, fingerprint_=None, source=None,
+                  detector_artefacts: bool = True) -> str:  # fmt: skip
         """Validate and write ``data`` as step ``raw``; return the step key.
 
         Lazy frames (:class:`LazyFrames`, h5py or zarr arrays) are streamed shard by
         shard and validated block by block. Skipped when ``raw`` is already complete
         with the same fingerprint (default: hash of metadata plus the frames, or of the
-        source file's path/size/mtime for lazy frames).
+        source file's path/size/mtime for lazy frames, and ``detector_artefacts``).
+
+        ``detector_artefacts``: for pixel-detector data
+        (:attr:`~ptytasks.modalities.base.Modality.pixel_detector`) the split wide pixels
+        and hot pixels found in the frames as they stream (:mod:`ptytasks.detector`) join
+        the file's bad pixels in ``raw/mask``; what was found is the raw step's attribute
+        ``detector_artefacts``.
         """
         src = source or data.meta.get("source")
         lazy = not isinstance(data.frames, np.ndarray)
@@ -283,15 +290,21 @@ class RunStore:
                          "object_shape", "positions_px", "wavevectors", "distance",
                          "detector_pixel", "probe", "params")}  # fmt: skip
             frames_id = _frame_source_id(d.frames, d.meta) if lazy else {"frames": d.frames}
-            fingerprint_ = fingerprint(meta_only, frames_id)
+            fingerprint_ = fingerprint(meta_only, frames_id,
+                                       {"detector_artefacts": bool(detector_artefacts)})
         with self.step(L.RAW, fingerprint_) as st:
             if not st.done:
-                self._write_raw_arrays(d, src, lazy)
-                st.set_attrs(**self._raw_attrs(d))
+                found = self._write_raw_arrays(d, src, lazy, detector_artefacts)
+                st.set_attrs(**self._raw_attrs(d), detector_artefacts=found)
         return st.key
 
-    def _write_raw_arrays(self, d: PtychoData, src, lazy: bool) -> None:
+    def _write_raw_arrays(self, d: PtychoData, src, lazy: bool, artefacts: bool) -> dict | None:
+        """Write raw's arrays; return the detector artefacts found (None: not looked for)."""
+        from ptytasks.detector import ArtefactScan
+        from ptytasks.modalities import modality_of
+
         n, ny, nx = d.frames.shape
+        look = ArtefactScan() if artefacts and modality_of(d).pixel_detector else None
         k = int(np.clip(L.FRAME_SHARD_BYTES // (ny * nx * 4), 1, n))
         z = zarr.create_array(
             store=self.root.store, name=f"{L.RAW}/frames", shape=(n, ny, nx), dtype="float32",
@@ -305,6 +318,8 @@ class RunStore:
             if lazy:  # in-memory frames were checked by validate_data already
                 check_frames(block, src, "frames")
             z[s : s + per] = block
+            if look is not None:  # the same pass: lazily read frames are read once
+                look.add(block)
             del block  # before the next read: one block in memory, not two
         meta = dict(d.meta)
         scan = np.asarray(meta.get("kept_indices", np.arange(n)), dtype=np.int64)
@@ -319,14 +334,20 @@ class RunStore:
         if d.probe is not None:
             self.write_array(L.RAW, "probe", d.probe)
         mask = meta.pop("mask", None)
-        if isinstance(mask, np.ndarray) and mask.shape == (ny, nx):
-            self.write_array(L.RAW, "mask", mask.astype(bool))
+        mask = mask.astype(bool) if isinstance(mask, np.ndarray) and mask.shape == (ny, nx) \
+            else None
+        found, report = look.result() if look is not None else (None, None)
+        if found is not None:
+            mask = found if mask is None else mask & found
+        if mask is not None:
+            self.write_array(L.RAW, "mask", mask)
         _, arrays = serial.split_meta(meta)
         for key, v in arrays.items():  # private dims: meta names must not clash with ours
             dims = tuple(f"meta_{key}_{i}" for i in range(v.ndim))
             self.write_array(f"{L.RAW}/meta", key, v, dims=dims, units="")
         for key, v in (d.ground_truth or {}).items():
             self.write_array(L.TRUTH, key, np.asarray(v))
+        return report
 
     @staticmethod
     def _raw_attrs(d: PtychoData) -> dict:
@@ -390,14 +411,17 @@ class RunStore:
             d = d.subset(self.read_array(f"{L.SUBSAMPLE}/kept"))
         return d
 
-    def ingest(self, path, fingerprint_=None, **options) -> str:
-        """Read ``path`` with :func:`storage.readers.read_any` lazily and stream it to raw."""
+    def ingest(self, path, fingerprint_=None, detector_artefacts: bool = True,
+               **options) -> str:  # fmt: skip
+        """Read ``path`` with :func:`storage.readers.read_any` lazily and stream it to raw
+        (``detector_artefacts``: see :meth:`write_raw`)."""
         from storage.readers import read_any
 
         d = read_any(path, lazy=True, **options)
         if fingerprint_ is None:
-            fingerprint_ = fingerprint(_frame_source_id(None, {"source": os.fspath(path)}), options)
-        return self.write_raw(d, fingerprint_, source=path)
+            fingerprint_ = fingerprint(_frame_source_id(None, {"source": os.fspath(path)}),
+                                       options, {"detector_artefacts": bool(detector_artefacts)})
+        return self.write_raw(d, fingerprint_, source=path, detector_artefacts=detector_artefacts)
 
     # ------------------------------------------------------------------ other steps
     def write_subsample(self, kept, fingerprint_=None, **attrs) -> str:

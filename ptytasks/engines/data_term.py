@@ -81,20 +81,23 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
     qualifies.
     """
     from ptytasks.engines.options import FourierPIEOptions, PIEOptions
+    from ptytasks.engines.pie_state import detector_mask_of
 
     m = copy.deepcopy(model).cpu()
+    use = detector_mask_of(data.meta)  # the pixels the engines fit (None: all)
     if modality_of(data).has_pupil:
         from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
 
         r = reconstruct_fourier_pie(data, FourierPIEOptions(iterations=iterations, seed=seed),
-                                    pupil_prior=pupil_prior, model=m)
+                                    pupil_prior=pupil_prior, model=m, detector_mask=use)
         obj, probe = torch.as_tensor(np.asarray(r.object)), None
         fields = {"pupil": torch.as_tensor(np.asarray(r.pupil))}
     else:
         from ptytasks.engines.pie import reconstruct_pie
 
         r = reconstruct_pie(data, PIEOptions(variant="rpie", iterations=iterations, seed=seed),
-                            object_prior=object_prior, probe_prior=probe_prior, model=m)
+                            object_prior=object_prior, probe_prior=probe_prior, model=m,
+                            detector_mask=use)
         obj, probe = torch.as_tensor(np.asarray(r.object)), torch.as_tensor(np.asarray(r.probe))
         fields = {}
     num = den = 0.0
@@ -104,9 +107,10 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
             pred = m(obj, probe, idx, **fields).double().cpu().numpy()
             # a block at a time (lazily read frames stay lazy)
             f = np.clip(np.asarray(data.frames[s:s + len(idx)], np.float64), 0, None)
-            pred = pred * (f.sum((1, 2), keepdims=True)
-                           / np.maximum(pred.sum((1, 2), keepdims=True), 1e-30))
-            sel = pred >= MIN_MODEL_COUNT
+            w = 1.0 if use is None else use  # totals matched over the fitted pixels
+            pred = pred * ((f * w).sum((1, 2), keepdims=True)
+                           / np.maximum((pred * w).sum((1, 2), keepdims=True), 1e-30))
+            sel = (pred >= MIN_MODEL_COUNT) & (True if use is None else use)
             num += float(((np.sqrt(f) - np.sqrt(pred))[sel] ** 2).sum())
             den += float(sel.sum())
     return num / (0.25 * den) if den else float("nan")

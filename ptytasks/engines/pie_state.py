@@ -44,6 +44,21 @@ def as_detector_mask(mask, window: tuple[int, int], device) -> torch.Tensor | No
     return m
 
 
+def detector_mask_of(meta: dict) -> np.ndarray | None:
+    """The detector pixels an engine enforces (True = use): the dataset's usable-pixel mask
+    (``meta["mask"]``: the file's bad pixels and the artefacts found at ingest,
+    :mod:`ptytasks.detector`) and a tile's guard band (``meta["tile_mask"]``,
+    :attr:`ptytasks.tiling.Tile.guard`) together; None when there is neither."""
+    masks = [np.asarray(meta[k], bool) for k in ("mask", "tile_mask")
+             if isinstance(meta.get(k), np.ndarray)]  # fmt: skip
+    if not masks:
+        return None
+    if len(masks) == 2 and masks[0].shape != masks[1].shape:
+        raise ValueError(f"detector mask shape {masks[0].shape} != tile_mask shape "
+                         f"{masks[1].shape}")  # fmt: skip
+    return np.logical_and.reduce(masks)
+
+
 def _local_windows(corners: torch.Tensor, window: tuple[int, int]):
     """Bounding box ``(y0, x0, h, w)`` of the windows and their flat indices inside it.
 

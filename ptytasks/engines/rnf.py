@@ -48,7 +48,7 @@ from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.data_term import data_scale, resolve_data_term
 from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import noise_threshold, wavelet_sparsity
-from ptytasks.engines.pie_state import as_detector_mask
+from ptytasks.engines.pie_state import as_detector_mask, detector_mask_of
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.engines.rnf_options import RNFOptions
 from ptytasks.engines.rnf_parts import (
@@ -91,9 +91,9 @@ class _Setup:
         self.data_term = resolve_data_term(data, opts, model, priors, frames, self.scale)
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
-        # Detector pixels the data term enforces (a tile's guard band is left free:
-        # ptytasks.tiling.Tile.guard); None: all.
-        self.detector_mask = as_detector_mask(data.meta.get("tile_mask"), data.frame_shape,
+        # Detector pixels the data term enforces (the dataset's usable pixels; a tile's
+        # guard band is left free: ptytasks.tiling.Tile.guard); None: all.
+        self.detector_mask = as_detector_mask(detector_mask_of(data.meta), data.frame_shape,
                                               device)  # fmt: skip
         amp = 1.0 / math.sqrt(self.scale)
         # --- priors

@@ -74,6 +74,11 @@ class Modality:
         Frames are camera images with a per-frame additive floor (offset, stray light):
         RNF learns one per frame by default (``RNFOptions.learn_background="auto"``).
         False: counting detectors, whose empty pixels read zero.
+    pixel_detector : bool
+        Frames come from a hybrid pixel (photon- or electron-counting) detector: ingest
+        masks the split wide pixels of its chip boundaries and hot pixels found in the
+        frames (:mod:`ptytasks.detector`). False: cameras, where a coded surface or an
+        image's own structure can look like a hot pixel.
     min_steps_per_epoch : int
         RNF's ``batch_size="auto"`` takes at most 16 frames per step and at least this
         many steps per epoch (1: always 16). Far field: 6 -- its sparse scans are limited
@@ -100,6 +105,7 @@ class Modality:
     has_pupil: ClassVar[bool] = False
     far_field_detector: ClassVar[bool] = False
     camera_background: ClassVar[bool] = False
+    pixel_detector: ClassVar[bool] = False
     min_steps_per_epoch: ClassVar[int] = 1
     fresnel_scaled: ClassVar[bool] = False
     blind_probe: ClassVar[str | None] = None

@@ -9,6 +9,7 @@ from ptytasks.modalities.base import Modality, register
 class FarFieldModality(Modality):
     name = "farfield"
     far_field_detector = True
+    pixel_detector = True  # X-ray / electron counting detectors (ptytasks.detector)
     min_steps_per_epoch = 6  # RNF's sparse scans are limited by steps (batch_size "auto")
     blind_probe = "far_field_pie"
     tile_margin = 0.5  # probe widths

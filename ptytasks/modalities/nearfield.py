@@ -10,6 +10,7 @@ from ptytasks.modalities.farfield import FarFieldModality
 class NearFieldModality(Modality):
     name = "nearfield"
     fresnel_scaled = True
+    pixel_detector = True  # X-ray / electron counting detectors (ptytasks.detector)
     blind_probe = "near_field_phase"
     tile_margin = 0.5  # probe widths
     requires = (("positions_px", "positions_px (scan positions)"),

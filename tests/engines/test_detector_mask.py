@@ -1,0 +1,108 @@
+"""Detector artefacts (split wide pixels, hot pixels) are found in pixel-detector frames at
+ingest and, with the file's own bad pixels, left out of every engine's fit
+(``ptytasks.detector``, ``ptytasks.engines.pie_state.detector_mask_of``). Small and fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptytasks.detector import artefact_mask
+from ptytasks.engines.registry import run_engine
+from ptytasks.simulate import simulate
+from storage.store import RunStore
+
+
+def _with_artefacts(frames: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Frames as a hybrid pixel detector with a chip boundary at rows 20/21 and columns
+    40/41 (each boundary pixel double-wide, its counts split over two virtual pixels) and a
+    hot pixel at (5, 50) would give them."""
+    rng = np.random.default_rng(seed)
+    f = np.array(frames, np.float64, copy=True)
+    for a in (19, 21):  # rows 19-20 and 21-22 were one physical pixel each
+        tot = f[:, a] + f[:, a + 1]
+        f[:, a], f[:, a + 1] = np.floor(tot / 2), np.ceil(tot / 2)
+    for a in (39, 41):
+        tot = f[:, :, a] + f[:, :, a + 1]
+        f[:, :, a], f[:, :, a + 1] = np.floor(tot / 2), np.ceil(tot / 2)
+    f[:, 5, 50] = rng.poisson(40 * max(1.0, np.median(f.mean(0))), len(f))
+    return f.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ff():
+    return simulate("farfield", seed=0, dose=1e5)
+
+
+def test_split_pixels_and_hot_pixels_are_found(ff):
+    m, report = artefact_mask(_with_artefacts(ff.frames))
+    assert report["split_rows"] == [[19, 20], [21, 22]]
+    assert report["split_cols"] == [[39, 40], [41, 42]]
+    assert report["hot_pixels"] == [[5, 50]]
+    expect = np.ones(ff.frame_shape, bool)
+    expect[19:23] = expect[:, 39:43] = False
+    expect[5, 50] = False
+    np.testing.assert_array_equal(m, expect)
+
+
+@pytest.mark.parametrize("modality", ["farfield", "nearfield"])
+def test_no_artefacts_in_simulated_counts(modality):
+    """No false alarm on the simulator's Poisson frames, from a few photons per pixel to
+    many, nor on noise-free (non-integer) frames."""
+    for dose in (1e3, 1e5, 1e7, 1e9, None):
+        for seed in (0, 1, 2):
+            d = simulate(modality, seed=seed, dose=dose)
+            m, report = artefact_mask(d.frames)
+            assert m is None and report["masked"] == 0, (modality, dose, seed, report)
+
+
+def test_ingest_masks_artefacts_beside_the_files_bad_pixels(ff, tmp_path):
+    from storage.cxi import write_cxi
+
+    d = ff.subset(np.arange(ff.n_frames))
+    d.frames = _with_artefacts(ff.frames)
+    bad = np.ones(d.frame_shape, bool)
+    bad[60, 3] = False  # the file's own dead pixel
+    d.meta = {**d.meta, "mask": bad}
+    write_cxi(tmp_path / "scan.cxi", d)
+    on = RunStore.create(tmp_path / "on.zarr")
+    on.ingest(tmp_path / "scan.cxi")
+    m = on.read_array("raw/mask")
+    assert not m[60, 3] and not m[19:23].any() and not m[:, 39:43].any() and not m[5, 50]
+    assert m.sum() == m.size - (1 + 4 * 64 + 4 * 64 - 16 + 1)
+    assert on.root["raw"].attrs["detector_artefacts"]["hot_pixels"] == [[5, 50]]
+    assert "mask" in on.read_raw().meta  # what the engines are given
+    # switched off in the same store: raw is written again (a changed setting never
+    # reuses the old step), with the file's mask alone
+    on.ingest(tmp_path / "scan.cxi", detector_artefacts=False)
+    np.testing.assert_array_equal(on.read_array("raw/mask"), bad)
+    assert on.root["raw"].attrs["detector_artefacts"] is None
+
+
+@pytest.mark.parametrize("engine", ["rnf", "rpie"])
+def test_masked_pixels_do_not_matter(ff, engine):
+    """Pixels outside the dataset's mask are left out of the data term: shuffling their
+    values within each frame (the frame's totals, which set global scales, unchanged)
+    leaves the reconstruction as it was, and changes it without the mask."""
+    mask = np.ones(ff.frame_shape, bool)
+    mask[19:23] = False
+    mask[5, 50] = False
+    rng = np.random.default_rng(1)
+    garbage = np.array(ff.frames, np.float32, copy=True)
+    for f in garbage:
+        f[~mask] = rng.permutation(f[~mask])
+    # float64: frame statistics then agree to the last bit whatever the pixels' order
+    kw = {"epochs": 2, "seed": 3, **({"dtype": "float64"} if engine == "rnf" else {})}
+    sub = np.arange(24)  # a few frames: fast
+
+    def run(frames, with_mask):
+        d = ff.subset(sub)
+        d.frames = frames[sub]
+        d.meta = {**d.meta, **({"mask": mask} if with_mask else {})}
+        return np.asarray(run_engine(engine, d, kw, probe_prior=ff.ground_truth["probe"]).object)
+
+    clean = np.asarray(ff.frames, np.float32)
+    a, b = run(clean, True), run(garbage, True)
+    assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
+    c, ref = run(garbage, False), run(clean, False)
+    assert np.abs(c - ref).max() > 1e-3 * np.abs(ref).max()

@@ -79,7 +79,7 @@ def test_ingest_masks_artefacts_beside_the_files_bad_pixels(ff, tmp_path):
     assert on.root["raw"].attrs["detector_artefacts"] is None
 
 
-@pytest.mark.parametrize("engine", ["rnf", "rpie"])
+@pytest.mark.parametrize("engine", ["rnf", "rpie", "pine"])
 def test_masked_pixels_do_not_matter(ff, engine):
     """Pixels outside the dataset's mask are left out of the data term: shuffling their
     values within each frame (the frame's totals, which set global scales, unchanged)

@@ -12,7 +12,7 @@ bad-pixel mask is.
 The tests are strict enough that measured specimen signal cannot pass them by chance: a
 split line pair needs integer frames whose two lines differ by at most one count in every
 frame at every pixel while carrying on average at least one count per pixel (independent
-Poisson pixels with one count on average differ by more than one count in ~8 % of
+Poisson pixels with one count on average differ by more than one count in ~26 % of
 readings); a hot pixel must exceed ``hot_ratio`` times the median of its eight neighbours'
 mean counts, carry at least ``hot_min_counts`` per frame, and vary no more than Poisson
 noise allows (``var / mean <= hot_max_dispersion``: specimen signal that bright is

@@ -101,16 +101,16 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
         obj, probe = torch.as_tensor(np.asarray(r.object)), torch.as_tensor(np.asarray(r.probe))
         fields = {}
     num = den = 0.0
+    fit = np.ones(data.frame_shape, bool) if use is None else use  # totals matched over these
     with torch.no_grad():
         for s in range(0, data.n_frames, 64):
             idx = torch.arange(s, min(data.n_frames, s + 64))
             pred = m(obj, probe, idx, **fields).double().cpu().numpy()
             # a block at a time (lazily read frames stay lazy)
             f = np.clip(np.asarray(data.frames[s:s + len(idx)], np.float64), 0, None)
-            w = 1.0 if use is None else use  # totals matched over the fitted pixels
-            pred = pred * ((f * w).sum((1, 2), keepdims=True)
-                           / np.maximum((pred * w).sum((1, 2), keepdims=True), 1e-30))
-            sel = (pred >= MIN_MODEL_COUNT) & (True if use is None else use)
+            pred = pred * ((f * fit).sum((1, 2), keepdims=True)
+                           / np.maximum((pred * fit).sum((1, 2), keepdims=True), 1e-30))
+            sel = (pred >= MIN_MODEL_COUNT) & fit
             num += float(((np.sqrt(f) - np.sqrt(pred))[sel] ** 2).sum())
             den += float(sel.sum())
     return num / (0.25 * den) if den else float("nan")

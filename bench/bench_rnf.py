@@ -232,14 +232,25 @@ def main(argv=None) -> None:
         fname = f"rnf-{name}-{a.device}.json" if name == "throughput" else f"rnf-{name}.json"
         (out / fname).write_text(json.dumps(doc, indent=1, default=float))
         print(name, json.dumps(res, default=float), flush=True)
+    (out / "rnf.md").write_text(
+        "# Residual neural-field engine: measured results\n\n"
+        "Written by `bench/bench_rnf.py`; all numbers are measured.\n\n"
+        + markdown(stored_results(out))
+    )
+
+
+def stored_results(out: Path) -> dict[str, dict]:
+    """Each scenario's results from its ``rnf-<scenario>.json`` in ``out``, by name.
+
+    Other JSON files there that match ``rnf-*.json`` (``bench_rnf_speed.py``'s
+    ``rnf-speed-<device>.json``) are not scenario results and are skipped.
+    """
     stored = {}
     for f in sorted(out.glob("rnf-*.json")):
         d = json.loads(f.read_text())
-        stored[d["scenario"]] = d["results"]
-    (out / "rnf.md").write_text(
-        "# Residual neural-field engine: measured results\n\n"
-        "Written by `bench/bench_rnf.py`; all numbers are measured.\n\n" + markdown(stored)
-    )
+        if "scenario" in d and "results" in d:
+            stored[d["scenario"]] = d["results"]
+    return stored
 
 
 if __name__ == "__main__":

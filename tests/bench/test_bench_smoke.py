@@ -145,3 +145,17 @@ def test_two_worker_field_throughput_sums_both_processes():
                                    for v, w in zip(rates, r["per_worker"], strict=True))
     assert r["coords_per_s"] == pytest.approx(sum(rates))
     assert r["threads_per_worker"] == 1
+
+
+def test_rnf_summary_skips_the_speed_json_beside_the_scenarios(tmp_path):
+    """bench_rnf writes rnf.md from every rnf-*.json in its folder; bench_rnf_speed's
+    rnf-speed-cpu.json lives there too and holds no scenario (it used to end the whole
+    benchmark run with a KeyError after all the scenarios had run)."""
+    from bench.bench_rnf import markdown, stored_results
+
+    doc = {"scenario": "coded", "results": {"n_frames": 25, "complex_error": 0.03}}
+    (tmp_path / "rnf-coded.json").write_text(json.dumps(doc))
+    (tmp_path / "rnf-speed-cpu.json").write_text(json.dumps({"suite": "rnf-speed"}))
+    stored = stored_results(tmp_path)
+    assert stored == {"coded": doc["results"]}
+    assert "| coded, 25 frames | error 0.03 |" in markdown(stored)

@@ -147,11 +147,23 @@ def markdown(results: dict[str, dict]) -> str:
         )
     r = results.get("fpm_real")
     if r:
+        # the FRC is searched up to the band both LED halves measured and the bicubic
+        # centre-LED image reaches that bound too, so the held-out LEDs are what separate
+        held = ""
+        if "heldout_error_rnf" in r:
+            held = (f"; each half predicting the other's LEDs, median misfit RNF "
+                    f"{f(r['heldout_error_rnf'])}, Fourier rPIE "
+                    f"{f(r['heldout_error_fourier_rpie'])} (whole-pixel windows "
+                    f"{f(r['heldout_error_fourier_rpie_whole_pixel'])}), centre LED "
+                    f"{f(r['heldout_error_centre_led'])}")
         rows.append(
             f"| FPM blood smear (crop {r['crop']}), standard half-data FRC | RNF "
             f"{f(r['frc_rnf'])} vs Fourier rPIE {f(r['frc_fourier_rpie'])} cycles/px "
-            f"(bright-field cutoff {f(r['brightfield_cutoff_cyc_px'])}, synthetic "
-            f"{f(r['synthetic_cutoff_cyc_px'])}) | above rPIE, below the synthetic cutoff |"
+            f"(searched up to the measured band {f(r.get('band_limit_cyc_px', 0.5))}: a "
+            f"bound when not crossed; bright-field cutoff "
+            f"{f(r['brightfield_cutoff_cyc_px'])}, synthetic "
+            f"{f(r['synthetic_cutoff_cyc_px'])}){held} | above rPIE, below the synthetic "
+            "cutoff |"
         )
     r = results.get("coded")
     if r:

@@ -127,6 +127,12 @@ def _centred(u, w):
     return w * (u - np.sum(w * u) / np.sum(w))
 
 
+def _featureless(c, u) -> bool:
+    """Whether ``c`` (``u`` centred) is zero to rounding: ``u`` constant (or zero) under
+    the mask."""
+    return float(np.max(np.abs(c))) <= 1e-9 * float(np.max(np.abs(u))) or not np.any(c)
+
+
 def register_shift(
     recon,
     reference,
@@ -166,9 +172,12 @@ def register_shift(
     r = _image(reference, "reference").astype(np.complex128)
     w = mask_weights(mask, r.shape)
     u, v = (_neighbour_products(x, w), _neighbour_products(r, w)) if ramp_invariant else (x, r)
-    s, _, _ = phase_cross_correlation(
-        _centred(v, w), _centred(u, w), upsample_factor=upsample, normalization=None
-    )
+    cu, cv = _centred(u, w), _centred(v, w)
+    if _featureless(cu, u) or _featureless(cv, v):
+        # a flat image (e.g. a uniform start scored against the truth) holds no shift:
+        # the correlation would be all zeros and skimage warns and returns an arbitrary peak
+        return np.zeros(2)
+    s, _, _ = phase_cross_correlation(cv, cu, upsample_factor=upsample, normalization=None)
     if refine:
         s, _ = _refine(x, r, w, s, (0.0, 0.0), True, False)
     return np.asarray(s, float)

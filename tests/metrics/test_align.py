@@ -116,3 +116,17 @@ def test_real_images():
     np.testing.assert_allclose(info["shift_px"], [-1.25, -0.5], atol=0.01)
     assert info["scale"] == pytest.approx(1 / 3, rel=1e-3)
     assert info["error"] < 1e-3
+
+
+@pytest.mark.parametrize("flat", [np.zeros((64, 64)), np.full((64, 64), 0.7 + 0.2j)])
+def test_a_flat_image_registers_at_zero_shift_without_warning(ref, flat):
+    """A uniform start scored against the truth has no shift to find: (0, 0), and no
+    skimage warning about an empty image (it used to return an arbitrary peak)."""
+    import warnings
+
+    r = ref[:64, :64]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(register_shift(flat, r), np.zeros(2))
+        assert np.array_equal(register_shift(r, flat), np.zeros(2))
+    assert np.abs(register_shift(np.roll(r, 3, axis=0), r) - [-3, 0]).max() < 0.05

@@ -9,6 +9,7 @@ per run to a JSON file (resumable: finished rows are kept)::
     python bench/rnf_data_term.py ff-100-1e4 '[{}]' out.json --cases test
     python bench/rnf_data_term.py ff-100-1e6 '[{}]' out.json --k-sigma 2
     python bench/rnf_data_term.py ff-25-1e6 '[{}, {"mu": 0.3}]' out.json --engine-seeds 3
+    python bench/rnf_data_term.py nf-100-1e6 '[{}]' out.json --cases test --only-cases 3
 
 A variant ``{}`` runs the engine's defaults: since hypothesis 21 ``loss`` / ``mu`` are
 ``"auto"`` (smooth L1 and mu per measurement at low counts, else L1 and 0.1;
@@ -61,6 +62,8 @@ def main(argv=None) -> None:
     ap.add_argument("--k-sigma", type=float, default=None)
     ap.add_argument("--engine-seeds", type=int, default=1,
                     help="engine seeds per case: the case seed, then +1000, +2000, ...")
+    ap.add_argument("--only-cases", type=int, nargs="+", default=None,
+                    help="run only the cases with these seeds (e.g. 3 of the test cases)")
     a = ap.parse_args(argv)
     cell = G.cell(a.cell)
     epochs = a.epochs or G.EPOCHS[cell.modality]
@@ -75,6 +78,10 @@ def main(argv=None) -> None:
     done = {(r["cell"], r["seed"], json.dumps(r["settings"], sort_keys=True), r.get("k_sigma"),
              r.get("engine_seed", r["seed"])) for r in rows}  # fmt: skip
     cases = G.TEST_CASES if a.cases == "test" else G.TUNING_CASES
+    if a.only_cases:
+        cases = tuple(c for c in cases if c[0] in a.only_cases)
+        if not cases:
+            ap.error(f"--only-cases {a.only_cases}: no such {a.cases} case")
     for seed, kind in cases:
         data, full = G.simulate_case(cell, seed, kind)
         truth, mask, probe = G.score_truth(data, full), G.score_mask(data), G.start_probe(data)

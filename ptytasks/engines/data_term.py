@@ -10,9 +10,11 @@ partial coherence, a detector background, wrong geometry), the quadratic zone is
 systematic residuals and L1, robust to them, does better. So the rule reads two measured
 quantities:
 
-* **counts**: the frames are whole numbers averaging below :data:`COUNTS_MAX` per pixel (the
-  engine's scale: the mean count, Fourier ptychography's centre LED), yet with at least
-  :data:`PHOTONS_PER_PIXEL_MIN` photons per object pixel (``R * m``, below);
+* **counts**: the frames are whole numbers with at least :data:`PHOTONS_PER_PIXEL_MIN`
+  photons per object pixel (``R * m``, below), and either average below :data:`COUNTS_MAX`
+  per pixel (the engine's scale: the mean count, Fourier ptychography's centre LED) or
+  measure the object fewer than :data:`SPARSE_R_MAX` times per unknown (``R``; sparse scans,
+  where the object is under-determined and L1 wastes the counts it has -- hypothesis 24);
 * **model fit**: after :data:`PREFIT_ITERATIONS` iterations of the classical engine (rPIE; Fourier
   ptychography: its Fourier PIE) from the run's own priors, the amplitude residual's mean
   square over pixels whose model count is at least :data:`MIN_MODEL_COUNT`, in units of the
@@ -24,8 +26,9 @@ Where both hold: ``loss="smooth_l1"`` and the wavelet weight scaled by the data 
 counts per pixel; a posterior weighs the data by their amount and precision, where RNF's
 data term is a mean); elsewhere L1 and ``mu = 0.1`` (also where the prefit fails: a warning,
 never a stopped run). The choice and its inputs are returned for the result's extras.
-Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21;
-``bench/results/records/rnf-data-term-rule-h20-h21-580559c.json``).
+Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21 and
+24; ``bench/results/records/rnf-data-term-rule-h20-h21-580559c.json``,
+``rnf-sparse-smoothl1-h24-cf9c495.json``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ COUNTS_MAX = 64.0
 #: apply: below it (sparse scans at a few counts per pixel) no engine reconstructs and the
 #: loss only changes how noise is fitted (hypotheses 20-21).
 PHOTONS_PER_PIXEL_MIN = 20.0
+#: Measurements per unknown (``R``) below which smooth L1 may apply at any mean count
+#: (hypothesis 24): the geometric midpoint of the grid's sparse (R 4.2-4.9) and full
+#: (19.8-23.9) scans, fixed from geometry before any run. The measured sets read 37-39.
+SPARSE_R_MAX = 10.0
 #: Largest prefit amplitude chi-square (per pixel, Poisson units) that counts as "explained".
 FIT_CHI2_MAX = 2.5
 #: Iterations of the classical prefit.
@@ -127,7 +134,8 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> 
     """
     r = measurements_per_unknown(data)
     photons = r * float(scale)
-    low = bool(counts and scale < COUNTS_MAX and photons >= PHOTONS_PER_PIXEL_MIN)
+    low = bool(counts and (scale < COUNTS_MAX or r < SPARSE_R_MAX)
+               and photons >= PHOTONS_PER_PIXEL_MIN)
     chi2 = float(fit_chi2()) if low else None
     regime = low and chi2 is not None and math.isfinite(chi2) and chi2 < FIT_CHI2_MAX
     return {"loss": "smooth_l1" if regime else "l1",

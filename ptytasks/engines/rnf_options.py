@@ -97,11 +97,13 @@ class RNFOptions(EngineOptions):
     ----
     loss : {"auto", "l1", "smooth_l1", "huber", "l2", "gradient", "poisson"}
         Data term (Methods). ``"auto"`` (default): smooth L1 where the frames are counts
-        averaging below 64 per pixel with at least 20 photons per object pixel *and* a
+        with at least 20 photons per object pixel, averaging below 64 per pixel or
+        measuring each object pixel fewer than 10 times (sparse scans), *and* a
         30-iteration rPIE prefit explains them to their Poisson noise, else L1
-        (:mod:`ptytasks.engines.data_term`; hypotheses 20-21 in ``docs/rnf.md``: chosen on
-        tuning cases; held out, the simulated 100 %-kept far field at dose 1e4 goes from
-        0.23 to 0.12, under PtyRAD's 0.14, while the Siemens star, whose counts a one-mode
+        (:mod:`ptytasks.engines.data_term`; hypotheses 20-21 and 24 in ``docs/rnf.md``:
+        chosen on tuning cases; held out, the simulated 100 %-kept far field at dose 1e4
+        goes from 0.23 to 0.12, under PtyRAD's 0.14, fresh 15 %-kept scans at dose 1e6 from
+        0.089 to 0.074 (median of three), while the Siemens star, whose counts a one-mode
         fit does not explain, keeps L1). The choice is in ``result.extras["data_term"]``.
         ``"smooth_l1"``: quadratic for residuals within
         ``huber_delta``, L1 beyond (``delta = 0`` is L1); with the noise threshold it is
@@ -372,8 +374,8 @@ class RNFOptions(EngineOptions):
 
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
                 "data_term": {k: getattr(T, k) for k in (
-                    "COUNTS_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX", "PREFIT_ITERATIONS",
-                    "MIN_MODEL_COUNT", "MU_SCALE", "MU_DEFAULT")}}
+                    "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
+                    "PREFIT_ITERATIONS", "MIN_MODEL_COUNT", "MU_SCALE", "MU_DEFAULT")}}
 
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of

@@ -1,10 +1,10 @@
 """RNF's data-term rule (``loss="auto"``, ``mu="auto"``; :mod:`ptytasks.engines.data_term`).
 
 Smooth L1 with a wavelet weight scaled by the data per unknown where the frames are counts
-averaging below 64 per pixel with at least 20 photons per object pixel, *and* a 30-iteration
-rPIE prefit explains them to their Poisson noise (amplitude chi-square < 2.5); L1 and mu 0.1
-elsewhere. Chosen on tuning cases, checked on held-out ones (``docs/rnf.md``, hypotheses
-20-21).
+with at least 20 photons per object pixel, averaging below 64 per pixel or measuring the
+object fewer than 10 times per unknown (sparse scans), *and* a 30-iteration rPIE prefit
+explains them to their Poisson noise (amplitude chi-square < 2.5); L1 and mu 0.1 elsewhere.
+Chosen on tuning cases, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21, 24).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from ptytasks.engines.data_term import (
     FIT_CHI2_MAX,
     MU_DEFAULT,
+    SPARSE_R_MAX,
     choose_data_term,
     measurements_per_unknown,
     prefit_chi2,
@@ -33,6 +34,12 @@ def _low_dose(seed: int = 4):
                     dose=10 * 32 * 32, seed=seed)
 
 
+def _dense():
+    """Far field, 32 px frames, 144 positions at the simulator's overlap: R > 10."""
+    return simulate("farfield", frame_size=32, n_positions=144, known_probe=True,
+                    dose=10 * 32 * 32, seed=4)
+
+
 def test_the_choice_needs_low_counts_and_an_explained_fit():
     d = _low_dose()
     calls = []
@@ -42,12 +49,20 @@ def test_the_choice_needs_low_counts_and_an_explained_fit():
 
     r = measurements_per_unknown(d)
     assert r == pytest.approx(36 * 32 * 32 / np.prod(d.object_shape))
-    # high counts, frames that are not counts, or too few photons per object pixel (R * m
-    # < 20: 6.7 * 2): L1 and the paper's weight, no prefit run
-    for scale, counts in ((100.0, True), (8.0, False), (2.0, True)):
-        c = choose_data_term(d, scale, counts, fit(1.0))
+    assert r < SPARSE_R_MAX
+    dense = _dense()
+    assert measurements_per_unknown(dense) > SPARSE_R_MAX
+    # high counts on a dense scan, frames that are not counts, or too few photons per
+    # object pixel (R * m < 20: 6.7 * 2): L1 and the paper's weight, no prefit run
+    for data, scale, counts in ((dense, 100.0, True), (d, 8.0, False), (d, 2.0, True)):
+        c = choose_data_term(data, scale, counts, fit(1.0))
         assert (c["loss"], c["mu"], c["chi2"]) == ("l1", MU_DEFAULT, None)
     assert calls == []
+    # high counts on a sparse scan (R 6.7 < 10, hypothesis 24): smooth L1 when explained
+    c = choose_data_term(d, 100.0, True, fit(1.1))
+    assert c["loss"] == "smooth_l1" and c["low_counts"]
+    assert c["mu"] == pytest.approx(6.8 / (r * math.sqrt(100.0)))
+    calls.clear()
     # low counts, explained: smooth L1 and mu = 6.8 / (R sqrt(m))
     c = choose_data_term(d, 8.0, True, fit(1.2))
     assert c["loss"] == "smooth_l1"

@@ -12,7 +12,8 @@ per run to a JSON file (resumable: finished rows are kept)::
     python bench/rnf_data_term.py nf-100-1e6 '[{}]' out.json --cases test --only-cases 3
 
 A variant ``{}`` runs the engine's defaults: since hypothesis 21 ``loss`` / ``mu`` are
-``"auto"`` (smooth L1 and mu per measurement at low counts, else L1 and 0.1;
+``"auto"`` (smooth L1 and mu per measurement at low counts or, since hypothesis 24, on sparse
+scans, else L1 and 0.1;
 :mod:`ptytasks.engines.data_term`); name ``{"loss": "l1", "mu": 0.1}`` for the former
 defaults.
 

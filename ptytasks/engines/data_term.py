@@ -129,8 +129,10 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> 
 
     ``scale``: mean counts per pixel as the engine normalises them; ``counts``: whether the
     frames are whole numbers; ``fit_chi2``: a callable giving :func:`prefit_chi2` (called
-    only when the counts are low and the photons per object pixel enough: the prefit
-    costs 30 classical iterations). ``low_counts`` reports those two gates together.
+    only when the counts gate holds -- whole numbers, photons per object pixel enough, and a
+    low mean count or a sparse scan -- since the prefit costs 30 classical iterations).
+    ``low_counts`` reports that gate (the key's name predates the sparse branch,
+    hypothesis 24; records keep it).
     """
     r = measurements_per_unknown(data)
     photons = r * float(scale)

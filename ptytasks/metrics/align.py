@@ -130,7 +130,7 @@ def _centred(u, w):
 def _featureless(c, u) -> bool:
     """Whether ``c`` (``u`` centred) is zero to rounding: ``u`` constant (or zero) under
     the mask."""
-    return float(np.max(np.abs(c))) <= 1e-9 * float(np.max(np.abs(u))) or not np.any(c)
+    return float(np.max(np.abs(c))) <= 1e-9 * float(np.max(np.abs(u)))
 
 
 def register_shift(

@@ -81,12 +81,18 @@ def split_pixel_lines(mean: np.ndarray, dmax: list[np.ndarray]) -> tuple[list, l
 
 def hot_pixels(mean: np.ndarray, var: np.ndarray, *, hot_ratio: float = 5.0,
                hot_min_counts: float = 10.0, hot_max_dispersion: float = 2.0) -> np.ndarray:
-    """Bool map of pixels far brighter than their neighbours and unmodulated by the scan."""
-    p = np.pad(mean, 1, mode="edge")
+    """Bool map of pixels far brighter than their neighbours and unmodulated by the scan.
+
+    The neighbours are the pixels that exist: 8 inside the frame, 5 on an edge, 3 in a
+    corner. An edge-replicating pad would count a corner pixel 3 times among its own 8
+    neighbours and its edge neighbours twice, so two hot pixels side by side in a corner
+    (or three in a row on an edge) would set their own median and go unmasked.
+    """
+    p = np.pad(np.asarray(mean, np.float64), 1, mode="constant", constant_values=np.nan)
     h, w = mean.shape
     nb = np.stack([p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
                    for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])  # fmt: skip
-    med = np.median(nb, 0)
+    med = np.nanmedian(nb, 0)
     disp = var / np.maximum(mean, 1e-12)
     return (mean >= hot_min_counts) & (mean > hot_ratio * med) & (disp <= hot_max_dispersion)
 

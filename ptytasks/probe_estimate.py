@@ -41,12 +41,43 @@ TRIAL_FRAMES, TRIAL_EPOCHS = 48, 5
 BLOCK_BYTES = 16 * 2**20
 
 
-def mean_pattern(frames, *, clip: bool = True) -> np.ndarray:
+def mean_pattern(frames, *, clip: bool = True, use: np.ndarray | None = None) -> np.ndarray:
     """Mean frame (counts, float64), read a block at a time for lazy frame stores.
 
     ``clip``: negative counts (background-subtracted detectors) count as 0, as a probe
-    amplitude ``sqrt(mean)`` needs; ``False`` keeps them (a plain mean).
+    amplitude ``sqrt(mean)`` needs; ``False`` keeps them (a plain mean). ``use``: the
+    detector's usable pixels (bool, True = use; None: all); the others are filled from
+    their usable neighbours (:func:`fill_unused`).
     """
+    mean = _mean_frame(frames, clip)
+    return mean if use is None else fill_unused(mean, use)
+
+
+def fill_unused(image: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """``image`` with each pixel outside ``use`` set to the mean of its usable 8-neighbours,
+    filled ring by ring inwards from the usable ones (a dead line, a split-pixel line or a
+    hot pixel fitted by no engine would otherwise put a dark line or a spike into a probe
+    estimated from the mean pattern). ``use`` all False: ``image`` unchanged."""
+    out = np.array(image, np.float64, copy=True)
+    known = np.asarray(use, bool).copy()
+    if known.shape != out.shape:
+        raise ValueError(f"mask shape {known.shape} != image shape {out.shape}")
+    h, w = out.shape
+    while known.any() and not known.all():
+        v = np.pad(np.where(known, out, 0.0), 1)
+        k = np.pad(known, 1).astype(np.float64)
+        s = sum(v[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)  # fmt: skip
+        c = sum(k[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)  # fmt: skip
+        ring = ~known & (c > 0)
+        out[ring] = s[ring] / c[ring]
+        known |= ring
+    return out
+
+
+def _mean_frame(frames, clip: bool) -> np.ndarray:
+    """:func:`mean_pattern` before any filling."""
     if not hasattr(frames, "iter_blocks"):
         a = np.asarray(frames)
         return (np.clip(a, 0, None) if clip else a).mean(0, dtype=np.float64)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ptytasks.engines.options import PIEOptions
-from ptytasks.engines.pie_state import PIEState
+from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask_of
 from ptytasks.modalities import model_for
 from ptytasks.probe_estimate import (
     FOOTPRINT_FRACTIONS,
@@ -62,7 +62,7 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     probe : complex64 ``(N, N)``, centred, carrying the mean counts per frame
     report : dict with the chosen ``diameter_px``, ``sign`` and every candidate's scores
     """
-    mean = mean_pattern(data.frames)
+    mean = mean_pattern(data.frames, use=detector_mask_of(data.meta))
     n = min(mean.shape)
     trial = trial_set(data, trial_frames)
     scores = []
@@ -119,14 +119,16 @@ def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
     amp = torch.sqrt(torch.as_tensor(np.clip(trial.frames, 0, None)))
     total, n = float((amp**2).sum()), len(trial.frames)
     idx0 = torch.zeros(1, dtype=torch.long)
-    mean = torch.as_tensor(np.sqrt(mean_pattern(data.frames))).to(torch.complex64)
+    use = detector_mask_of(data.meta)
+    mean = torch.as_tensor(np.sqrt(mean_pattern(data.frames, use=use))).to(torch.complex64)
     with torch.no_grad():
         probe = model.from_detector(mean[None], idx0).to(torch.complex64).clone()
     probe *= (total / n / float((probe.abs() ** 2).sum())) ** 0.5
     obj = torch.ones(trial.object_shape, dtype=torch.complex64)
     pos = model.positions.detach().clone().to(torch.float64)
     sqrt_f = model.intensity_factors.detach().to(torch.float32).sqrt()
-    st = PIEState(obj, probe, pos, model, amp, sqrt_f, alpha=1.0, beta=1.0, variant="epie")
+    st = PIEState(obj, probe, pos, model, amp, sqrt_f, alpha=1.0, beta=1.0, variant="epie",
+                  detector_mask=as_detector_mask(use, trial.frame_shape, "cpu"))
     gen = torch.Generator().manual_seed(int(seed))
     losses, best, since = [], np.inf, 0
     threads = torch.get_num_threads()

@@ -91,20 +91,19 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
     from ptytasks.engines.pie_state import detector_mask_of
 
     m = copy.deepcopy(model).cpu()
-    use = detector_mask_of(data.meta)  # the pixels the engines fit (None: all)
+    use = detector_mask_of(data.meta)  # the pixels the engines fit (None: all), as rPIE does
     if modality_of(data).has_pupil:
         from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
 
         r = reconstruct_fourier_pie(data, FourierPIEOptions(iterations=iterations, seed=seed),
-                                    pupil_prior=pupil_prior, model=m, detector_mask=use)
+                                    pupil_prior=pupil_prior, model=m)
         obj, probe = torch.as_tensor(np.asarray(r.object)), None
         fields = {"pupil": torch.as_tensor(np.asarray(r.pupil))}
     else:
         from ptytasks.engines.pie import reconstruct_pie
 
         r = reconstruct_pie(data, PIEOptions(variant="rpie", iterations=iterations, seed=seed),
-                            object_prior=object_prior, probe_prior=probe_prior, model=m,
-                            detector_mask=use)
+                            object_prior=object_prior, probe_prior=probe_prior, model=m)
         obj, probe = torch.as_tensor(np.asarray(r.object)), torch.as_tensor(np.asarray(r.probe))
         fields = {}
     num = den = 0.0

@@ -22,7 +22,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.engines.pie import cpu_threads
-from ptytasks.engines.pie_state import PIEState, as_detector_mask, diverged
+from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask_of, diverged
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.fft import fft2c, ifft2c
@@ -89,8 +89,10 @@ def reconstruct_fourier_pie(
         ``callback(epoch, info)`` after every epoch (``loss``, ``time``, ``elapsed``, live
         ``spectrum`` and ``pupil`` tensors, ``object``: a callable giving the current image).
     detector_mask : bool array ``(my, mx)``, optional
-        Camera pixels to enforce (True); the others keep the model's amplitude (a tile's
-        guard band, :attr:`ptytasks.tiling.Tile.guard`). Default: all.
+        Camera pixels to enforce (True); the others keep the model's amplitude. Default:
+        the data's own (:func:`~ptytasks.engines.pie_state.detector_mask_of`: the file's
+        bad pixels, a tile's guard band, :attr:`ptytasks.tiling.Tile.guard`); all pixels
+        where it has none.
 
     Returns
     -------
@@ -110,7 +112,8 @@ def reconstruct_fourier_pie(
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
-    mask = as_detector_mask(detector_mask, window, device)
+    mask = as_detector_mask(detector_mask_of(data.meta) if detector_mask is None
+                            else detector_mask, window, device)  # fmt: skip
     total_counts = float((amp**2).sum() if mask is None else (amp**2 * mask).sum())
     with torch.no_grad():
         corners = model.spectrum_positions.detach().to(device=device, dtype=torch.float64)

@@ -41,7 +41,7 @@ from ptytasks.data import PtychoData
 from ptytasks.engines.cpu_heap import keep_heap
 from ptytasks.engines.multislice_pie import MultislicePIEState
 from ptytasks.engines.options import PIEOptions
-from ptytasks.engines.pie_state import PIEState, as_detector_mask, diverged
+from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask_of, diverged
 from ptytasks.engines.position_correction import PositionRefiner, grid_search
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
@@ -132,8 +132,10 @@ def reconstruct_pie(
         (seconds this epoch), ``elapsed``, and live ``object``/``probe``/``positions``
         tensors (do not modify them).
     detector_mask : bool array ``(ny, nx)``, optional
-        Detector pixels to enforce (True); the others are free (e.g. the guard band of a
-        coded tile, :attr:`ptytasks.tiling.Tile.guard`). Default: all.
+        Detector pixels to enforce (True); the others are free. Default: the data's own
+        (:func:`~ptytasks.engines.pie_state.detector_mask_of`: the file's bad pixels, the
+        artefacts found at ingest, a coded tile's guard band), as RNF and PINE use it;
+        all pixels where it has none.
 
     Returns
     -------
@@ -156,7 +158,8 @@ def reconstruct_pie(
     window = data.frame_shape
 
     amp = torch.sqrt(torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdtype, device=device))
-    mask = as_detector_mask(detector_mask, window, device)
+    mask = as_detector_mask(detector_mask_of(data.meta) if detector_mask is None
+                            else detector_mask, window, device)  # fmt: skip
     total_counts = float((amp**2).sum() if mask is None else (amp**2 * mask).sum())
     positions = model.positions.detach().clone().to(device=device, dtype=torch.float64)
     upper = torch.tensor([data.object_shape[0] - window[0], data.object_shape[1] - window[1]],

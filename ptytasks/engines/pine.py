@@ -27,7 +27,6 @@ import torch
 from ptytasks.data import PtychoData
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie import Callback, reconstruct_pie
-from ptytasks.engines.pie_state import detector_mask_of
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.physics.models.base import ForwardModel
 
@@ -149,8 +148,7 @@ def reconstruct_pine(
         return None
 
     result = reconstruct_pie(data, opts.pie_options(), object_prior=object_prior,
-                             probe_prior=probe_prior, model=model, callback=step,
-                             detector_mask=detector_mask_of(data.meta))  # fmt: skip
+                             probe_prior=probe_prior, model=model, callback=step)
     timings = dict(result.timings)
     n = max(1, len(den_times))
     timings["denoise"] = float(sum(den_times))

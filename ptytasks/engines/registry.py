@@ -120,17 +120,15 @@ def _pie_options(name: str, mod: Modality):
 
 def _run_pie(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionResult:
     """ePIE/rPIE: the Fourier PIE form where a pupil replaces the probe; the scanning
-    form otherwise (through the calibrated coded surface, held fixed, where there is one)."""
-    from ptytasks.engines.pie_state import detector_mask_of
-
+    form otherwise (through the calibrated coded surface, held fixed, where there is one).
+    Both enforce the data's own detector mask."""
     mod = modality_of(data)
     opts = options_from(_pie_options(name, mod), s, _pie_mapping(name, s, mod.has_pupil))
     if mod.has_pupil:
         from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
 
         return reconstruct_fourier_pie(data, opts, object_prior=p.object, pupil_prior=p.pupil,
-                                       callback=callback,
-                                       detector_mask=detector_mask_of(data.meta))  # fmt: skip
+                                       callback=callback)
     from ptytasks.engines.pie import reconstruct_pie
     from ptytasks.modalities import model_for
 
@@ -139,8 +137,7 @@ def _run_pie(name, data, s, p: Priors, callback, checkpoint) -> ReconstructionRe
         model = model_for(data)
         model.surface.data = model.surface.data.new_tensor(np.asarray(p.surface, np.complex64))
     return reconstruct_pie(data, opts, object_prior=p.object, probe_prior=p.probe, model=model,
-                           callback=callback,
-                           detector_mask=detector_mask_of(data.meta))  # fmt: skip
+                           callback=callback)
 
 
 def _pine_options(name, mod):

@@ -122,3 +122,48 @@ def test_masked_pixels_do_not_matter(ff, engine):
     assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
     c, ref = run(garbage, False), run(clean, False)
     assert np.abs(c - ref).max() > 1e-3 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("modality", ["farfield", "nearfield"])
+def test_blind_probes_and_direct_pie_calls_honour_the_mask(modality):
+    """The mask travels with the data: ``reconstruct_pie`` called directly enforces it, and
+    the blind probe estimates (a file without a probe) fill masked pixels of the mean
+    pattern from their neighbours, so a hot pixel or dead line puts no spike or dark line
+    into the probe. Masked values shuffled within each frame change nothing; without the
+    mask they do."""
+    from ptytasks.engines import blind_probe as bp
+    from ptytasks.engines.options import PIEOptions
+    from ptytasks.engines.pie import reconstruct_pie
+
+    d0 = simulate(modality, seed=0, dose=1e5)
+    mask = np.ones(d0.frame_shape, bool)
+    mask[19:23] = False
+    mask[5, 50] = False
+    clean = np.array(d0.frames, np.float32, copy=True)
+    clean[:, 5, 50] += 500.0  # a hot pixel
+    rng = np.random.default_rng(2)
+    garbage = clean.copy()
+    for f in garbage:
+        f[~mask] = rng.permutation(f[~mask])
+
+    def data(frames, with_mask):
+        d = d0.subset(np.arange(d0.n_frames))
+        d.frames, d.probe = frames, None
+        d.meta = {**d.meta, **({"mask": mask} if with_mask else {})}
+        return d
+
+    def blind(d):
+        if modality == "farfield":
+            return bp.blind_farfield_probe(d, reconstruct_pie, fractions=(0.26, 0.44),
+                                           trial_frames=16, epochs=2)[0]  # fmt: skip
+        return bp.blind_nearfield_probe(d, trial_frames=8, max_epochs=3)[0]
+
+    def direct(d):
+        return np.asarray(reconstruct_pie(d, PIEOptions(iterations=2, seed=3),
+                                          probe_prior=d0.ground_truth["probe"]).object)  # fmt: skip
+
+    for run in (blind, direct):
+        a, b = run(data(clean, True)), run(data(garbage, True))
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), run.__name__
+        c, ref = run(data(garbage, False)), run(data(clean, False))
+        assert np.abs(c - ref).max() > 1e-3 * np.abs(ref).max(), run.__name__

@@ -330,10 +330,15 @@ def run_engine_timed(
             "pixel_size": data.pixel_size,
             "settings": dict(settings or {}),
         }
+        from ptytasks.engines.pie_state import detector_mask_of
+
         arrays = {
             "frames": np.asarray(data.frames, np.float32),
             "positions_px": np.asarray(data.positions_px, np.float64),
             "probe": np.asarray(probe, np.complex64),
+            # the pixels ptyflow's engines fit (a file's bad pixels, ingest's artefacts):
+            # a peer that can leave pixels out is given the same ones
+            "valid_pixel_mask": detector_mask_of(data.meta),
         }
         if object_init is not None:
             arrays["object_init"] = np.asarray(object_init, np.complex64)

@@ -134,6 +134,8 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
     o = _options(api, engine, s)
     o.data_options.data = frames
     o.data_options.fft_shift = not nearfield
+    if arrays.get("valid_pixel_mask") is not None:  # centred as the frames; pty-chi shifts both
+        o.data_options.valid_pixel_mask = np.asarray(arrays["valid_pixel_mask"], bool)
     if nearfield:
         o.data_options.free_space_propagation_distance_m = float(job["distance"])
         o.data_options.wavelength_m = float(job["wavelength"])

@@ -188,5 +188,15 @@ def run(job: dict, arrays: dict, snapshot) -> dict:
         "loss_history": losses,
         "setup_s": setup_s,
         "settings": s,
-        "notes": "declared 'electron' with dx=1 (single slice: the same Fraunhofer model)",
+        "notes": "declared 'electron' with dx=1 (single slice: the same Fraunhofer model)"
+                 + _mask_note(arrays.get("valid_pixel_mask")),
     }
+
+
+def _mask_note(mask) -> str:
+    """What PtyRAD does with the dataset's detector mask: it has no option to leave pixels
+    out of its loss, so it fits them all (ptyflow's engines and pty-chi do not)."""
+    if mask is None:
+        return ""
+    n = int((~np.asarray(mask, bool)).sum())
+    return f"; fits every detector pixel (no detector-mask option): the dataset masks {n}"

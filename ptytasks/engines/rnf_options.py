@@ -375,7 +375,8 @@ class RNFOptions(EngineOptions):
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
                 "data_term": {k: getattr(T, k) for k in (
                     "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
-                    "PREFIT_ITERATIONS", "MIN_MODEL_COUNT", "MU_SCALE", "MU_DEFAULT")}}
+                    "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
+                    "MU_DEFAULT")}}
 
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of

@@ -52,6 +52,9 @@ def headline_rows(found: dict) -> list[str]:
         return (full or items or [(None, None)])[0]
 
     L = ["| claim | result | source |", "|---|---|---|"]
+    name, g = pick("grid")
+    if g and g.get("summary"):
+        L += _grid_headline(name, g["summary"])
     for name, q in found.get("quality", []):
         h = q.get("headline") or {}
         for dose, v in (h.get("per_dose") or {}).items():
@@ -123,6 +126,30 @@ def headline_rows(found: dict) -> list[str]:
                 f" | `{name}` |"
             )
     return L
+
+
+def _grid_headline(name: str, summary: dict) -> list[str]:
+    """The yardstick's verdict (held-out cases, frozen settings): RNF's median over the best
+    other engine's, per cell, at equal epochs and at equal time."""
+    rows = []
+    for col, label in (("equal_epochs", "equal epochs"), ("equal_time", "equal time")):
+        ratios, lowest = [], 0
+        for cell, c in summary.items():
+            med = {k: (v.get(col) or {}).get("median") for k, v in c["engines"].items()}
+            rnf = med.pop(SUBJECT, None)
+            others = {k: v for k, v in med.items() if v is not None}
+            if rnf is None or not others:
+                continue
+            best = min(others, key=others.get)
+            ratios.append(f"{cell} {rnf / others[best]:.2f} ({best})")
+            lowest += rnf < others[best]
+        if ratios:
+            rows.append(
+                f"| RNF's median complex error over the best other engine's, yardstick grid "
+                f"(held-out cases, frozen settings), {label} | lowest in **{lowest} of "
+                f"{len(ratios)}** cells; {'; '.join(ratios)} | `{name}` |"
+            )
+    return rows
 
 
 class MixedCommits(ValueError):

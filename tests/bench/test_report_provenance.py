@@ -72,3 +72,7 @@ def test_report_shows_the_grid_best_engine_per_cell_in_both_views(tmp_path):
     assert row.split("|")[2].strip() == "rnf 0.0300 [0.0200-0.0500]"  # best, equal epochs
     assert row.split("|")[4].strip() == "rpie 0.0400 [0.0300-0.0600]"  # best, equal time
     assert "smoke-cell" not in text  # the full grid, not its quick subset
+    # the headline leads with the yardstick's verdict: RNF over the best other engine
+    head = text.split("## Yardstick grid")[0]
+    assert "equal epochs | lowest in **1 of 1** cells; ff-25-1e6 0.75 (rpie)" in head
+    assert "equal time | lowest in **0 of 1** cells; ff-25-1e6 7.50 (rpie)" in head

@@ -87,8 +87,21 @@ class _Setup:
         self.window = data.frame_shape
         # --- data scale: unit mean intensity per pixel (FP: of the most central LED).
         self.scale, self.centre_led = data_scale(frames, model if self.fourier else None)
+        # The scanning probe's start: the given prior, the file's probe, else the blind
+        # estimate -- made once here and handed to the data-term prefit too (which would
+        # otherwise estimate the same probe again inside its rPIE).
+        derived = None
+        if not self.fourier:
+            if probe_p is None and data.probe is not None:
+                probe_p = data.probe
+            if probe_p is None:
+                derived = self._default_probe()
+        fit_probe = probe_p
+        if derived is not None and modality_of(data).localized_probe:
+            fit_probe = derived.detach().cpu().numpy()  # PIE's own start for this data
         # loss / mu "auto": chosen from these frames (ptytasks.engines.data_term)
-        self.data_term = resolve_data_term(data, opts, model, priors, frames, self.scale)
+        self.data_term = resolve_data_term(data, opts, model, (obj_p, fit_probe, surf_p, pupil_p),
+                                           frames, self.scale)  # fmt: skip
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
         # Detector pixels the data term enforces (the dataset's usable pixels; a tile's
@@ -105,10 +118,8 @@ class _Setup:
             else:
                 obj = _complex(obj_p, cdt, device) * amp
         else:
-            if probe_p is None and data.probe is not None:
-                probe_p = data.probe
-            if probe_p is None:
-                probe = self._default_probe()
+            if derived is not None:
+                probe = derived
                 derived_probe = True
             else:
                 probe = _complex(probe_p, cdt, device) * amp

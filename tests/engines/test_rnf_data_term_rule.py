@@ -147,3 +147,18 @@ def test_the_choice_does_not_depend_on_the_run_seed():
     chi2 = {s: reconstruct_rnf(d, RNFOptions(epochs=1, seed=s)).extras["data_term"]["rule"]["chi2"]
             for s in (1, 2)}  # fmt: skip
     assert len(set(chi2.values())) == 1, chi2
+
+
+def test_the_blind_probe_is_estimated_once_per_run(monkeypatch):
+    """Without a probe, RNF's start and the data-term prefit share one blind estimate (the
+    prefit's rPIE would otherwise make the same estimate again: ~40 % of a short run)."""
+    from ptytasks.engines import pie
+
+    calls = []
+    real = pie.initial_probe
+    monkeypatch.setattr(pie, "initial_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    d = _low_dose()
+    d.probe = None
+    r = reconstruct_rnf(d, RNFOptions(epochs=1))
+    assert r.extras["data_term"]["rule"]["chi2"] is not None  # the prefit ran
+    assert len(calls) == 1

@@ -42,9 +42,14 @@ def test_affine_map_finds_the_scan_scale(scaled):
     r = reconstruct_rnf(d, RNFOptions(**BASE, learn_positions="affine"),
                         probe_prior=d.ground_truth["probe"])
     a = r.extras["position_affine"]
-    # nominal = true * 1.03 about the centre, so the map back is 1 / 1.03 on both axes
-    np.testing.assert_allclose(np.diag(a), 1 / (1 + SCALE), atol=0.003)
-    assert abs(a[0, 1]) < 0.006 and abs(a[1, 0]) < 0.006  # no spurious shear or rotation
+    # nominal = true * 1.03 about the centre, so the map back is 1 / 1.03 on both axes.
+    # Bounds from the run-to-run spread: engine seeds 1-3 at one and two torch threads (the
+    # thread count changes float reductions like a seed) put each axis within 0.0045 of
+    # 0.971, their mean within 0.004, the off-diagonal terms within 0.010; a map that learns
+    # nothing stays at 1 (0.029 off) and 0.
+    np.testing.assert_allclose(np.diag(a), 1 / (1 + SCALE), atol=0.006)
+    assert abs(np.diag(a).mean() - 1 / (1 + SCALE)) < 0.0045, np.diag(a)
+    assert abs(a[0, 1]) < 0.012 and abs(a[1, 0]) < 0.012  # no spurious shear or rotation
     assert _rms(d, r.positions_px) < 0.2 * start, (start, _rms(d, r.positions_px))
 
 

@@ -6,9 +6,10 @@ The demo runs the default engine, RNF (50 epochs), and must beat rPIE at equal i
 on the same file through the same pipeline. Measured at d4e8acf on the 2-core VM (load
 1.1-1.4): 70 s wall for the whole command (the issue's target: under 2 minutes; the test's
 limit is a hang guard, timings live in benchmarks), RNF 0.0162 against rPIE 0.0215 at 50
-iterations complex error (at 0811f2e: 92 s, RNF 0.0189; rPIE 0.0222 at 30, 0.0212 at 100); the demo cut to 5 RNF epochs
-scores 0.25 and fails the comparison. The default run checks the command's stages, store,
-metrics and previews with ``--epochs 20`` (60 s); the full demo and the comparison are slow."""
+iterations complex error (at 0811f2e: 92 s, RNF 0.0189; rPIE 0.0222 at 30, 0.0212 at
+100); the demo cut to 5 RNF epochs scores 0.25 and fails the comparison. The default run
+checks the command's stages, store, metrics and previews with ``--epochs 20`` (60 s); the
+full demo and the comparison are slow."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def measurements_per_unknown(data: PtychoData) -> float:
 
 def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
                 pupil_prior=None, iterations: int = PREFIT_ITERATIONS,
-                seed: int = PREFIT_SEED, keep: dict | None = None) -> float:
+                seed: int = PREFIT_SEED) -> float:
     """How well a quick classical fit explains ``data``: mean of
     ``(sqrt(I) - sqrt(M))^2 / 0.25`` over pixels with model count ``M >= MIN_MODEL_COUNT``.
 
@@ -93,8 +93,7 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
     of its state). About 1 when the model explains the counts to their Poisson noise; larger
     with model error or an unconverged fit. The model's per-frame totals are matched to the
     data's (the engines' intensity scale is not part of the question). ``nan`` when no pixel
-    qualifies. ``keep``: a dict that receives the prefit's ``"object"`` and ``"probe"``
-    (complex arrays in the data's count units; probe ``None`` in Fourier ptychography).
+    qualifies.
     """
     from ptytasks.engines.options import FourierPIEOptions, PIEOptions
     from ptytasks.engines.pie_state import detector_mask_of
@@ -115,8 +114,6 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
                             object_prior=object_prior, probe_prior=probe_prior, model=m)
         obj, probe = torch.as_tensor(np.asarray(r.object)), torch.as_tensor(np.asarray(r.probe))
         fields = {}
-    if keep is not None:
-        keep.update(object=obj.numpy(), probe=None if probe is None else probe.numpy())
     num = den = 0.0
     fit = np.ones(data.frame_shape, bool) if use is None else use  # totals matched over these
     with torch.no_grad():
@@ -167,7 +164,7 @@ def data_scale(frames: torch.Tensor, fourier_model=None) -> tuple[float, int | N
 
 
 def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tensor,
-                      scale: float, keep: dict | None = None) -> dict | None:
+                      scale: float) -> dict | None:
     """Set ``opts.loss`` / ``opts.mu`` (an ``RNFOptions``) where they are ``"auto"`` by the
     rule above; returns its choice (``None``: nothing was auto). ``priors``: the run's
     ``(object, probe, surface, pupil)`` priors, the prefit's start; ``frames`` (clipped at
@@ -175,8 +172,7 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
 
     ``mu="auto"`` with a named loss is the paper's 0.1 (the rule's weight belongs to its
     smooth-L1 regime). The prefit runs with :data:`PREFIT_SEED`, not the run's seed, and
-    draws from a forked random state: it changes no draw of the run. ``keep`` receives the
-    prefit's object and probe where it ran (:func:`prefit_chi2`)."""
+    draws from a forked random state: it changes no draw of the run."""
     if opts.loss != "auto" and opts.mu != "auto":
         return None
     if opts.loss != "auto":
@@ -186,7 +182,7 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
     choice = choose_data_term(
         data, scale, bool(torch.equal(frames, torch.round(frames))),
         lambda: _guarded_prefit(data, model, probe_prior=probe_p, object_prior=obj_p,
-                                pupil_prior=pupil_p, seed=PREFIT_SEED, keep=keep))
+                                pupil_prior=pupil_p, seed=PREFIT_SEED))
     opts.loss = choice["loss"]
     if opts.mu == "auto":
         opts.mu = choice["mu"]

@@ -100,16 +100,8 @@ class _Setup:
         if derived is not None and modality_of(data).localized_probe:
             fit_probe = derived.detach().cpu().numpy()  # PIE's own start for this data
         # loss / mu "auto": chosen from these frames (ptytasks.engines.data_term)
-        prefit = {}
         self.data_term = resolve_data_term(data, opts, model, (obj_p, fit_probe, surf_p, pupil_p),
-                                           frames, self.scale, keep=prefit)  # fmt: skip
-        from_prefit = self._prefit_start(prefit)
-        self.prefit_started = from_prefit
-        if from_prefit:
-            derived = None  # the prefit's probe replaces the start it was refined from
-            probe_p = prefit["probe"]
-            if opts.prefit_start == "object_probe":
-                obj_p = prefit["object"]
+                                           frames, self.scale)  # fmt: skip
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
         # Detector pixels the data term enforces (the dataset's usable pixels; a tile's
@@ -131,7 +123,6 @@ class _Setup:
                 derived_probe = True
             else:
                 probe = _complex(probe_p, cdt, device) * amp
-                derived_probe = from_prefit  # rescaled as the blind estimate would be
             if int(opts.probe_modes) != 1:  # one mode stays a 2-D probe
                 added = int(opts.probe_modes) - (probe.shape[0] if probe.dim() == 3 else 1)
                 share = min(opts.mode_start_fraction, 0.9 / max(added, 1))
@@ -200,15 +191,6 @@ class _Setup:
             self.corners_host = corners
 
     # ------------------------------------------------------------------ priors
-    def _prefit_start(self, prefit: dict) -> bool:
-        """Whether the run starts from the data-term prefit (``opts.prefit_start``): only
-        where it ran (from this run's start) and explained the counts (the smooth-L1
-        regime)."""
-        opts = self.opts
-        if opts.prefit_start == "none" or self.fourier or prefit.get("probe") is None:
-            return False
-        return bool(self.data_term and self.data_term.get("loss") == "smooth_l1")
-
     def _default_probe(self) -> torch.Tensor:
         return default_probe(self.data, self.model, self.cdt)
 
@@ -508,8 +490,6 @@ def reconstruct_rnf(
     result.extras["batch_size"] = bs  # as run (``batch_size="auto"`` resolved)
     result.extras["data_term"] = {"loss": opts.loss, "mu": float(opts.mu),
                                   **({"rule": st.data_term} if st.data_term else {})}
-    if st.prefit_started:
-        result.extras["data_term"]["prefit_start"] = opts.prefit_start
     return result
 
 

@@ -272,13 +272,6 @@ class RNFOptions(EngineOptions):
     rescale_prior : bool
         Match the priors' power to the data (the probe when it was derived from the data,
         else the uniform object's level).
-    prefit_start : {"none", "probe", "object_probe"}
-        Where the data-term rule's classical prefit ran (30 rPIE iterations) and explained
-        the counts (the smooth-L1 regime, :mod:`ptytasks.engines.data_term`): start from
-        its probe (``"probe"``) or its object and probe (``"object_probe"``), refined from
-        the run's own start, instead of that start. ``"none"`` (default): the run's start
-        (the given probe or the blind estimate, the given or a uniform object).
-        Hypothesis 26 (``docs/rnf.md``).
 
     Run
     ---
@@ -357,7 +350,6 @@ class RNFOptions(EngineOptions):
     lr_background: float = 0.1
     fix_mean_position: bool = True
     rescale_prior: bool = True
-    prefit_start: Literal["none", "probe", "object_probe"] = "none"
 
     plateau_patience: int = 0
     plateau_tol: float = 1e-3
@@ -417,9 +409,6 @@ class RNFOptions(EngineOptions):
         if self.learn_positions not in (True, False, "affine", "local"):
             raise ValueError("learn_positions must be true, false, 'affine' or 'local'; got "
                              f"{self.learn_positions!r}")
-        if self.prefit_start not in ("none", "probe", "object_probe"):
-            raise ValueError("prefit_start must be 'none', 'probe' or 'object_probe'; got "
-                             f"{self.prefit_start!r}")
         if self.learn_background not in (True, False, "auto"):
             raise ValueError("learn_background must be true, false or 'auto'; got "
                              f"{self.learn_background!r}")

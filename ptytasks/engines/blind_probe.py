@@ -91,7 +91,7 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
 #: 100 epochs (hypothesis 27, ``bench/results/records/blind-nearfield-h27-*.json``).
 NF_TRIAL_FRAMES, NF_MIN_EPOCHS, NF_MAX_EPOCHS, NF_PATIENCE = 32, 60, 1000, 100
 #: The trial counts as escaped when its last loss is below this fraction of the first
-#: epoch's (escaped tuning trials end at 0.09-0.28 of it, trapped ones at 0.40-0.60).
+#: epoch's (escaped tuning trials end at 0.09-0.28 of it, trapped ones at 0.40-0.61).
 NF_ESCAPE_RATIO = 1.0 / 3.0
 
 

@@ -90,9 +90,22 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
 #: drift of a few % per 100 epochs), so the cap is 1000 and a plateau is no 1 % gain in
 #: 100 epochs (hypothesis 27, ``bench/results/records/blind-nearfield-h27-*.json``).
 NF_TRIAL_FRAMES, NF_MIN_EPOCHS, NF_MAX_EPOCHS, NF_PATIENCE = 32, 60, 1000, 100
+#: For the first ``NF_LOWPASS_EPOCHS`` epochs the object's phase is held smooth (a complex
+#: Gaussian blur of ``NF_LOWPASS_SIGMA`` px after each epoch, then ``|O| = 1``), so it
+#: cannot absorb the probe's fine speckle: trapped tuning trials left the trap so
+#: (hypothesis 28, ``bench/results/records/blind-nearfield-h28-*.json``).
+NF_LOWPASS_SIGMA, NF_LOWPASS_EPOCHS = 1.0, 150
 #: The trial counts as escaped when its last loss is below this fraction of the first
 #: epoch's (escaped tuning trials end at 0.09-0.28 of it, trapped ones at 0.40-0.61).
 NF_ESCAPE_RATIO = 1.0 / 3.0
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` (complex, 2-D) convolved with a periodic Gaussian of ``sigma`` pixels."""
+    fy = torch.fft.fftfreq(x.shape[-2], dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(x.shape[-1], dtype=torch.float64)[None, :]
+    g = torch.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2)).to(x.real.dtype)
+    return torch.fft.ifft2(torch.fft.fft2(x) * g)
 
 
 def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
@@ -105,14 +118,16 @@ def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
     the probe lacks. Holding the object to ``|O| = 1`` (a weakly absorbing sample, as
     hard-X-ray near-field holography assumes) closes that route: only the probe can explain
     the intensity structure, and ePIE leaves the trap within ~30-600 epochs (slowest on
-    low-contrast objects; on smooth ones, e.g. the "moon" image, not within 1000). The probe
+    low-contrast objects; on smooth ones, e.g. the "moon" image, not at all). The probe
     found so (error ~0.04) starts the unconstrained engines, which then fit the amplitude.
 
     Steps: ``sqrt(mean frame)`` with flat phase propagated back to the sample, scaled to the
     mean counts per frame; then ePIE (steps 1, 1; sequential; sub-pixel shifts) on the
     ``trial_frames`` frames nearest the scan centroid, the object projected onto ``|O| = 1``
-    after every frame update, for ``NF_MIN_EPOCHS``..``max_epochs`` epochs, stopped on a
-    plateau (no 1 % gain in ``NF_PATIENCE`` epochs).
+    after every frame update and, for the first ``NF_LOWPASS_EPOCHS`` epochs, also held
+    smooth (blurred by ``NF_LOWPASS_SIGMA`` px after each epoch: a smooth phase cannot take
+    over the probe's speckle, which freed trapped trials); then up to ``max_epochs``
+    epochs, stopped on a plateau (no 1 % gain in ``NF_PATIENCE`` epochs).
 
     Returns
     -------
@@ -146,9 +161,15 @@ def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
                 for i in torch.randperm(n, generator=gen).split(1):
                     err += float(st.step(i, True))
                     st.obj.copy_(torch.polar(torch.ones_like(st.obj.real), st.obj.angle()))
+                if ep < NF_LOWPASS_EPOCHS:
+                    smooth = _gaussian_blur(st.obj, NF_LOWPASS_SIGMA)
+                    st.obj.copy_(torch.polar(torch.ones_like(smooth.real), smooth.angle()))
                 losses.append(err / total)
+                if ep + 1 == NF_LOWPASS_EPOCHS:  # the plateau counts from the free object on
+                    best, since = np.inf, 0
                 best, since = (losses[-1], 0) if losses[-1] < 0.99 * best else (best, since + 1)
-                if ep + 1 >= NF_MIN_EPOCHS and since >= NF_PATIENCE:
+                if (ep + 1 >= max(NF_MIN_EPOCHS, NF_LOWPASS_EPOCHS + NF_PATIENCE)
+                        and since >= NF_PATIENCE):  # fmt: skip
                     break
     finally:
         torch.set_num_threads(threads)

@@ -74,8 +74,10 @@ def test_blind_nearfield_default_reaches_truth(tmp_path, engine):
     """Near field (diffuser probe, 16 frames): the phase-only-object start
     (``blind_nearfield_probe``). Measured, seeds 0/1/2: rpie 0.004/0.006/0.008, epie
     0.025/0.029/0.024, pine 0.054/0.060/0.055, rnf 0.026/0.028/0.028; the flat-phase start
-    gave 0.41-0.47. Near field at dose 1e5 (not a test: 0.15 is below what the photons
-    allow without a prior): rpie 0.52 blind, rnf 0.37 blind; from the TRUE probe, held
+    gave 0.41-0.47. Near field at dose 1e5 (not a test: 0.15 is at what the photons
+    allow without a prior): rpie 0.52 blind, rnf 0.37 blind; since the blind trial's smooth
+    start (9d53606, hypothesis 28: its probe error 0.95 -> 0.39 on such sets) rpie 0.288,
+    rnf 0.154 (seed 0, one run each); from the TRUE probe, held
     fixed, rPIE's error grows with the iterations as it fits the noise (5: 0.23, 20: 0.29,
     100: 0.35). The 16 frames carry 5.5 counts per detector pixel, 27 photons per object
     pixel; an ideal shot-noise-limited estimate of a unit transmission from N photons has a

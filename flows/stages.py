@@ -108,14 +108,18 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
 # ----------------------------------------------------------------------------- calibrate
 def _calibration_key(params: CalibrationParams) -> dict:
     """The calibration settings that change results: the learned prior's weights only when
-    the prior is single-shot, and the prior engine's defaults (as ``EngineParams.key``)."""
+    the prior is single-shot, the prior engine's defaults (as ``EngineParams.key``), and
+    the blind probe estimators' constants."""
+    from ptytasks.engines import blind_probe
     from ptytasks.engines.registry import SPECS, engine_defaults
 
     prior = SPECS.get(params.object)  # None: "uniform"
     if prior is None:
-        return params.model_dump(exclude={"learned_weights"})
-    key = params.model_dump(exclude={"learned_weights"} if prior.iterative else None)
-    return {**key, "prior_defaults": engine_defaults(prior.name)}
+        key = params.model_dump(exclude={"learned_weights"})
+    else:
+        key = params.model_dump(exclude={"learned_weights"} if prior.iterative else None)
+        key["prior_defaults"] = engine_defaults(prior.name)
+    return {**key, "blind_probe": blind_probe.settings()}
 
 
 def calibrate(store_path: str, params: CalibrationParams) -> dict:

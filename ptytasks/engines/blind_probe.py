@@ -100,6 +100,16 @@ NF_LOWPASS_SIGMA, NF_LOWPASS_EPOCHS = 1.0, 150
 NF_ESCAPE_RATIO = 1.0 / 3.0
 
 
+def settings() -> dict:
+    """The blind estimators' constants, hashed into the pipeline's calibration key: a store
+    must not serve a probe estimated under other constants (``flows.stages``)."""
+    return {"far": {"fractions": list(FOOTPRINT_FRACTIONS), "trial_frames": TRIAL_FRAMES,
+                    "trial_epochs": TRIAL_EPOCHS},
+            "near": {"trial_frames": NF_TRIAL_FRAMES, "min_epochs": NF_MIN_EPOCHS,
+                     "max_epochs": NF_MAX_EPOCHS, "patience": NF_PATIENCE,
+                     "lowpass_sigma": NF_LOWPASS_SIGMA, "lowpass_epochs": NF_LOWPASS_EPOCHS}}
+
+
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """``x`` (complex, 2-D) convolved with a periodic Gaussian of ``sigma`` pixels."""
     fy = torch.fft.fftfreq(x.shape[-2], dtype=torch.float64)[:, None]

@@ -24,6 +24,19 @@ def test_keys_are_stable_and_differ_by_engine():
     assert "prior_defaults" not in _calibration_key(CalibrationParams(object="uniform"))
 
 
+def test_a_changed_blind_probe_constant_changes_the_calibration_key(monkeypatch):
+    """The priors step estimates the blind probe: a store must not serve a probe made
+    under the former near-field trial (300 epochs, no smooth start; hypotheses 27-28)."""
+    from ptytasks.engines import blind_probe
+
+    for obj in ("uniform", "rpie"):
+        before = fingerprint(_calibration_key(CalibrationParams(object=obj)))
+        with monkeypatch.context() as m:
+            m.setattr(blind_probe, "NF_LOWPASS_EPOCHS", 0)
+            assert fingerprint(_calibration_key(CalibrationParams(object=obj))) != before
+        assert fingerprint(_calibration_key(CalibrationParams(object=obj))) == before
+
+
 def test_a_changed_resolved_default_changes_the_pie_keys(monkeypatch):
     rnf, rpie, epie, cal = _keys()
     monkeypatch.setattr(options, "_SLICES_RPIE_ALPHA", 0.5)  # resolved at run time

@@ -108,17 +108,13 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
 # ----------------------------------------------------------------------------- calibrate
 def _calibration_key(params: CalibrationParams) -> dict:
     """The calibration settings that change results: the learned prior's weights only when
-    the prior is single-shot, the prior engine's defaults (as ``EngineParams.key``), and
-    the blind probe estimators' constants."""
-    from ptytasks.engines import blind_probe
-    from ptytasks.engines.registry import SPECS, engine_defaults
+    the prior is single-shot, the prior engine's defaults and the blind probe's constants."""
+    from ptytasks.engines import blind_probe, registry
 
-    prior = SPECS.get(params.object)  # None: "uniform"
-    if prior is None:
-        key = params.model_dump(exclude={"learned_weights"})
-    else:
-        key = params.model_dump(exclude={"learned_weights"} if prior.iterative else None)
-        key["prior_defaults"] = engine_defaults(prior.name)
+    prior = registry.SPECS.get(params.object)  # None: "uniform"
+    key = params.model_dump(exclude=None if prior and not prior.iterative else {"learned_weights"})
+    if prior is not None:
+        key["prior_defaults"] = registry.engine_defaults(prior.name)
     return {**key, "blind_probe": blind_probe.settings()}
 
 

@@ -37,6 +37,25 @@ def test_a_changed_blind_probe_constant_changes_the_calibration_key(monkeypatch)
         assert fingerprint(_calibration_key(CalibrationParams(object=obj))) == before
 
 
+def test_every_blind_probe_constant_enters_its_settings(monkeypatch):
+    """``blind_probe.settings()`` lists its constants by hand: one added later and not
+    listed would let a store serve a probe made under the old value. Every upper-case
+    number or tuple the module holds must move ``settings()``, but the escape flag's ratio,
+    which only labels the report (``escaped``), not the probe."""
+    from ptytasks.engines import blind_probe
+
+    report_only = {"NF_ESCAPE_RATIO"}
+    names = [n for n, v in vars(blind_probe).items()
+             if n.isupper() and isinstance(v, int | float | tuple) and n not in report_only]
+    assert {"FOOTPRINT_FRACTIONS", "NF_MAX_EPOCHS", "NF_LOWPASS_SIGMA"} <= set(names)
+    before = blind_probe.settings()
+    for n in names:
+        v = getattr(blind_probe, n)
+        with monkeypatch.context() as m:
+            m.setattr(blind_probe, n, v + (0.5,) if isinstance(v, tuple) else v + 1)
+            assert blind_probe.settings() != before, n
+
+
 def test_a_changed_resolved_default_changes_the_pie_keys(monkeypatch):
     rnf, rpie, epie, cal = _keys()
     monkeypatch.setattr(options, "_SLICES_RPIE_ALPHA", 0.5)  # resolved at run time

@@ -48,7 +48,9 @@ class RNFOptions(EngineOptions):
     lr : float
         AdamW rate of the neural fields (hash tables and MLP weights).
     betas, weight_decay : AdamW moments and decoupled weight decay of the fields. Physical
-        parameters get no weight decay (it would pull a distance towards zero).
+        parameters get no weight decay (it would pull a distance towards zero). The
+        paper's 1e-5 is in effect none (1e-7 per step on the tables); 0.1 and 1.0 lost on
+        the tuning cells, most in the sparse ones (hypothesis 30, docs/rnf.md).
     lr_positions : float
         Scan positions (pixels per step; the paper's 0.1). Fourier ptychography:
         the wavevectors, in spectrum pixels per step.

@@ -436,8 +436,8 @@ def reconstruct_rnf(
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
     bs = st.batch
-    wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels)
-               if opts.mu > 0 else None)
+    wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels,
+                       spin=opts.wavelet_spin) if opts.mu > 0 else None)
     graph = StepGraph(st, opts, data_loss, wavelet)
     stop = None
     for epoch in range(start, opts.epochs):

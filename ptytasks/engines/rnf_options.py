@@ -130,6 +130,9 @@ class RNFOptions(EngineOptions):
         ``m`` mean counts per pixel: the data's amount and precision).
     wavelet_levels : int
         Haar decomposition levels.
+    wavelet_spin : bool
+        Cycle-spun wavelet term (:func:`ptytasks.engines.losses.wavelet_sparsity`): every
+        neighbouring pixel pair penalised alike, not only those inside the 2 x 2 blocks.
 
     Fields
     ------
@@ -315,6 +318,7 @@ class RNFOptions(EngineOptions):
     huber_delta: float | Literal["noise"] = "noise"
     mu: float | Literal["auto"] = "auto"
     wavelet_levels: int = 1
+    wavelet_spin: bool = False
 
     residual: bool = True
     activation: str = "phasor"

@@ -59,6 +59,7 @@ from ptytasks.engines.rnf_parts import (
     default_probe,
     physical_params,
     rnf_result,
+    spins_wavelet,
 )
 from ptytasks.engines.rnf_step import StepGraph, train_step
 from ptytasks.modalities import modality_of, model_for
@@ -436,8 +437,9 @@ def reconstruct_rnf(
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
     bs = st.batch
-    wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels,
-                       spin=opts.wavelet_spin) if opts.mu > 0 else None)
+    spin = spins_wavelet(data, opts)  # "auto": the modality's (near field: spun)
+    wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels, spin=spin)
+               if opts.mu > 0 else None)
     graph = StepGraph(st, opts, data_loss, wavelet)
     stop = None
     for epoch in range(start, opts.epochs):
@@ -486,11 +488,7 @@ def reconstruct_rnf(
         if plateau:
             stop = epoch
             break
-    result = rnf_result(st, opts, hist, t_start, stop, graph.info())
-    result.extras["batch_size"] = bs  # as run (``batch_size="auto"`` resolved)
-    result.extras["data_term"] = {"loss": opts.loss, "mu": float(opts.mu),
-                                  **({"rule": st.data_term} if st.data_term else {})}
-    return result
+    return rnf_result(st, opts, hist, t_start, stop, graph.info())
 
 
 def _slices(obj: torch.Tensor) -> int:

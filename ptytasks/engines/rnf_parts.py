@@ -325,6 +325,14 @@ def learns_background(data: PtychoData, opts) -> bool:
     return modality_of(data).camera_background if o == "auto" else bool(o)
 
 
+def spins_wavelet(data: PtychoData, opts) -> bool:
+    """``RNFOptions.wavelet_spin``, with ``"auto"`` read from the modality."""
+    from ptytasks.modalities import modality_of
+
+    o = opts.wavelet_spin
+    return modality_of(data).spun_wavelet if o == "auto" else bool(o)
+
+
 def physical_params(model: ForwardModel) -> dict:
     """Scalar physical parameters (and the Zernike list) as plain floats, for results."""
     out = {}
@@ -359,6 +367,10 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
               "epoch_seconds": list(hist["time"]),
               "reg_loss_history": hist["reg"], "object_residual": res.cpu().numpy(),
               "stopped_early_at": stop, "learned": list(st.learned),
+              "batch_size": st.batch,  # as run (``batch_size="auto"`` resolved)
+              "data_term": {"loss": opts.loss, "mu": float(opts.mu),
+                            "wavelet_spin": spins_wavelet(st.data, opts),
+                            **({"rule": st.data_term} if st.data_term else {})},
               # as run: a compiled set that fell back reads "eager"
               "field_kernels": field_kernels(st.kernels).mode,
               "cuda_graph": cuda_graph}

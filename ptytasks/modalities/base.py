@@ -79,6 +79,12 @@ class Modality:
         masks the split wide pixels of its chip boundaries and hot pixels found in the
         frames (:mod:`ptytasks.detector`). False: cameras, where a coded surface or an
         image's own structure can look like a hot pixel.
+    spun_wavelet : bool
+        RNF's wavelet term cycle-spun (``RNFOptions.wavelet_spin="auto"``). Near field:
+        every frame lights the field with a speckled wavefront the object can absorb, and
+        one decimated Haar level leaves half the neighbouring pairs free to; spun, the
+        held-out error fell 0.88-0.91x (0.99x on a trapped case). Far field and Fourier:
+        no gain on the tuning cells (hypotheses 31-32, ``docs/rnf.md``).
     min_steps_per_epoch : int
         RNF's ``batch_size="auto"`` takes at most 16 frames per step and at least this
         many steps per epoch (1: always 16). Far field: 6 -- its sparse scans are limited
@@ -106,6 +112,7 @@ class Modality:
     far_field_detector: ClassVar[bool] = False
     camera_background: ClassVar[bool] = False
     pixel_detector: ClassVar[bool] = False
+    spun_wavelet: ClassVar[bool] = False
     min_steps_per_epoch: ClassVar[int] = 1
     fresnel_scaled: ClassVar[bool] = False
     blind_probe: ClassVar[str | None] = None

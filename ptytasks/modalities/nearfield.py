@@ -12,6 +12,7 @@ class NearFieldModality(Modality):
     fresnel_scaled = True
     pixel_detector = True  # X-ray / electron counting detectors (ptytasks.detector)
     blind_probe = "near_field_phase"
+    spun_wavelet = True  # RNF's wavelet term (hypothesis 32)
     tile_margin = 0.5  # probe widths
     requires = (("positions_px", "positions_px (scan positions)"),
                 ("distance", "distance (metres)"))  # fmt: skip

@@ -247,6 +247,21 @@ def test_wavelet_term_reported(ff):
                         + res.extras["reg_loss_history"][-1], rel_tol=1e-9)
 
 
+def test_wavelet_term_is_spun_where_the_modality_says(ff):
+    """``wavelet_spin="auto"``: spun in the near field (hypothesis 32), not in the far field;
+    the choice is reported and reaches the term (its value moves)."""
+    nf = simulate("nearfield", frame_size=32, n_positions=9, dose=1e6, seed=5)
+    kw = {"epochs": 1, "batch_size": 9, "hidden_features": 8, "mu": 1.0}
+    probe = nf.ground_truth["probe"]  # no blind trial: the test is about the term
+    auto, off = (reconstruct_rnf(nf, RNFOptions(**kw, wavelet_spin=s), probe_prior=probe)
+                 for s in ("auto", False))
+    assert auto.extras["data_term"]["wavelet_spin"] is True
+    assert off.extras["data_term"]["wavelet_spin"] is False
+    assert auto.extras["reg_loss_history"][0] != off.extras["reg_loss_history"][0]
+    far = reconstruct_rnf(ff, RNFOptions(**kw))
+    assert far.extras["data_term"]["wavelet_spin"] is False
+
+
 def test_probe_warmup_holds_the_probe(ff):
     kw = {"batch_size": 9, "hidden_features": 8}
     start = reconstruct_rnf(ff, RNFOptions(epochs=0, **kw)).probe

@@ -101,7 +101,7 @@ def test_auto_resolves_to_the_same_run_as_the_named_settings():
     assert "rule" not in named.extras["data_term"]
     # a named loss keeps the paper's weight and runs no prefit
     l1 = reconstruct_rnf(d, RNFOptions(epochs=1, loss="l1"))
-    assert l1.extras["data_term"] == {"loss": "l1", "mu": MU_DEFAULT}
+    assert l1.extras["data_term"] == {"loss": "l1", "mu": MU_DEFAULT, "wavelet_spin": False}
 
 
 def test_options_refuse_bad_loss_and_mu():

@@ -381,8 +381,13 @@ class RNFOptions(EngineOptions):
         # what "auto" resolves by at run time: a stored tile made under other constants
         # must not be reused (the pipeline hashes these into its step keys)
         from ptytasks.engines import data_term as T
+        from ptytasks.modalities import get, names
 
+        # the modality attributes RNF's "auto" options read
+        by_modality = {n: {a: getattr(get(n), a) for a in (
+            "spun_wavelet", "camera_background", "min_steps_per_epoch")} for n in names()}
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
+                "modalities": by_modality,
                 "data_term": {k: getattr(T, k) for k in (
                     "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",

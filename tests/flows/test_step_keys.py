@@ -69,3 +69,13 @@ def test_a_changed_field_default_changes_the_rnf_key(monkeypatch):
     lr = {f.name: f for f in fields(RNFOptions)}["lr_zernike"]
     monkeypatch.setattr(lr, "default", lr.default * 4)
     assert _keys()[0] != rnf
+
+
+def test_a_changed_modality_rule_changes_the_rnf_key(monkeypatch):
+    """RNF's ``"auto"`` options read modality attributes (the near field's spun wavelet
+    term, hypothesis 32): a tile made under the other setting must not be reused."""
+    from ptytasks.modalities import get
+
+    rnf = _keys()[0]
+    monkeypatch.setattr(type(get("nearfield")), "spun_wavelet", False)
+    assert _keys()[0] != rnf

@@ -424,9 +424,10 @@ class RNFOptions(EngineOptions):
         if self.learn_positions not in (True, False, "affine", "local"):
             raise ValueError("learn_positions must be true, false, 'affine' or 'local'; got "
                              f"{self.learn_positions!r}")
-        if self.learn_background not in (True, False, "auto"):
-            raise ValueError("learn_background must be true, false or 'auto'; got "
-                             f"{self.learn_background!r}")
+        for name in ("learn_background", "wavelet_spin"):
+            if getattr(self, name) not in (True, False, "auto"):
+                raise ValueError(f"{name} must be true, false or 'auto'; got "
+                                 f"{getattr(self, name)!r}")
         if self.batch_size != "auto" and (isinstance(self.batch_size, (bool, str))
                                           or int(self.batch_size) < 1):
             raise ValueError(f"batch_size must be 'auto' or >= 1; got {self.batch_size!r}")

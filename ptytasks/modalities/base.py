@@ -83,8 +83,9 @@ class Modality:
         RNF's wavelet term cycle-spun (``RNFOptions.wavelet_spin="auto"``). Near field:
         every frame lights the field with a speckled wavefront the object can absorb, and
         one decimated Haar level leaves half the neighbouring pairs free to; spun, the
-        held-out error fell 0.88-0.91x (0.99x on a trapped case). Far field and Fourier:
-        no gain on the tuning cells (hypotheses 31-32, ``docs/rnf.md``).
+        held-out error fell 0.88-0.91x (0.99x on a trapped case). Far field: 0.96-1.05x
+        per tuning cell, over the rule's bound; Fourier 1.00x; coded untested
+        (hypotheses 31-32, ``docs/rnf.md``).
     min_steps_per_epoch : int
         RNF's ``batch_size="auto"`` takes at most 16 frames per step and at least this
         many steps per epoch (1: always 16). Far field: 6 -- its sparse scans are limited

@@ -111,6 +111,8 @@ def test_options_refuse_bad_loss_and_mu():
         RNFOptions(mu=-0.1)
     with pytest.raises(ValueError, match="mu"):
         RNFOptions(mu="some")
+    with pytest.raises(ValueError, match="wavelet_spin"):
+        RNFOptions(wavelet_spin="yes")
 
 
 def test_the_rule_constants_key_stored_runs(monkeypatch):

@@ -148,7 +148,8 @@ class RNFOptions(EngineOptions):
     omega : float
         Phasor frequency of the first layer (hidden layers: ``hidden_omega``).
     learn_omega : bool
-        Make the frequencies trainable (paper Eq. 4).
+        Make the frequencies trainable (paper Eq. 4). No gain on the tuning cells (geomean
+        1.005; hypothesis 34, docs/rnf.md), so off.
     hidden_features : int
         MLP width in complex neurons (64, the paper's).
     hidden_layers : int

@@ -14,6 +14,7 @@ import torch
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask_of
 from ptytasks.modalities import model_for
+from ptytasks.physics.fft import gaussian_blur
 from ptytasks.probe_estimate import (
     FOOTPRINT_FRACTIONS,
     TRIAL_EPOCHS,
@@ -110,14 +111,6 @@ def settings() -> dict:
                      "lowpass_sigma": NF_LOWPASS_SIGMA, "lowpass_epochs": NF_LOWPASS_EPOCHS}}
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``x`` (complex, 2-D) convolved with a periodic Gaussian of ``sigma`` pixels."""
-    fy = torch.fft.fftfreq(x.shape[-2], dtype=torch.float64)[:, None]
-    fx = torch.fft.fftfreq(x.shape[-1], dtype=torch.float64)[None, :]
-    g = torch.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2)).to(x.real.dtype)
-    return torch.fft.ifft2(torch.fft.fft2(x) * g)
-
-
 def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
                           max_epochs: int = NF_MAX_EPOCHS, seed: int = 0) -> tuple:
     """The near-field probe a careful user would start from when the file has none.
@@ -172,7 +165,7 @@ def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
                     err += float(st.step(i, True))
                     st.obj.copy_(torch.polar(torch.ones_like(st.obj.real), st.obj.angle()))
                 if ep < NF_LOWPASS_EPOCHS:
-                    smooth = _gaussian_blur(st.obj, NF_LOWPASS_SIGMA)
+                    smooth = gaussian_blur(st.obj, NF_LOWPASS_SIGMA)
                     st.obj.copy_(torch.polar(torch.ones_like(smooth.real), smooth.angle()))
                 losses.append(err / total)
                 if ep + 1 == NF_LOWPASS_EPOCHS:  # the plateau counts from the free object on

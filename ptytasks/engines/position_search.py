@@ -23,11 +23,12 @@ state). Measured (records/positions-coarse-stage-attempts-75a01b3.json, tuning s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ptytasks.physics.fft import gaussian_blur
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,6 @@ class PositionSearchOptions:
     alpha: float = 0.1
     min_weight: float = 1e-3
     seed: int = 0
-
-
-def _low_pass(obj: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``obj`` convolved with a Gaussian of ``sigma`` pixels (its mean kept; periodic)."""
-    fy = torch.fft.fftfreq(obj.shape[-2], device=obj.device)
-    fx = torch.fft.fftfreq(obj.shape[-1], device=obj.device)
-    g = torch.exp(-2 * math.pi**2 * sigma**2 * (fy[:, None] ** 2 + fx[None] ** 2))
-    m = obj.mean()
-    return torch.fft.ifft2(torch.fft.fft2(obj - m) * g) + m
 
 
 def search_positions(data, probe, options: PositionSearchOptions | None = None,
@@ -153,5 +145,5 @@ def search_positions(data, probe, options: PositionSearchOptions | None = None,
             est[i] = nom[i] + (wts[:, None] * off.float()).sum(0).numpy()
         sigma = o.blur_px * max(0.0, 1 - epoch / max(o.blur_share * o.epochs, 1e-9))
         if sigma > 0.05:
-            obj.copy_(_low_pass(obj, sigma))
+            obj.copy_(gaussian_blur(obj, sigma))
     return np.clip(est, 0, upper)

@@ -65,6 +65,15 @@ def freq_grid(
     return gy / pixel_size, gx / pixel_size
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` (real or complex, over its last two axes) convolved with a periodic Gaussian
+    of ``sigma`` pixels (standard deviation); its mean is kept (the kernel's gain at zero
+    frequency is 1). The result is complex."""
+    fy, fx = freq_grid(tuple(x.shape[-2:]), dtype=torch.float64, device=x.device)
+    g = torch.exp(-2.0 * (torch.pi * sigma) ** 2 * (fy**2 + fx**2)).to(real_dtype(x.dtype))
+    return torch.fft.ifft2(torch.fft.fft2(x) * g)
+
+
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
     """The real dtype matching a complex (or real) dtype."""
     return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)

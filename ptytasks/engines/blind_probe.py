@@ -1,6 +1,7 @@
 """Blind probe estimates that run PIE on a trial set (the theory and the numpy pieces are
 in :mod:`ptytasks.probe_estimate`): the far-field footprint and defocus chosen by
-held-out frames, and the near-field probe from a phase-only-object ePIE.
+held-out frames (at low counts: by the trial's own fit with the candidate held), and the
+near-field probe from a phase-only-object ePIE.
 
 :func:`ptytasks.engines.pie.initial_probe` calls them for a file without a probe and
 passes its own ``reconstruct_pie``, so this module does not import the engine that uses it.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ptytasks.engines.data_term import COUNTS_MAX
+from ptytasks.engines.losses import data_loss
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask_of
 from ptytasks.modalities import model_for
@@ -46,6 +49,36 @@ def held_out_error(trial, probe, reconstruct, *, epochs: int = TRIAL_EPOCHS,
     return float(pred.loss_history[0]), float(r.loss_history[-1])
 
 
+#: rPIE iterations of the low-count score (:func:`trial_deviance`), the candidate held.
+FIT_ITERATIONS = 10
+
+
+def trial_deviance(trial, probe, reconstruct, *, iterations: int = FIT_ITERATIONS,
+                   seed: int = 0) -> float:
+    """How well ``probe`` lets one object explain every frame of ``trial``: the mean Poisson
+    deviance per (used) detector pixel after ``iterations`` of rPIE with the probe held.
+
+    The low-count score of :func:`blind_farfield_probe`. At a few counts per pixel the
+    held-out amplitude error of :func:`held_out_error` rewards the candidate whose
+    predictions are closest to the mean pattern -- the smallest footprint -- because every
+    object fitted to so few photons predicts unseen frames badly; with the probe held, a
+    wrong defocus cannot make overlapping frames agree, and the deviance is the proper
+    score for counts. At high counts the held-out error stays (there a small probe fits
+    its own frames: measured, ``docs/rnf.md`` hypothesis 37).
+    """
+    from ptytasks.engines.pie_state import as_detector_mask
+
+    r = reconstruct(trial, PIEOptions(variant="rpie", iterations=iterations,
+                                      update_probe=False, seed=seed), probe_prior=probe)
+    with torch.no_grad():
+        pred = model_for(trial)(torch.as_tensor(np.asarray(r.object)),
+                                torch.as_tensor(np.asarray(r.probe)),
+                                torch.arange(len(trial.frames)))
+    meas = torch.as_tensor(np.clip(np.asarray(trial.frames, np.float64), 0, None))
+    use = as_detector_mask(detector_mask_of(trial.meta), trial.frame_shape, "cpu")
+    return float(data_loss("poisson", "intensity")(pred.double(), meas, use))
+
+
 def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
                          trial_frames: int = TRIAL_FRAMES,
                          epochs: int = TRIAL_EPOCHS) -> tuple[np.ndarray, dict]:
@@ -61,26 +94,34 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     Returns
     -------
     probe : complex64 ``(N, N)``, centred, carrying the mean counts per frame
-    report : dict with the chosen ``diameter_px``, ``sign`` and every candidate's scores
+    report : dict with the chosen ``diameter_px``, ``sign``, ``scored_by`` (``"held_out"``
+        or, below :data:`COUNTS_MAX` mean counts per pixel, ``"trial_deviance"``), the
+        ``mean_counts`` that decided it and every candidate's ``score``
     """
-    mean = mean_pattern(data.frames, use=detector_mask_of(data.meta))
+    use = detector_mask_of(data.meta)
+    mean = mean_pattern(data.frames, use=use)
     n = min(mean.shape)
+    counts = float(mean[use].mean() if use is not None else mean.mean())
     trial = trial_set(data, trial_frames)
+    low = counts < COUNTS_MAX  # read at call time: the calibration key hashes it
+    scored_by = "trial_deviance" if low else "held_out"
     scores = []
     for sign in (1.0, -1.0):
         for f in fractions:
             p = farfield_probe(mean, f * n, sign)
-            if len(trial.frames) >= 4:
-                held, fit = held_out_error(trial, p, reconstruct, epochs=epochs)
-            else:  # too few frames to hold any out: the fit alone
-                held = fit = float("nan")
-            scores.append({"diameter_px": f * n, "sign": sign, "held_out_error": held,
-                           "fit_error": fit})  # fmt: skip
-    finite = [s for s in scores if np.isfinite(s["held_out_error"])]
-    best = (min(finite, key=lambda s: s["held_out_error"]) if finite
+            if low:
+                score = trial_deviance(trial, p, reconstruct, iterations=FIT_ITERATIONS)
+            elif len(trial.frames) >= 4:
+                score = held_out_error(trial, p, reconstruct, epochs=epochs)[0]
+            else:  # too few frames to hold any out
+                score = float("nan")
+            scores.append({"diameter_px": f * n, "sign": sign, "score": score})
+    finite = [s for s in scores if np.isfinite(s["score"])]
+    best = (min(finite, key=lambda s: s["score"]) if finite
             else {"diameter_px": 0.35 * n, "sign": 1.0})  # fmt: skip
     probe = farfield_probe(mean, best["diameter_px"], best["sign"]).astype(np.complex64)
     return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],
+                   "scored_by": scored_by, "mean_counts": counts,
                    "candidates": scores}  # fmt: skip
 
 
@@ -105,7 +146,8 @@ def settings() -> dict:
     """The blind estimators' constants, hashed into the pipeline's calibration key: a store
     must not serve a probe estimated under other constants (``flows.stages``)."""
     return {"far": {"fractions": list(FOOTPRINT_FRACTIONS), "trial_frames": TRIAL_FRAMES,
-                    "trial_epochs": TRIAL_EPOCHS},
+                    "trial_epochs": TRIAL_EPOCHS, "low_counts_below": COUNTS_MAX,
+                    "fit_iterations": FIT_ITERATIONS},
             "near": {"trial_frames": NF_TRIAL_FRAMES, "min_epochs": NF_MIN_EPOCHS,
                      "max_epochs": NF_MAX_EPOCHS, "patience": NF_PATIENCE,
                      "lowpass_sigma": NF_LOWPASS_SIGMA, "lowpass_epochs": NF_LOWPASS_EPOCHS}}

@@ -22,7 +22,11 @@ what the frames say, and lets the data decide what they do not:
   are each refined for a few rPIE epochs on half of a compact set of frames, and the one
   that best **predicts the other half** wins. A too-small probe fits its own frames well
   (fewer overlap constraints) but cannot predict its neighbours', so held-out frames, not
-  the fit, choose;
+  the fit, choose -- at high counts. Below 64 counts per pixel every object fitted to the
+  few photons predicts unseen frames badly and the candidate nearest the mean pattern (the
+  smallest) wins; there the trial's own Poisson deviance with the candidate *held*
+  chooses (a wrong defocus cannot make overlapping frames agree;
+  :func:`ptytasks.engines.blind_probe.trial_deviance`);
 * the **power**: the mean counts per frame.
 """
 

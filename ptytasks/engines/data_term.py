@@ -24,8 +24,14 @@ quantities:
 Where both hold: ``loss="smooth_l1"`` and the wavelet weight scaled by the data per unknown,
 ``mu = MU_SCALE / (R * sqrt(m))`` (``R``: frames x frame pixels / object pixels, ``m``: mean
 counts per pixel; a posterior weighs the data by their amount and precision, where RNF's
-data term is a mean); elsewhere L1 and ``mu = 0.1`` (also where the prefit fails: a warning,
-never a stopped run). The choice and its inputs are returned for the result's extras.
+data term is a mean). Where the counts gate fails *only* because there are fewer than
+:data:`PHOTONS_PER_PIXEL_MIN` photons per object pixel (whole numbers, low mean count or a
+sparse scan: photon-starved), ``loss="poisson"`` and ``mu =`` :data:`MU_STARVED`: L1 fits
+each pixel's median, zero below ln 2 expected photons, and with so few photons per unknown
+only the likelihood uses them (hypothesis 38; before it, every engine there started from a
+wrong-footprint blind probe, hypothesis 37). Elsewhere L1 and ``mu = 0.1`` (also where the
+prefit fails: a warning, never a stopped run). The choice and its inputs are returned for
+the result's extras.
 Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21 and
 24; ``bench/results/records/rnf-data-term-rule-h20-h21-580559c.json``,
 ``rnf-sparse-smoothl1-h24-cf9c495.json``).
@@ -74,6 +80,11 @@ MIN_MODEL_COUNT = 3.0
 MU_SCALE = 6.8
 #: The wavelet weight outside the low-count regime (the paper's).
 MU_DEFAULT = 0.1
+#: The wavelet weight with the Poisson term where photons are starved (below
+#: :data:`PHOTONS_PER_PIXEL_MIN` per object pixel): chosen from 0.3 / 1 / 3 on the
+#: ff-25-1e4 tuning cases, the one tuning cell there (mean error 0.219 / 0.178 / 0.211;
+#: hypothesis 38, ``bench/results/records/rnf-starved-poisson-h38-*.json``).
+MU_STARVED = 1.0
 
 
 def measurements_per_unknown(data: PtychoData) -> float:
@@ -131,7 +142,7 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
 
 
 def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> dict:
-    """The rule's choice: ``{"loss", "mu", "low_counts", "scale", "chi2", "R",
+    """The rule's choice: ``{"loss", "mu", "low_counts", "starved", "scale", "chi2", "R",
     "photons_per_pixel"}``.
 
     ``scale``: mean counts per pixel as the engine normalises them; ``counts``: whether the
@@ -143,14 +154,15 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> 
     """
     r = measurements_per_unknown(data)
     photons = r * float(scale)
-    low = bool(counts and (scale < COUNTS_MAX or r < SPARSE_R_MAX)
-               and photons >= PHOTONS_PER_PIXEL_MIN)
+    gate = bool(counts and (scale < COUNTS_MAX or r < SPARSE_R_MAX))
+    low = gate and photons >= PHOTONS_PER_PIXEL_MIN
+    starved = gate and photons < PHOTONS_PER_PIXEL_MIN
     chi2 = float(fit_chi2()) if low else None
     regime = low and chi2 is not None and math.isfinite(chi2) and chi2 < FIT_CHI2_MAX
-    return {"loss": "smooth_l1" if regime else "l1",
-            "mu": MU_SCALE / (r * math.sqrt(scale)) if regime else MU_DEFAULT,
-            "low_counts": low, "scale": float(scale), "chi2": chi2,
-            "R": r, "photons_per_pixel": photons}
+    loss, mu = ("smooth_l1", MU_SCALE / (r * math.sqrt(scale))) if regime else \
+        ("poisson", MU_STARVED) if starved else ("l1", MU_DEFAULT)
+    return {"loss": loss, "mu": mu, "low_counts": low, "starved": starved,
+            "scale": float(scale), "chi2": chi2, "R": r, "photons_per_pixel": photons}
 
 
 def data_scale(frames: torch.Tensor, fourier_model=None) -> tuple[float, int | None]:

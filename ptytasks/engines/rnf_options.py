@@ -106,7 +106,10 @@ class RNFOptions(EngineOptions):
         chosen on tuning cases; held out, the simulated 100 %-kept far field at dose 1e4
         goes from 0.23 to 0.12, under PtyRAD's 0.14, fresh 15 %-kept scans at dose 1e6 from
         0.089 to 0.074 (median of three), while the Siemens star, whose counts a one-mode
-        fit does not explain, keeps L1). The choice is in ``result.extras["data_term"]``.
+        fit does not explain, keeps L1); where whole-number frames hold fewer than 20
+        photons per object pixel (and average below 64 per pixel or come from a sparse
+        scan), the Poisson likelihood with ``mu`` 1 (hypothesis 38). The choice is in
+        ``result.extras["data_term"]``.
         ``"smooth_l1"``: quadratic for residuals within
         ``huber_delta``, L1 beyond (``delta = 0`` is L1); with the noise threshold it is
         the option for low-dose counts: L1 fits each pixel's median count, 0 wherever fewer
@@ -127,7 +130,8 @@ class RNFOptions(EngineOptions):
         Weight of the Haar-wavelet L1 sparsity of the object residual, ``mu * L / N``
         (N object pixels). ``"auto"`` (default): 0.1 (the paper's), but where ``loss="auto"``
         picks smooth L1, ``6.8 / (R sqrt(m))`` (``R`` measured pixels per object pixel,
-        ``m`` mean counts per pixel: the data's amount and precision).
+        ``m`` mean counts per pixel: the data's amount and precision), and 1 where it picks
+        the Poisson term (photon-starved counts).
     wavelet_levels : int
         Haar decomposition levels.
     wavelet_spin : bool or "auto"
@@ -392,7 +396,7 @@ class RNFOptions(EngineOptions):
                 "data_term": {k: getattr(T, k) for k in (
                     "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
-                    "MU_DEFAULT")}}
+                    "MU_DEFAULT", "MU_STARVED")}}
 
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of

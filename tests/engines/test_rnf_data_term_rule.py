@@ -17,6 +17,7 @@ import pytest
 from ptytasks.engines.data_term import (
     FIT_CHI2_MAX,
     MU_DEFAULT,
+    MU_STARVED,
     SPARSE_R_MAX,
     choose_data_term,
     measurements_per_unknown,
@@ -52,11 +53,17 @@ def test_the_choice_needs_low_counts_and_an_explained_fit():
     assert r < SPARSE_R_MAX
     dense = _dense()
     assert measurements_per_unknown(dense) > SPARSE_R_MAX
-    # high counts on a dense scan, frames that are not counts, or too few photons per
-    # object pixel (R * m < 20: 6.7 * 2): L1 and the paper's weight, no prefit run
-    for data, scale, counts in ((dense, 100.0, True), (d, 8.0, False), (d, 2.0, True)):
+    # high counts on a dense scan, or frames that are not counts: L1 and the paper's
+    # weight, no prefit run
+    for data, scale, counts in ((dense, 100.0, True), (d, 8.0, False), (d, 2.0, False)):
         c = choose_data_term(data, scale, counts, fit(1.0))
         assert (c["loss"], c["mu"], c["chi2"]) == ("l1", MU_DEFAULT, None)
+        assert not c["starved"]
+    # counts, but too few photons per object pixel (R * m < 20: 6.7 * 2): photon-starved,
+    # the Poisson likelihood and mu 1 (hypothesis 38), no prefit run
+    c = choose_data_term(d, 2.0, True, fit(1.0))
+    assert (c["loss"], c["mu"], c["chi2"]) == ("poisson", MU_STARVED, None)
+    assert c["starved"] and not c["low_counts"]
     assert calls == []
     # high counts on a sparse scan (R 6.7 < 10, hypothesis 24): smooth L1 when explained
     c = choose_data_term(d, 100.0, True, fit(1.1))

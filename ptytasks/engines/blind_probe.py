@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptytasks.engines.data_term import COUNTS_MAX
-from ptytasks.engines.losses import data_loss
+from ptytasks.engines.losses import COUNTS_MAX, data_loss
 from ptytasks.engines.options import PIEOptions
 from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask_of
 from ptytasks.modalities import model_for

@@ -47,12 +47,11 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.losses import COUNTS_MAX
 from ptytasks.modalities import modality_of
 
 log = logging.getLogger(__name__)
 
-#: Mean counts per pixel below which smooth L1 may apply (hypothesis 18).
-COUNTS_MAX = 64.0
 #: Fewest photons per object pixel (total counts / object pixels) at which smooth L1 may
 #: apply: below it (sparse scans at a few counts per pixel) no engine reconstructs and the
 #: loss only changes how noise is fitted (hypotheses 20-21).

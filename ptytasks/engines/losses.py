@@ -43,6 +43,12 @@ from torch import nn
 
 from ptytasks.fields.haar import haar_wavedec2
 
+#: Mean counts per pixel below which frames are "low counts": the data-term rule's smooth-L1
+#: gate (:mod:`ptytasks.engines.data_term`, hypothesis 18) and the blind far-field probe's
+#: switch to scoring by the trial's own deviance (:mod:`ptytasks.engines.blind_probe`,
+#: hypothesis 37). Here, below both, so neither imports the other.
+COUNTS_MAX = 64.0
+
 DATA_LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
 
 

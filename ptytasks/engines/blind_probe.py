@@ -65,8 +65,6 @@ def trial_deviance(trial, probe, reconstruct, *, iterations: int = FIT_ITERATION
     score for counts. At high counts the held-out error stays (there a small probe fits
     its own frames: measured, ``docs/rnf.md`` hypothesis 37).
     """
-    from ptytasks.engines.pie_state import as_detector_mask
-
     r = reconstruct(trial, PIEOptions(variant="rpie", iterations=iterations,
                                       update_probe=False, seed=seed), probe_prior=probe)
     with torch.no_grad():

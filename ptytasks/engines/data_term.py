@@ -53,8 +53,9 @@ from ptytasks.modalities import modality_of
 log = logging.getLogger(__name__)
 
 #: Fewest photons per object pixel (total counts / object pixels) at which smooth L1 may
-#: apply: below it (sparse scans at a few counts per pixel) no engine reconstructs and the
-#: loss only changes how noise is fitted (hypotheses 20-21).
+#: apply (hypotheses 20-21, when no engine left its start there); below it, where the
+#: counts gate holds, the frames are photon-starved and the Poisson term applies
+#: (hypothesis 38).
 PHOTONS_PER_PIXEL_MIN = 20.0
 #: Measurements per unknown (``R``) below which smooth L1 may apply at any mean count
 #: (hypothesis 24): the geometric midpoint of the grid's sparse (R 4.2-4.9) and full

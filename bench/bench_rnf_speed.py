@@ -57,7 +57,6 @@ from ptytasks.engines.batching import batches  # noqa: E402
 from ptytasks.engines.losses import data_loss as make_data_loss  # noqa: E402
 from ptytasks.engines.losses import wavelet_sparsity  # noqa: E402
 from ptytasks.engines.rnf import RNFOptions, _resolve, _Setup, reconstruct_rnf  # noqa: E402
-from ptytasks.engines.rnf_parts import spins_wavelet  # noqa: E402
 from ptytasks.fields import ResidualField  # noqa: E402
 from ptytasks.fields.activations import from_split  # noqa: E402
 from ptytasks.fields.hash_encoding import pixel_to_unit  # noqa: E402
@@ -292,8 +291,9 @@ def _staged_step(st, idx, data_loss, opts, clock):
 
     def loss():
         ld = data_loss(pred_l, st.frames[idx])
-        lr_ = (wavelet_sparsity(res_l, opts.mu, levels=opts.wavelet_levels,
-                                spin=spins_wavelet(st.data, opts)) if opts.mu > 0 else 0)
+        spin = opts.from_modality("wavelet_spin", st.data)
+        lr_ = (wavelet_sparsity(res_l, opts.mu, levels=opts.wavelet_levels, spin=spin)
+               if opts.mu > 0 else 0)
         return ld + lr_
 
     total = clock("loss", loss)

@@ -59,7 +59,6 @@ from ptytasks.engines.rnf_parts import (
     default_probe,
     physical_params,
     rnf_result,
-    spins_wavelet,
 )
 from ptytasks.engines.rnf_step import StepGraph, train_step
 from ptytasks.modalities import modality_of, model_for
@@ -437,7 +436,7 @@ def reconstruct_rnf(
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)
     n = data.n_frames
     bs = st.batch
-    spin = spins_wavelet(data, opts)  # "auto": the modality's (near field: spun)
+    spin = opts.from_modality("wavelet_spin", data)  # "auto": near field spun
     wavelet = (partial(wavelet_sparsity, mu=opts.mu, levels=opts.wavelet_levels, spin=spin)
                if opts.mu > 0 else None)
     graph = StepGraph(st, opts, data_loss, wavelet)

@@ -23,6 +23,9 @@ KERNELS = ("auto", *KERNEL_MODES)
 COMPILE_MIN_COORDS = 5e7
 # batch_size="auto": at most this many frames per step
 AUTO_BATCH = 16
+#: Boolean options whose ``"auto"`` is an attribute of the data's modality
+#: (:meth:`RNFOptions.from_modality`); the pipeline keys these attributes.
+AUTO_FROM_MODALITY = {"learn_background": "camera_background", "wavelet_spin": "spun_wavelet"}
 
 
 @dataclass
@@ -381,6 +384,15 @@ class RNFOptions(EngineOptions):
             return max(1, int(self.batch_size))
         return int(max(1, min(AUTO_BATCH, -(-int(n_frames) // max(1, int(min_steps))))))
 
+    def from_modality(self, name: str, data) -> bool:
+        """Option ``name`` (a key of :data:`AUTO_FROM_MODALITY`) for ``data``, with
+        ``"auto"`` read from its modality."""
+        from ptytasks.modalities import modality_of
+
+        value = getattr(self, name)
+        return getattr(modality_of(data), AUTO_FROM_MODALITY[name]) if value == "auto" \
+            else bool(value)
+
     @classmethod
     def _resolved_defaults(cls) -> dict:
         # what "auto" resolves by at run time: a stored tile made under other constants
@@ -390,7 +402,7 @@ class RNFOptions(EngineOptions):
 
         # the modality attributes RNF's "auto" options read
         by_modality = {n: {a: getattr(get(n), a) for a in (
-            "spun_wavelet", "camera_background", "min_steps_per_epoch")} for n in names()}
+            *AUTO_FROM_MODALITY.values(), "min_steps_per_epoch")} for n in names()}
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
                 "modalities": by_modality,
                 "data_term": {k: getattr(T, k) for k in (
@@ -429,7 +441,7 @@ class RNFOptions(EngineOptions):
         if self.learn_positions not in (True, False, "affine", "local"):
             raise ValueError("learn_positions must be true, false, 'affine' or 'local'; got "
                              f"{self.learn_positions!r}")
-        for name in ("learn_background", "wavelet_spin"):
+        for name in AUTO_FROM_MODALITY:
             if getattr(self, name) not in (True, False, "auto"):
                 raise ValueError(f"{name} must be true, false or 'auto'; got "
                                  f"{getattr(self, name)!r}")

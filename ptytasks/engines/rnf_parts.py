@@ -241,7 +241,7 @@ def build_optimiser(st) -> None:
             if not hasattr(m, name):
                 raise ValueError(f"{m.modality} model has no parameter {name!r} to learn")
             names.append(name)
-    if learns_background(st.data, o):
+    if o.from_modality("learn_background", st.data):
         # started at each frame's minimum (chosen among its 0th, 1st and 5th percentile on
         # simulated FPM tuning data; the 5th cost up to 18 % on frames without a floor;
         # bench/results/records/rnf-background-*.json), in units of the frame's mean
@@ -317,22 +317,6 @@ def build_optimiser(st) -> None:
         st.pos0 = p.detach().clone()
 
 
-def learns_background(data: PtychoData, opts) -> bool:
-    """``RNFOptions.learn_background``, with ``"auto"`` read from the modality."""
-    from ptytasks.modalities import modality_of
-
-    o = opts.learn_background
-    return modality_of(data).camera_background if o == "auto" else bool(o)
-
-
-def spins_wavelet(data: PtychoData, opts) -> bool:
-    """``RNFOptions.wavelet_spin``, with ``"auto"`` read from the modality."""
-    from ptytasks.modalities import modality_of
-
-    o = opts.wavelet_spin
-    return modality_of(data).spun_wavelet if o == "auto" else bool(o)
-
-
 def physical_params(model: ForwardModel) -> dict:
     """Scalar physical parameters (and the Zernike list) as plain floats, for results."""
     out = {}
@@ -369,7 +353,7 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
               "stopped_early_at": stop, "learned": list(st.learned),
               "batch_size": st.batch,  # as run (``batch_size="auto"`` resolved)
               "data_term": {"loss": opts.loss, "mu": float(opts.mu),
-                            "wavelet_spin": spins_wavelet(st.data, opts),
+                            "wavelet_spin": opts.from_modality("wavelet_spin", st.data),
                             **({"rule": st.data_term} if st.data_term else {})},
               # as run: a compiled set that fell back reads "eager"
               "field_kernels": field_kernels(st.kernels).mode,

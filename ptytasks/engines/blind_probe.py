@@ -28,15 +28,14 @@ from ptytasks.probe_estimate import (
 
 
 def held_out_error(trial, probe, reconstruct, *, epochs: int = TRIAL_EPOCHS,
-                   seed: int = 0) -> tuple:
+                   seed: int = 0) -> float:
     """Refine ``probe`` with rPIE on the even frames of ``trial``, predict the odd ones.
 
     ``reconstruct`` is :func:`ptytasks.engines.pie.reconstruct_pie` (passed in: the PIE
     engine calls these estimators for its own start).
 
-    Returns ``(error, fit_error)``: the normalised amplitude error of the odd frames under
-    the refined object and probe (one batch: every prediction is made before any update),
-    and the even frames' own error after the fit.
+    Returns the normalised amplitude error of the odd frames under the refined object and
+    probe (one batch: every prediction is made before any update).
     """
     n = len(trial.frames)
     fit, test = trial.subset(np.arange(0, n, 2)), trial.subset(np.arange(1, n, 2))
@@ -45,7 +44,7 @@ def held_out_error(trial, probe, reconstruct, *, epochs: int = TRIAL_EPOCHS,
                                             update_probe=False, rescale_probe=False,
                                             shuffle=False),
                            object_prior=r.object, probe_prior=r.probe)  # fmt: skip
-    return float(pred.loss_history[0]), float(r.loss_history[-1])
+    return float(pred.loss_history[0])
 
 
 #: rPIE iterations of the low-count score (:func:`trial_deviance`), the candidate held.
@@ -109,7 +108,7 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
             if low:
                 score = trial_deviance(trial, p, reconstruct, iterations=FIT_ITERATIONS)
             elif len(trial.frames) >= 4:
-                score = held_out_error(trial, p, reconstruct, epochs=epochs)[0]
+                score = held_out_error(trial, p, reconstruct, epochs=epochs)
             else:  # too few frames to hold any out
                 score = float("nan")
             scores.append({"diameter_px": f * n, "sign": sign, "score": score})

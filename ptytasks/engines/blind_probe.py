@@ -49,6 +49,12 @@ def held_out_error(trial, probe, reconstruct, *, epochs: int = TRIAL_EPOCHS,
 
 #: rPIE iterations of the low-count score (:func:`trial_deviance`), the candidate held.
 FIT_ITERATIONS = 10
+#: Below ``COUNTS_MAX`` the best candidate's diameter is refined on the grid
+#: ``d * REFINE_RATIO**j``, ``|j| <= REFINE_STEPS`` (half a candidate step either side),
+#: by the same score: the candidates step by ~1.3x, while the probe's error moves by ~0.1
+#: per 3 % of diameter (the far-field probe's defocus; hypothesis 42,
+#: ``bench/results/records/blind-farfield-refine-h42-*.json``).
+REFINE_RATIO, REFINE_STEPS = 1.3 ** (1 / 8), 4
 
 
 def trial_deviance(trial, probe, reconstruct, *, iterations: int = FIT_ITERATIONS,
@@ -92,7 +98,8 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     probe : complex64 ``(N, N)``, centred, carrying the mean counts per frame
     report : dict with the chosen ``diameter_px``, ``sign``, ``scored_by`` (``"held_out"``
         or, below :data:`COUNTS_MAX` mean counts per pixel, ``"trial_deviance"``), the
-        ``mean_counts`` that decided it and every candidate's ``score``
+        ``mean_counts`` that decided it and every candidate's ``score`` (at low counts
+        also the refinement's, marked ``refine``: ``j``)
     """
     use = detector_mask_of(data.meta)
     mean = mean_pattern(data.frames, use=use)
@@ -115,6 +122,19 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     finite = [s for s in scores if np.isfinite(s["score"])]
     best = (min(finite, key=lambda s: s["score"]) if finite
             else {"diameter_px": 0.35 * n, "sign": 1.0})  # fmt: skip
+    if low and finite:
+        # the candidates step by ~1.3x, the probe's error by ~0.1 per 3 % of diameter
+        coarse = best
+        for j in range(-REFINE_STEPS, REFINE_STEPS + 1):
+            if j == 0:
+                continue
+            d = coarse["diameter_px"] * REFINE_RATIO ** j
+            p = farfield_probe(mean, d, coarse["sign"])
+            score = trial_deviance(trial, p, reconstruct, iterations=FIT_ITERATIONS)
+            scores.append({"diameter_px": d, "sign": coarse["sign"], "score": score,
+                           "refine": j})
+            if np.isfinite(score) and score < best["score"]:
+                best = scores[-1]
     probe = farfield_probe(mean, best["diameter_px"], best["sign"]).astype(np.complex64)
     return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],
                    "scored_by": scored_by, "mean_counts": counts,
@@ -143,7 +163,8 @@ def settings() -> dict:
     must not serve a probe estimated under other constants (``flows.stages``)."""
     return {"far": {"fractions": list(FOOTPRINT_FRACTIONS), "trial_frames": TRIAL_FRAMES,
                     "trial_epochs": TRIAL_EPOCHS, "low_counts_below": COUNTS_MAX,
-                    "fit_iterations": FIT_ITERATIONS},
+                    "fit_iterations": FIT_ITERATIONS, "refine_ratio": REFINE_RATIO,
+                    "refine_steps": REFINE_STEPS},
             "near": {"trial_frames": NF_TRIAL_FRAMES, "min_epochs": NF_MIN_EPOCHS,
                      "max_epochs": NF_MAX_EPOCHS, "patience": NF_PATIENCE,
                      "lowpass_sigma": NF_LOWPASS_SIGMA, "lowpass_epochs": NF_LOWPASS_EPOCHS}}

@@ -80,6 +80,14 @@ MIN_MODEL_COUNT = 3.0
 MU_SCALE = 6.8
 #: The wavelet weight outside the low-count regime (the paper's).
 MU_DEFAULT = 0.1
+#: Where the frames are photon-starved, RNF's probe field is frozen for this fraction of the
+#: run's epochs (``probe_warmup_epochs="auto"``; PIE's probe update start): at a few photons
+#: per step the probe residual otherwise moves by noise (the learned probe ended no better
+#: than its blind start, and from the true probe drifted to error 0.22-0.39) while the
+#: object absorbs it. Chosen from 0.5 / 0.75 on tuning cases; held out on fresh cases after
+#: hypothesis 42's start (hypotheses 40 and 44, ``docs/rnf.md``;
+#: ``bench/results/records/rnf-probe-warmup-starved-h44-*.json``).
+STARVED_PROBE_WARMUP = 0.75
 #: The wavelet weight with the Poisson term where photons are starved (below
 #: :data:`PHOTONS_PER_PIXEL_MIN` per object pixel): chosen from 0.3 / 1 / 3 on the
 #: ff-25-1e4 tuning cases, the one tuning cell there (mean error 0.219 / 0.178 / 0.211;
@@ -199,6 +207,15 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
     if opts.mu == "auto":
         opts.mu = choice["mu"]
     return choice
+
+
+def resolve_probe_warmup(opts, choice: dict | None) -> None:
+    """Set ``opts.probe_warmup_epochs`` where it is ``"auto"``: :data:`STARVED_PROBE_WARMUP`
+    of ``opts.epochs`` where the rule's ``choice`` (:func:`resolve_data_term`) found the
+    frames photon-starved, else 0 (also where no rule ran: a named loss)."""
+    if opts.probe_warmup_epochs == "auto":
+        starved = bool(choice and choice.get("starved"))
+        opts.probe_warmup_epochs = round(STARVED_PROBE_WARMUP * opts.epochs) if starved else 0
 
 
 def _guarded_prefit(data, model, **kw) -> float:

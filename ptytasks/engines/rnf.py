@@ -45,7 +45,7 @@ from ptytasks.engines.checkpoint import (
     save_state,
 )
 from ptytasks.engines.cpu_heap import keep_heap
-from ptytasks.engines.data_term import data_scale, resolve_data_term
+from ptytasks.engines.data_term import data_scale, resolve_data_term, resolve_probe_warmup
 from ptytasks.engines.losses import data_loss as make_data_loss
 from ptytasks.engines.losses import noise_threshold, wavelet_sparsity
 from ptytasks.engines.pie_state import as_detector_mask, detector_mask_of
@@ -102,6 +102,7 @@ class _Setup:
         # loss / mu "auto": chosen from these frames (ptytasks.engines.data_term)
         self.data_term = resolve_data_term(data, opts, model, (obj_p, fit_probe, surf_p, pupil_p),
                                            frames, self.scale)  # fmt: skip
+        resolve_probe_warmup(opts, self.data_term)  # "auto": frozen longer where starved
         self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
         self.frames = frames / self.scale
         # Detector pixels the data term enforces (the dataset's usable pixels; a tile's

@@ -92,11 +92,15 @@ class RNFOptions(EngineOptions):
     warmup_epochs : int
         Epochs before physical parameters (positions, distance, wavelength, Zernike,
         intensities) start moving: the fields first explain the data roughly.
-    probe_warmup_epochs : int
+    probe_warmup_epochs : int or "auto"
         Epochs before the probe field starts learning (0: from the start), as PIE's
         ``probe_update_start``: the object first settles under the probe prior, so that
         with few, noisy frames the probe residual does not soak up object structure
-        and noise.
+        and noise. ``"auto"`` (default): 75 % of ``epochs`` where the data-term rule finds
+        the frames photon-starved (``loss: auto``; fewer than 20 photons per object pixel),
+        else 0 (:data:`ptytasks.engines.data_term.STARVED_PROBE_WARMUP`; hypotheses 40 and
+        44 in ``docs/rnf.md``: held out on fresh 1e4 sparse cases, median ratio 0.92 /
+        0.85). As run: ``result.extras["data_term"]["probe_warmup_epochs"]``.
 
     Loss
     ----
@@ -323,7 +327,7 @@ class RNFOptions(EngineOptions):
     lr_mlp_scale: float = 0.3
     lr_decay: float = 1.0
     warmup_epochs: int = 0
-    probe_warmup_epochs: int = 0
+    probe_warmup_epochs: int | Literal["auto"] = "auto"
 
     loss: Literal["auto", "l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "auto"
     domain: Literal["amplitude", "intensity"] = "amplitude"
@@ -408,7 +412,7 @@ class RNFOptions(EngineOptions):
                 "data_term": {k: getattr(T, k) for k in (
                     "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
-                    "MU_DEFAULT", "MU_STARVED")}}
+                    "MU_DEFAULT", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
 
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of
@@ -450,4 +454,9 @@ class RNFOptions(EngineOptions):
             raise ValueError(f"batch_size must be 'auto' or >= 1; got {self.batch_size!r}")
         if self.epochs < 0:
             raise ValueError("epochs must be >= 0")
+        if self.probe_warmup_epochs != "auto" and (
+                isinstance(self.probe_warmup_epochs, (bool, str))
+                or int(self.probe_warmup_epochs) < 0):
+            raise ValueError("probe_warmup_epochs must be 'auto' or >= 0; got "
+                             f"{self.probe_warmup_epochs!r}")
         self.betas = tuple(float(b) for b in self.betas)

@@ -353,6 +353,7 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
               "stopped_early_at": stop, "learned": list(st.learned),
               "batch_size": st.batch,  # as run (``batch_size="auto"`` resolved)
               "data_term": {"loss": opts.loss, "mu": float(opts.mu),
+                            "probe_warmup_epochs": int(opts.probe_warmup_epochs),
                             "wavelet_spin": opts.from_modality("wavelet_spin", st.data),
                             **({"rule": st.data_term} if st.data_term else {})},
               # as run: a compiled set that fell back reads "eager"

@@ -108,7 +108,8 @@ def test_auto_resolves_to_the_same_run_as_the_named_settings():
     assert "rule" not in named.extras["data_term"]
     # a named loss keeps the paper's weight and runs no prefit
     l1 = reconstruct_rnf(d, RNFOptions(epochs=1, loss="l1"))
-    assert l1.extras["data_term"] == {"loss": "l1", "mu": MU_DEFAULT, "wavelet_spin": False}
+    assert l1.extras["data_term"] == {"loss": "l1", "mu": MU_DEFAULT,
+                                         "probe_warmup_epochs": 0, "wavelet_spin": False}
 
 
 def test_options_refuse_bad_loss_and_mu():
@@ -171,3 +172,29 @@ def test_the_blind_probe_is_estimated_once_per_run(monkeypatch):
     r = reconstruct_rnf(d, RNFOptions(epochs=1))
     assert r.extras["data_term"]["rule"]["chi2"] is not None  # the prefit ran
     assert len(calls) == 1
+
+
+def test_starved_frames_freeze_the_probe_for_most_of_the_run():
+    """Where the rule finds the frames photon-starved (~2 counts per pixel here: 13 photons
+    per object pixel), ``probe_warmup_epochs="auto"`` freezes the probe field for
+    ``STARVED_PROBE_WARMUP`` of the epochs (hypotheses 40 / 44): the same run, bit for bit,
+    as the named settings; elsewhere, and with a named loss, it learns from the start."""
+    from ptytasks.engines.data_term import STARVED_PROBE_WARMUP
+
+    starved = simulate("farfield", frame_size=32, n_positions=36, known_probe=True,
+                       dose=2 * 32 * 32, seed=4)
+    auto = reconstruct_rnf(starved, RNFOptions(epochs=4))
+    term = auto.extras["data_term"]
+    assert term["rule"]["starved"] and term["loss"] == "poisson"
+    assert term["probe_warmup_epochs"] == round(STARVED_PROBE_WARMUP * 4) == 3
+    named = reconstruct_rnf(starved, RNFOptions(epochs=4, loss="poisson", mu=MU_STARVED,
+                                                probe_warmup_epochs=3))
+    np.testing.assert_array_equal(auto.loss_history, named.loss_history)
+    early = reconstruct_rnf(starved, RNFOptions(epochs=4, loss="poisson", mu=MU_STARVED))
+    assert early.extras["data_term"]["probe_warmup_epochs"] == 0
+    assert not np.array_equal(auto.loss_history, early.loss_history)
+    lit = reconstruct_rnf(_low_dose(), RNFOptions(epochs=1))
+    assert not lit.extras["data_term"]["rule"]["starved"]
+    assert lit.extras["data_term"]["probe_warmup_epochs"] == 0
+    with pytest.raises(ValueError, match="probe_warmup_epochs"):
+        RNFOptions(probe_warmup_epochs="later")

@@ -49,11 +49,12 @@ def held_out_error(trial, probe, reconstruct, *, epochs: int = TRIAL_EPOCHS,
 
 #: rPIE iterations of the low-count score (:func:`trial_deviance`), the candidate held.
 FIT_ITERATIONS = 10
-#: Below ``COUNTS_MAX`` the best candidate's diameter is refined on the grid
-#: ``d * REFINE_RATIO**j``, ``|j| <= REFINE_STEPS`` (half a candidate step either side),
-#: by the same score: the candidates step by ~1.3x, while the probe's error moves by ~0.1
-#: per 3 % of diameter (the far-field probe's defocus; hypothesis 42,
-#: ``bench/results/records/blind-farfield-refine-h42-*.json``).
+#: The best candidate's diameter is refined on the grid ``d * REFINE_RATIO**j``,
+#: ``|j| <= REFINE_STEPS`` (half a candidate step either side), by the same score: the
+#: candidates step by ~1.3x, while the probe's error moves by ~0.1 per 3 % of diameter (the
+#: far-field probe's defocus). Below ``COUNTS_MAX`` since hypothesis 42, at every count
+#: since hypothesis 45 (``bench/results/records/blind-farfield-refine-h42-*.json``,
+#: ``blind-farfield-refine-h45-*.json``).
 REFINE_RATIO, REFINE_STEPS = 1.3 ** (1 / 8), 4
 
 
@@ -98,8 +99,8 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     probe : complex64 ``(N, N)``, centred, carrying the mean counts per frame
     report : dict with the chosen ``diameter_px``, ``sign``, ``scored_by`` (``"held_out"``
         or, below :data:`COUNTS_MAX` mean counts per pixel, ``"trial_deviance"``), the
-        ``mean_counts`` that decided it and every candidate's ``score`` (at low counts
-        also the refinement's, marked ``refine``: ``j``)
+        ``mean_counts`` that decided it and every candidate's ``score`` (the refinement's
+        marked ``refine``: ``j``)
     """
     use = detector_mask_of(data.meta)
     mean = mean_pattern(data.frames, use=use)
@@ -108,32 +109,32 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     trial = trial_set(data, trial_frames)
     low = counts < COUNTS_MAX  # read at call time: the calibration key hashes it
     scored_by = "trial_deviance" if low else "held_out"
+
+    def score(p) -> float:
+        if low:
+            return trial_deviance(trial, p, reconstruct, iterations=FIT_ITERATIONS)
+        if len(trial.frames) >= 4:
+            return held_out_error(trial, p, reconstruct, epochs=epochs)
+        return float("nan")  # too few frames to hold any out
+
     scores = []
     for sign in (1.0, -1.0):
         for f in fractions:
-            p = farfield_probe(mean, f * n, sign)
-            if low:
-                score = trial_deviance(trial, p, reconstruct, iterations=FIT_ITERATIONS)
-            elif len(trial.frames) >= 4:
-                score = held_out_error(trial, p, reconstruct, epochs=epochs)
-            else:  # too few frames to hold any out
-                score = float("nan")
-            scores.append({"diameter_px": f * n, "sign": sign, "score": score})
+            scores.append({"diameter_px": f * n, "sign": sign,
+                           "score": score(farfield_probe(mean, f * n, sign))})
     finite = [s for s in scores if np.isfinite(s["score"])]
     best = (min(finite, key=lambda s: s["score"]) if finite
             else {"diameter_px": 0.35 * n, "sign": 1.0})  # fmt: skip
-    if low and finite:
+    if finite:
         # the candidates step by ~1.3x, the probe's error by ~0.1 per 3 % of diameter
         coarse = best
         for j in range(-REFINE_STEPS, REFINE_STEPS + 1):
             if j == 0:
                 continue
             d = coarse["diameter_px"] * REFINE_RATIO ** j
-            p = farfield_probe(mean, d, coarse["sign"])
-            score = trial_deviance(trial, p, reconstruct, iterations=FIT_ITERATIONS)
-            scores.append({"diameter_px": d, "sign": coarse["sign"], "score": score,
-                           "refine": j})
-            if np.isfinite(score) and score < best["score"]:
+            scores.append({"diameter_px": d, "sign": coarse["sign"], "refine": j,
+                           "score": score(farfield_probe(mean, d, coarse["sign"]))})
+            if np.isfinite(scores[-1]["score"]) and scores[-1]["score"] < best["score"]:
                 best = scores[-1]
     probe = farfield_probe(mean, best["diameter_px"], best["sign"]).astype(np.complex64)
     return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],

@@ -449,14 +449,10 @@ class RNFOptions(EngineOptions):
             if getattr(self, name) not in (True, False, "auto"):
                 raise ValueError(f"{name} must be true, false or 'auto'; got "
                                  f"{getattr(self, name)!r}")
-        if self.batch_size != "auto" and (isinstance(self.batch_size, (bool, str))
-                                          or int(self.batch_size) < 1):
-            raise ValueError(f"batch_size must be 'auto' or >= 1; got {self.batch_size!r}")
+        for name, least in (("batch_size", 1), ("probe_warmup_epochs", 0)):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, (bool, str)) or int(value) < least):
+                raise ValueError(f"{name} must be 'auto' or >= {least}; got {value!r}")
         if self.epochs < 0:
             raise ValueError("epochs must be >= 0")
-        if self.probe_warmup_epochs != "auto" and (
-                isinstance(self.probe_warmup_epochs, (bool, str))
-                or int(self.probe_warmup_epochs) < 0):
-            raise ValueError("probe_warmup_epochs must be 'auto' or >= 0; got "
-                             f"{self.probe_warmup_epochs!r}")
         self.betas = tuple(float(b) for b in self.betas)

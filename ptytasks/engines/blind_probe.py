@@ -99,8 +99,9 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     probe : complex64 ``(N, N)``, centred, carrying the mean counts per frame
     report : dict with the chosen ``diameter_px``, ``sign``, ``scored_by`` (``"held_out"``
         or, below :data:`COUNTS_MAX` mean counts per pixel, ``"trial_deviance"``), the
-        ``mean_counts`` that decided it and every candidate's ``score`` (the refinement's
-        marked ``refine``: ``j``)
+        ``mean_counts`` that decided it, ``at_smallest_footprint`` (the pick lies at or
+        below the smallest candidate: the score did not turn, and the start is suspect) and
+        every candidate's ``score`` (the refinement's marked ``refine``: ``j``)
     """
     use = detector_mask_of(data.meta)
     mean = mean_pattern(data.frames, use=use)
@@ -137,8 +138,13 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
             if np.isfinite(scores[-1]["score"]) and scores[-1]["score"] < best["score"]:
                 best = scores[-1]
     probe = farfield_probe(mean, best["diameter_px"], best["sign"]).astype(np.complex64)
+    # a pick at or below the smallest candidate: the score kept falling toward a footprint
+    # with no overlap (at a few counts per pixel in dense scans, the wrong one: probe error
+    # 0.98-1.00 on ff-100-1e4 cases, records/blind-farfield-lowcount-collapse-info-*.json)
+    smallest = best["diameter_px"] <= min(fractions) * n * (1 + 1e-9)
     return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],
                    "scored_by": scored_by, "mean_counts": counts,
+                   "at_smallest_footprint": bool(smallest),
                    "candidates": scores}  # fmt: skip
 
 

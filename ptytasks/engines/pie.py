@@ -74,7 +74,8 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     """A probe guess when none is given (:mod:`ptytasks.probe_estimate`).
 
     Far field: the mean pattern's aperture with the defocus the frames choose
-    (:func:`~ptytasks.engines.blind_probe.blind_farfield_probe`). Near field: the probe a
+    (:func:`~ptytasks.engines.blind_probe.blind_farfield_probe`; a warning when the pick is
+    the smallest footprint, where the score did not turn). Near field: the probe a
     phase-only-object ePIE finds on a trial set
     (:func:`~ptytasks.engines.blind_probe.blind_nearfield_probe`; a warning when it did not leave
     the flat-phase start's trap). Otherwise (coded) the back-propagated root-mean frame.
@@ -83,7 +84,15 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
 
     kind = modality_of(data).blind_probe  # the estimator that suits the illumination
     if kind == "far_field_pie":
-        probe, _ = bp.blind_farfield_probe(data, reconstruct_pie)
+        probe, rep = bp.blind_farfield_probe(data, reconstruct_pie)
+        if rep["at_smallest_footprint"]:
+            import warnings
+
+            warnings.warn(f"blind far-field probe: the footprint score kept falling down to "
+                          f"the smallest candidate ({rep['diameter_px']:.1f} px at "
+                          f"{rep['mean_counts']:.3g} counts per pixel), so the start is "
+                          "probably wrong; supply a probe (in the file, or calibration.probe "
+                          "'physical' with the beam parameters)", stacklevel=2)  # fmt: skip
         return torch.as_tensor(probe, device=device).to(cdtype)
     if kind == "near_field_phase":
         probe, rep = bp.blind_nearfield_probe(data)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -86,8 +87,6 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     if kind == "far_field_pie":
         probe, rep = bp.blind_farfield_probe(data, reconstruct_pie)
         if rep["at_smallest_footprint"]:
-            import warnings
-
             warnings.warn(f"blind far-field probe: the footprint score kept falling down to "
                           f"the smallest candidate ({rep['diameter_px']:.1f} px at "
                           f"{rep['mean_counts']:.3g} counts per pixel), so the start is "
@@ -97,8 +96,6 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     if kind == "near_field_phase":
         probe, rep = bp.blind_nearfield_probe(data)
         if not rep["escaped"]:
-            import warnings
-
             warnings.warn(f"blind near-field probe: the trial loss fell only from "
                           f"{rep['loss_first']:.3g} to {rep['loss_final']:.3g} in "
                           f"{rep['epochs']} epochs; supply a probe if the result is poor",

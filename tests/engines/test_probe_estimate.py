@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ptytasks.engines.blind_probe import blind_farfield_probe
@@ -89,8 +90,6 @@ def test_a_pick_at_the_smallest_footprint_is_flagged_and_warned():
     pick is 8.4 px with probe error 1.00, where the zone plate is 22.4 px (measured:
     ``bench/results/records/blind-farfield-lowcount-collapse-info-*.json``). The report
     flags it and the start warns the user; the default object (seed 0) is not flagged."""
-    import pytest
-
     from ptytasks.engines.pie import initial_probe
     from ptytasks.modalities import model_for
 

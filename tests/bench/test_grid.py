@@ -28,6 +28,16 @@ def test_tuning_and_test_cases_are_disjoint():
     assert all(v[0] == {} for v in G.CANDIDATES.values()), "defaults come first"
 
 
+def test_extra_cells_are_off_the_yardstick_but_runnable_by_name():
+    names = {c.name for c in G.CELLS}
+    assert G.EXTRA_CELLS and not names & {c.name for c in G.EXTRA_CELLS}
+    # test doses only: nothing run there can have been tuned on
+    assert {c.dose for c in G.EXTRA_CELLS} <= {c.dose for c in G.CELLS}
+    assert G.cell("ff-50-1e6").keep == 0.5
+    with pytest.raises(KeyError, match="ff-50-1e4"):
+        G.cell("ff-51-1e4")
+
+
 def test_choose_takes_the_lowest_median_and_the_first_on_ties():
     assert S.choose([0.3, 0.1, 0.2]) == 1
     assert S.choose([0.1, 0.1, 0.2]) == 0

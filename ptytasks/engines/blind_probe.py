@@ -58,6 +58,26 @@ FIT_ITERATIONS = 10
 REFINE_RATIO, REFINE_STEPS = 1.3 ** (1 / 8), 4
 
 
+def coarse_fractions(fractions, n_frames: int, trial_frames: int = TRIAL_FRAMES) -> tuple:
+    """The coarse candidate footprints: ``fractions``, and where the trial set is full
+    (``n_frames >= trial_frames``) their geometric midpoints too (every ``fractions`` value
+    kept, so a pick changes only where a midpoint scores lower).
+
+    Why: with many overlapping trial frames the low-count score's basin at the right
+    footprint is narrower than the ~1.3x steps, and a scan of 50 or 100 frames at ~2 counts
+    per pixel can step over it and fall to the smallest footprint (fresh cases: two of six
+    ff-50-1e4 starts collapsed, none with the midpoints; no start of 30 worse by more than
+    0.015). On 15- and 25-frame trials the finer steps found wrong basins, so they keep the
+    1.3x steps (hypotheses 52-53, ``bench/results/records/blind-farfield-dense-midpoints-
+    h52-h53-*.json``).
+    """
+    f = sorted(float(v) for v in fractions)
+    if n_frames < trial_frames:
+        return tuple(f)
+    mids = {float(np.sqrt(a * b)) for a, b in zip(f[:-1], f[1:], strict=True)}
+    return tuple(sorted(set(f) | mids))
+
+
 def trial_deviance(trial, probe, reconstruct, *, iterations: int = FIT_ITERATIONS,
                    seed: int = 0) -> float:
     """How well ``probe`` lets one object explain every frame of ``trial``: the mean Poisson
@@ -91,7 +111,8 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     ----------
     data : PtychoData (far field; frames in memory or lazy)
     reconstruct : :func:`ptytasks.engines.pie.reconstruct_pie`
-    fractions : candidate footprint diameters, fractions of the frame side
+    fractions : candidate footprint diameters, fractions of the frame side (with their
+        midpoints where the trial set is full: :func:`coarse_fractions`)
     trial_frames, epochs : size of the trial set and rPIE epochs per candidate
 
     Returns
@@ -120,7 +141,7 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
 
     scores = []
     for sign in (1.0, -1.0):
-        for f in fractions:
+        for f in coarse_fractions(fractions, data.n_frames, trial_frames):
             scores.append({"diameter_px": f * n, "sign": sign,
                            "score": score(farfield_probe(mean, f * n, sign))})
     finite = [s for s in scores if np.isfinite(s["score"])]
@@ -171,7 +192,8 @@ def settings() -> dict:
     return {"far": {"fractions": list(FOOTPRINT_FRACTIONS), "trial_frames": TRIAL_FRAMES,
                     "trial_epochs": TRIAL_EPOCHS, "low_counts_below": COUNTS_MAX,
                     "fit_iterations": FIT_ITERATIONS, "refine_ratio": REFINE_RATIO,
-                    "refine_steps": REFINE_STEPS},
+                    "refine_steps": REFINE_STEPS,
+                    "midpoints_from_frames": TRIAL_FRAMES},
             "near": {"trial_frames": NF_TRIAL_FRAMES, "min_epochs": NF_MIN_EPOCHS,
                      "max_epochs": NF_MAX_EPOCHS, "patience": NF_PATIENCE,
                      "lowpass_sigma": NF_LOWPASS_SIGMA, "lowpass_epochs": NF_LOWPASS_EPOCHS}}

@@ -68,8 +68,8 @@ def coarse_fractions(fractions, n_frames: int, trial_frames: int = TRIAL_FRAMES)
     per pixel can step over it and fall to the smallest footprint (fresh cases: two of six
     ff-50-1e4 starts collapsed, none with the midpoints; no start of 30 worse by more than
     0.015). On 15- and 25-frame trials the finer steps found wrong basins, so they keep the
-    1.3x steps (hypotheses 52-53, ``bench/results/records/blind-farfield-dense-midpoints-
-    h52-h53-*.json``).
+    1.3x steps (hypotheses 52-53 in ``docs/rnf.md``; the record:
+    ``bench/results/records/blind-farfield-dense-midpoints-h52-h53-cfbab31.json``).
     """
     f = sorted(float(v) for v in fractions)
     if n_frames < trial_frames:

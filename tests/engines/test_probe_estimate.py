@@ -84,6 +84,22 @@ def test_low_counts_choose_by_the_trial_fit_with_the_probe_held():
     assert err < 0.28, err
 
 
+def test_coarse_candidates_add_midpoints_only_for_a_full_trial_set():
+    """Hypothesis 53: every 1.3x candidate is kept, and the geometric midpoints join them
+    only where the scan fills the trial set (on 15- and 25-frame trials finer steps found
+    wrong basins, hypothesis 52)."""
+    from ptytasks.engines.blind_probe import coarse_fractions
+    from ptytasks.probe_estimate import FOOTPRINT_FRACTIONS, TRIAL_FRAMES
+
+    f = tuple(FOOTPRINT_FRACTIONS)
+    assert coarse_fractions(f, TRIAL_FRAMES - 1) == f
+    dense = coarse_fractions(f, TRIAL_FRAMES)
+    assert set(f) <= set(dense) and len(dense) == 2 * len(f) - 1
+    mids = sorted(set(dense) - set(f))
+    assert np.allclose(mids, np.sqrt(np.multiply(f[:-1], f[1:])))
+    assert min(dense) == min(f) and max(dense) == max(f)  # the span (and the flag) unchanged
+
+
 def test_a_dense_low_count_scan_finds_its_footprint_and_a_collapse_is_flagged(monkeypatch):
     """At ~2 counts per pixel on a dense scan (the grid's ff-100-1e4 geometry) the 1.3x
     candidate footprints alone step over the low-count score's narrow basin on this coins

@@ -13,10 +13,10 @@ from ptytasks.physics.shifts import insert_patches
 
 
 def mean_pattern_probe(data: PtychoData) -> np.ndarray:
-    """Probe whose detector-plane amplitude is the root-mean frame, with flat phase.
-
-    Its size and total power (counts per frame) are right for a weakly scattering
-    object; the probe update has to find its phase.
+    """The probe estimated from the frames alone: what the engines start from when a file
+    has none (:func:`ptytasks.engines.pie.initial_probe`: far field, the mean pattern's
+    aperture with the defocus the frames choose; near field, a phase-only-object ePIE on a
+    trial set; otherwise the back-propagated root-mean frame).
     """
     from ptytasks.engines.pie import initial_probe
     from ptytasks.modalities import model_for

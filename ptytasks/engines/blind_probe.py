@@ -140,8 +140,9 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
         return float("nan")  # too few frames to hold any out
 
     scores = []
+    candidates = coarse_fractions(fractions, data.n_frames, trial_frames)
     for sign in (1.0, -1.0):
-        for f in coarse_fractions(fractions, data.n_frames, trial_frames):
+        for f in candidates:
             scores.append({"diameter_px": f * n, "sign": sign,
                            "score": score(farfield_probe(mean, f * n, sign))})
     finite = [s for s in scores if np.isfinite(s["score"])]

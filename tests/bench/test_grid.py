@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bench import grid_cells as G
@@ -36,6 +37,18 @@ def test_extra_cells_are_off_the_yardstick_but_runnable_by_name():
     assert G.cell("ff-50-1e6").keep == 0.5
     with pytest.raises(KeyError, match="ff-50-1e4"):
         G.cell("ff-51-1e4")
+
+
+def test_off_grid_probe_cells_simulate_their_probe_and_leave_the_yardstick_keys():
+    """The off-grid probe cells reach the simulator (an electron probe is not the zone
+    plate), and the yardstick's cells keep the dict they are cached and reported under."""
+    assert "sim" not in G.cell("ff-100-1e4").to_dict()
+    c = G.cell("ff-100-1e4-electron")
+    assert c.to_dict()["sim"] == {"probe": "electron"} and c.name not in {x.name for x in G.CELLS}
+    data, full = G.simulate_case(c, 1, "camera")
+    zone, _ = G.simulate_case(G.cell("ff-100-1e4"), 1, "camera")
+    assert not np.allclose(np.abs(full.ground_truth["probe"]),
+                           np.abs(zone.ground_truth["probe"]), atol=1e-3)
 
 
 def test_choose_takes_the_lowest_median_and_the_first_on_ties():

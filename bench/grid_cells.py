@@ -75,7 +75,6 @@ EXTRA_CELLS: tuple[Cell, ...] = (
     Cell("ff-50-1e6", "farfield", 0.5, 1e6),
     Cell("ff-50-1e4", "farfield", 0.5, 1e4),
     Cell("nf-50-1e6", "nearfield", 0.5, 1e6, scan="random"),
-) + (
     # Other probes than the simulator's 22.4 px zone plate (every yardstick far-field case
     # uses that one pupil, so a start rule judged on the grid is judged on one footprint):
     # dense low-count scans, where the blind start collapsed on these probes

@@ -45,7 +45,7 @@ def test_off_grid_probe_cells_simulate_their_probe_and_leave_the_yardstick_keys(
     assert "sim" not in G.cell("ff-100-1e4").to_dict()
     c = G.cell("ff-100-1e4-electron")
     assert c.to_dict()["sim"] == {"probe": "electron"} and c.name not in {x.name for x in G.CELLS}
-    data, full = G.simulate_case(c, 1, "camera")
+    _, full = G.simulate_case(c, 1, "camera")
     zone, _ = G.simulate_case(G.cell("ff-100-1e4"), 1, "camera")
     assert not np.allclose(np.abs(full.ground_truth["probe"]),
                            np.abs(zone.ground_truth["probe"]), atol=1e-3)

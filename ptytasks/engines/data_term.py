@@ -29,7 +29,12 @@ data term is a mean). Where the counts gate fails *only* because there are fewer
 sparse scan: photon-starved), ``loss="poisson"`` and ``mu =`` :data:`MU_STARVED`: L1 fits
 each pixel's median, zero below ln 2 expected photons, and with so few photons per unknown
 only the likelihood uses them (hypothesis 38; before it, every engine there started from a
-wrong-footprint blind probe, hypothesis 37). Elsewhere L1 and ``mu = 0.1`` (also where the
+wrong-footprint blind probe, hypothesis 37) -- unless the photons are **concentrated**: where
+the brightest 1 % of the mean pattern's pixels hold more than half its photons (a soft,
+Gaussian-like beam whose bright field is a few pixels with thousands of counts, the object's
+structure in dark-field pixels at a tenth of a count), smooth L1 with ``mu = 0.1`` and no
+probe warm-up (hypothesis 59: there the Poisson term lost to every robust term, even with the
+true probe held). Elsewhere L1 and ``mu = 0.1`` (also where the
 prefit fails: a warning, never a stopped run). The choice and its inputs are returned for
 the result's extras.
 Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21 and
@@ -93,6 +98,14 @@ STARVED_PROBE_WARMUP = 0.75
 #: ff-25-1e4 tuning cases, the one tuning cell there (mean error 0.219 / 0.178 / 0.211;
 #: hypothesis 38, ``bench/results/records/rnf-starved-poisson-h38-*.json``).
 MU_STARVED = 1.0
+#: Photon-starved frames whose brightest :data:`CONCENTRATION_PIXELS` (a share of the valid
+#: pixels) hold more than :data:`CONCENTRATED_SHARE` of the mean pattern's photons are
+#: "concentrated" and get smooth L1 with ``mu = 0.1`` instead of the Poisson branch
+#: (hypothesis 59). Measured: a Gaussian beam 0.88-1.00, the grid's zone plate 0.022-0.029,
+#: an electron probe 0.053-0.071 (``bench/results/records/rnf-starved-concentrated-h59-*.json``);
+#: "most photons in 1 % of the pixels", far from both.
+CONCENTRATION_PIXELS = 0.01
+CONCENTRATED_SHARE = 0.5
 
 
 def measurements_per_unknown(data: PtychoData) -> float:
@@ -100,6 +113,18 @@ def measurements_per_unknown(data: PtychoData) -> float:
     ny, nx = data.frame_shape
     oy, ox = data.object_shape
     return data.n_frames * ny * nx / float(oy * ox)
+
+
+def count_concentration(frames, use: np.ndarray | None = None) -> float:
+    """Share of the mean pattern's photons in its brightest :data:`CONCENTRATION_PIXELS`
+    of pixels (``use``: the valid detector pixels, None: all); 0 for an empty pattern."""
+    from ptytasks.probe_estimate import mean_pattern
+
+    mean = mean_pattern(frames, use=use)
+    v = np.sort((mean if use is None else mean[np.asarray(use, bool)]).ravel())[::-1]
+    k = max(1, int(round(CONCENTRATION_PIXELS * v.size)))
+    total = float(v.sum())
+    return float(v[:k].sum()) / total if total > 0 else 0.0
 
 
 def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
@@ -149,28 +174,44 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
     return num / (0.25 * den) if den else float("nan")
 
 
-def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2) -> dict:
-    """The rule's choice: ``{"loss", "mu", "low_counts", "starved", "scale", "chi2", "R",
-    "photons_per_pixel"}``.
+def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
+                     concentration=None) -> dict:
+    """The rule's choice: ``{"loss", "mu", "low_counts", "starved", "concentrated",
+    "concentration", "scale", "chi2", "R", "photons_per_pixel"}``.
 
     ``scale``: mean counts per pixel as the engine normalises them; ``counts``: whether the
     frames are whole numbers; ``fit_chi2``: a callable giving :func:`prefit_chi2` (called
     only when the counts gate holds -- whole numbers, photons per object pixel enough, and a
     low mean count or a sparse scan -- since the prefit costs 30 classical iterations).
+    ``concentration``: a callable giving :func:`count_concentration` (called only where the
+    frames are photon-starved; None: from ``data.frames`` and its detector mask).
     ``low_counts`` reports that gate (the key's name predates the sparse branch,
-    hypothesis 24; records keep it).
+    hypothesis 24; records keep it); ``starved`` is False where the starved frames are
+    concentrated (hypothesis 59), so no probe warm-up applies there.
     """
     r = measurements_per_unknown(data)
     photons = r * float(scale)
     gate = bool(counts and (scale < COUNTS_MAX or r < SPARSE_R_MAX))
     low = gate and photons >= PHOTONS_PER_PIXEL_MIN
     starved = gate and photons < PHOTONS_PER_PIXEL_MIN
+    share = None
+    if starved:
+        if concentration is None:
+            from ptytasks.engines.pie_state import detector_mask_of
+
+            share = count_concentration(data.frames, detector_mask_of(data.meta))
+        else:
+            share = float(concentration())
+    concentrated = starved and share > CONCENTRATED_SHARE
+    starved = starved and not concentrated
     chi2 = float(fit_chi2()) if low else None
     regime = low and chi2 is not None and math.isfinite(chi2) and chi2 < FIT_CHI2_MAX
     loss, mu = ("smooth_l1", MU_SCALE / (r * math.sqrt(scale))) if regime else \
-        ("poisson", MU_STARVED) if starved else ("l1", MU_DEFAULT)
+        ("poisson", MU_STARVED) if starved else \
+        ("smooth_l1", MU_DEFAULT) if concentrated else ("l1", MU_DEFAULT)
     return {"loss": loss, "mu": mu, "low_counts": low, "starved": starved,
-            "scale": float(scale), "chi2": chi2, "R": r, "photons_per_pixel": photons}
+            "concentrated": concentrated, "concentration": share, "scale": float(scale),
+            "chi2": chi2, "R": r, "photons_per_pixel": photons}
 
 
 def data_scale(frames: torch.Tensor, fourier_model=None) -> tuple[float, int | None]:
@@ -199,10 +240,13 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
         opts.mu = MU_DEFAULT
         return None
     obj_p, probe_p, _, pupil_p = priors
+    from ptytasks.engines.pie_state import detector_mask_of
+
     choice = choose_data_term(
         data, scale, bool(torch.equal(frames, torch.round(frames))),
         lambda: _guarded_prefit(data, model, probe_prior=probe_p, object_prior=obj_p,
-                                pupil_prior=pupil_p, seed=PREFIT_SEED))
+                                pupil_prior=pupil_p, seed=PREFIT_SEED),
+        lambda: count_concentration(frames.double().cpu().numpy(), detector_mask_of(data.meta)))
     opts.loss = choice["loss"]
     if opts.mu == "auto":
         opts.mu = choice["mu"]

@@ -97,10 +97,11 @@ class RNFOptions(EngineOptions):
         ``probe_update_start``: the object first settles under the probe prior, so that
         with few, noisy frames the probe residual does not soak up object structure
         and noise. ``"auto"`` (default): 75 % of ``epochs`` where the data-term rule finds
-        the frames photon-starved (``loss: auto``; fewer than 20 photons per object pixel),
-        else 0 (:data:`ptytasks.engines.data_term.STARVED_PROBE_WARMUP`; hypotheses 40 and
-        44 in ``docs/rnf.md``: held out on fresh 1e4 sparse cases, median ratio 0.92 /
-        0.85). As run: ``result.extras["data_term"]["probe_warmup_epochs"]``.
+        the frames photon-starved (``loss: auto``; fewer than 20 photons per object pixel,
+        not concentrated in a few bright pixels), else 0
+        (:data:`ptytasks.engines.data_term.STARVED_PROBE_WARMUP`; hypotheses 40 and 44 in
+        ``docs/rnf.md``: held out on fresh 1e4 sparse cases, median ratio 0.92 / 0.85).
+        As run: ``result.extras["data_term"]["probe_warmup_epochs"]``.
 
     Loss
     ----
@@ -115,7 +116,9 @@ class RNFOptions(EngineOptions):
         0.089 to 0.074 (median of three), while the Siemens star, whose counts a one-mode
         fit does not explain, keeps L1); where whole-number frames hold fewer than 20
         photons per object pixel (and average below 64 per pixel or come from a sparse
-        scan), the Poisson likelihood with ``mu`` 1 (hypothesis 38). The choice is in
+        scan), the Poisson likelihood with ``mu`` 1 (hypothesis 38), unless the brightest
+        1 % of the mean pattern's pixels hold more than half its photons (a Gaussian-like
+        beam): then smooth L1 with ``mu`` 0.1 (hypothesis 59). The choice is in
         ``result.extras["data_term"]``.
         ``"smooth_l1"``: quadratic for residuals within
         ``huber_delta``, L1 beyond (``delta = 0`` is L1); with the noise threshold it is

@@ -198,3 +198,49 @@ def test_starved_frames_freeze_the_probe_for_most_of_the_run():
     assert lit.extras["data_term"]["probe_warmup_epochs"] == 0
     with pytest.raises(ValueError, match="probe_warmup_epochs"):
         RNFOptions(probe_warmup_epochs="later")
+
+
+def test_concentrated_starved_frames_take_smooth_l1_without_the_probe_warmup():
+    """Photon-starved frames whose photons sit in a few bright-field pixels (a Gaussian
+    beam: the brightest 1 % of pixels hold most of them) get smooth L1, mu 0.1 and no probe
+    warm-up (hypothesis 59: there the Poisson branch lost to every robust term, even with
+    the true probe held); a zone plate's photons, spread over its bright-field disk, keep
+    the Poisson branch. ``"auto"`` resolves to the same run as the named settings."""
+    from ptytasks.engines.data_term import (
+        CONCENTRATED_SHARE,
+        count_concentration,
+        resolve_probe_warmup,
+    )
+
+    kw = dict(frame_size=32, n_positions=36, known_probe=True, dose=2 * 32 * 32, seed=4)
+    gauss = simulate("farfield", probe="gaussian", **kw)
+    plate = simulate("farfield", **kw)
+    share_g, share_p = count_concentration(gauss.frames), count_concentration(plate.frames)
+    print(f"brightest 1 % of pixels: Gaussian {share_g:.3f}, zone plate {share_p:.3f}")
+    assert share_g > CONCENTRATED_SHARE > share_p
+
+    def no_prefit():
+        raise AssertionError("the starved branches run no prefit")
+
+    c = choose_data_term(gauss, 2.0, True, no_prefit)
+    assert (c["loss"], c["mu"]) == ("smooth_l1", MU_DEFAULT)
+    assert c["concentrated"] and not c["starved"]
+    assert c["concentration"] == pytest.approx(share_g)
+    c = choose_data_term(plate, 2.0, True, no_prefit)
+    assert (c["loss"], c["mu"]) == ("poisson", MU_STARVED)
+    assert c["starved"] and not c["concentrated"]
+    # the measure is read only where the frames are starved
+    c = choose_data_term(gauss, 100.0, True, lambda: 1.1,
+                         lambda: pytest.fail("concentration read outside the starved gate"))
+    assert c["concentration"] is None and c["loss"] == "smooth_l1"
+    opts = RNFOptions(epochs=4)
+    resolve_probe_warmup(opts, choose_data_term(gauss, 2.0, True, no_prefit))
+    assert opts.probe_warmup_epochs == 0
+
+    auto = reconstruct_rnf(gauss, RNFOptions(epochs=2))
+    term = auto.extras["data_term"]
+    assert term["loss"] == "smooth_l1" and term["rule"]["concentrated"]
+    assert term["probe_warmup_epochs"] == 0
+    named = reconstruct_rnf(gauss, RNFOptions(epochs=2, loss="smooth_l1", mu=MU_DEFAULT,
+                                              probe_warmup_epochs=0))
+    np.testing.assert_array_equal(auto.loss_history, named.loss_history)

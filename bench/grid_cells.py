@@ -82,6 +82,10 @@ EXTRA_CELLS: tuple[Cell, ...] = (
     Cell("ff-100-1e4-electron", "farfield", 1.0, 1e4, sim=(("probe", "electron"),)),
     Cell("ff-100-1e4-zp29", "farfield", 1.0, 1e4, sim=(("probe_diameter_px", 29.0),)),
     Cell("ff-25-1e4-gaussian", "farfield", 0.25, 1e4, sim=(("probe", "gaussian"),)),
+    # the Gaussian beam at the yardstick's other 1e4 scans: 15 % kept (photon-starved, as
+    # above) and the full scan (not starved: the smooth-L1 / L1 branches of RNF's rule)
+    Cell("ff-15-1e4-gaussian", "farfield", 0.15, 1e4, sim=(("probe", "gaussian"),)),
+    Cell("ff-100-1e4-gaussian", "farfield", 1.0, 1e4, sim=(("probe", "gaussian"),)),
 )
 TUNING_CELLS: dict[str, Cell] = {
     "farfield": Cell("tune-ff-25-1e5", "farfield", 0.25, 1e5),

@@ -115,12 +115,11 @@ def measurements_per_unknown(data: PtychoData) -> float:
     return data.n_frames * ny * nx / float(oy * ox)
 
 
-def count_concentration(frames, use: np.ndarray | None = None) -> float:
-    """Share of the mean pattern's photons in its brightest :data:`CONCENTRATION_PIXELS`
-    of pixels (``use``: the valid detector pixels, None: all); 0 for an empty pattern."""
-    from ptytasks.probe_estimate import mean_pattern
-
-    mean = mean_pattern(frames, use=use)
+def count_concentration(mean: np.ndarray, use: np.ndarray | None = None) -> float:
+    """Share of the photons of ``mean`` (the mean pattern, counts, 2-D) in its brightest
+    :data:`CONCENTRATION_PIXELS` of pixels (``use``: the valid detector pixels, None: all);
+    0 for an empty pattern."""
+    mean = np.clip(np.asarray(mean, np.float64), 0, None)
     v = np.sort((mean if use is None else mean[np.asarray(use, bool)]).ravel())[::-1]
     k = max(1, int(round(CONCENTRATION_PIXELS * v.size)))
     total = float(v.sum())
@@ -198,8 +197,9 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
     if starved:
         if concentration is None:
             from ptytasks.engines.pie_state import detector_mask_of
+            from ptytasks.probe_estimate import mean_pattern
 
-            share = count_concentration(data.frames, detector_mask_of(data.meta))
+            share = count_concentration(mean_pattern(data.frames), detector_mask_of(data.meta))
         else:
             share = float(concentration())
     concentrated = starved and share > CONCENTRATED_SHARE
@@ -246,7 +246,10 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
         data, scale, bool(torch.equal(frames, torch.round(frames))),
         lambda: _guarded_prefit(data, model, probe_prior=probe_p, object_prior=obj_p,
                                 pupil_prior=pupil_p, seed=PREFIT_SEED),
-        lambda: count_concentration(frames.double().cpu().numpy(), detector_mask_of(data.meta)))
+        # the mean pattern summed on the frames' device (no float64 copy of every frame)
+        lambda: count_concentration(
+            (frames.sum(0, dtype=torch.float64) / max(len(frames), 1)).cpu().numpy(),
+            detector_mask_of(data.meta)))
     opts.loss = choice["loss"]
     if opts.mu == "auto":
         opts.mu = choice["mu"]

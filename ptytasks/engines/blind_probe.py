@@ -21,6 +21,7 @@ from ptytasks.probe_estimate import (
     FOOTPRINT_FRACTIONS,
     TRIAL_EPOCHS,
     TRIAL_FRAMES,
+    aperture_support,
     farfield_probe,
     mean_pattern,
     trial_set,
@@ -121,8 +122,11 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     report : dict with the chosen ``diameter_px``, ``sign``, ``scored_by`` (``"held_out"``
         or, below :data:`COUNTS_MAX` mean counts per pixel, ``"trial_deviance"``), the
         ``mean_counts`` that decided it, ``at_smallest_footprint`` (the pick lies at or
-        below the smallest candidate: the score did not turn, and the start is suspect) and
-        every candidate's ``score`` (the refinement's marked ``refine``: ``j``)
+        below the smallest candidate: the score did not turn), ``focus_px`` (the bright
+        field's diffraction-limited spot, object pixels), ``suspect`` (at the smallest
+        footprint while that candidate is still defocused beyond ``focus_px``: the start is
+        probably wrong) and every candidate's ``score`` (the refinement's marked
+        ``refine``: ``j``)
     """
     use = detector_mask_of(data.meta)
     mean = mean_pattern(data.frames, use=use)
@@ -164,10 +168,18 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     # with no overlap (at a few counts per pixel in dense scans, the wrong one: probe error
     # 0.98-1.00 on ff-100-1e4 cases, records/blind-farfield-lowcount-collapse-info-*.json)
     smallest = best["diameter_px"] <= min(fractions) * n * (1 + 1e-9)
+    # ... unless the smallest candidate is already in focus: its defocus cone no wider than
+    # the bright field's diffraction-limited spot, ~N / r_a object pixels (r_a: the support's
+    # area radius, detector pixels). Then no smaller footprint exists to fall to and the beam
+    # is focused on the sample (a flat-phase Gaussian beam: the flag fired at probe errors
+    # of 0.16-0.18, records/blind-farfield-focus-flag-info-*.json); a zone plate's or an electron
+    # probe's bright field (r_a 17-27 px in 64) puts it at 2.4-3.8 px, under the 9.6 px candidate.
+    focus_px = n / max(float(np.sqrt(aperture_support(mean).sum() / np.pi)), 1.0)
+    suspect = smallest and min(fractions) * n > focus_px
     return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],
                    "scored_by": scored_by, "mean_counts": counts,
-                   "at_smallest_footprint": bool(smallest),
-                   "candidates": scores}  # fmt: skip
+                   "at_smallest_footprint": bool(smallest), "focus_px": focus_px,
+                   "suspect": bool(suspect), "candidates": scores}  # fmt: skip
 
 
 

@@ -76,7 +76,8 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
 
     Far field: the mean pattern's aperture with the defocus the frames choose
     (:func:`~ptytasks.engines.blind_probe.blind_farfield_probe`; a warning when the pick is
-    the smallest footprint, where the score did not turn). Near field: the probe a
+    the smallest footprint, where the score did not turn, unless that footprint is already
+    in focus). Near field: the probe a
     phase-only-object ePIE finds on a trial set
     (:func:`~ptytasks.engines.blind_probe.blind_nearfield_probe`; a warning when it did not leave
     the flat-phase start's trap). Otherwise (coded) the back-propagated root-mean frame.
@@ -86,7 +87,7 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
     kind = modality_of(data).blind_probe  # the estimator that suits the illumination
     if kind == "far_field_pie":
         probe, rep = bp.blind_farfield_probe(data, reconstruct_pie)
-        if rep["at_smallest_footprint"]:
+        if rep["suspect"]:  # not where the smallest candidate is already in focus
             warnings.warn(f"blind far-field probe: the footprint score kept falling down to "
                           f"the smallest candidate ({rep['diameter_px']:.1f} px at "
                           f"{rep['mean_counts']:.3g} counts per pixel), so the start is "

@@ -124,3 +124,29 @@ def test_a_dense_low_count_scan_finds_its_footprint_and_a_collapse_is_flagged(mo
     assert complex_error(probe, data.ground_truth["probe"], align=False) > 0.9
     with pytest.warns(UserWarning, match="smallest candidate"):
         initial_probe(data, model_for(data), "cpu", torch.complex64)
+
+
+def test_a_focused_beam_at_the_smallest_footprint_is_not_flagged():
+    """A flat-phase Gaussian beam (focused on the sample) puts its bright field in a few
+    detector pixels; its diffraction-limited spot (~N / r_a = 24 px here) is wider than the
+    smallest candidate footprint (8.4-9.6 px), so the score's fall to that candidate means
+    "in focus", not a collapse: the start is right (probe error 0.16-0.18 on the grid's
+    Gaussian cells) and no warning is given. A zone plate's collapse (previous test) still
+    warns: its bright field puts the spot at ~2.4 px."""
+    import warnings
+
+    from ptytasks.engines.pie import initial_probe
+    from ptytasks.modalities import model_for
+    from ptytasks.subsample import keep_fraction
+
+    data = simulate("farfield", frame_size=64, n_positions=100, overlap=0.75, dose=1e4,
+                    seed=101, object_kind="astronaut", probe="gaussian")
+    data = data.subset(keep_fraction(data.n_frames, 0.25, seed=101))
+    probe, rep = blind_farfield_probe(data, reconstruct_pie)
+    print(f"pick {rep['diameter_px']:.2f} px, focus {rep['focus_px']:.1f} px")
+    assert rep["at_smallest_footprint"] and not rep["suspect"]
+    assert rep["focus_px"] > 2 * rep["diameter_px"]
+    assert complex_error(probe, data.ground_truth["probe"], align=False) < 0.25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        initial_probe(data, model_for(data), "cpu", torch.complex64)

@@ -86,6 +86,7 @@ EXTRA_CELLS: tuple[Cell, ...] = (
     # above) and the full scan (not starved: the smooth-L1 / L1 branches of RNF's rule)
     Cell("ff-15-1e4-gaussian", "farfield", 0.15, 1e4, sim=(("probe", "gaussian"),)),
     Cell("ff-100-1e4-gaussian", "farfield", 1.0, 1e4, sim=(("probe", "gaussian"),)),
+    Cell("ff-25-1e6-gaussian", "farfield", 0.25, 1e6, sim=(("probe", "gaussian"),)),
 )
 TUNING_CELLS: dict[str, Cell] = {
     "farfield": Cell("tune-ff-25-1e5", "farfield", 0.25, 1e5),

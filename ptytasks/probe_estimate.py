@@ -107,6 +107,13 @@ def aperture_support(mean: np.ndarray, level: float = 0.1) -> np.ndarray:
     return binary_fill_holes(sm >= level * sm.max())
 
 
+def area_radius(support: np.ndarray) -> float:
+    """Radius of the disk with the area of ``support`` (detector pixels, at least 1): the
+    bright field's radius ``r_a`` that the candidates' defocus and the in-focus spot
+    ``N / r_a`` are measured by."""
+    return max(float(np.sqrt(np.sum(support) / np.pi)), 1.0)
+
+
 def farfield_probe(mean: np.ndarray, diameter_px: float, sign: float = 1.0) -> np.ndarray:
     """``sqrt(mean) * support * exp(sign i pi a rho^2)`` on the detector, in the object plane.
 
@@ -128,7 +135,7 @@ def farfield_probe(mean: np.ndarray, diameter_px: float, sign: float = 1.0) -> n
     support = aperture_support(mean)
     yy, xx = np.indices(mean.shape)
     cy, cx = np.average(yy, weights=support), np.average(xx, weights=support)
-    r_a = max(np.sqrt(support.sum() / np.pi), 1.0)
+    r_a = area_radius(support)
     a = float(diameter_px) / (2.0 * min(ny, nx) * r_a)
     wave = np.sqrt(mean) * support * np.exp(1j * np.sign(sign) * np.pi * a * ((yy - cy) ** 2
                                                                            + (xx - cx) ** 2))

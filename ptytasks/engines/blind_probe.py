@@ -22,6 +22,7 @@ from ptytasks.probe_estimate import (
     TRIAL_EPOCHS,
     TRIAL_FRAMES,
     aperture_support,
+    area_radius,
     farfield_probe,
     mean_pattern,
     trial_set,
@@ -174,7 +175,7 @@ def blind_farfield_probe(data, reconstruct, *, fractions=FOOTPRINT_FRACTIONS,
     # is focused on the sample (a flat-phase Gaussian beam: the flag fired at probe errors
     # of 0.16-0.18, records/blind-farfield-focus-flag-info-*.json); a zone plate's or an electron
     # probe's bright field (r_a 17-27 px in 64) puts it at 2.4-3.8 px, under the 9.6 px candidate.
-    focus_px = n / max(float(np.sqrt(aperture_support(mean).sum() / np.pi)), 1.0)
+    focus_px = n / area_radius(aperture_support(mean))
     suspect = smallest and min(fractions) * n > focus_px
     return probe, {"diameter_px": best["diameter_px"], "sign": best["sign"],
                    "scored_by": scored_by, "mean_counts": counts,

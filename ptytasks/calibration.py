@@ -36,7 +36,7 @@ def physical_probe(data: PtychoData) -> np.ndarray:
 
     prm = data.params
     if "voltage" in prm and "convergence_semiangle" in prm:
-        ab = {"cs": prm["cs"]} if "cs" in prm else None
+        ab = {"Cs": prm["cs"]} if "cs" in prm else None  # electron_probe's key
         p = electron_probe(data.frame_shape, data.pixel_size, prm["voltage"],
                            prm["convergence_semiangle"], prm.get("defocus", 0.0), ab)  # fmt: skip
     elif "zp_diameter" in prm and "zp_outer_zone" in prm:

@@ -56,6 +56,21 @@ def test_physical_probe_zone_plate_and_errors():
         raise AssertionError("missing beam parameters must raise")
 
 
+def test_physical_probe_electron_matches_the_simulated_beam():
+    """The electron branch: the simulator's beam from its parameters, Cs included (the key
+    once reached ``electron_probe`` as ``"cs"`` and raised), centred in the window."""
+    from ptytasks.simulate import simulate
+
+    d = simulate("farfield", probe="electron", n_positions=16, seed=0)
+    alpha = 0.02  # the simulator's semi-angle; its footprint is 0.35 N = 22.4 px
+    d.params.update(convergence_semiangle=alpha, defocus=22.4 * d.pixel_size / (2 * alpha),
+                    cs=0.0)  # fmt: skip
+    true = np.asarray(d.ground_truth["probe"])
+    assert complex_error(physical_probe(d), true, align=False) < 1e-3
+    d.params["cs"] = 1e-3  # 1 mm of spherical aberration changes the beam
+    assert complex_error(physical_probe(d), true, align=False) > 0.05
+
+
 def test_surface_calibration_from_known_reference():
     from ptytasks.simulate import simulate
 

@@ -62,7 +62,9 @@ def electron_probe(
 
     ``P = ifft2c(A(k) exp(-i chi(k)))`` with the aperture ``A = [lambda |k| <= alpha]`` and
     ``chi = pi lambda defocus k^2 + (pi/2) Cs lambda^3 k^4 + (pi/3) C5 lambda^5 k^6
-    + sum_j c_j Z_j(k / k_max)``.
+    + sum_j c_j Z_j(k / k_max)``, rolled so the crossover sits at the window centre, pixel
+    ``(N//2, N//2)``, as every probe of this module does (before 2026-12-07 it sat at pixel
+    ``(0, 0)``, split over the window's four corners).
 
     Parameters
     ----------
@@ -105,7 +107,9 @@ def electron_probe(
             chi = chi + c * zernike(j, rho, theta)
     aperture = (k2 <= kmax * kmax).to(torch.float64)
     spec = aperture * torch.polar(torch.ones_like(chi), -chi)
-    return _normalise(ifft2c(spec)).to(dtype)
+    # ifft2c leaves the real-space origin at pixel (0, 0) (docs/conventions.md): roll the
+    # crossover to the window centre (N//2, N//2), where every other probe sits.
+    return _normalise(torch.fft.fftshift(ifft2c(spec), dim=(-2, -1))).to(dtype)
 
 
 def zone_plate_focal_length(diameter: float, outer_zone_width: float, wavelength: float) -> float:

@@ -98,6 +98,32 @@ def test_electron_probe_aperture_and_defocus():
         electron_probe((n, n), pix, v, alpha, aberrations={"C23": 1.0})
 
 
+def _centroid(p: torch.Tensor) -> tuple[float, float]:
+    """Intensity centroid (pixels) of a probe whose power stays well inside its window."""
+    i = p.abs().double() ** 2
+    y = torch.arange(p.shape[-2], dtype=torch.float64)[:, None]
+    x = torch.arange(p.shape[-1], dtype=torch.float64)[None, :]
+    return float((i * y).sum() / i.sum()), float((i * x).sum() / i.sum())
+
+
+def test_every_probe_sits_at_the_window_centre():
+    """Scan positions are window corners and a probe's centre is pixel (N//2, N//2)
+    (docs/conventions.md); the electron probe once sat at pixel (0, 0), split over the four
+    corners (the blind far-field start then matched nothing: probe error 1.000)."""
+    n, v, alpha = 64, 300e3, 20e-3
+    lam = electron_wavelength(v)
+    pix = lam / (4 * alpha)  # the simulator's pitch: bright-field disc of radius N/4
+    for df in (0.0, 22.4 * pix / (2 * alpha)):  # in focus; the simulator's 22.4 px footprint
+        p = electron_probe((n, n), pix, v, alpha, defocus=df, dtype=torch.complex128)
+        cy, cx = _centroid(p)
+        assert abs(cy - n // 2) < 0.5 and abs(cx - n // 2) < 0.5, (df, cy, cx)
+    focused = electron_probe((n, n), pix, v, alpha, dtype=torch.complex128)
+    assert torch.argmax(focused.abs()).item() == (n // 2) * n + n // 2
+    zp = zone_plate_probe((n, n), 50e-9, 1.55e-10, 160e-6, 100e-9, defocus=0.2e-3)
+    cy, cx = _centroid(zp)
+    assert abs(cy - n // 2) < 0.5 and abs(cx - n // 2) < 0.5, (cy, cx)
+
+
 def test_diffuser_probe_seeded():
     a = diffuser_probe((48, 48), 1e-6, 500e-9, 2e-4, seed=3, feature_size=3e-6)
     b = diffuser_probe((48, 48), 1e-6, 500e-9, 2e-4, seed=3, feature_size=3e-6)

@@ -87,6 +87,9 @@ EXTRA_CELLS: tuple[Cell, ...] = (
     Cell("ff-15-1e4-gaussian", "farfield", 0.15, 1e4, sim=(("probe", "gaussian"),)),
     Cell("ff-100-1e4-gaussian", "farfield", 1.0, 1e4, sim=(("probe", "gaussian"),)),
     Cell("ff-25-1e6-gaussian", "farfield", 0.25, 1e6, sim=(("probe", "gaussian"),)),
+    # the electron probe (centred since 117c898) at the yardstick's sparse scans
+    Cell("ff-25-1e4-electron", "farfield", 0.25, 1e4, sim=(("probe", "electron"),)),
+    Cell("ff-25-1e6-electron", "farfield", 0.25, 1e6, sim=(("probe", "electron"),)),
 )
 TUNING_CELLS: dict[str, Cell] = {
     "farfield": Cell("tune-ff-25-1e5", "farfield", 0.25, 1e5),

@@ -4,26 +4,21 @@ Physics against analytic facts, gradient checks in float64, and 3PIE on a simula
 3-slice electron dataset: 300 kV defocused probe (20 mrad), 100 frames of 64 x 64 at
 24.6 pm pixels, atomic-column slices (``object_kind="lattice"``, phase 0-0.5 rad each)
 5 nm apart, noise-free, started from the true probe (electron microscopes know their
-aperture and defocus; the far-field blind estimate is built for X-ray zone plates).
+aperture and defocus).
 
-Measured with rPIE defaults (for slices: object alpha 0.6, ``PIEOptions.steps``), 25
-iterations, seed 0: slices 0.031 / 0.027 / 0.017 where a flat slice scores 0.099-0.104; the
-product of the slices against the true projection 0.036 where the single-slice (projection)
-reconstruction gives 0.19 (alpha 0.1: slices 0.031 / 0.037 / 0.038, product 0.066). 200
-iterations (bench/results/records/3pie-alpha-4eacdce.json), held-out seeds 0 / 1 / 2: at 5
-nm product 0.0033 / 0.0034 / 0.0032 against 0.145 / 0.140 / 0.137 for the better single
-slice (41-44x), slices <= 0.011; at 2 nm, where the projection is a better approximation,
-0.0101 / 0.0158 / 0.0126 against 0.082 / 0.083 / 0.074 (5.2-8.1x), slices <= 0.047. With
-rPIE's single-slice alpha 0.1 the 2 nm gain was 1.66-1.95x: the alpha was chosen on tuning
-seeds 10 and 11 (``ptytasks/engines/options.py``). The complex error of a near-unity slice
-is small even for a flat guess, so each slice is also held below half the flat slice's
-error.
-
-RNF defaults with ``n_slices=3`` (one object field, three outputs), same data: 20 epochs
-(seed 0) slices 0.020 / 0.022 / 0.014, product 0.022 against 0.21 for one slice; 100
-epochs (seeds 0 / 1 / 2) slices 0.0027-0.0045, product 0.0084 / 0.0049 / 0.0051 against
-0.183 / 0.147 / 0.188. At 2 nm (100 epochs, seeds 0 / 1 / 2, records/slices-2nm-ee5e8be.json)
-product 0.0064 / 0.0049 / 0.0069 against 0.087 / 0.097 / 0.077 (11-20x), slices 0.005-0.011.
+Measured with the electron beam centred in its window (117c898; before, the simulator split
+it over the window's corners), 200 iterations / 100 epochs, held-out seeds 0 / 1 / 2
+(bench/results/records/slices-centred-electron-06b18f1.json): 3PIE (object alpha 0.6,
+``PIEOptions.steps``) at 5 nm product 0.0116 / 0.0102 / 0.0101 against 0.141 / 0.129 / 0.138
+for the better single slice (12-14x), slices <= 0.0115; at 2 nm, where the projection is a
+better approximation, 0.0101 / 0.0115 / 0.0113 against 0.086 / 0.088 / 0.079 (7.0-8.5x),
+slices <= 0.047. RNF defaults with ``n_slices=3`` (one object field, three outputs): at 5 nm
+product 0.0061 / 0.0044 / 0.0061 against 0.143 / 0.147 / 0.141 for one slice (23-34x),
+slices 0.0032-0.0051; at 2 nm 0.0067 / 0.0051 / 0.0060 against 0.088 / 0.095 / 0.080
+(13-19x), slices 0.0067-0.0137. The complex error of a near-unity slice is small even for a
+flat guess, so each slice is also held below half the flat slice's error. The default run
+(3PIE, 25 iterations, seed 0) and the slow ones assert 0.2 per slice, half the flat slice's
+error and half the single-slice product's.
 """
 
 from __future__ import annotations

@@ -172,10 +172,11 @@ def test_slices_need_their_spacing():
 @pytest.mark.slow  # ~55 s: 150 iterations with and without correction
 def test_position_correction_with_slices():
     """Whole-pixel grid search through all slices (the sub-pixel least-squares step is a
-    thin-object linearisation and is not used): measured on tuning seed 10, 1.5 px RMS
-    errors, 150 iterations: positions 1.5 -> 0.87 px RMS, slices 0.116-0.131 -> 0.064-0.083.
-    Seed 0 (this test): 1.5 -> 0.994 px RMS, worst slice 0.129 -> 0.089; without the
-    correction the positions stay at 1.5 px."""
+    thin-object linearisation and is not used). With the electron beam centred (117c898),
+    1.5 px RMS errors, 150 iterations: tuning seed 10 positions 1.5 -> 0.71 px RMS, slices
+    0.119-0.126 -> 0.084-0.101; seed 0 (this test) 1.5 -> 0.52 px, worst slice 0.136 ->
+    0.106; without the correction the positions stay at 1.5 px. (Before the fix, with the
+    beam split over the window's corners: 0.87 and 0.99 px.)"""
     from ptytasks.engines.options import PositionCorrectionOptions
     from ptytasks.engines.position_correction import rms_position_error
 

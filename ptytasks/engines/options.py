@@ -18,13 +18,20 @@ _DEFAULT_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 1.0)}
 # their weak pixels take up to 10x steps that the other slices then undo: the slices'
 # product stalled at 0.05 (2 nm apart: 1.6-1.8x the single slice's error, short of 2x).
 # Chosen from 0.1 / 0.3 / 0.6 / 1.0 on tuning seeds 10 and 11 at 2 and 5 nm (the
-# benchmark rule: lowest median per-case error ratio to 0.1; 0.6: 0.16, 1.0: 0.23, 0.3:
-# 0.33), then scored on seeds 0-2 (bench/results/records/3pie-alpha-4eacdce.json).
-# Not while positions are corrected: with the larger step each frame's update fits the
-# slices to its wrong position at once, and the grid search then finds nothing to correct
-# (tuning seed 10, 1.5 px RMS errors, 150 iterations: 1.5 -> 0.87 px at 0.1, 1.31 at 0.3,
-# 1.41 at 0.6, 1.43 at 1.0; records/3pie-alpha-positions-2f1540d.json).
+# benchmark rule: lowest median per-case error ratio to 0.1), then scored on seeds 0-2;
+# remade after 117c898 centred the simulator's electron beam (before, it was split over
+# the window's corners): 0.6 0.245, 1.0 0.405, 0.3 0.490
+# (bench/results/records/3pie-alpha-centred-electron-1017056.json; before:
+# records/3pie-alpha-4eacdce.json).
 _SLICES_RPIE_ALPHA = 0.6
+# ... and while positions are corrected (the whole-pixel grid search through the slices):
+# 1.0, ePIE's object step. Tuning seeds 10 / 11, 1.5 px RMS errors, 150 iterations,
+# positions after: 0.1 0.711 / 0.713, 0.3 0.593 / 0.514, 0.6 0.653 / 0.513, 1.0 0.634 /
+# 0.512 (0.3 lowest; 1.0 within the stated 0.02 px with the lower worst-slice error, 0.048
+# against 0.068); held out, seeds 0 / 1 / 2: 0.522 / 0.775 / 0.462 px against 0.1's 0.522
+# / 0.711 / 0.513, worst slice 0.045-0.054 against 0.090-0.106 (same record). The earlier
+# choice of 0.1 here rested on the corner-split beam (records/3pie-alpha-positions-2f1540d).
+_SLICES_POSITIONS_RPIE_ALPHA = 1.0
 # Fourier PIE: the pupil is the "probe" and the spectrum windows the "object". The ePIE
 # pupil step normalises by max|Phi|^2, the DC spike of the bright-field windows, so the
 # pupil barely moves (EPRY's known slowness); rPIE's local |Phi|^2 with a small beta
@@ -115,7 +122,7 @@ class PIEOptions(EngineOptions):
         Epochs (full passes over all frames).
     alpha, beta : float or None
         Object and probe step sizes; None takes the variant's default (ePIE 1, 1; rPIE 0.1, 1;
-        rPIE with ``n_slices > 1`` and no position correction: 0.6, 1).
+        rPIE with ``n_slices > 1``: 0.6, 1, and 1, 1 while positions are corrected).
     batch_size : int
         Frames per update. 1 is the classic sequential PIE; larger batches compute the
         frames' updates together and average them where frames overlap (the mini-batch
@@ -180,14 +187,16 @@ class PIEOptions(EngineOptions):
         if self.variant not in _DEFAULT_STEPS:
             raise ValueError(f"PIE variant must be 'epie' or 'rpie'; got {self.variant!r}")
         a0, b0 = _DEFAULT_STEPS[self.variant]
-        if self.variant == "rpie" and self.n_slices > 1 and self.position_correction is None:
-            a0 = _SLICES_RPIE_ALPHA
+        if self.variant == "rpie" and self.n_slices > 1:
+            a0 = (_SLICES_RPIE_ALPHA if self.position_correction is None
+                  else _SLICES_POSITIONS_RPIE_ALPHA)
         return (a0 if self.alpha is None else float(self.alpha),
                 b0 if self.beta is None else float(self.beta))
 
     @classmethod
     def _resolved_defaults(cls) -> dict:
-        return {"steps": _DEFAULT_STEPS, "slices_rpie_alpha": _SLICES_RPIE_ALPHA}
+        return {"steps": _DEFAULT_STEPS, "slices_rpie_alpha": _SLICES_RPIE_ALPHA,
+                "slices_positions_rpie_alpha": _SLICES_POSITIONS_RPIE_ALPHA}
 
 
 @dataclass

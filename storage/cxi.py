@@ -53,7 +53,7 @@ from storage.geometry import (
     positions_from_metres,
 )
 from storage.readers._common import read_small
-from storage.validate import check_frames, validate_data
+from storage.validate import check_frames, check_wavelength, validate_data
 
 __all__ = ["write_cxi", "read_cxi"]
 
@@ -258,15 +258,19 @@ def _read(f, path, z1, margin, lazy, ov) -> PtychoData:
         if "meta" in pty:
             meta.update({k: read_small(v, path, f"{PTY}/meta/{k}") for k, v in pty["meta"].items()})
     # Raw physical metadata (file values, then user overrides)
-    wavelength = ov.get("wavelength")
+    wavelength, wl_field = ov.get("wavelength"), "wavelength"
     if wavelength is None:
-        wavelength = _scalar(f, f"{SRC}/wavelength")
+        wavelength, wl_field = _scalar(f, f"{SRC}/wavelength"), f"{SRC}/wavelength"
     if wavelength is None and f"{SRC}/energy" in f:
-        e = _scalar(f, f"{SRC}/energy")
+        e, wl_field = _scalar(f, f"{SRC}/energy"), f"{SRC}/energy"
+        if not e > 0:
+            raise DataError(path, wl_field, f"must be a positive energy; got {e:g}")
         # CXI stores joules; a value above 1e-6 can only be electronvolts
         wavelength = H_C_EV_M / e if e > 1e-6 else H_C_J_M / e
     if wavelength is None:
         raise DataError(path, f"{SRC}/wavelength", "no wavelength or energy; pass wavelength=")
+    # here, naming the file's field, before it scales the positions (a 0 gave inf corners)
+    wavelength = check_wavelength(wavelength, path, wl_field)
     det_px = ov.get("detector_pixel", _scalar(f, f"{DET}/x_pixel_size"))
     z2 = _scalar(f, f"{DET}/distance")
     if f"{DET}/mask" in f and getattr(f[f"{DET}/mask"], "shape", None) == (ny, nx):

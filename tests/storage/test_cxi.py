@@ -100,3 +100,24 @@ def test_p25_nearfield(data_dir):
     assert d.meta["mask"].sum() == 100 * 100 - 5
     flat = read_cxi(path, z1=math.inf)
     assert flat.pixel_size == pytest.approx(55e-6)
+
+
+@pytest.mark.parametrize(("key", "value"), [("wavelength", 0.0), ("wavelength", -1e-10),
+                                            ("energy", 0.0)])  # fmt: skip
+def test_foreign_file_with_no_positive_wavelength_names_its_field(tmp_path, make, key, value):
+    """A foreign file's wavelength (or energy) of 0 once scaled the positions to inf with a
+    bare numpy warning; now the reader refuses it, naming the field, before using it."""
+    import warnings
+
+    d = make("farfield", truth=False)
+    path = write_cxi(tmp_path / "x.cxi", d)
+    src = "entry_1/instrument_1/source_1"
+    with h5py.File(path, "a") as f:
+        del f["entry_1/ptyflow"]
+        if key == "energy":
+            del f[f"{src}/wavelength"]
+        f[f"{src}/{key}"][()] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no divide-by-zero on the way
+        with pytest.raises(DataError, match=f"{src}/{key}"):
+            read_cxi(path)

@@ -76,7 +76,8 @@ CASES = {
            "[entry_1/data_1/data]"),
     "no_frames": ("noframes.cxi", lambda p: _foreign_cxi(p, frames="none"),
                   "[entry_1/data_1/data]"),
-    "nanometres": ("nm.cxi", lambda p: _foreign_cxi(p, wavelength=532.0), "[wavelength]"),
+    "nanometres": ("nm.cxi", lambda p: _foreign_cxi(p, wavelength=532.0),
+                   "[entry_1/instrument_1/source_1/wavelength]"),
     "translation": ("trans.cxi", lambda p: _foreign_cxi(p, translation=np.zeros((5, 3))),
                     "[entry_1/sample_1/geometry_1/translation]"),
     "translation_nan": ("transnan.cxi", lambda p: _foreign_cxi(

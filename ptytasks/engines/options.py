@@ -16,7 +16,8 @@ _DEFAULT_STEPS = {"epie": (1.0, 1.0), "rpie": (0.1, 1.0)}
 # rPIE with object slices (3PIE): the slices' object alpha. At 0.1 the step in a slice is
 # divided by ~0.9 |psi_s|^2, and the incident waves of the inner slices are speckled, so
 # their weak pixels take up to 10x steps that the other slices then undo: the slices'
-# product stalled at 0.05 (2 nm apart: 1.6-1.8x the single slice's error, short of 2x).
+# product stalled at 0.034-0.050 (2 nm apart: 2.2-2.5x the single slice's error, against
+# 7.0-8.5x at 0.6; bench/results/records/slices-centred-electron-06b18f1.json).
 # Chosen from 0.1 / 0.3 / 0.6 / 1.0 on tuning seeds 10 and 11 at 2 and 5 nm (the
 # benchmark rule: lowest median per-case error ratio to 0.1), then scored on seeds 0-2;
 # remade after 117c898 centred the simulator's electron beam (before, it was split over

@@ -174,7 +174,7 @@ def prefit_chi2(data: PtychoData, model, *, probe_prior=None, object_prior=None,
 
 
 def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
-                     concentration=None) -> dict:
+                     concentration) -> dict:
     """The rule's choice: ``{"loss", "mu", "low_counts", "starved", "concentrated",
     "concentration", "scale", "chi2", "R", "photons_per_pixel"}``.
 
@@ -182,8 +182,8 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
     frames are whole numbers; ``fit_chi2``: a callable giving :func:`prefit_chi2` (called
     only when the counts gate holds -- whole numbers, photons per object pixel enough, and a
     low mean count or a sparse scan -- since the prefit costs 30 classical iterations).
-    ``concentration``: a callable giving :func:`count_concentration` (called only where the
-    frames are photon-starved; None: from ``data.frames`` and its detector mask).
+    ``concentration``: a callable giving :func:`count_concentration` of the mean pattern
+    (called only where the frames are photon-starved).
     ``low_counts`` reports that gate (the key's name predates the sparse branch,
     hypothesis 24; records keep it); ``starved`` is False where the starved frames are
     concentrated (hypothesis 59), so no probe warm-up applies there.
@@ -193,15 +193,7 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
     gate = bool(counts and (scale < COUNTS_MAX or r < SPARSE_R_MAX))
     low = gate and photons >= PHOTONS_PER_PIXEL_MIN
     starved = gate and photons < PHOTONS_PER_PIXEL_MIN
-    share = None
-    if starved:
-        if concentration is None:
-            from ptytasks.engines.pie_state import detector_mask_of
-            from ptytasks.probe_estimate import mean_pattern
-
-            share = count_concentration(mean_pattern(data.frames), detector_mask_of(data.meta))
-        else:
-            share = float(concentration())
+    share = float(concentration()) if starved else None
     concentrated = starved and share > CONCENTRATED_SHARE
     starved = starved and not concentrated
     chi2 = float(fit_chi2()) if low else None

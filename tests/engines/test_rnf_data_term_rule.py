@@ -20,6 +20,7 @@ from ptytasks.engines.data_term import (
     MU_STARVED,
     SPARSE_R_MAX,
     choose_data_term,
+    count_concentration,
     measurements_per_unknown,
     prefit_chi2,
 )
@@ -48,6 +49,9 @@ def test_the_choice_needs_low_counts_and_an_explained_fit():
     def fit(value):
         return lambda: calls.append(value) or value
 
+    def spread():  # the zone plate's photons, spread over its bright field
+        return count_concentration(np.mean(d.frames, axis=0))
+
     r = measurements_per_unknown(d)
     assert r == pytest.approx(36 * 32 * 32 / np.prod(d.object_shape))
     assert r < SPARSE_R_MAX
@@ -56,28 +60,28 @@ def test_the_choice_needs_low_counts_and_an_explained_fit():
     # high counts on a dense scan, or frames that are not counts: L1 and the paper's
     # weight, no prefit run
     for data, scale, counts in ((dense, 100.0, True), (d, 8.0, False), (d, 2.0, False)):
-        c = choose_data_term(data, scale, counts, fit(1.0))
+        c = choose_data_term(data, scale, counts, fit(1.0), spread)
         assert (c["loss"], c["mu"], c["chi2"]) == ("l1", MU_DEFAULT, None)
         assert not c["starved"]
     # counts, but too few photons per object pixel (R * m < 20: 6.7 * 2): photon-starved,
     # the Poisson likelihood and mu 1 (hypothesis 38), no prefit run
-    c = choose_data_term(d, 2.0, True, fit(1.0))
+    c = choose_data_term(d, 2.0, True, fit(1.0), spread)
     assert (c["loss"], c["mu"], c["chi2"]) == ("poisson", MU_STARVED, None)
     assert c["starved"] and not c["low_counts"]
     assert calls == []
     # high counts on a sparse scan (R 6.7 < 10, hypothesis 24): smooth L1 when explained
-    c = choose_data_term(d, 100.0, True, fit(1.1))
+    c = choose_data_term(d, 100.0, True, fit(1.1), spread)
     assert c["loss"] == "smooth_l1" and c["low_counts"]
     assert c["mu"] == pytest.approx(6.8 / (r * math.sqrt(100.0)))
     calls.clear()
     # low counts, explained: smooth L1 and mu = 6.8 / (R sqrt(m))
-    c = choose_data_term(d, 8.0, True, fit(1.2))
+    c = choose_data_term(d, 8.0, True, fit(1.2), spread)
     assert c["loss"] == "smooth_l1"
     assert c["mu"] == pytest.approx(6.8 / (r * math.sqrt(8.0)))
     assert c["photons_per_pixel"] == pytest.approx(8.0 * r)
     # low counts, not explained (model error) or no statistic: L1
     for chi2 in (FIT_CHI2_MAX, 4.8, float("nan")):
-        c = choose_data_term(d, 8.0, True, fit(chi2))
+        c = choose_data_term(d, 8.0, True, fit(chi2), spread)
         assert (c["loss"], c["mu"]) == ("l1", MU_DEFAULT)
     assert len(calls) == 4
 
@@ -206,11 +210,7 @@ def test_concentrated_starved_frames_take_smooth_l1_without_the_probe_warmup():
     warm-up (hypothesis 59: there the Poisson branch lost to every robust term, even with
     the true probe held); a zone plate's photons, spread over its bright-field disk, keep
     the Poisson branch. ``"auto"`` resolves to the same run as the named settings."""
-    from ptytasks.engines.data_term import (
-        CONCENTRATED_SHARE,
-        count_concentration,
-        resolve_probe_warmup,
-    )
+    from ptytasks.engines.data_term import CONCENTRATED_SHARE, resolve_probe_warmup
 
     kw = dict(frame_size=32, n_positions=36, known_probe=True, dose=2 * 32 * 32, seed=4)
     gauss = simulate("farfield", probe="gaussian", **kw)
@@ -223,11 +223,11 @@ def test_concentrated_starved_frames_take_smooth_l1_without_the_probe_warmup():
     def no_prefit():
         raise AssertionError("the starved branches run no prefit")
 
-    c = choose_data_term(gauss, 2.0, True, no_prefit)
+    c = choose_data_term(gauss, 2.0, True, no_prefit, lambda: share_g)
     assert (c["loss"], c["mu"]) == ("smooth_l1", MU_DEFAULT)
     assert c["concentrated"] and not c["starved"]
     assert c["concentration"] == pytest.approx(share_g)
-    c = choose_data_term(plate, 2.0, True, no_prefit)
+    c = choose_data_term(plate, 2.0, True, no_prefit, lambda: share_p)
     assert (c["loss"], c["mu"]) == ("poisson", MU_STARVED)
     assert c["starved"] and not c["concentrated"]
     # the measure is read only where the frames are starved
@@ -235,12 +235,13 @@ def test_concentrated_starved_frames_take_smooth_l1_without_the_probe_warmup():
                          lambda: pytest.fail("concentration read outside the starved gate"))
     assert c["concentration"] is None and c["loss"] == "smooth_l1"
     opts = RNFOptions(epochs=4)
-    resolve_probe_warmup(opts, choose_data_term(gauss, 2.0, True, no_prefit))
+    resolve_probe_warmup(opts, choose_data_term(gauss, 2.0, True, no_prefit, lambda: share_g))
     assert opts.probe_warmup_epochs == 0
 
     auto = reconstruct_rnf(gauss, RNFOptions(epochs=2))
     term = auto.extras["data_term"]
     assert term["loss"] == "smooth_l1" and term["rule"]["concentrated"]
+    assert term["rule"]["concentration"] == pytest.approx(share_g)  # the engine's own reading
     assert term["probe_warmup_epochs"] == 0
     named = reconstruct_rnf(gauss, RNFOptions(epochs=2, loss="smooth_l1", mu=MU_DEFAULT,
                                               probe_warmup_epochs=0))

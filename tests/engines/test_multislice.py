@@ -66,6 +66,23 @@ def test_multislice_matches_explicit_propagation_and_conserves_power():
         thin(obj, probe, IDX)
 
 
+def test_coded_model_propagates_through_the_slices():
+    """The coded model's exit wave goes through the slices like the far and near fields'
+    (it once illuminated each slice alone, and the intensity summed them as modes)."""
+    from ptytasks.physics.models.coded import Coded
+    from ptytasks.physics.propagators import propagate
+
+    obj, probe = rand_c(2, 12, 12), rand_c(6, 6, seed=1)
+    m = Coded([[2.0, 3.0], [5.0, 1.0]], (12, 12), (6, 6), wavelength=1e-6, distance=5e-5,
+              surface_distance=1e-5, pixel_size=1e-6, dtype=torch.float64)
+    m.set_slices(2e-5, wavelength=1e-6, pixel_size=1e-6)
+    ex = m.exit_waves(obj, probe, IDX)
+    want = propagate(probe * obj[0, 2:8, 3:9], 1e-6, 1e-6, 2e-5) * obj[1, 2:8, 3:9]
+    assert ex.shape == (2, 6, 6)
+    assert torch.allclose(ex[0], want)
+    assert torch.allclose(m(obj, probe, IDX), m.to_detector(ex, IDX).abs() ** 2)
+
+
 def test_multislice_gradcheck_far_and_near_field_with_modes():
     ff = FarField(POS, (10, 10), (5, 5), dtype=torch.float64)
     ff.set_slices(3e-5, wavelength=1e-6, pixel_size=1e-6)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ptytasks.physics.fft import fft2u, ifft2u
-from ptytasks.physics.models.base import ForwardModel, illuminate, scalar_parameter
+from ptytasks.physics.models.base import ForwardModel, scalar_parameter
 from ptytasks.physics.propagators import angular_spectrum_tf, fresnel_tf, propagate
 from ptytasks.physics.shifts import extract_patches
 
@@ -108,7 +108,7 @@ class Coded(ForwardModel):
 
     def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         patches = extract_patches(obj, self.positions[idx], tuple(probe.shape[-2:]))
-        return illuminate(probe, patches)
+        return self.exit_from_patches(probe, patches)  # thin, or through the slices
 
     def to_detector(
         self, exit_wave: torch.Tensor, idx: torch.Tensor, *, surface=None, **fields

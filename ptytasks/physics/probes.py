@@ -60,9 +60,12 @@ def electron_probe(
 ) -> torch.Tensor:
     """Convergent-beam (STEM) electron probe.
 
-    ``P = ifft2c(A(k) exp(-i chi(k)))`` with the aperture ``A = [lambda |k| <= alpha]`` and
-    ``chi = pi lambda defocus k^2 + (pi/2) Cs lambda^3 k^4 + (pi/3) C5 lambda^5 k^6
-    + sum_j c_j Z_j(k / k_max)``, rolled so the crossover sits at the window centre, pixel
+    ``P = ifft2c(A(k) exp(-i chi(k) + i sum_j c_j Z_j(k / k_max)))`` with the aperture
+    ``A = [lambda |k| <= alpha]`` and the aberration function
+    ``chi = pi lambda defocus k^2 + (pi/2) Cs lambda^3 k^4 + (pi/3) C5 lambda^5 k^6``
+    (the electron-optics sign); the Zernike coefficients ``c_j`` are radians of pupil phase,
+    as everywhere in ptyflow (docs/conventions.md; until 2026-12-07 they entered ``chi``, the
+    opposite sign), rolled so the crossover sits at the window centre, pixel
     ``(N//2, N//2)``, as every probe of this module does (before 2026-12-07 it sat at pixel
     ``(0, 0)``, split over the window's four corners).
 
@@ -80,13 +83,13 @@ def electron_probe(
         focused probe propagated by ``+defocus``, Fresnel approximation).
     aberrations : dict
         ``"Cs"`` and ``"C5"`` in metres; ``"Z<j>"`` (e.g. ``"Z5"``) Noll Zernike coefficients in
-        radians over the aperture (:mod:`ptytasks.physics.zernike`).
+        radians of pupil phase over the aperture (:mod:`ptytasks.physics.zernike`).
     """
     lam = electron_wavelength(voltage)
     fy, fx = freq_grid(shape, pixel_size, centered=True, dtype=torch.float64)
     k2 = fy * fy + fx * fx
     kmax = convergence_semiangle / lam
-    if kmax * pixel_size > 0.5 * math.sqrt(2):
+    if kmax * pixel_size > 0.5:  # beyond it the square grid clips the round aperture
         raise ValueError(
             f"aperture {kmax:.3g} 1/m exceeds the grid's Nyquist frequency "
             f"{0.5 / pixel_size:.3g} 1/m; use a smaller pixel_size"
@@ -104,7 +107,7 @@ def electron_probe(
     if zterms:
         rho, theta = torch.sqrt(k2) / kmax, torch.atan2(fy, fx)
         for j, c in zterms.items():
-            chi = chi + c * zernike(j, rho, theta)
+            chi = chi - c * zernike(j, rho, theta)  # pupil phase +c Z_j
     aperture = (k2 <= kmax * kmax).to(torch.float64)
     spec = aperture * torch.polar(torch.ones_like(chi), -chi)
     # ifft2c leaves the real-space origin at pixel (0, 0) (docs/conventions.md): roll the

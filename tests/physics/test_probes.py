@@ -91,9 +91,21 @@ def test_electron_probe_aperture_and_defocus():
     prop = propagate(p, pix, lam, df, method="fresnel")
     assert (p_df - prop).abs().max() < 1e-12
     assert (p_df - p).abs().max() > 1e-2 * p.abs().max()
-    # Zernike defocus Z4 with coefficient c adds phase c * sqrt(3) (2 rho^2 - 1).
+    # Zernike defocus Z4 with coefficient c adds pupil phase c * sqrt(3) (2 rho^2 - 1), the
+    # sign of every other Zernike pupil in ptyflow (docs/conventions.md).
+    p_z = electron_probe((n, n), pix, v, alpha, aberrations={"Z4": 0.8}, dtype=torch.complex128)
+    spec_z = fft2c(torch.fft.ifftshift(p_z))
+    spec_0 = fft2c(torch.fft.ifftshift(p))
+    inside = k < 0.95 * alpha / lam
+    rho = k / (alpha / lam)
+    want = torch.polar(torch.ones_like(rho), 0.8 * math.sqrt(3) * (2 * rho**2 - 1))
+    got = spec_z * spec_0.conj() / (spec_z.abs() * spec_0.abs()).clamp(min=1e-30)
+    assert (got - want)[inside].abs().max() < 1e-6
     p_z = electron_probe((n, n), pix, v, alpha, aberrations={"Z4": 0.8, "Cs": 1e-3})
     assert p_z.dtype == torch.complex64
+    # An aperture past the grid's Nyquist frequency (but inside its corners) is refused.
+    with pytest.raises(ValueError, match="Nyquist"):
+        electron_probe((n, n), 0.6 * lam / alpha, v, alpha)
     with pytest.raises(ValueError):
         electron_probe((n, n), pix, v, alpha, aberrations={"C23": 1.0})
 

@@ -19,8 +19,10 @@ from ptytasks.metrics.frc import frc
 #: evaluated under an older definition is evaluated again, not served its old values. Bump
 #: it when a metric's value can change for the same images. 2: an FRC curve that never
 #: crosses its threshold reads Nyquist (0.5 c/px) for odd image sides too (83c98f2; before,
-#: the last ring's centre, e.g. 0.4964 for 137 px).
-METRICS_VERSION = 2
+#: the last ring's centre, e.g. 0.4964 for 137 px). 3: the FRC against a reference removes
+#: each image's windowed mean first, as the half-data FRC does (a uniform object scored
+#: ~0.1 c/px against simulated truths through the window's shared spectrum).
+METRICS_VERSION = 3
 
 #: Most pixels of the image the metrics are computed on (2048 x 2048). Alignment, FRC and
 #: SSIM work in float64/complex128 with FFTs: ~530 bytes per pixel, a ~2.3 GB peak against

@@ -130,3 +130,23 @@ def test_phase_ssim_does_not_depend_on_where_the_mean_phase_falls():
     assert old[1] - old[0] > 0.1  # plain SSIM: the level at zero loses its structure
     assert phase_ssim(ref, ref) == pytest.approx(1.0)
     assert phase_ssim(rec + 2.0, ref + 2.0) == pytest.approx(new[1])  # offset-free
+
+
+def test_frc_against_a_reference_does_not_credit_the_shared_mean():
+    """A uniform object (an engine's start: no information) correlates with nothing, and a
+    reference low-passed at 0.06 c/px crosses near 0.06: the FRC removes each image's
+    windowed mean, whose window spectrum both would otherwise share out to ~1/taper c/px."""
+    n = 160
+    rng = np.random.default_rng(0)
+    a = gaussian_filter(rng.standard_normal((n, n)), 1.0)
+    p = gaussian_filter(rng.standard_normal((n, n)), 1.0)
+    ref = (0.9 + 0.1 * a / a.std()) * np.exp(0.5j * p / p.std())
+    yy, xx = np.indices((n, n))
+    lit = np.hypot(yy - 80, xx - 75) < 60  # an irregular lit region inside the box
+    lit |= np.hypot(yy - 110, xx - 120) < 30
+    flat = np.ones_like(ref)
+    assert quality_report(flat, ref, lit, threshold=0.5)["frc_resolution"] < 0.03
+    q = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :])
+    low = noisy(np.fft.ifft2(np.fft.fft2(ref) * (q < 0.06)), 0.01)
+    res = quality_report(low, ref, lit, threshold=0.5)["frc_resolution"]
+    assert 0.04 < res < 0.067, res

@@ -15,6 +15,7 @@ assembles the report (headline table first); the per-suite tables and plots are
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from bench.report_sections import SECTIONS, _ci, _engine_order, _overhead
@@ -37,7 +38,9 @@ def _load(out: Path) -> dict[str, list[tuple[str, dict]]]:
         # in docs/rnf.md); only the suite's own files hold its tables
         if isinstance(doc, dict) and doc.get("suite") == suite:
             found[suite].append((f.name, doc))
-    # the yardstick: the full grid where one ran (its quick subset is a smoke run)
+    # the yardstick: grid-<device>[-quick].json only (a --tag run is a cell subset or an
+    # off-grid cell, never the yardstick), the full grid where one ran (quick: a smoke run)
+    found["grid"] = [x for x in found["grid"] if not (x[1].get("args") or {}).get("tag")]
     found["grid"] = [x for x in found["grid"] if not x[1].get("quick")] or found["grid"]
     return found
 
@@ -137,8 +140,9 @@ def _grid_headline(name: str, summary: dict) -> list[str]:
         for cell, c in summary.items():
             med = {k: (v.get(col) or {}).get("median") for k, v in c["engines"].items()}
             rnf = med.pop(SUBJECT, None)
-            others = {k: v for k, v in med.items() if v is not None}
-            if rnf is None or not others:
+            # a failed engine (no finite median) is not a contender
+            others = {k: v for k, v in med.items() if v is not None and math.isfinite(v)}
+            if rnf is None or not math.isfinite(rnf) or not others:
                 continue
             best = min(others, key=others.get)
             ratios.append(f"{cell} {rnf / others[best]:.2f} ({best})")

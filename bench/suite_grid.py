@@ -277,7 +277,10 @@ def summarise(rows: list[dict]) -> dict:
         eq_time: dict[str, list] = {}
         budgets = []
         for seed in sorted({r["seed"] for r in rs}):
-            ok = [r for r in rs if r["seed"] == seed and r.get("ok")]
+            # a run that ended without a finite error (PIE stops early on divergence and
+            # still returns) neither sets the budget nor competes in it
+            ok = [r for r in rs if r["seed"] == seed and r.get("ok")
+                  and np.isfinite(r.get("complex_error", np.nan))]
             totals = [r["times"]["compute_s"] for r in ok if r.get("times")]
             if not totals:
                 continue

@@ -99,6 +99,18 @@ def test_summary_median_range_and_both_views():
     assert s["best_equal_epochs"] == "fast"
 
 
+def test_a_run_that_ended_without_a_finite_error_sets_no_time_budget():
+    """PIE stops early on divergence and still returns (ok, NaN error, a short time): that
+    run must not become the case's equal-time budget, which would leave the others none."""
+    rows = [_row("c", 1, "fast", 0.3, 1.0, [{"seconds": 1.0, "error": 0.3}]),
+            _row("c", 1, "slow", 0.1, 9.0, [{"seconds": 0.9, "error": 0.9},
+                                            {"seconds": 9.0, "error": 0.1}]),
+            _row("c", 1, "diverged", float("nan"), 0.05, [])]  # fmt: skip
+    s = S.summarise(rows)["c"]
+    assert s["engines"]["fast"]["equal_time"]["median"] == 0.3
+    assert s["engines"]["slow"]["equal_time"]["median"] == 0.9
+
+
 def test_mixed_commits_are_refused_unless_allowed():
     rows = [_row("c", 1, "e", 0.1, 1, []), _row("c", 2, "e", 0.1, 1, [], commit="b")]
     with pytest.raises(S.MixedCommits):

@@ -76,3 +76,26 @@ def test_report_shows_the_grid_best_engine_per_cell_in_both_views(tmp_path):
     head = text.split("## Yardstick grid")[0]
     assert "equal epochs | lowest in **1 of 1** cells; ff-25-1e6 0.75 (rpie)" in head
     assert "equal time | lowest in **0 of 1** cells; ff-25-1e6 7.50 (rpie)" in head
+
+
+def test_report_headline_reads_the_yardstick_not_a_tagged_subset_and_skips_failed_engines(
+        tmp_path):
+    """``grid-cpu-<tag>.json`` (a cell subset or an off-grid cell) is never the yardstick,
+    and an engine with no finite median is not named the best other."""
+
+    def eng(ep):
+        s = {"median": ep, "min": ep, "max": ep}
+        return {"equal_epochs": s, "equal_time": s}
+
+    def grid(summary, tag=None):
+        return {"suite": "grid", "quick": False, "device": "cpu", "args": {"tag": tag},
+                "machine": {"git": {"commit": "a" * 40, "dirty": False}}, "summary": summary}
+
+    yard = {"ff-25-1e6": {"engines": {"rnf": eng(0.05), "epie": eng(float("nan")),
+                                      "rpie": eng(0.02)}}}  # fmt: skip
+    tagged = {"off-grid": {"engines": {"rnf": eng(0.01), "rpie": eng(0.02)}}}
+    (tmp_path / "grid-cpu.json").write_text(json.dumps(grid(yard)))
+    (tmp_path / "grid-cpu-another-offgrid.json").write_text(json.dumps(grid(tagged, "x")))
+    head = report.write_report(tmp_path).read_text().split("## Yardstick grid")[0]
+    assert "equal epochs | lowest in **0 of 1** cells; ff-25-1e6 2.50 (rpie)" in head
+    assert "off-grid" not in head

@@ -60,6 +60,9 @@ _FLAGS = {
 
 
 _PROBES = ("zone_plate", "gaussian", "electron")
+# The smallest frame every simulator turns into finite frames: 0 divides by zero, and the
+# near field's 1-2 px (the coded 1 px) frames come out NaN.
+_MIN_FRAME = 3
 
 
 def _check_fraction(name: str, v: float | None, lo: float, hi: float) -> None:
@@ -94,7 +97,9 @@ def simulate(
     ),
     n_positions: int | None = typer.Option(None, help="Number of scan positions (target)."),
     scan: Scan | None = typer.Option(None, help="Scan pattern (scanning modalities)."),
-    frame_size: int | None = typer.Option(None, help="Frame (detector/sensor) side, pixels."),
+    frame_size: int | None = typer.Option(
+        None, min=_MIN_FRAME, help="Frame (detector/sensor) side, pixels."
+    ),
     object_kind: str | None = typer.Option(
         None, "--object", help="Test object, e.g. camera, usaf, siemens, dead_leaves."
     ),
@@ -121,7 +126,7 @@ def simulate(
     defocus_error: float | None = typer.Option(None, help="Fourier: defocus error, metres."),
     wavelength_error: float = typer.Option(0.0, help="Relative wavelength error."),
     na_illum: float | None = typer.Option(None, help="Fourier: largest illumination NA."),
-    upsample: int | None = typer.Option(None, help="Fourier: high-resolution factor."),
+    upsample: int | None = typer.Option(None, min=1, help="Fourier: high-resolution factor."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
     """Simulate a dataset and write it as CXI, ground truth under entry_1/ground_truth/."""
@@ -141,6 +146,13 @@ def simulate(
         raise typer.BadParameter("is an RMS length and must be >= 0", param_hint="--position-error")
     if n_positions is not None and n_positions < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--n-positions")
+    for flag, v in (("--position-scale-error", position_scale_error),
+                    ("--distance-error", distance_error),
+                    ("--wavelength-error", wavelength_error)):  # fmt: skip
+        if v is not None and not (math.isfinite(v) and v > -1):
+            raise typer.BadParameter(f"must be > -1 (a relative error: the value used is "
+                                     f"(1 + error) x nominal); got {v}",
+                                     param_hint=flag)  # fmt: skip
 
     given = {
         "seed": seed, "dose": dose, "dose_unit": dose_unit.value, "overlap": overlap,

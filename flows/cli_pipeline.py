@@ -70,13 +70,16 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def _run(params, *, verbose: bool, progress: bool = True) -> dict:
+    from flows.params import ConfigError
     from flows.runner import run_pipeline, write_metrics_table
     from storage.errors import DataError
     from storage.lock import StoreLockedError
 
     try:
         result = run_pipeline(params, progress=progress, verbose=verbose)
-    except (DataError, StoreLockedError) as exc:  # bad input, or the store is taken: 2
+    except (DataError, ConfigError, StoreLockedError) as exc:  # bad input or settings, or
+        # the store is taken: 2 (a setting the data rule out, e.g. a tile grid finer than
+        # the frames, is found only once they are read)
         _fail(_one_line(exc))
     except KeyboardInterrupt:
         typer.secho("interrupted: finished steps are kept; run the same command again to "
@@ -257,6 +260,8 @@ def export(
         raise typer.BadParameter(f"must end in .npz; got {out.name!r}", param_hint="OUT")
     if out.exists() and not force:
         raise typer.BadParameter(f"{out} exists; pass --force to overwrite", param_hint="OUT")
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"folder {out.parent} does not exist", param_hint="OUT")
     try:
         shapes = export_npz(store, out)
     except (DataError, KeyError) as exc:

@@ -4,9 +4,14 @@ override single fields (``PTYFLOW__ENGINE__EPOCHS=20``)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import difflib
+import functools
 import os
+import types
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
 
 import yaml
 from pydantic import (
@@ -18,20 +23,31 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ptytasks.engines.registry import (  # one list
     DEFAULT_ENGINE,
     ENGINES,
+    GENERIC_SETTINGS,
     PRIOR_ENGINES,
     SPECS,
     check_position_model,
     engine_defaults,
+    option_classes,
     option_names,
 )
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _invalid(field: str, message: str, value) -> NoReturn:
+    """Raise, from a model validator, the error of the model's ``field`` (dotted path): the
+    configuration error then names that field (``cluster.address: ...``), not the model."""
+    loc = tuple(field.split("."))
+    raise ValidationError.from_exception_data("invalid field", [InitErrorDetails(
+        type=PydanticCustomError("invalid_field", message), loc=loc, input=value)])  # fmt: skip
 
 
 # Upper bounds keep a typo or a planted file from asking for days of compute or thousands
@@ -80,6 +96,13 @@ class SubsampleParams(_Params):
         None, ge=0, lt=1, description="Target linear overlap of kept positions ('overlap')."
     )
     seed: int = Field(0, description="Random seed of the selection.")
+
+    @model_validator(mode="after")
+    def _overlap_for_method_overlap(self):
+        if self.method == "overlap" and self.overlap is None:
+            _invalid("overlap", "method 'overlap' needs the target overlap, a number in [0, 1)",
+                     None)  # fmt: skip
+        return self
 
 
 class CalibrationParams(_Params):
@@ -222,6 +245,27 @@ class EngineParams(_Params):
         check_position_model(self.engine, self.learn_positions)
         return self
 
+    @model_validator(mode="after")
+    def _options_of_the_engine(self):
+        # an unknown or mistyped option is found here, not inside the run (where the
+        # engine's options class refuses it after the earlier steps ran)
+        known = option_names(self.engine) | set(GENERIC_SETTINGS)
+        types_of = _option_types(self.engine)
+        for name, value in self.options.items():
+            where = f"options.{name}"
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                _invalid(where, f"not an option of engine {self.engine!r}{hint}", value)
+            # a generic setting that is no field of the engine's options: the type of the
+            # main setting of that name (epochs, learn_positions, ...), if there is one
+            main = type(self).model_fields.get(name)
+            accepted = types_of.get(name) or ([main.annotation] if main else [Any])
+            if not any(_accepts(tp, value) for tp in accepted):
+                expected = " or ".join(dict.fromkeys(_type_text(tp) for tp in accepted))
+                _invalid(where, f"expected {expected}; got {value!r}", value)
+        return self
+
     def settings(self) -> dict:
         """The settings dict of :func:`ptytasks.engines.registry.run_engine`."""
         s = {"epochs": self.epochs, "learn_positions": self.learn_positions,
@@ -252,6 +296,56 @@ class EngineParams(_Params):
         return key
 
 
+def _option_types(engine: str) -> dict[str, list]:
+    """The annotation of each option of ``engine``, one per options class that has it."""
+    out: dict[str, list] = {}
+    for cls in sorted(option_classes(engine), key=str):
+        for name, tp in _field_types(cls).items():
+            out.setdefault(name, []).append(tp)
+    return out
+
+
+@functools.cache
+def _field_types(cls) -> dict[str, Any]:
+    """An options dataclass's fields and their annotations (``Any`` where they cannot be
+    resolved: such an option is not type-checked)."""
+    try:
+        hints = get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - a plug-in's unresolvable annotation: not checked
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+
+
+def _accepts(tp, value) -> bool:
+    """Whether an option annotated ``tp`` takes ``value`` as the engine would: simple types
+    are checked (an int is a float), others (tuples, nested options) left to the engine."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_accepts(t, value) for t in get_args(tp))
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp in (int, float):
+        return isinstance(value, (int, tp)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_text(tp) -> str:
+    """``tp`` as the error names it: ``float or 'auto'``, ``int or null``."""
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_text(t) for t in get_args(tp))
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
 class EvaluationParams(_Params):
     """Quality metrics of the stitched result."""
 
@@ -275,6 +369,13 @@ class ClusterParams(_Params):
     n_workers: int | None = Field(None, ge=1, le=1024, description="Workers (default: by machine).")
     threads_per_worker: int | None = Field(None, ge=1, le=256, description="Threads per worker.")
     torch_threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker.")
+
+    @model_validator(mode="after")
+    def _address_for_kind_address(self):
+        if self.kind == "address" and not self.address:
+            _invalid("address", "kind 'address' needs the scheduler's address, e.g. "
+                     "tcp://host:8786", self.address)  # fmt: skip
+        return self
 
 
 class PipelineParams(_Params):
@@ -303,15 +404,29 @@ class PipelineParams(_Params):
 
     @classmethod
     def from_mapping(cls, raw: dict, *, source: str = "parameters", **overrides) -> PipelineParams:
-        """Validate a mapping with env-var and keyword overrides applied on top."""
-        merged = _deep_merge(_deep_merge(dict(raw), env_overrides()), overrides)
+        """Validate a mapping with env-var and keyword overrides applied on top.
+
+        Raises
+        ------
+        ConfigError
+            Naming where each bad value came from: ``source``, or the ``PTYFLOW__``
+            variable that set it, and the field.
+        """
+        env = _env_variables()
+        merged = _deep_merge(_deep_merge(dict(raw), _nested(env)), overrides)
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
-            fields = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(f"{source}: invalid configuration: {fields}") from None
+            by_origin: dict[str, list[str]] = {}
+            for e in exc.errors():
+                loc = tuple(str(p) for p in e["loc"])
+                # the last layer that set the value: keyword overrides, then the variables
+                origin = source if _sets(overrides, loc) else next(
+                    (var for var, path, value in env if _sets(_nested([(var, path, value)]), loc)),
+                    source)  # fmt: skip
+                by_origin.setdefault(origin, []).append(f"{'.'.join(loc)}: {e['msg']}")
+            raise ConfigError("; ".join(f"{origin}: invalid configuration: {'; '.join(fields)}"
+                                        for origin, fields in by_origin.items())) from None
 
 
 class ConfigError(ValueError):
@@ -335,8 +450,7 @@ def load_yaml(path: str | Path) -> dict:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{p}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(p)
-        what = "; ".join(m for m in (exc.context, exc.problem) if m) or type(exc).__name__
-        raise ConfigError(f"{where}: not valid YAML: {what}") from None
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):
@@ -344,18 +458,68 @@ def load_yaml(path: str | Path) -> dict:
     return doc
 
 
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """What YAML found wrong, without its quote of the text (``<unicode string>``)."""
+    return "; ".join(m for m in (exc.context, exc.problem) if m) or type(exc).__name__
+
+
 def env_overrides(prefix: str = "PTYFLOW__") -> dict:
-    """Nested mapping from ``PTYFLOW__SECTION__FIELD=value`` variables (YAML-parsed)."""
-    out: dict = {}
+    """Nested mapping from ``PTYFLOW__SECTION__FIELD=value`` variables (YAML-parsed).
+
+    Raises
+    ------
+    ConfigError
+        Naming the variable: a value that is not valid YAML, a name with no field after
+        the prefix, or one inside a field another variable sets to a plain value.
+    """
+    return _nested(_env_variables(prefix))
+
+
+def _env_variables(prefix: str = "PTYFLOW__") -> list[tuple[str, tuple[str, ...], Any]]:
+    """``(variable, field path, YAML-parsed value)`` of each ``PTYFLOW__`` variable, the
+    longest paths first (the order :func:`_nested` applies them in reverse)."""
+    out = []
     for key, value in os.environ.items():
         if not key.startswith(prefix):
             continue
-        parts = [p.lower() for p in key[len(prefix) :].split("__") if p]
+        path = tuple(p.lower() for p in key[len(prefix) :].split("__") if p)
+        if not path:
+            raise ConfigError(f"{key}: names no parameter; use {prefix}SECTION__FIELD=value, "
+                              f"e.g. {prefix}ENGINE__EPOCHS=20")  # fmt: skip
+        try:
+            out.append((key, path, yaml.safe_load(value)))
+        except yaml.MarkedYAMLError as exc:
+            raise ConfigError(f"{key}: not valid YAML: {_yaml_problem(exc)}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key}: not valid YAML: {exc}") from None
+    return sorted(out, key=lambda v: -len(v[1]))
+
+
+def _nested(variables: list[tuple[str, tuple[str, ...], Any]]) -> dict:
+    """The nested mapping the ``(variable, path, value)`` entries set, shorter paths
+    first (a variable for a whole section, then those for its fields)."""
+    out: dict = {}
+    for var, path, value in reversed(variables):
         node = out
-        for p in parts[:-1]:
+        for i, p in enumerate(path[:-1]):
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"{var}: {'.'.join(path[: i + 1])} is set to a plain value "
+                                  "by another PTYFLOW__ variable")  # fmt: skip
+        node[path[-1]] = copy.deepcopy(value)  # a section's mapping: not shared
     return out
+
+
+def _sets(tree: dict, loc: tuple[str, ...]) -> bool:
+    """Whether the nested mapping ``tree`` gives the value at ``loc`` (or one above it)."""
+    node: Any = tree
+    for p in loc:
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+        if not isinstance(node, dict):
+            return True
+    return False
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

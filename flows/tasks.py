@@ -9,15 +9,27 @@ from prefect import get_run_logger, task
 from flows import stages
 from flows.params import (
     CalibrationParams,
+    ConfigError,
     EngineParams,
     EvaluationParams,
     IngestParams,
     SubsampleParams,
     TilingParams,
 )
+from storage.errors import DataError
 
 
-@task(name="ingest", retries=1, retry_delay_seconds=2)
+def worth_retrying(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: a bad input file or setting fails the same way
+    again, so only other failures (a worker lost, a file system hiccup) are retried."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result: retry as before
+        return True
+    return not isinstance(exc, DataError | ConfigError)
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=worth_retrying)
 def ingest_task(input_path: str, store_path: str, params: IngestParams) -> dict:
     return stages.ingest(input_path, store_path, params)
 
@@ -27,7 +39,7 @@ def subsample_task(store_path: str, params: SubsampleParams) -> dict:
     return stages.subsample(store_path, params)
 
 
-@task(name="calibrate", retries=1)
+@task(name="calibrate", retries=1, retry_condition_fn=worth_retrying)
 def calibrate_task(store_path: str, params: CalibrationParams) -> dict:
     return stages.calibrate(store_path, params)
 
@@ -53,6 +65,7 @@ def _worker_info() -> dict:
     task_run_name="reconstruct-{tile[tile_id]}{half}",
     retries=2,
     retry_delay_seconds=1,
+    retry_condition_fn=worth_retrying,
 )
 def reconstruct_tile_task(
     store_path: str,
@@ -79,7 +92,7 @@ def reconstruct_tile_task(
     return {**ref, **_worker_info(), "tile_id": tile["tile_id"], "half": half}
 
 
-@task(name="stitch", retries=1)
+@task(name="stitch", retries=1, retry_condition_fn=worth_retrying)
 def stitch_task(store_path: str, tiles: list[dict], half: str = "") -> dict:
     return stages.stitch(store_path, tiles, half=half)
 

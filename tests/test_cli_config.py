@@ -83,6 +83,14 @@ def test_config_alone_gives_input_and_store(tmp_path, data, captured):
         ("tilling: {grid: [2, 2]}\n", "tilling"),  # a typo is an error, not ignored
         # RNF's position models are refused for an engine that corrects each frame's own
         ("engine: {engine: rpie, learn_positions: local}\n", "not a position model"),
+        # engine options are checked against the engine's options classes before any run
+        ("engine: {epochs: 1, options: {nonsense_option: 3}}\n",
+         "engine.options.nonsense_option: not an option of engine 'rnf'"),
+        ("engine: {options: {lr: abc}}\n", "engine.options.lr: expected float; got 'abc'"),
+        ("engine: {engine: rpie, options: {batch_size: auto}}\n", "engine.options.batch_size"),
+        # settings that need a companion field
+        ("cluster: {kind: address}\n", "cluster.address"),
+        ("subsample: {method: overlap}\n", "subsample.overlap"),
     ],
 )
 def test_bad_config_file_is_a_clear_error(tmp_path, data, captured, content, message):
@@ -115,7 +123,8 @@ def test_bad_env_override_and_flags_are_errors(tmp_path, data, captured, monkeyp
     assert res.exit_code == 2 and "cluster.kind" in res.output
     monkeypatch.delenv("PTYFLOW__CLUSTER__KIND")
     for flags, msg in ((["--keep", "1.5"], "--keep"), (["--grid", "2by2"], "NYxNX"),
-                       (["--engine", "sgd"], "--engine")):  # fmt: skip
+                       (["--engine", "sgd"], "--engine"),
+                       (["--cluster", "address"], "cluster.address")):  # fmt: skip
         res = runner.invoke(app, ["run", str(data), *out, *flags])
         assert res.exit_code == 2 and msg in res.output, res.output
     res = runner.invoke(app, ["run", str(tmp_path / "missing.cxi"), *out])
@@ -141,3 +150,38 @@ def test_rnf_position_models_from_the_config(tmp_path, data, captured, model):
                               "--config", str(cfg)])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert captured["params"].engine.settings()["learn_positions"] == model
+
+
+def test_engine_options_the_engines_take_are_accepted(tmp_path, data, captured):
+    """The engines' own sentinels ("auto", "noise"), an int for a float, the generic
+    position_search: the load-time check is no stricter than the options classes."""
+    cfg = tmp_path / "c.yaml"
+    opts = {"lr": 1, "mu": "auto", "batch_size": "auto", "huber_delta": "noise",
+            "learn_background": "auto", "hidden_features": 16, "position_search": True}
+    cfg.write_text(yaml.safe_dump({"engine": {"engine": "rnf", "options": opts}}))
+    res = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "s.zarr"),
+                              "--config", str(cfg)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert captured["params"].engine.options == opts
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PTYFLOW__ENGINE__EPOCHS", "[", "PTYFLOW__ENGINE__EPOCHS: not valid YAML"),
+        ("PTYFLOW__", "1", "PTYFLOW__: names no parameter"),
+        # the file has no epochs: the variable is named as the source of the bad value
+        ("PTYFLOW__ENGINE__EPOCHS", "abc",
+         "PTYFLOW__ENGINE__EPOCHS: invalid configuration: engine.epochs"),
+    ],
+)
+def test_bad_env_override_names_the_variable(tmp_path, data, captured, monkeypatch, name,
+                                             value, message):  # fmt: skip
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("engine: {seed: 1}\n")
+    monkeypatch.setenv(name, value)
+    res = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "s.zarr"),
+                              "--config", str(cfg)])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert message in res.output and str(cfg) not in res.output
+    assert "Traceback" not in res.output and "params" not in captured

@@ -84,6 +84,14 @@ def test_simulate_writes_a_cxi_that_reads_back(tmp_path, modality):
         (["-m", "xray", "-o", "{tmp}/a.cxi"], "xray"),
         (["-m", "fourier", "-o", "{tmp}/a.cxi", "--na-illum", "0.95"], "increase upsample"),
         (["-m", "farfield", "-o", "{tmp}/missing/a.cxi"], "does not exist"),
+        (["-m", "farfield", "-o", "{tmp}/a.cxi", "--frame-size", "0"], "--frame-size"),
+        (["-m", "farfield", "-o", "{tmp}/a.cxi", "--wavelength-error", "-1"],
+         "--wavelength-error: must be > -1"),
+        (["-m", "coded", "-o", "{tmp}/a.cxi", "--distance-error", "-1"],
+         "--distance-error: must be > -1"),
+        (["-m", "farfield", "-o", "{tmp}/a.cxi", "--position-scale-error", "-1"],
+         "--position-scale-error: must be > -1"),
+        (["-m", "fourier", "-o", "{tmp}/a.cxi", "--upsample", "0"], "--upsample"),
     ],
 )
 def test_bad_options_are_clear_errors(tmp_path, args, message):

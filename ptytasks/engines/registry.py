@@ -87,7 +87,7 @@ def options_from(cls, settings: dict, mapping: dict):
     keys that are its fields; ValueError naming any setting that is neither a field nor
     generic (``epochs``, ``learn_positions``, ``learn_probe``, ``position_search``)."""
     names = cls.field_names()
-    unknown = set(settings) - names - set(_GENERIC)
+    unknown = set(settings) - names - set(GENERIC_SETTINGS)
     if unknown:
         raise ValueError(
             f"{cls.__name__} has no option(s) {sorted(unknown)}; known: {sorted(names)}"
@@ -98,7 +98,7 @@ def options_from(cls, settings: dict, mapping: dict):
 
 
 # Settings every engine understands (mapped onto each engine's own names).
-_GENERIC = ("epochs", "learn_positions", "learn_probe", "position_search")
+GENERIC_SETTINGS = ("epochs", "learn_positions", "learn_probe", "position_search")
 
 
 def _pie_mapping(name: str, s: dict, pupil: bool) -> dict:
@@ -240,7 +240,7 @@ def get(name: str) -> EngineSpec:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(SPECS)}") from None
 
 
-def _option_classes(name: str) -> set:
+def option_classes(name: str) -> set:
     """The options classes engine ``name`` maps its settings on, over the modalities it runs."""
     from ptytasks.modalities import get as get_modality
     from ptytasks.modalities import names as modality_names
@@ -253,13 +253,13 @@ def _option_classes(name: str) -> set:
 def engine_defaults(name: str) -> dict:
     """The defaults of engine ``name``'s options classes, by class name: hashed into step
     keys, so a store never serves results computed under a default that has changed."""
-    return {c.__name__: c.defaults() for c in sorted(_option_classes(name), key=str)}
+    return {c.__name__: c.defaults() for c in sorted(option_classes(name), key=str)}
 
 
 def option_names(name: str) -> frozenset[str]:
     """The option names engine ``name`` takes on any modality it runs (beside the generic
     ``epochs``, ``learn_positions``, ``learn_probe``)."""
-    return frozenset().union(*(c.field_names() for c in _option_classes(name)))
+    return frozenset().union(*(c.field_names() for c in option_classes(name)))
 
 
 def check_position_model(name: str, value) -> None:
@@ -365,5 +365,6 @@ def _searched(data, search, probe):
     return replace(data, positions_px=search_positions(data, probe, opts))
 
 
-__all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "Priors", "engine_defaults",
+__all__ = ["ENGINES", "PRIOR_ENGINES", "SPECS", "EngineSpec", "GENERIC_SETTINGS", "Priors",
+           "engine_defaults", "option_classes",
            "get", "option_names", "options_from", "register", "run_engine"]

@@ -145,3 +145,17 @@ def test_run_bad_input_real_process(bad_files, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert str(path) in lines[0] and "[frames]" in lines[0] and "NaN" in lines[0]
+
+
+def test_bad_input_or_settings_are_not_retried():
+    """A bad file or setting fails the same way on every try: the tasks' retries (for lost
+    workers and file-system hiccups) skip them, so the user gets one error, at once."""
+    from prefect.states import Failed
+
+    from flows.params import ConfigError
+    from flows.tasks import worth_retrying
+    from storage.errors import DataError
+
+    assert not worth_retrying(None, None, Failed(data=DataError("f.cxi", "positions", "NaN")))
+    assert not worth_retrying(None, None, Failed(data=ConfigError("tiling.grid: too fine")))
+    assert worth_retrying(None, None, Failed(data=OSError("stale file handle")))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from flows.params import ConfigError, load_yaml
 from storage.atomic import file_digest, fingerprint
+from storage.readers.sources import TIFF_SUFFIXES, source_files
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 #: Top-level sections a sidecar may set: the science of one dataset.
 SIDECAR_SECTIONS = ("ingest", "subsample", "calibration", "tiling", "engine", "evaluation")
 #: Sidecar fields holding file paths: resolved against the sidecar's folder, kept inside
@@ -94,23 +94,6 @@ def scan(root: Path, patterns: list[str]) -> Scan:
         out.datasets += [here / n for n in matching if n not in outside and (here / n).is_file()]
     out.datasets.sort()
     return out
-
-
-def positions_files(path: Path) -> list[Path]:
-    """The positions CSVs :func:`storage.readers.read_tiff` would read beside a TIFF stack."""
-    if not (path.is_dir() or path.name.lower().endswith(TIFF_SUFFIXES)):
-        return []
-    cands = (path.with_suffix(".csv"), path.with_name(f"{path.stem}_positions.csv"))
-    return [c for c in dict.fromkeys(cands) if c != path and c.is_file()]
-
-
-def source_files(path: Path) -> list[Path]:
-    """Every file the dataset's content consists of (frames, positions CSV)."""
-    if path.is_dir():  # every file read_tiff reads: hidden ones too
-        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
-    else:
-        frames = [path]
-    return frames + positions_files(path)
 
 
 def source_state(path: Path, cached: dict | None = None, content: bool = True) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 __all__ = ["StoreLock", "StoreLockedError", "holder", "lock_path"]
 
-# {absolute lock path: [fd, depth, pid]}: the flocks this process holds (re-entrancy).
+# {resolved lock path: [fd, depth, pid]}: the flocks this process holds (re-entrancy).
 _HELD: dict[str, list[int]] = {}
 _GUARD = threading.Lock()
 
@@ -69,8 +69,12 @@ class StoreLockedError(RuntimeError):
 
 
 def lock_path(store: str | os.PathLike) -> Path:
-    """``<store>.lock``: the lock file of the run store ``store``."""
-    return Path(os.path.abspath(os.fspath(store)).rstrip(os.sep) + ".lock")
+    """``<store>.lock``: the lock file of the run store ``store``, links resolved.
+
+    ``realpath``, not ``abspath``: a store reached through a symbolic link (to it or to a
+    folder above it) has the one lock of the store it leads to, so two writers naming the
+    same store by different paths still exclude each other."""
+    return Path(os.path.realpath(os.fspath(store)).rstrip(os.sep) + ".lock")
 
 
 def _read_record(fd: int) -> dict:

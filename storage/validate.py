@@ -35,13 +35,28 @@ __all__ = [
     "check_positive_scalar",
     "check_wavelength",
     "check_array",
+    "check_positions_extent",
     "WAVELENGTH_RANGE",
+    "POSITION_UNITS",
 ]
 
 WAVELENGTH_RANGE = (1e-13, 1e-5)
 PIXEL_RANGE = (1e-12, 1e-2)
 DETECTOR_PIXEL_RANGE = (1e-9, 1e-1)
 MAX_DISTANCE = 1e3
+#: Units a reader accepts for scan positions: object pixels or metres.
+POSITION_UNITS = ("px", "m")
+#: Most area the object implied by a scan's positions may have, as a multiple of the area of
+#: all its frames side by side (at least :data:`MAX_OBJECT_FLOOR_PX`). A ptychographic scan
+#: overlaps its windows, so its object is smaller than its frames laid side by side: the
+#: shared real datasets imply 0.02-0.03x (Siemens star, P25 near field), the simulators
+#: 0.06-0.2x; 1e4x still admits windows a hundred widths apart. A unit mistake multiplies
+#: every position by 1/pixel_size (pixels declared as metres: 1e2 to 1e12 per axis, 1e6+
+#: for any real pixel size) and lands far beyond it.
+MAX_OBJECT_AREA_RATIO = 1e4
+#: Objects up to this many pixels (8192 x 8192, 512 MiB complex64) pass whatever the frames,
+#: so few-frame test data with a wide margin is never refused.
+MAX_OBJECT_FLOOR_PX = 2**26
 # Frames are checked in blocks so a check of a large stack never doubles its memory.
 _BLOCK_BYTES = 64 * 2**20
 
@@ -101,11 +116,13 @@ def check_array(a, file, field: str, ndim: int | None = None, shape=None, comple
     return arr
 
 
-def check_probe(probe, file, field: str = "probe") -> np.ndarray:
+def check_probe(probe, file, field: str = "probe", frame_shape=None) -> np.ndarray:
     """A probe ``(y, x)`` or incoherent modes ``(modes, y, x)``, complex64.
 
     Leading singleton axes are dropped, so the tike/PtychoShelves layout
-    ``(1, 1, modes, y, x)`` keeps all its modes; one mode comes back 2-D.
+    ``(1, 1, modes, y, x)`` keeps all its modes; one mode comes back 2-D. ``frame_shape``
+    given: the probe's ``(y, x)`` must equal it (the forward models of the probe
+    modalities light a window of the frame's size).
     """
     arr = check_array(probe, file, field)
     lead = arr.shape[:-2]
@@ -115,7 +132,42 @@ def check_probe(probe, file, field: str = "probe") -> np.ndarray:
     arr = arr.reshape(-1, *arr.shape[-2:]).astype(np.complex64, copy=False)
     if arr.shape[0] == 0:
         raise DataError(file, field, f"has no modes (shape {probe.shape})")
+    if frame_shape is not None and arr.shape[-2:] != tuple(int(s) for s in frame_shape):
+        raise DataError(file, field, f"probe is {arr.shape[-2]}x{arr.shape[-1]} but the frames "
+                        f"are {frame_shape[0]}x{frame_shape[1]}: a probe must have the frames' "
+                        "shape (crop or pad it, or leave it out to estimate one)")  # fmt: skip
     return arr[0] if arr.shape[0] == 1 else arr
+
+
+def check_positions_extent(positions_px, window, file, field: str = "positions_px",
+                           units: str | None = None, pixel_size: float | None = None) -> None:
+    """Refuse positions implying an implausibly large object (a unit mistake).
+
+    The object they imply (their span plus one ``window``) may have at most
+    :data:`MAX_OBJECT_AREA_RATIO` times the area of all frames (or
+    :data:`MAX_OBJECT_FLOOR_PX` pixels); see there. ``units`` and ``pixel_size`` (how the
+    positions were converted) make the hint specific.
+    """
+    p = np.asarray(positions_px, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2 or not p.size or not np.isfinite(p).all():
+        return  # shape and values are checked elsewhere
+    wy, wx = (int(v) for v in window)
+    span = p.max(0) - p.min(0)
+    area = (span[0] + wy) * (span[1] + wx)
+    limit = max(MAX_OBJECT_AREA_RATIO * p.shape[0] * wy * wx, MAX_OBJECT_FLOOR_PX)
+    if area <= limit:
+        return
+    if units == "m":
+        how = (f"they were taken as metres and divided by pixel_size {pixel_size:g} m; if they "
+               "are pixels, say positions_units='px' (or name the CSV columns y,x)"
+               if pixel_size else "they were taken as metres; if they are pixels, say "
+               "positions_units='px'")  # fmt: skip
+    else:
+        how = "check their units (positions_units 'px' or 'm') and pixel_size"
+    raise DataError(file, field, f"positions span {span[0]:.4g} x {span[1]:.4g} object pixels, "
+                    f"an object over {MAX_OBJECT_AREA_RATIO:g} times the area of all "
+                    f"{p.shape[0]} frames ({wy}x{wx}): implausible, probably the wrong units; "
+                    f"{how}")  # fmt: skip
 
 
 def check_frames(frames, file, field: str = "frames", values: bool = True):
@@ -164,6 +216,7 @@ def _check_positions(d: PtychoData, file) -> np.ndarray:
             file, "positions_px", f"shape {pos.shape} does not match {n} frames: expected ({n}, 2)"
         )
     pos = pos.astype(np.float64, copy=False)
+    check_positions_extent(pos, d.frame_shape, file)
     oy, ox = d.object_shape
     tol = 1.0  # sub-pixel windows may poke out by interpolation rounding
     if get_modality(d.modality).localized_probe:  # the probe window must fit the object
@@ -257,13 +310,15 @@ def validate_data(d: PtychoData, file=None, check_values: bool = True) -> Ptycho
         d.detector_pixel = check_positive_scalar(
             d.detector_pixel, file, "detector_pixel", *DETECTOR_PIXEL_RANGE
         )
+    if d.probe is not None:  # before the positions, whose windows have the probe's shape
+        # a pupil modality keeps its illumination elsewhere (a stored probe is not used)
+        d.probe = check_probe(d.probe, file, frame_shape=None if mod.has_pupil
+                              else tuple(d.frame_shape))  # fmt: skip
     # scanning data needs positions, angle-illuminated data wavevectors (checked where given)
     if mod.scanning or d.positions_px is not None:
         d.positions_px = _check_positions(d, file)
     if not mod.scanning or d.wavevectors is not None:
         d.wavevectors = _check_wavevectors(d, file, wl)
-    if d.probe is not None:
-        d.probe = check_probe(d.probe, file)
     if not isinstance(d.params, Mapping):
         raise DataError(file, "params", f"must be a mapping of name -> number, got {d.params!r}")
     for key, v in d.params.items():

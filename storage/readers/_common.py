@@ -11,7 +11,7 @@ import numpy as np
 from ptytasks.data import PtychoData
 from storage.errors import DataError, wrap_errors
 from storage.geometry import energy_ev_to_wavelength
-from storage.validate import validate_data
+from storage.validate import POSITION_UNITS, validate_data
 
 FIELDS = frozenset(
     ("modality", "wavelength", "pixel_size", "object_shape", "positions_px", "wavevectors",
@@ -114,13 +114,28 @@ def is_corner_centred(frames, sample: int = 64) -> bool:
     return corners > centre
 
 
+def check_positions_units(units, file, field: str = "positions_units") -> str | None:
+    """``units`` when ``None`` or one of :data:`~storage.validate.POSITION_UNITS`.
+
+    Raises
+    ------
+    DataError
+        Any other value ("um", "nm", "metres"): it would otherwise be taken for pixels.
+    """
+    if units is None or (isinstance(units, str) and units in POSITION_UNITS):
+        return units
+    raise DataError(file, field, f"unknown positions unit {units!r}: use 'px' (object pixels) "
+                    "or 'm' (metres; convert micrometres or nanometres to metres)")  # fmt: skip
+
+
 def load_positions(spec, n: int, file, units: str | None = None):
     """Positions ``(n, 2)`` as ``(y, x)`` from an array, ``.npy`` or ``.csv`` path.
 
     CSV: a header naming ``y, x`` (pixels) or ``y_m, x_m`` (metres) columns in any order,
     or two unnamed columns ``y, x``. Returns ``(positions, units)`` with units
-    ``"px"`` or ``"m"``.
+    ``"px"`` or ``"m"``; ``units`` other than those (or ``None``) are refused.
     """
+    units = check_positions_units(units, file)
     field = "positions"
     if isinstance(spec, (str, os.PathLike)):
         p = Path(spec)

@@ -37,6 +37,7 @@ from ptytasks.lazy_frames import LazyFrames
 from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
+from storage.validate import check_positions_extent
 
 __all__ = ["read_hdf5"]
 
@@ -149,8 +150,9 @@ def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
             raise DataError(path, mapping["positions"], f"shape {pos.shape} does not match {n} "
                             "frames: expected (n, 2)")  # fmt: skip
         pos = pos[:, ::-1] if mapping.get("positions_order", "yx") == "xy" else pos
-        in_m = mapping.get("positions_units", "m") == "m"
-        positions = positions_from_metres(pos, px if in_m else 1.0, margin)
+        units = C.check_positions_units(mapping.get("positions_units", "m"), path)
+        positions = positions_from_metres(pos, px if units == "m" else 1.0, margin)
+        check_positions_extent(positions, (ny, nx), path, mapping["positions"], units, px)
     meta = {"source": str(path), "reader": "hdf5"}
     if "mask" in val:
         mk = np.asarray(val["mask"]).astype(bool)

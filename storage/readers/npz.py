@@ -33,7 +33,8 @@ from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
 from storage.readers.npy_members import NpyArray, open_npy, open_npz
-from storage.validate import check_probe
+from storage.readers.sources import positions_sidecars
+from storage.validate import check_positions_extent, check_probe
 
 __all__ = ["read_npz", "read_npy", "load_npz"]
 
@@ -120,18 +121,17 @@ def read_npy(
     else:
         with wrap_errors(path, None, "reading the npy file"):
             arr = np.load(path, allow_pickle=False)
-    if positions is None:
-        for ext in (".csv", ".npy"):
-            side = path.with_name(f"{path.stem}_positions{ext}")
-            if side.is_file():
-                positions = side
-                break
+    units = C.check_positions_units(positions_units, path)
+    if positions is None:  # the sidecar storage.readers.sources.source_files lists
+        positions = next(iter(positions_sidecars(path, "npy")), None)
     arrays = {"data": arr}
+    keys = {}
     if positions is not None:
-        pos, units = C.load_positions(positions, arr.shape[0] if arr.ndim else 0, path,
-                                      positions_units)  # fmt: skip
+        pos, units = C.load_positions(positions, arr.shape[0] if arr.ndim else 0, path, units)
         arrays["positions_m" if units == "m" else "positions"] = pos
-    return _build(path, arrays, {}, fftshift, margin, ov, lazy)
+        if isinstance(positions, (str, os.PathLike)):  # errors name the positions file
+            keys["positions_field"] = os.fspath(positions)
+    return _build(path, arrays, keys, fftshift, margin, ov, lazy)
 
 
 def _pick(arrays: dict, keys: dict, role: str, candidates) -> tuple[str | None, object]:
@@ -191,8 +191,11 @@ def _build(path, arrays, keys, fftshift, margin, ov, lazy) -> PtychoData:
                             f"expected ({n}, 2)")  # fmt: skip
         if pos.dtype.kind not in "iuf" or not np.isfinite(pos).all():
             raise DataError(path, pkey, "positions must be finite numbers")
-        in_m = dict(_POS_KEYS).get(pkey) == "m" or keys.get("positions_units") == "m"
+        units = C.check_positions_units(keys.get("positions_units"), path)
+        in_m = dict(_POS_KEYS).get(pkey) == "m" or units == "m"
         positions = positions_from_metres(pos, px if in_m else 1.0, margin)
+        check_positions_extent(positions, (ny, nx), path, keys.get("positions_field", pkey),
+                               "m" if in_m else "px", px)  # fmt: skip
     pkey_probe, probe = _pick(arrays, keys, "probe", ("probe",))
     if probe is not None:
         probe = check_probe(probe, path, pkey_probe)

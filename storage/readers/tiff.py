@@ -20,6 +20,8 @@ from ptytasks.lazy_frames import LazyFrames
 from storage.errors import DataError, wrap_errors
 from storage.geometry import DEFAULT_MARGIN, object_shape_for, positions_from_metres
 from storage.readers import _common as C
+from storage.readers.sources import positions_sidecars, tiff_frame_files
+from storage.validate import check_positions_extent
 
 __all__ = ["read_tiff"]
 
@@ -27,7 +29,7 @@ __all__ = ["read_tiff"]
 def _pages(path: Path):
     """``(n, shape, dtype, get(i) -> 2-D array)`` for a stack file or a folder of TIFFs."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        files = tiff_frame_files(path)
         if not files:
             raise DataError(path, None, "folder holds no .tif/.tiff files")
         with wrap_errors(files[0], None, "reading TIFF"):
@@ -61,6 +63,10 @@ def _pages(path: Path):
     return shape[0], shape[1:], dtype, get_page
 
 
+def _pos_field(positions) -> str:
+    return os.fspath(positions) if isinstance(positions, (str, os.PathLike)) else "positions"
+
+
 def read_tiff(
     path: str | os.PathLike,
     *,
@@ -81,7 +87,7 @@ def read_tiff(
     positions : path-like or array, optional
         ``(scan, (y, x))``; default: sidecar CSV.
     positions_units : {"px", "m"}, optional
-        Overrides the unit implied by the CSV header.
+        Overrides the unit implied by the CSV header (other values are refused).
     fftshift : bool
         Shift corner-centred far-field frames to the centre.
     **options
@@ -94,15 +100,13 @@ def read_tiff(
     energy = options.pop("energy_ev", None)
     ov = C.split_overrides(options, "read_tiff")
     n, (ny, nx), dtype, get = _pages(path)
-    if positions is None:
-        for side in (path.with_suffix(".csv"), path.with_name(f"{path.stem}_positions.csv")):
-            if side.is_file() and side != path:
-                positions = side
-                break
+    units = C.check_positions_units(positions_units, path)
+    if positions is None:  # the sidecar storage.readers.sources.source_files lists
+        positions = next(iter(positions_sidecars(path, "tiff")), None)
     if positions is None:
         raise DataError(path, "positions", "no positions: pass positions= (CSV/.npy/array) or "
                         f"put {path.stem}.csv beside the stack")  # fmt: skip
-    pos, units = C.load_positions(positions, n, path, positions_units)
+    pos, units = C.load_positions(positions, n, path, units)
     wl = C.wavelength_from({"wavelength": ov.get("wavelength"), "energy_ev": energy}, path)
     px = ov.get("pixel_size")
     if wl is None or px is None:
@@ -110,6 +114,7 @@ def read_tiff(
                         "TIFF stacks carry no geometry: pass wavelength= (or energy_ev=) and "
                         "pixel_size= (m)")  # fmt: skip
     positions_px = positions_from_metres(pos, px if units == "m" else 1.0, margin)
+    check_positions_extent(positions_px, (ny, nx), path, _pos_field(positions), units, px)
 
     def frame(i: int) -> np.ndarray:
         out = np.asarray(get(i))

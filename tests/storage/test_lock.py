@@ -138,3 +138,21 @@ def test_reader_sees_whole_old_or_whole_new_step(tmp_path):
         proc.kill()
         proc.wait(10)
     assert len(seen) >= 3 and reads >= 10, (seen, reads, refused)  # raced many rewrites
+
+
+def test_store_reached_through_a_symlink_has_the_same_lock(tmp_path):
+    store = tmp_path / "run.zarr"
+    RunStore(store)
+    link = tmp_path / "alias.zarr"
+    link.symlink_to(store, target_is_directory=True)
+    (tmp_path / "up").symlink_to(tmp_path, target_is_directory=True)  # a link above it
+    proc = _start_holder(store)  # another process writes the store by its own name
+    try:
+        for other in (link, tmp_path / "up" / "run.zarr"):  # a second writer by another name
+            with pytest.raises(StoreLockedError, match=f"pid {proc.pid}"):
+                StoreLock(other).acquire()
+            assert holder(other)["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert lock_path(link) == lock_path(tmp_path / "up" / "run.zarr") == lock_path(store)

@@ -106,15 +106,35 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
 
 
 # ----------------------------------------------------------------------------- calibrate
+def _input_digest(path: str) -> str:
+    """SHA-256 of a file, or of every file under a folder ("missing" when absent)."""
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    digests = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            digests.append("missing")
+            continue
+        digests.append(_digest(str(f.resolve()), st.st_size, st.st_mtime_ns))
+    return ",".join(digests) or "missing"
+
+
 def _calibration_key(params: CalibrationParams) -> dict:
     """The calibration settings that change results: the learned prior's weights only when
-    the prior is single-shot, the prior engine's defaults and the blind probe's constants."""
+    the prior is single-shot, the prior engine's defaults, the blind probe's constants and
+    the content of a measured pupil or surface reference (a file re-measured in place under
+    the same path is not mistaken for the old one)."""
     from ptytasks.engines import blind_probe, registry
 
     prior = registry.SPECS.get(params.object)  # None: "uniform"
     key = params.model_dump(exclude=None if prior and not prior.iterative else {"learned_weights"})
     if prior is not None:
         key["prior_defaults"] = registry.engine_defaults(prior.name)
+    for name in ("pupil_file", "surface_reference"):
+        if getattr(params, name):
+            key[f"{name}_sha256"] = _input_digest(getattr(params, name))
     return {**key, "blind_probe": blind_probe.settings()}
 
 
@@ -174,8 +194,12 @@ def plan(store_path: str, params: TilingParams) -> list[dict]:
     if store.is_complete(L.TILING, fp):
         return list(store.root[L.TILING].attrs["tiles"])
     data = store.read_raw(lazy=True, subsample=True)
-    planned = modality_of(data).plan_tiles(data, tuple(params.grid), margin=params.margin,
-                                           guard=params.guard)  # fmt: skip
+    try:
+        planned = modality_of(data).plan_tiles(data, tuple(params.grid), margin=params.margin,
+                                               guard=params.guard)  # fmt: skip
+    except ValueError as exc:  # a grid these frames cannot take: the setting to change
+        raise ConfigError(f"tiling (grid {list(params.grid)}, margin {params.margin}): "
+                          f"{exc}") from None
     tiles = [t.to_dict() for t in planned]
     with store.step(L.TILING, fp, depends_on=[L.SUBSAMPLE]) as st:
         if not st.done:
@@ -297,6 +321,10 @@ def reconstruct_tile(
     t = Tile.from_dict(tile)
     # halves of the whole scan, so a frame shared by two tiles is in one half in both
     sub = tile_half(data, t, half, mod.half_split(data)) if half else tile_dataset(data, t)
+    if sub.n_frames == 0:  # a sparse tile whose few frames all fell in the other half
+        raise ConfigError(f"tile {t.tile_id}: half {half!r} holds none of its "
+                          f"{len(t.frame_indices)} frames: use a coarser tiling.grid (or a "
+                          "larger tiling.margin), or evaluation.half_data false")  # fmt: skip
     if engine.slice_thickness is not None:  # the given spacing overrides the file's
         sub.params = {**sub.params, "slice_distance": float(engine.slice_thickness)}
     if engine.n_slices > 1 and "slice_distance" not in sub.params:
@@ -458,7 +486,9 @@ def evaluate(store_path: str, params: EvaluationParams, *, preview_dir: str | No
 
     store = _store(store_path)
     deps = [s for s in (L.MOSAIC, f"{L.MOSAIC}_a", f"{L.MOSAIC}_b") if store.is_complete(s)]
-    halved = f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps
+    # halves left in the store by an earlier run with half_data on are not this run's
+    halved = params.half_data and f"{L.MOSAIC}_a" in deps and f"{L.MOSAIC}_b" in deps
+    deps = [d for d in deps if halved or d == L.MOSAIC]
     k = _evaluation_level(store, [L.MOSAIC, *([f"{L.MOSAIC}_a", f"{L.MOSAIC}_b"] * halved)])
     band = None
     if halved:  # the band both halves measured, per pixel of level k

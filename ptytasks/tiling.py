@@ -186,6 +186,10 @@ def plan_fullframe_tiles(
         there is more than one.
     """
     ny, nx = frame_shape
+    if grid[0] > ny or grid[1] > nx:
+        raise ValueError(f"a {grid[0]} x {grid[1]} tile grid cuts the {ny} x {nx} px frames "
+                         "into empty crops: at most one tile per detector pixel along each "
+                         "axis")  # fmt: skip
     ey, ex = _edges(0, ny, grid[0]), _edges(0, nx, grid[1])
     n = 1 if positions is None else len(positions)
     pmin = np.zeros(2, int) if positions is None else np.floor(positions.min(0)).astype(int)

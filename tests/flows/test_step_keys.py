@@ -79,3 +79,26 @@ def test_a_changed_modality_rule_changes_the_rnf_key(monkeypatch):
     rnf = _keys()[0]
     monkeypatch.setattr(type(get("nearfield")), "spun_wavelet", False)
     assert _keys()[0] != rnf
+
+
+def test_a_pupil_or_surface_file_rewritten_in_place_changes_the_calibration_key(tmp_path):
+    """A measured pupil re-measured under the same path (or a surface reference folder
+    with one file rewritten) must not be served the priors made from the old one."""
+    import os
+
+    import numpy as np
+
+    pupil = tmp_path / "pupil.npy"
+    np.save(pupil, np.ones((4, 4), np.complex64))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "f0.tif").write_bytes(b"a")
+    cal = CalibrationParams(pupil_file=str(pupil), surface_reference=str(ref))
+    before = fingerprint(_calibration_key(cal))
+    np.save(pupil, 2 * np.ones((4, 4), np.complex64))
+    os.utime(pupil, ns=(1, 1))  # even with the old mtime, the size or content differs
+    after_pupil = fingerprint(_calibration_key(cal))
+    assert after_pupil != before
+    (ref / "f0.tif").write_bytes(b"b")
+    os.utime(ref / "f0.tif", ns=(2, 2))
+    assert fingerprint(_calibration_key(cal)) != after_pupil

@@ -1,0 +1,76 @@
+"""The evaluation reports a half-data FRC only when the run asks for one: halves left in
+the store by an earlier run (made under other settings) are not this run's."""
+
+from __future__ import annotations
+
+from flows import stages
+from flows.params import PipelineParams
+from ptytasks.simulate import simulate
+from storage.cxi import write_cxi
+
+
+def _run(p: PipelineParams, halves: list[str]) -> dict:
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    tiles = stages.plan(p.store, p.tiling)
+    for h in halves:
+        for t in tiles:
+            stages.reconstruct_tile(p.store, t, p.engine, p.calibration, half=h)
+        stages.stitch(p.store, tiles, half=h)
+    return stages.evaluate(p.store, p.evaluation)
+
+
+def test_halves_of_an_earlier_run_are_not_reported(tmp_path):
+    data = simulate("farfield", frame_size=32, n_positions=16, seed=0)
+    cxi = str(write_cxi(tmp_path / "ff.cxi", data))
+    store = str(tmp_path / "r.zarr")
+    first = PipelineParams.from_mapping({"input": cxi, "store": store,
+                                         "engine": {"engine": "epie", "epochs": 2},
+                                         "evaluation": {"half_data": True}})  # fmt: skip
+    m1 = _run(first, ["", "a", "b"])
+    assert "halfdata_frc_resolution" in m1
+    second = PipelineParams.from_mapping({"input": cxi, "store": store,
+                                          "engine": {"engine": "epie", "epochs": 3},
+                                          "evaluation": {"half_data": False}})  # fmt: skip
+    m2 = _run(second, [""])
+    assert not any(k.startswith("halfdata") for k in m2), sorted(m2)
+
+
+def test_a_tile_left_without_frames_in_one_half_names_the_setting(tmp_path):
+    """A fine grid on a sparse scan leaves tiles of one or two frames; the half that gets
+    none is refused naming what to change (it was a ZeroDivisionError inside the engine)."""
+    import pytest
+
+    from flows.params import ConfigError
+
+    data = simulate("farfield", frame_size=32, n_positions=16, seed=0)
+    p = PipelineParams.from_mapping({"input": str(write_cxi(tmp_path / "ff.cxi", data)),
+                                     "store": str(tmp_path / "r.zarr"),
+                                     "engine": {"engine": "epie", "epochs": 1},
+                                     "tiling": {"grid": [4, 4], "margin": 0},
+                                     "evaluation": {"half_data": True}})  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    tiles = stages.plan(p.store, p.tiling)
+    assert min(len(t["frame_indices"]) for t in tiles) == 1
+    with pytest.raises(ConfigError, match="tiling.grid"):
+        for t in tiles:
+            for h in ("a", "b"):
+                stages.reconstruct_tile(p.store, t, p.engine, p.calibration, half=h)
+
+
+def test_a_fourier_grid_finer_than_the_frames_names_the_grid(tmp_path):
+    import pytest
+
+    from flows.params import ConfigError
+
+    data = simulate("fourier", image_size=16, seed=0)
+    p = PipelineParams.from_mapping({"input": str(write_cxi(tmp_path / "fp.cxi", data)),
+                                     "store": str(tmp_path / "r.zarr"),
+                                     "tiling": {"grid": [20, 20]}})  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    with pytest.raises(ConfigError, match=r"grid \[20, 20\].*empty crops"):
+        stages.plan(p.store, p.tiling)

@@ -38,13 +38,14 @@ class TileFailure(RuntimeError):
 @flow(name="reconstruct-tiles", retries=1, retry_delay_seconds=5)
 def reconstruct_tiles(
     store_path: str,
-    tiles: list[dict],
+    tiles: list[str],
     engine: EngineParams,
     calibration: CalibrationParams,
     halves: list[str],
     threads: int | None = None,
 ) -> list[dict]:
-    """Every (tile, half) as an independent task asking for one ``GPU`` worker resource."""
+    """Every (tile, half) as an independent task asking for one ``GPU`` worker resource.
+    ``tiles``: ids in the store's plan (a tile's frame list never travels as a parameter)."""
     with dask.annotate(resources=GPU_RESOURCE):
         futures = [
             reconstruct_tile_task.submit(
@@ -62,7 +63,7 @@ def reconstruct_tiles(
             try:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - reported with its tile id below
-                failures.append(f"tile {t['tile_id']}{h}: {type(exc).__name__}: {exc}")
+                failures.append(f"tile {t}{h}: {type(exc).__name__}: {exc}")
     if failures:
         raise TileFailure("; ".join(failures))
     return refs

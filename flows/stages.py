@@ -251,9 +251,27 @@ def _drop_stale_checkpoints(store_path: str, step: str, keep: Path) -> None:
         epoch_progress_path(store_path, step).unlink(missing_ok=True)
 
 
+def planned_tiles(store_path: str, ids: list[str] | None = None) -> list[dict]:
+    """The tiles step ``tiling`` planned (all, or those named by ``ids``, in that order):
+    flows pass tile ids between tasks, never the tiles' frame lists."""
+    from storage.errors import DataError
+
+    store = _store(store_path)
+    if not store.is_complete(L.TILING):
+        raise DataError(store_path, L.TILING, "no tile plan in the store (run plan first)")
+    tiles = list(store.root[L.TILING].attrs["tiles"])
+    if ids is None:
+        return tiles
+    by_id = {t["tile_id"]: t for t in tiles}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DataError(store_path, L.TILING, f"tiles {missing} are not in the plan")
+    return [by_id[i] for i in ids]
+
+
 def reconstruct_tile(
     store_path: str,
-    tile: dict,
+    tile: dict | str,
     engine: EngineParams,
     calibration: CalibrationParams,
     *,
@@ -261,7 +279,8 @@ def reconstruct_tile(
     torch_threads: int | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Reconstruct one tile and write it as step ``reconstruct[_half]/<tile_id>``.
+    """Reconstruct one tile (its dict, or its id in the store's plan) and write it as step
+    ``reconstruct[_half]/<tile_id>``.
 
     Skipped when the step is complete with the same tile, engine and priors. The engine's
     checkpoint lives beside the store under the step's key (:func:`checkpoint_path`), so
@@ -284,6 +303,9 @@ def reconstruct_tile(
     from ptytasks.tiling import Tile, tile_dataset, tile_half
     from storage.atomic import step_key
     from storage.errors import DataError
+
+    if isinstance(tile, str):  # a flow's reference: the tile as planned in the store
+        tile = planned_tiles(store_path, [tile])[0]
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -390,14 +412,18 @@ def reconstruct_tile(
 
 
 # ----------------------------------------------------------------------------- stitch
-def stitch(store_path: str, tiles: list[dict], *, half: str = "", client=None) -> dict:
+def stitch(store_path: str, tiles: list[dict] | list[str] | None = None, *, half: str = "",
+           client=None) -> dict:
     """Align tiles (least squares over the overlap graph), then blend them shard by shard
     into ``mosaic[_half]`` (:meth:`storage.mosaic.MosaicWriter.stitch`: one writer per
-    shard, serially or on ``client``) and build its pyramid."""
+    shard, serially or on ``client``) and build its pyramid. ``tiles``: dicts, ids in the
+    store's plan, or ``None`` for every planned tile."""
     from ptytasks.stitching import mosaic_shape, solve_corrections
     from ptytasks.tiling import Tile
     from storage.mosaic import MosaicWriter, TileLoader
 
+    if tiles is None or any(isinstance(t, str) for t in tiles):
+        tiles = planned_tiles(store_path, tiles)
     store = _store(store_path)
     name = f"{L.MOSAIC}{'_' + half if half else ''}"
     steps = [tile_step(t["tile_id"], half) for t in tiles]

@@ -45,8 +45,9 @@ def calibrate_task(store_path: str, params: CalibrationParams) -> dict:
 
 
 @task(name="plan-tiles")
-def plan_task(store_path: str, params: TilingParams) -> list[dict]:
-    return stages.plan(store_path, params)
+def plan_task(store_path: str, params: TilingParams) -> list[str]:
+    """The planned tiles' ids: the plan itself (each tile's frame list) stays in the store."""
+    return [t["tile_id"] for t in stages.plan(store_path, params)]
 
 
 def _worker_info() -> dict:
@@ -62,20 +63,21 @@ def _worker_info() -> dict:
 
 @task(
     name="reconstruct-tile",
-    task_run_name="reconstruct-{tile[tile_id]}{half}",
+    task_run_name="reconstruct-{tile}{half}",
     retries=2,
     retry_delay_seconds=1,
     retry_condition_fn=worth_retrying,
 )
 def reconstruct_tile_task(
     store_path: str,
-    tile: dict,
+    tile: str,
     engine: EngineParams,
     calibration: CalibrationParams,
     half: str = "",
     torch_threads: int | None = None,
 ) -> dict:
-    """One tile on one worker (which holds the ``GPU`` resource while it runs)."""
+    """One tile (its id in the store's plan) on one worker (which holds the ``GPU``
+    resource while it runs)."""
     logger = get_run_logger()
     every = max(1, engine.epochs // 10)
     t0 = time.perf_counter()
@@ -83,17 +85,17 @@ def reconstruct_tile_task(
     def progress(epoch: int, info: dict) -> None:
         if epoch % every == 0 or epoch == engine.epochs - 1:
             logger.info(
-                "tile %s%s epoch %d/%d loss %.4g (%.1f s)", tile["tile_id"], half, epoch + 1,
+                "tile %s%s epoch %d/%d loss %.4g (%.1f s)", tile, half, epoch + 1,
                 engine.epochs, info.get("loss", float("nan")), time.perf_counter() - t0,
             )  # fmt: skip
 
     ref = stages.reconstruct_tile(store_path, tile, engine, calibration, half=half,
                                   torch_threads=torch_threads, progress=progress)  # fmt: skip
-    return {**ref, **_worker_info(), "tile_id": tile["tile_id"], "half": half}
+    return {**ref, **_worker_info(), "tile_id": tile, "half": half}
 
 
 @task(name="stitch", retries=1, retry_condition_fn=worth_retrying)
-def stitch_task(store_path: str, tiles: list[dict], half: str = "") -> dict:
+def stitch_task(store_path: str, tiles: list[str], half: str = "") -> dict:
     return stages.stitch(store_path, tiles, half=half)
 
 

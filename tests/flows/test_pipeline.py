@@ -13,6 +13,7 @@ from flows.params import PipelineParams
 from ptytasks.evaluation import trusted_mask
 from ptytasks.metrics.align import align
 from ptytasks.tiling import Tile
+from storage.errors import DataError
 from storage.store import RunStore
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -176,7 +177,7 @@ def test_failing_tile_fails_flow_with_its_id_and_keeps_finished_tiles(
     real = stages.reconstruct_tile
 
     def flaky(store_path, tile, *a, **k):
-        if tile["tile_id"] == "t0001":
+        if tile == "t0001":  # the flow passes tile ids
             raise FloatingPointError("reconstruction diverged")
         return real(store_path, tile, *a, **k)
 
@@ -188,3 +189,25 @@ def test_failing_tile_fails_flow_with_its_id_and_keeps_finished_tiles(
     done = set(RunStore(store, "r").completed_steps())
     assert {"reconstruct/t0000", "reconstruct/t0100", "reconstruct/t0101"} <= done
     assert "reconstruct/t0001" not in done and "mosaic" not in done
+
+
+def test_tasks_pass_tile_ids_and_stages_read_the_plan_from_the_store(farfield_cxi, tmp_path):
+    """A tile's frame list is an array: it stays in the store's plan, and the tasks pass
+    ids (a 512^2 scan's tile dicts were megabytes of flow parameters and results)."""
+    from flows import stages
+    from flows.tasks import plan_task
+
+    p = _params(farfield_cxi, tmp_path / "run.zarr", engine={"epochs": 1})
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    ids = plan_task.fn(p.store, p.tiling)
+    assert ids == ["t0000", "t0001", "t0100", "t0101"]
+    assert [t["tile_id"] for t in stages.planned_tiles(p.store, ids[::-1])] == ids[::-1]
+    for t in ids:
+        assert stages.reconstruct_tile(p.store, t, p.engine, p.calibration)["step"] == (
+            f"reconstruct/{t}")
+    assert stages.stitch(p.store, ids)["step"] == "mosaic"
+    assert stages.stitch(p.store)["skipped"]  # None: every planned tile, the same mosaic
+    with pytest.raises(DataError, match="t9999"):
+        stages.planned_tiles(p.store, ["t9999"])

@@ -164,13 +164,19 @@ def _with_progress(params: PipelineParams, pipeline) -> dict:
 
 
 def write_metrics_table(metrics: dict, path: str | Path) -> Path:
-    """``metric,value`` CSV of the run's metrics (``path`` overwritten)."""
+    """``metric,value`` CSV of the run's metrics (``path`` replaced whole: a reader sees
+    the old table or the new one, never half of it)."""
     path = Path(path)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["metric", "value"])
-        for k, v in metrics.items():
-            w.writerow([k, f"{v:.6g}" if isinstance(v, float) else v])
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["metric", "value"])
+            for k, v in metrics.items():
+                w.writerow([k, f"{v:.6g}" if isinstance(v, float) else v])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

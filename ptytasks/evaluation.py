@@ -8,6 +8,7 @@ Memory: metrics need the whole image at once (alignment, FRC), so a mosaic with 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,12 @@ def write_previews(
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046)
         path = out_dir / f"{stem}_{part}.png"
-        fig.savefig(path, bbox_inches="tight")
-        plt.close(fig)
+        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:  # a viewer sees the old preview or the whole new one, never half a file
+            fig.savefig(tmp, bbox_inches="tight", format="png")
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+            tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths

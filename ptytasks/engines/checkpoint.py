@@ -181,6 +181,7 @@ def save_state(path, st, gen: torch.Generator, hist: dict, epoch: int, opts,
         "geometry": {"shadow": st.geometry.shadow.detach().clone(),
                      "start": st.geometry.start},
         "mode_gains": None if st.mode_gains is None else st.mode_gains.detach().clone(),
+        "probe_aperture": None if st.aperture is None else st.aperture.params.detach().clone(),
         "position_affine": None if st.affine is None else st.affine.detach().clone(),
         "epoch": epoch, "rng": gen.get_state(), "history": dict(hist),
         "options": opts.to_dict(), "inputs": inputs,
@@ -223,6 +224,8 @@ def restore_state(ck: dict, path, st, gen: torch.Generator, hist: dict, opts,
             st.geometry.shadow.copy_(ck["geometry"]["shadow"])
             if st.mode_gains is not None:
                 st.mode_gains.copy_(ck["mode_gains"])
+            if st.aperture is not None:
+                st.aperture.params.copy_(ck["probe_aperture"])
             if st.affine is not None:
                 st.affine.copy_(ck["position_affine"])
         st.geometry.start = list(ck["geometry"]["start"])

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
+from ptytasks.engines.aperture_probe import DISK_MISFIT_MAX, ApertureProbe
 from ptytasks.engines.batching import batches
 from ptytasks.engines.checkpoint import (
     inputs_digest,
@@ -173,6 +174,7 @@ class _Setup:
         if self.probe_field is not None and probe.dim() == 3 and probe.shape[0] > 1:
             self.mode_gains = torch.zeros(probe.shape[0], dtype=rdt, device=device,
                                           requires_grad=True)
+        self.aperture = self._aperture(probe)
         self.surface_field = None
         if opts.learn_surface and self.surface_fixed is not None:
             self.surface_field = mk(tuple(self.surface_fixed.shape), self.surface_fixed, 2)
@@ -192,6 +194,27 @@ class _Setup:
             self.corners_host = corners
 
     # ------------------------------------------------------------------ priors
+    def _aperture(self, probe) -> ApertureProbe | None:
+        """The learned aperture prior of a far-field probe (``probe_aperture``), or None.
+
+        ``"auto"``: where the data-term rule found the frames photon-starved and the data
+        carry no probe of their own (the prior is an estimate, e.g. the blind start, not a
+        measured probe), for a single-mode probe whose start the uniform disk explains
+        (``DISK_MISFIT_MAX``)."""
+        o, mod = self.opts.probe_aperture, modality_of(self.data)
+        if o is False or self.probe_field is None or probe.dim() != 2:
+            return None
+        if not (mod.far_field_detector and mod.localized_probe):
+            if o is True:
+                raise ValueError(f"probe_aperture needs far-field scanning data, not "
+                                 f"{mod.name}")
+            return None
+        if o == "auto" and (self.data.probe is not None
+                            or not (self.data_term and self.data_term.get("starved"))):
+            return None
+        aperture = ApertureProbe(probe).to(self.device)
+        return None if o == "auto" and aperture.misfit > DISK_MISFIT_MAX else aperture
+
     def _default_probe(self) -> torch.Tensor:
         return default_probe(self.data, self.model, self.cdt)
 
@@ -232,6 +255,8 @@ class _Setup:
     def probe(self):
         if self.probe_field is None:
             return self.probe_fixed
+        if self.aperture is not None:  # the learned aperture in place of the fixed prior
+            return self.aperture() + self.probe_field.full()[1]
         p = self.probe_field.full()[0]
         return p if self.mode_gains is None else p * self.mode_gains.exp()[:, None, None]
 

@@ -102,6 +102,19 @@ class RNFOptions(EngineOptions):
         (:data:`ptytasks.engines.data_term.STARVED_PROBE_WARMUP`; hypotheses 40 and 44 in
         ``docs/rnf.md``: held out on fresh 1e4 sparse cases, median ratio 0.92 / 0.85).
         As run: ``result.extras["data_term"]["probe_warmup_epochs"]``.
+    probe_aperture : bool or "auto"
+        Far field: the probe's prior is a learned aperture on the detector plane (radius,
+        centre and the Fresnel coefficient's scale, started at the start probe's support
+        and defocus: :class:`ptytasks.engines.aperture_probe.ApertureProbe`) instead of
+        the fixed start; the probe residual stays on top. ``"auto"`` (default): where the
+        data-term rule finds the frames photon-starved (as ``probe_warmup_epochs``) and
+        the data carry no probe of their own (the prior is an estimate: the blind start),
+        for a single-mode probe whose start is disk-like
+        (:data:`~ptytasks.engines.aperture_probe.DISK_MISFIT_MAX`). Hypothesis 64 (``docs/rnf.md``): at 2 counts per pixel the
+        start's pupil edge is most of its error. As run: ``result.extras["probe_aperture"]``.
+    lr_aperture : float
+        Adam's step of the aperture's radius and centre (detector pixels) and of its
+        defocus scale (relative), per optimiser step (0.01, the prototype's; not tuned).
 
     Loss
     ----
@@ -331,6 +344,8 @@ class RNFOptions(EngineOptions):
     lr_decay: float = 1.0
     warmup_epochs: int = 0
     probe_warmup_epochs: int | Literal["auto"] = "auto"
+    probe_aperture: bool | Literal["auto"] = "auto"
+    lr_aperture: float = 0.01
 
     loss: Literal["auto", "l1", "huber", "smooth_l1", "l2", "gradient", "poisson"] = "auto"
     domain: Literal["amplitude", "intensity"] = "amplitude"
@@ -410,8 +425,10 @@ class RNFOptions(EngineOptions):
         # the modality attributes RNF's "auto" options read
         by_modality = {n: {a: getattr(get(n), a) for a in (
             *AUTO_FROM_MODALITY.values(), "min_steps_per_epoch")} for n in names()}
+        from ptytasks.engines.aperture_probe import DISK_MISFIT_MAX
+
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
-                "modalities": by_modality,
+                "modalities": by_modality, "aperture_disk_misfit_max": DISK_MISFIT_MAX,
                 "data_term": {k: getattr(T, k) for k in (
                     "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
@@ -448,6 +465,9 @@ class RNFOptions(EngineOptions):
         if self.learn_positions not in (True, False, "affine", "local"):
             raise ValueError("learn_positions must be true, false, 'affine' or 'local'; got "
                              f"{self.learn_positions!r}")
+        if self.probe_aperture not in (True, False, "auto"):
+            raise ValueError(f"probe_aperture must be true, false or 'auto'; got "
+                             f"{self.probe_aperture!r}")
         for name in AUTO_FROM_MODALITY:
             if getattr(self, name) not in (True, False, "auto"):
                 raise ValueError(f"{name} must be true, false or 'auto'; got "

@@ -258,6 +258,9 @@ def build_optimiser(st) -> None:
     if st.mode_gains is not None:
         groups.append({"params": [st.mode_gains], "lr": o.lr_mode_gains, "modes": True,
                        "name": "mode_gains", "field": "probe", "weight_decay": 0.0})
+    if st.aperture is not None:  # learned from the first epoch (the residual waits)
+        groups.append({"params": [st.aperture.params], "lr": o.lr_aperture,
+                       "name": "probe_aperture", "weight_decay": 0.0})
     om = [p for f in st.fields() for p in omega(f)]
     if om:
         groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
@@ -361,6 +364,8 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
               "cuda_graph": cuda_graph}
     if st.probe_field is not None:
         extras["probe_residual"] = (st.probe_field.full()[1] * amp).cpu().numpy()
+    if st.aperture is not None:
+        extras["probe_aperture"] = st.aperture.report()
     fields = st.extra_fields()
     if "surface" in fields:
         extras["surface"] = fields["surface"].cpu().numpy()

@@ -22,8 +22,14 @@ from ptytasks.metrics.frc import frc
 #: crosses its threshold reads Nyquist (0.5 c/px) for odd image sides too (83c98f2; before,
 #: the last ring's centre, e.g. 0.4964 for 137 px). 3: the FRC against a reference removes
 #: each image's windowed mean first, as the half-data FRC does (a uniform object scored
-#: ~0.1 c/px against simulated truths through the window's shared spectrum).
+#: ~0.1 c/px against simulated truths through the window's shared spectrum), and the FRC
+#: against the truth reads 0.5 (TRUTH_FRC_THRESHOLD), not the half-data threshold.
 METRICS_VERSION = 3
+
+#: The FRC against a noise-free truth reads its crossing of 0.5 (the analogue of 1/7
+#: between noisy halves; metrics version 3: before, the half-data threshold, half-bit by
+#: default, was applied to it too).
+TRUTH_FRC_THRESHOLD = 0.5
 
 #: Most pixels of the image the metrics are computed on (2048 x 2048). Alignment, FRC and
 #: SSIM work in float64/complex128 with FFTs: ~530 bytes per pixel, a ~2.3 GB peak against
@@ -90,7 +96,11 @@ def evaluate_mosaic(
     truth : ground-truth object on the same pixel grid (origin at the mosaic's [0, 0])
     halves : two half-data mosaics for the half-data FRC
     pixel_size : metres per pixel, for resolutions in metres
-    threshold : FRC threshold, ``"halfbit"`` or ``"1/7"``
+    threshold : the half-data FRC's threshold, ``"halfbit"`` or ``"1/7"``. The FRC against
+        the (noise-free) truth crosses 0.5 whichever is chosen: that is 1/7's analogue for
+        one noisy image against a perfect one (Rosenthal & Henderson 2003), as the grid
+        reads it; the half-bit curve is built for two noisy halves and, read against a
+        truth, credits resolution the data do not hold.
     band_limit : the data's band limit in cycles per pixel of this grid, or None
         (:func:`half_data_frc`); the FRC against the truth searches up to Nyquist
     """
@@ -100,7 +110,7 @@ def evaluate_mosaic(
         h = min(truth.shape[0], mosaic.shape[0])
         w = min(truth.shape[1], mosaic.shape[1])
         rep = quality_report(mosaic[:h, :w], truth[:h, :w], mask[:h, :w],
-                             pixel_size=pixel_size, threshold=threshold)  # fmt: skip
+                             pixel_size=pixel_size, threshold=TRUTH_FRC_THRESHOLD)  # fmt: skip
         out.update({f"truth_{k}": float(v) for k, v in rep.items()})
     if halves is not None:
         res = half_data_frc(*halves, mask, band_limit=band_limit).resolution(threshold,

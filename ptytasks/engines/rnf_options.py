@@ -110,8 +110,9 @@ class RNFOptions(EngineOptions):
         data-term rule finds the frames photon-starved (as ``probe_warmup_epochs``) and
         the data carry no probe of their own (the prior is an estimate: the blind start),
         for a single-mode probe whose start is disk-like
-        (:data:`~ptytasks.engines.aperture_probe.DISK_MISFIT_MAX`). Hypothesis 64 (``docs/rnf.md``): at 2 counts per pixel the
-        start's pupil edge is most of its error. As run: ``result.extras["probe_aperture"]``.
+        (:data:`~ptytasks.engines.aperture_probe.DISK_MISFIT_MAX`). Hypothesis 64
+        (``docs/rnf.md``): at 2 counts per pixel the start's pupil edge is most of its
+        error. As run: ``result.extras["probe_aperture"]``.
     lr_aperture : float
         Adam's step of the aperture's radius and centre (detector pixels) and of its
         defocus scale (relative), per optimiser step (0.01, the prototype's; not tuned).

@@ -150,3 +150,17 @@ def test_frc_against_a_reference_does_not_credit_the_shared_mean():
     low = noisy(np.fft.ifft2(np.fft.fft2(ref) * (q < 0.06)), 0.01)
     res = quality_report(low, ref, lit, threshold=0.5)["frc_resolution"]
     assert 0.04 < res < 0.067, res
+
+
+def test_the_pipeline_reads_the_truth_frc_at_0_5_whatever_the_half_data_threshold(ref):
+    """Against a noise-free truth the FRC crosses 0.5 (1/7's analogue for one noisy image);
+    the half-bit curve, built for two noisy halves, would credit more resolution."""
+    from ptytasks.evaluation import TRUTH_FRC_THRESHOLD, evaluate_mosaic, trusted_mask
+
+    rec, w = noisy(ref, 0.3), np.ones(ref.shape)
+    got = {t: evaluate_mosaic(rec, w, truth=ref, threshold=t)["truth_frc_resolution"]
+           for t in ("halfbit", "1/7")}
+    mask = trusted_mask(w)
+    want = quality_report(rec, ref, mask, threshold=TRUTH_FRC_THRESHOLD)["frc_resolution"]
+    assert TRUTH_FRC_THRESHOLD == 0.5 and got == {"halfbit": want, "1/7": want}
+    assert quality_report(rec, ref, mask, threshold="halfbit")["frc_resolution"] > want

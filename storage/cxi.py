@@ -273,7 +273,11 @@ def _read(f, path, z1, margin, lazy, ov) -> PtychoData:
     wavelength = check_wavelength(wavelength, path, wl_field)
     det_px = ov.get("detector_pixel", _scalar(f, f"{DET}/x_pixel_size"))
     z2 = _scalar(f, f"{DET}/distance")
-    if f"{DET}/mask" in f and getattr(f[f"{DET}/mask"], "shape", None) == (ny, nx):
+    if f"{DET}/mask" in f:
+        shape = getattr(f[f"{DET}/mask"], "shape", None)
+        if shape != (ny, nx):  # a mask for another detector: refused, not silently dropped
+            raise DataError(path, f"{DET}/mask", f"shape {shape} is not the frames' "
+                            f"{(ny, nx)}")  # fmt: skip
         m = read_small(f[f"{DET}/mask"], path, f"{DET}/mask")  # shape checked before reading
         meta["mask"] = m == 0  # CXI: nonzero marks a bad pixel; ours: True = usable
     if pty is not None:

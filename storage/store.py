@@ -347,8 +347,10 @@ class RunStore:
         if d.probe is not None:
             self.write_array(L.RAW, "probe", d.probe)
         mask = meta.pop("mask", None)
-        mask = mask.astype(bool) if isinstance(mask, np.ndarray) and mask.shape == (ny, nx) \
-            else None
+        if mask is not None and np.shape(mask) != (ny, nx):
+            raise DataError(src, "mask", f"detector mask of shape {np.shape(mask)} is not the "
+                            f"frames' {(ny, nx)}")  # fmt: skip
+        mask = None if mask is None else np.asarray(mask).astype(bool)
         found, report = look.result() if look is not None else (None, None)
         if found is not None:
             mask = found if mask is None else mask & found

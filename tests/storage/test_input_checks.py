@@ -113,6 +113,26 @@ def test_probe_of_another_shape_than_the_frames_is_refused(tmp_path, make):
     validate_data(d)
 
 
+def test_a_detector_mask_of_another_shape_is_refused_not_dropped(tmp_path, make):
+    """A mask made for another detector (or binning) names its field; it was dropped and the
+    run went on with every pixel trusted."""
+    from storage.cxi import DET
+
+    path = write_cxi(tmp_path / "x.cxi", make("farfield", n=4, frame=8))
+    with h5py.File(path, "a") as f:
+        if f"{DET}/mask" in f:
+            del f[f"{DET}/mask"]
+        f[f"{DET}/mask"] = np.zeros((5, 5), np.uint32)
+    with pytest.raises(DataError, match=r"shape \(5, 5\)") as ei:
+        read_any(path)
+    assert ei.value.field == f"{DET}/mask"
+    d = make("farfield", n=4, frame=8)
+    d.meta = {**d.meta, "mask": np.ones((5, 5), bool)}
+    with pytest.raises(DataError, match="mask") as ei:
+        RunStore.create(tmp_path / "r.zarr").write_raw(d)  # e.g. a generic HDF5's mask
+    assert ei.value.field == "mask"
+
+
 # ----------------------------------------------------------------- 3: position units
 @pytest.mark.parametrize("units", ["um", "nm", "metres"])
 def test_unknown_position_units_are_refused(tmp_path, units):

@@ -331,6 +331,13 @@ def validate_data(d: PtychoData, file=None, check_values: bool = True) -> Ptycho
     if d.ground_truth is not None:
         for key, v in d.ground_truth.items():
             check_array(v, file, f"ground_truth.{key}")
+        truth = d.ground_truth.get("object")
+        if truth is not None and any(t < o for t, o in zip(np.shape(truth)[-2:],
+                                                           d.object_shape, strict=True)):
+            # the evaluation scores the reconstruction where the truth is: a smaller one
+            # leaves the trusted region outside it ("mask selects no pixels" at the end)
+            raise DataError(file, "ground_truth.object", f"shape {np.shape(truth)[-2:]} is "
+                            f"smaller than the object the positions span, {d.object_shape}")
     d.wavelength, d.pixel_size = wl, px
     if isinstance(d.frames, np.ndarray) and d.frames.dtype != np.float32:
         d.frames = d.frames.astype(np.float32)

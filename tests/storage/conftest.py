@@ -52,7 +52,7 @@ def make_data(
         )
     if truth:
         d.ground_truth = {
-            "object": np.exp(1j * rng.normal(size=obj_shape)).astype(np.complex64),
+            "object": np.exp(1j * rng.normal(size=d.object_shape)).astype(np.complex64),
             "probe": probe.copy(),
         }
         if d.positions_px is not None:

@@ -133,6 +133,14 @@ def test_a_detector_mask_of_another_shape_is_refused_not_dropped(tmp_path, make)
     assert ei.value.field == "mask"
 
 
+def test_a_ground_truth_smaller_than_the_object_is_refused(make):
+    d = make("farfield", n=4, frame=8)
+    d.ground_truth = {**d.ground_truth, "object": d.ground_truth["object"][:-3, :-3]}
+    with pytest.raises(DataError, match="smaller than the object") as ei:
+        validate_data(d, "t.cxi")
+    assert ei.value.field == "ground_truth.object"
+
+
 # ----------------------------------------------------------------- 3: position units
 @pytest.mark.parametrize("units", ["um", "nm", "metres"])
 def test_unknown_position_units_are_refused(tmp_path, units):

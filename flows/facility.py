@@ -94,7 +94,7 @@ class Decision:
 def params_fingerprint(params: PipelineParams) -> str:
     """A dataset's run settings (its paths aside) and the content of the network weights
     they read: weights retrained in place count as changed parameters."""
-    from flows.stages import network_weights
+    from flows.step_keys import network_weights
 
     own = {k: v for k, v in params.model_dump(mode="json").items() if k not in ("input", "store")}
     weights = network_weights(params.engine, params.calibration)

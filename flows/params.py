@@ -4,16 +4,13 @@ override single fields (``PTYFLOW__ENGINE__EPOCHS=20``)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import functools
-import os
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,6 +22,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from flows.config_sources import (  # noqa: F401 - ConfigError, load_yaml: flows' names
+    ConfigError,
+    deep_merge,
+    env_variables,
+    load_yaml,
+    nested,
+    sets,
+)
 from ptytasks.engines.registry import (  # one list
     DEFAULT_ENGINE,
     ENGINES,
@@ -412,8 +417,8 @@ class PipelineParams(_Params):
             Naming where each bad value came from: ``source``, or the ``PTYFLOW__``
             variable that set it, and the field.
         """
-        env = _env_variables()
-        merged = _deep_merge(_deep_merge(dict(raw), _nested(env)), overrides)
+        env = env_variables()
+        merged = deep_merge(deep_merge(dict(raw), nested(env)), overrides)
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
@@ -421,111 +426,9 @@ class PipelineParams(_Params):
             for e in exc.errors():
                 loc = tuple(str(p) for p in e["loc"])
                 # the last layer that set the value: keyword overrides, then the variables
-                origin = source if _sets(overrides, loc) else next(
-                    (var for var, path, value in env if _sets(_nested([(var, path, value)]), loc)),
+                origin = source if sets(overrides, loc) else next(
+                    (var for var, path, value in env if sets(nested([(var, path, value)]), loc)),
                     source)  # fmt: skip
                 by_origin.setdefault(origin, []).append(f"{'.'.join(loc)}: {e['msg']}")
             raise ConfigError("; ".join(f"{origin}: invalid configuration: {'; '.join(fields)}"
                                         for origin, fields in by_origin.items())) from None
-
-
-class ConfigError(ValueError):
-    """A configuration file or parameter set that cannot be used."""
-
-
-def load_yaml(path: str | Path) -> dict:
-    """A YAML file's top-level mapping: the one reader of every YAML file in :mod:`flows`.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file: missing, unreadable, not valid YAML (with the line and column
-        where YAML gives them), or a top level that is not a mapping.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: configuration file not found")
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{p}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(p)
-        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: top level must be a mapping of parameters")
-    return doc
-
-
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
-    """What YAML found wrong, without its quote of the text (``<unicode string>``)."""
-    return "; ".join(m for m in (exc.context, exc.problem) if m) or type(exc).__name__
-
-
-def env_overrides(prefix: str = "PTYFLOW__") -> dict:
-    """Nested mapping from ``PTYFLOW__SECTION__FIELD=value`` variables (YAML-parsed).
-
-    Raises
-    ------
-    ConfigError
-        Naming the variable: a value that is not valid YAML, a name with no field after
-        the prefix, or one inside a field another variable sets to a plain value.
-    """
-    return _nested(_env_variables(prefix))
-
-
-def _env_variables(prefix: str = "PTYFLOW__") -> list[tuple[str, tuple[str, ...], Any]]:
-    """``(variable, field path, YAML-parsed value)`` of each ``PTYFLOW__`` variable, the
-    longest paths first (the order :func:`_nested` applies them in reverse)."""
-    out = []
-    for key, value in os.environ.items():
-        if not key.startswith(prefix):
-            continue
-        path = tuple(p.lower() for p in key[len(prefix) :].split("__") if p)
-        if not path:
-            raise ConfigError(f"{key}: names no parameter; use {prefix}SECTION__FIELD=value, "
-                              f"e.g. {prefix}ENGINE__EPOCHS=20")  # fmt: skip
-        try:
-            out.append((key, path, yaml.safe_load(value)))
-        except yaml.MarkedYAMLError as exc:
-            raise ConfigError(f"{key}: not valid YAML: {_yaml_problem(exc)}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{key}: not valid YAML: {exc}") from None
-    return sorted(out, key=lambda v: -len(v[1]))
-
-
-def _nested(variables: list[tuple[str, tuple[str, ...], Any]]) -> dict:
-    """The nested mapping the ``(variable, path, value)`` entries set, shorter paths
-    first (a variable for a whole section, then those for its fields)."""
-    out: dict = {}
-    for var, path, value in reversed(variables):
-        node = out
-        for i, p in enumerate(path[:-1]):
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{var}: {'.'.join(path[: i + 1])} is set to a plain value "
-                                  "by another PTYFLOW__ variable")  # fmt: skip
-        node[path[-1]] = copy.deepcopy(value)  # a section's mapping: not shared
-    return out
-
-
-def _sets(tree: dict, loc: tuple[str, ...]) -> bool:
-    """Whether the nested mapping ``tree`` gives the value at ``loc`` (or one above it)."""
-    node: Any = tree
-    for p in loc:
-        if not isinstance(node, dict) or p not in node:
-            return False
-        node = node[p]
-        if not isinstance(node, dict):
-            return True
-    return False
-
-
-def _deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = (
-            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        )
-    return out

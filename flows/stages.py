@@ -23,10 +23,11 @@ from flows.params import (
     SubsampleParams,
     TilingParams,
 )
+from flows.step_keys import calibration_key, network_weights
 from ptytasks.modalities import get as get_modality
 from ptytasks.modalities import modality_of
 from storage import layout as L
-from storage.atomic import file_digest, fingerprint
+from storage.atomic import fingerprint
 from storage.store import RunStore
 
 log = logging.getLogger("ptyflow")
@@ -66,78 +67,7 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
     return {"step": L.SUBSAMPLE, "key": key, "n_kept": int(len(kept)), "n_frames": n}
 
 
-# ----------------------------------------------------------------------------- weights
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    return file_digest(path)  # size and mtime key the cache: a rewrite is hashed again
-
-
-def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dict[str, str]:
-    """SHA-256 of every network weights file a tile reads, by role ({} when none).
-
-    Part of the tile fingerprints (and the facility's parameter check), so weights retrained
-    in place under the same path or preset name are not mistaken for the old ones. A missing
-    file gets ``"missing"``: the engine then raises its own error naming it.
-    """
-    from ptytasks.engines.registry import SPECS
-
-    files: dict[str, list[Path]] = {}
-    # a preset may resolve to a per-frame-size file (ppn_default_64.pt) that is only chosen
-    # once the frames are read: the specs list every file the preset can resolve to
-    spec = SPECS[engine.engine]
-    if spec.weight_files is not None:
-        files[spec.weight_roles[0]] = spec.weight_files(engine.options)
-    prior = SPECS.get(calibration.object)  # "uniform" has no spec
-    if prior is not None and prior.weight_files is not None:
-        # the prior runs with default options but the learned prior's chosen weights
-        files[prior.weight_roles[1]] = prior.weight_files({"weights": calibration.learned_weights})
-    out = {}
-    for role, paths in files.items():
-        digests = []
-        for f in paths:
-            try:
-                st = f.stat()
-            except OSError:
-                digests.append("missing")
-                continue
-            digests.append(_digest(str(f.resolve()), st.st_size, st.st_mtime_ns))
-        out[role] = ",".join(digests)  # one file: its digest alone, as before
-    return out
-
-
 # ----------------------------------------------------------------------------- calibrate
-def _input_digest(path: str) -> str:
-    """SHA-256 of a file, or of every file under a folder ("missing" when absent)."""
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    digests = []
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError:
-            digests.append("missing")
-            continue
-        digests.append(_digest(str(f.resolve()), st.st_size, st.st_mtime_ns))
-    return ",".join(digests) or "missing"
-
-
-def _calibration_key(params: CalibrationParams) -> dict:
-    """The calibration settings that change results: the learned prior's weights only when
-    the prior is single-shot, the prior engine's defaults, the blind probe's constants and
-    the content of a measured pupil or surface reference (a file re-measured in place under
-    the same path is not mistaken for the old one)."""
-    from ptytasks.engines import blind_probe, registry
-
-    prior = registry.SPECS.get(params.object)  # None: "uniform"
-    key = params.model_dump(exclude=None if prior and not prior.iterative else {"learned_weights"})
-    if prior is not None:
-        key["prior_defaults"] = registry.engine_defaults(prior.name)
-    for name in ("pupil_file", "surface_reference"):
-        if getattr(params, name):
-            key[f"{name}_sha256"] = _input_digest(getattr(params, name))
-    return {**key, "blind_probe": blind_probe.settings()}
-
-
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
     """Priors as step ``priors``: probe; Fourier pupil (+ its Zernike coefficients); coded
     surface (calibrated from a reference dataset, or the one the dataset carries)."""
@@ -145,7 +75,7 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
     from ptytasks.probe_estimate import mean_pattern
 
     store = _store(store_path)
-    fp = fingerprint(_calibration_key(params))
+    fp = fingerprint(calibration_key(params))
     if store.is_complete(L.PRIORS, fp):
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
@@ -323,7 +253,7 @@ def reconstruct_tile(
     if not store.is_complete(L.RAW):  # the modality's attribute only: a skip reads no data
         raise DataError(store_path, L.RAW, "raw data is missing or incomplete (run ingest)")
     mod = get_modality(store.root[L.RAW].attrs["modality"])
-    fp = fingerprint(tile, engine.key(), _calibration_key(calibration), half,
+    fp = fingerprint(tile, engine.key(), calibration_key(calibration), half,
                      *([weights] if weights else []),
                      *([f"seed={settings['seed']}", "probe=own-half",
                         f"halves={mod.half_split_rule}"] if half else []))  # fmt: skip

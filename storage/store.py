@@ -41,31 +41,6 @@ _KAXIS = np.array(["ky", "kx"], dtype="<U2")
 _SMALL = 16 * 2**20  # arrays below this are written as one chunk
 
 
-def _frame_source_id(frames, meta: dict, positions=None):
-    """Cheap identity of lazily read frames: path, size and mtime of every file the reader
-    reads for them (:func:`storage.readers.sources.source_files`: the frames of a TIFF
-    folder one by one, a positions sidecar or ``positions`` file), so that rewriting any
-    of them -- not only the main path -- changes the identity."""
-    src = meta.get("source")
-    if src and os.path.exists(src):
-        from storage.readers.sources import source_files
-
-        files = []
-        for f in source_files(src, positions):
-            with wrap_errors(f, None, "reading the file's size and mtime"):
-                st = os.stat(f)
-            files.append((os.path.realpath(f), st.st_size, st.st_mtime_ns))
-        return {"source": os.path.abspath(src), "files": files}
-    return {"frames": np.asarray(frames)}
-
-
-def _meta_id(d: PtychoData) -> dict:
-    """What the raw step holds besides the frames, as read (positions, probe, geometry)."""
-    keys = ("modality", "wavelength", "pixel_size", "object_shape", "positions_px",
-            "wavevectors", "distance", "detector_pixel", "probe", "params")  # fmt: skip
-    return {k: getattr(d, k) for k in keys}
-
-
 class RunStore:
     """A run store at ``path`` (a directory, conventionally ``*.zarr``).
 
@@ -302,8 +277,10 @@ class RunStore:
         lazy = not isinstance(data.frames, np.ndarray)
         d = validate_data(data, src, check_values=not lazy)
         if fingerprint_ is None:
-            frames_id = _frame_source_id(d.frames, d.meta) if lazy else {"frames": d.frames}
-            fingerprint_ = fingerprint(_meta_id(d), frames_id,
+            from storage.readers.sources import frame_source_id, meta_id
+
+            frames_id = frame_source_id(d.frames, d.meta) if lazy else {"frames": d.frames}
+            fingerprint_ = fingerprint(meta_id(d), frames_id,
                                        {"detector_artefacts": bool(detector_artefacts)})
         with self.step(L.RAW, fingerprint_) as st:
             if not st.done:
@@ -440,8 +417,10 @@ class RunStore:
         d = read_any(path, lazy=True, **options)
         if fingerprint_ is None:
             src = {"source": os.fspath(path)}
-            fingerprint_ = fingerprint(_frame_source_id(None, src, options.get("positions")),
-                                       _meta_id(d), options,
+            from storage.readers.sources import frame_source_id, meta_id
+
+            fingerprint_ = fingerprint(frame_source_id(None, src, options.get("positions")),
+                                       meta_id(d), options,
                                        {"detector_artefacts": bool(detector_artefacts)})
         return self.write_raw(d, fingerprint_, source=path, detector_artefacts=detector_artefacts)
 

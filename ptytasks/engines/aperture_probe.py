@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["DISK_MISFIT_MAX", "ApertureProbe", "detector_wave", "object_wave"]
+__all__ = ["DISK_MISFIT_MAX", "ApertureProbe", "aperture_prior", "detector_wave", "object_wave"]
 
 #: ``probe_aperture: auto`` takes a start whose detector-plane modulus the uniform disk
 #: explains to this relative misfit: blind starts of the simulator's zone plates and
@@ -115,3 +115,28 @@ class ApertureProbe(nn.Module):
         r, cy, cx, s = (float(v) for v in self.params.detach().cpu())
         return {"radius_px": r, "centre_px": [cy, cx], "defocus_scale": 1 + s,
                 "start": dict(self.start), "start_misfit": self.misfit}
+
+
+def aperture_prior(option, data, data_term: dict | None, probe: torch.Tensor,
+                   device) -> ApertureProbe | None:
+    """RNF's learned aperture for ``probe`` (its start), or None (``probe_aperture``).
+
+    ``"auto"``: where the data-term rule found the frames photon-starved and the data carry
+    no probe of their own (the prior is an estimate, e.g. the blind start, not a measured
+    probe), for a single-mode probe whose start the uniform disk explains
+    (:data:`DISK_MISFIT_MAX`). ``True`` asks for far-field scanning data.
+    """
+    from ptytasks.modalities import modality_of
+
+    mod = modality_of(data)
+    if option is False or probe.dim() != 2:
+        return None
+    if not (mod.far_field_detector and mod.localized_probe):
+        if option is True:
+            raise ValueError(f"probe_aperture needs far-field scanning data, not {mod.name}")
+        return None
+    if option == "auto" and (data.probe is not None
+                             or not (data_term and data_term.get("starved"))):
+        return None
+    aperture = ApertureProbe(probe).to(device)
+    return None if option == "auto" and aperture.misfit > DISK_MISFIT_MAX else aperture

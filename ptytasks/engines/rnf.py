@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
-from ptytasks.engines.aperture_probe import DISK_MISFIT_MAX, ApertureProbe
+from ptytasks.engines.aperture_probe import aperture_prior
 from ptytasks.engines.batching import batches
 from ptytasks.engines.checkpoint import (
     inputs_digest,
@@ -55,6 +55,7 @@ from ptytasks.engines.rnf_options import RNFOptions
 from ptytasks.engines.rnf_parts import (
     Field,
     PixelField,
+    affine_part,
     build_optimiser,
     current_object,
     default_probe,
@@ -174,7 +175,8 @@ class _Setup:
         if self.probe_field is not None and probe.dim() == 3 and probe.shape[0] > 1:
             self.mode_gains = torch.zeros(probe.shape[0], dtype=rdt, device=device,
                                           requires_grad=True)
-        self.aperture = self._aperture(probe)
+        self.aperture = None if self.probe_field is None else aperture_prior(
+            opts.probe_aperture, data, self.data_term, probe, device)
         self.surface_field = None
         if opts.learn_surface and self.surface_fixed is not None:
             self.surface_field = mk(tuple(self.surface_fixed.shape), self.surface_fixed, 2)
@@ -194,27 +196,6 @@ class _Setup:
             self.corners_host = corners
 
     # ------------------------------------------------------------------ priors
-    def _aperture(self, probe) -> ApertureProbe | None:
-        """The learned aperture prior of a far-field probe (``probe_aperture``), or None.
-
-        ``"auto"``: where the data-term rule found the frames photon-starved and the data
-        carry no probe of their own (the prior is an estimate, e.g. the blind start, not a
-        measured probe), for a single-mode probe whose start the uniform disk explains
-        (``DISK_MISFIT_MAX``)."""
-        o, mod = self.opts.probe_aperture, modality_of(self.data)
-        if o is False or self.probe_field is None or probe.dim() != 2:
-            return None
-        if not (mod.far_field_detector and mod.localized_probe):
-            if o is True:
-                raise ValueError(f"probe_aperture needs far-field scanning data, not "
-                                 f"{mod.name}")
-            return None
-        if o == "auto" and (self.data.probe is not None
-                            or not (self.data_term and self.data_term.get("starved"))):
-            return None
-        aperture = ApertureProbe(probe).to(self.device)
-        return None if o == "auto" and aperture.misfit > DISK_MISFIT_MAX else aperture
-
     def _default_probe(self) -> torch.Tensor:
         return default_probe(self.data, self.model, self.cdt)
 
@@ -371,16 +352,6 @@ class _Setup:
             m.background_raw.clamp_(min=0)
         if "zernike" in self.learned and 1 in m.zernike_indices:
             m.zernike[m.zernike_indices.index(1)] = 0.0  # piston: a global phase
-
-
-def affine_part(delta: torch.Tensor, p0: torch.Tensor) -> torch.Tensor:
-    """The least-squares affine map (shift + 2 x 2 linear part about the centroid of
-    ``p0``) of the corrections ``delta`` (n, 2) over the start positions ``p0`` (n, 2),
-    evaluated at ``p0``, px: the part of a position correction that is a calibration of the
-    whole scan rather than a frame's own error."""
-    x = torch.cat([p0 - p0.mean(0), torch.ones_like(p0[:, :1])], 1).double()
-    coef = torch.linalg.lstsq(x, delta.double()).solution
-    return (x @ coef).to(delta.dtype)
 
 
 def _resolve(data, options, model, dtype_name, device):

@@ -402,3 +402,13 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
         options=opts.to_dict(),
         extras=extras,
     )
+
+
+def affine_part(delta: torch.Tensor, p0: torch.Tensor) -> torch.Tensor:
+    """The least-squares affine map (shift + 2 x 2 linear part about the centroid of
+    ``p0``) of the corrections ``delta`` (n, 2) over the start positions ``p0`` (n, 2),
+    evaluated at ``p0``, px: the part of a position correction that is a calibration of the
+    whole scan rather than a frame's own error."""
+    x = torch.cat([p0 - p0.mean(0), torch.ones_like(p0[:, :1])], 1).double()
+    coef = torch.linalg.lstsq(x, delta.double()).solution
+    return (x @ coef).to(delta.dtype)

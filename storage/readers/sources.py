@@ -12,8 +12,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["TIFF_SUFFIXES", "tiff_frame_files", "positions_sidecars", "source_files"]
+import numpy as np
+
+from storage.errors import wrap_errors
+
+if TYPE_CHECKING:
+    from ptytasks.data import PtychoData
+
+__all__ = ["TIFF_SUFFIXES", "tiff_frame_files", "positions_sidecars", "source_files",
+           "frame_source_id", "meta_id"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -69,3 +78,26 @@ def source_files(path: str | os.PathLike, positions=None) -> list[Path]:
     elif positions is None and (kind == "tiff" or (kind == "npy" and not _npy_is_4d(path))):
         files += positions_sidecars(path, kind)[:1]
     return list(dict.fromkeys(files))
+
+
+def frame_source_id(frames, meta: dict, positions=None):
+    """Cheap identity of lazily read frames: path, size and mtime of every file the reader
+    reads for them (:func:`storage.readers.sources.source_files`: the frames of a TIFF
+    folder one by one, a positions sidecar or ``positions`` file), so that rewriting any
+    of them -- not only the main path -- changes the identity."""
+    src = meta.get("source")
+    if src and os.path.exists(src):
+        files = []
+        for f in source_files(src, positions):
+            with wrap_errors(f, None, "reading the file's size and mtime"):
+                st = os.stat(f)
+            files.append((os.path.realpath(f), st.st_size, st.st_mtime_ns))
+        return {"source": os.path.abspath(src), "files": files}
+    return {"frames": np.asarray(frames)}
+
+
+def meta_id(d: PtychoData) -> dict:
+    """What the raw step holds besides the frames, as read (positions, probe, geometry)."""
+    keys = ("modality", "wavelength", "pixel_size", "object_shape", "positions_px",
+            "wavevectors", "distance", "detector_pixel", "probe", "params")  # fmt: skip
+    return {k: getattr(d, k) for k in keys}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from flows.params import CalibrationParams, EngineParams
-from flows.stages import _calibration_key
+from flows.step_keys import calibration_key as _calibration_key
 from ptytasks.engines import options
 from ptytasks.engines.rnf_options import RNFOptions
 from storage.atomic import fingerprint

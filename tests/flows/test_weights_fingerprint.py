@@ -10,7 +10,7 @@ import yaml
 
 from flows.facility import FacilityParams, Ledger, decide
 from flows.params import CalibrationParams, EngineParams, IngestParams
-from flows.stages import network_weights
+from flows.step_keys import network_weights
 
 
 def _rewrite(path, data: bytes) -> None:

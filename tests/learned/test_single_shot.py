@@ -333,7 +333,7 @@ def test_pipeline_params_accept_learned():
     s = EngineParams(engine="learned", alpha=0.5, batch_size=64).settings()
     assert s["batch_size"] == 64 and "alpha" not in s
     assert CalibrationParams(object="learned").object == "learned"
-    from flows.stages import _calibration_key
+    from flows.step_keys import calibration_key as _calibration_key
 
     # the learned prior's weights key a run only when the prior is learned, so stores
     # written before the field existed keep their fingerprints

@@ -1,5 +1,6 @@
-"""The evaluation reports a half-data FRC only when the run asks for one: halves left in
-the store by an earlier run (made under other settings) are not this run's."""
+"""What the stages refuse or leave out: halves an earlier run left in the store (made
+under other settings) are not reported; a tile grid the data cannot take names the
+setting to change."""
 
 from __future__ import annotations
 

@@ -199,15 +199,16 @@ def reconstruct_pie(
 
     factors = model.intensity_factors.detach().to(device=device, dtype=rdtype)
     if opts.rescale_probe:
-        # Far/near field are unitary: for |O| ~ 1 a frame's counts equal f * sum|P|^2. The
-        # coded surface is not (it absorbs): measure the power the detector sees instead.
-        if modality_of(data).has_surface:
+        # For |O| ~ 1 a frame's counts equal f times the probe's power the detector sees
+        # on the pixels counted (total_counts leaves the masked ones out; the coded surface
+        # absorbs some). Far/near field are unitary: without a mask that is sum|P|^2.
+        if mask is None and not modality_of(data).has_surface:
+            power = float((probe.real**2 + probe.imag**2).sum())
+        else:
             idx0 = torch.zeros(1, dtype=torch.long, device=device)
             det = model.to_detector(probe, idx0)
             det_int = det.real**2 + det.imag**2
             power = float((det_int if mask is None else det_int * mask).sum())
-        else:
-            power = float((probe.real**2 + probe.imag**2).sum())
         target = total_counts / float(factors.sum())
         probe *= (target / max(power, 1e-30)) ** 0.5
 
@@ -242,7 +243,7 @@ def reconstruct_pie(
                 positions.copy_(torch.minimum(torch.maximum(positions, lower), upper))
                 grid_search(state.obj, state.probe, positions, model, amp, state.sqrt_f,
                             radius=opts.position_correction.search_radius,
-                            lower=lower, upper=upper)
+                            lower=lower, upper=upper, mask=mask)
             if active is not None or (refiner is not None and refiner.search_due(epoch)):
                 refiner.end_epoch(lower, upper)
             losses.append(err / max(total_counts, 1e-30))

@@ -70,6 +70,9 @@ class PINEOptions(PIEOptions):
             raise ValueError(f"PINE rho must be in [0, 1] (paper: 0.49); got {self.rho}")
         if int(self.denoise_every) < 1:
             raise ValueError(f"denoise_every must be >= 1; got {self.denoise_every}")
+        if int(self.n_slices) > 1:  # it failed after the first sweep: a 2-D denoiser
+            raise ValueError(f"PINE denoises one 2-D object (n_slices 1), not {self.n_slices} "
+                             "slices: use rpie (3PIE) or rnf for multislice")  # fmt: skip
 
     def pie_options(self) -> PIEOptions:
         """The options of the ePIE sweep (every shared field carried over)."""

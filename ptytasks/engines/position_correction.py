@@ -113,7 +113,7 @@ class PositionRefiner:
         self.history.append(float((new - self.initial).norm(dim=1).pow(2).mean().sqrt()))
 
 
-def patch_errors(patches, probe, model, amp, sqrt_f, idx) -> torch.Tensor:
+def patch_errors(patches, probe, model, amp, sqrt_f, idx, mask=None) -> torch.Tensor:
     """Amplitude errors ``sum(| |Psi| - sqrt(I) |^2)`` of candidate object patches.
 
     Parameters
@@ -121,6 +121,9 @@ def patch_errors(patches, probe, model, amp, sqrt_f, idx) -> torch.Tensor:
     patches : complex ``(b, K, wy, wx)`` or ``(b, K, S, wy, wx)``
         ``K`` candidate patches for each of the frames ``idx`` (``b`` of them); with ``S``
         slices the candidates go through the model's multislice propagation.
+    mask : bool ``(wy, wx)``, optional
+        Detector pixels that count (the engines' detector mask): a beamstop's or a hot
+        pixel's reading must not pull a frame off its place.
 
     Returns
     -------
@@ -135,16 +138,19 @@ def patch_errors(patches, probe, model, amp, sqrt_f, idx) -> torch.Tensor:
     wave = model.to_detector(psi, frames)
     wave = wave[:, None] if single else wave
     mod = torch.sqrt((wave.real**2 + wave.imag**2).sum(1)) * sqrt_f[frames, None, None]
-    return ((mod - amp[frames]) ** 2).sum((-2, -1)).reshape(b, k)
+    sq = (mod - amp[frames]) ** 2
+    return (sq if mask is None else sq * mask).sum((-2, -1)).reshape(b, k)
 
 
 def grid_search(obj, probe, positions, model, amp, sqrt_f, *, radius: int,
-                lower: torch.Tensor, upper: torch.Tensor, chunk: int = 8) -> int:
+                lower: torch.Tensor, upper: torch.Tensor, chunk: int = 8,
+                mask: torch.Tensor | None = None) -> int:
     """Move each frame to the best whole-pixel offset within ``radius``; in place.
 
     Candidates ``p + (dy, dx)`` for ``|dy|, |dx| <= radius`` are scored by
     :func:`patch_errors` with the current object and probe; the zero offset is a
-    candidate, so no frame gets worse. One enlarged crop per frame (sub-pixel shifted once)
+    candidate, so no frame gets worse; only the detector pixels in ``mask`` count. One
+    enlarged crop per frame (sub-pixel shifted once)
     supplies all its candidates as sub-windows; the object is zero-padded by ``radius`` so
     candidates beyond the canvas score badly, and results are clamped to ``lower`` ..
     ``upper``. Returns how many frames moved.
@@ -164,7 +170,7 @@ def grid_search(obj, probe, positions, model, amp, sqrt_f, *, radius: int,
             cands = cands.flatten(2, 3).movedim(1, 2)
         else:
             cands = cands.reshape(len(idx), -1, wy, wx)
-        err = patch_errors(cands, probe, model, amp, sqrt_f, idx)
+        err = patch_errors(cands, probe, model, amp, sqrt_f, idx, mask)
         best = err.argmin(1)
         new = positions[idx] + offsets[best]
         positions[idx] = torch.minimum(torch.maximum(new, lower), upper)

@@ -93,6 +93,7 @@ def search_positions(data, probe, options: PositionSearchOptions | None = None,
     -------
     float64 ``(n, 2)``, inside the object's allowed corner range.
     """
+    from ptytasks.engines.pie_state import detector_mask_of
     from ptytasks.modalities import modality_of, model_for
 
     o = options or PositionSearchOptions()
@@ -109,6 +110,8 @@ def search_positions(data, probe, options: PositionSearchOptions | None = None,
     p = p[0] if p.dim() == 3 else p
     if tuple(p.shape) != tuple(w):
         raise ValueError(f"position_search: probe shape {tuple(p.shape)} != frame shape {w}")
+    m = detector_mask_of(data.meta)  # pixels that count: a beamstop's zeros must not
+    use = None if m is None else torch.as_tensor(np.asarray(m, bool))  # move frames
     pint = p.abs() ** 2
     den = (1 - o.alpha) * pint + o.alpha * pint.max()
     upper = np.subtract(data.object_shape, w)
@@ -131,12 +134,16 @@ def search_positions(data, probe, options: PositionSearchOptions | None = None,
             idx = torch.full((len(off),), i, dtype=torch.long)
             wave = model.to_detector(psi, idx)
             mod = wave.abs() * sf[i]
-            err = ((mod - amp[i]) ** 2).sum((-2, -1))
+            sq = (mod - amp[i]) ** 2
+            err = (sq if use is None else sq * use).sum((-2, -1))
             best = err.min().clamp_min(1e-30)
             wts = torch.softmax(-(err - best) / (temp * best) - prior, 0)
             keep = torch.nonzero(wts > o.min_weight).flatten()
             wk = wts[keep] / wts[keep].sum()
-            proj = wave[keep] * (amp[i] / sf[i] / (wave[keep].abs() + 1e-8))
+            ratio = amp[i] / sf[i] / (wave[keep].abs() + 1e-8)
+            if use is not None:  # masked pixels keep the model's own wave
+                ratio = torch.where(use, ratio, torch.ones_like(ratio))
+            proj = wave[keep] * ratio
             dpsi = model.from_detector(proj, idx[keep]) - psi[keep]
             upd = p.conj() * dpsi / den * wk[:, None, None]
             for k, c in enumerate(keep.tolist()):

@@ -87,7 +87,9 @@ class MosaicWriter:
 
     #: What a finished mosaic holds; part of the mosaic step's fingerprint, so a mosaic
     #: written before the OME image existed is rebuilt on the next run, not kept as is.
-    FORMAT = f"ome-zarr-{ome.OME_VERSION}/{ome.IMAGE}"
+    #: "blend-2": the weight is the feather-weighted mean illumination, the tile scales
+    #: come from overlap energies, and coarse levels read the fill where unseen.
+    FORMAT = f"ome-zarr-{ome.OME_VERSION}/{ome.IMAGE}/blend-2"
 
     def __init__(self, path: str | os.PathLike, name: str = L.MOSAIC):
         self.path = os.fspath(path)
@@ -207,7 +209,10 @@ class MosaicWriter:
         client : dask.distributed.Client, optional
             Shards run as ``client.map`` tasks on it; serially here when None.
         """
-        # Every shard, even one no tile reaches: it gets ``fill`` (the template holds 0).
+        # Every shard, even one no tile reaches: it gets ``fill`` (the template holds 0);
+        # the pyramid's unseen pixels read it too
+        zarr.open_group(self.path, mode="a")[self.name].attrs["fill"] = [float(np.real(fill)),
+                                                                         float(np.imag(fill))]
         jobs = self.shards()
         if client is None:
             for s in jobs:
@@ -270,5 +275,6 @@ class MosaicWriter:
         w = np.pad(w, ((0, h - w.shape[0]), (0, wd - w.shape[1])))
         num = (o * w).reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
         den = w.reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
-        obj = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
+        re, im = zarr.open_group(self.path, mode="r")[self.name].attrs.get("fill", [0.0, 0.0])
+        obj = np.where(den > 0, num / np.where(den > 0, den, 1), complex(re, im))
         self.write_region(ys.start, xs.start, obj, den / 4, level=k)

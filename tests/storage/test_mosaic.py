@@ -20,7 +20,7 @@ def _tiles(store: RunStore, covered, tile, step, rng):
     """Overlapping tiles covering ``covered`` (pixels); random content and weights, cores
     inset by 8 pixels, so the feather taper is not uniform."""
     tiles, steps = [], {}
-    num, den = np.zeros(covered, complex), np.zeros(covered)
+    num, den, fsum = np.zeros(covered, complex), np.zeros(covered), np.zeros(covered)
     for y0 in range(0, covered[0] - tile[0] + 1, step[0]):
         for x0 in range(0, covered[1] - tile[1] + 1, step[1]):
             t = Tile(f"t{len(tiles):03d}", (0, 0), np.arange(0), (y0, x0), tile,
@@ -34,16 +34,19 @@ def _tiles(store: RunStore, covered, tile, step, rng):
             f = w * feather(t)
             num[y0 : y0 + tile[0], x0 : x0 + tile[1]] += f * obj
             den[y0 : y0 + tile[0], x0 : x0 + tile[1]] += f
+            fsum[y0 : y0 + tile[0], x0 : x0 + tile[1]] += feather(t)
             tiles.append(t)
-    return tiles, TileLoader(store.path, steps), num, den
+    # the blend, and the mosaic's weight: the feather-weighted mean illumination of the
+    # tiles seeing a pixel
+    return tiles, TileLoader(store.path, steps), num / den, den / fsum
 
 
-def _check(store_path, num, den, fill=1.0):
+def _check(store_path, blend, weight, fill=1.0):
     w = MosaicWriter(store_path)
     got_w, got_o = w.array("weight")[...], w.array("object")[...]
-    h, wd = den.shape
-    np.testing.assert_allclose(got_w[:h, :wd], den, rtol=1e-6)  # every contribution arrived
-    np.testing.assert_allclose(got_o[:h, :wd], num / den, rtol=1e-4, atol=1e-5)
+    h, wd = weight.shape
+    np.testing.assert_allclose(got_w[:h, :wd], weight, rtol=1e-6)  # every contribution arrived
+    np.testing.assert_allclose(got_o[:h, :wd], blend, rtol=1e-4, atol=1e-5)
     # Pixels (and whole shards) no tile reaches: weight 0, object ``fill``.
     assert (got_w[h:] == 0).all() and (got_o[h:] == fill).all() and got_w.shape[0] > h + 32
 
@@ -62,14 +65,14 @@ def test_region_alignment(tmp_path):
 def test_serial_stitch_and_pyramid(tmp_path):
     rng = np.random.default_rng(1)
     store = RunStore.create(tmp_path / "m.zarr")
-    tiles, load, num, den = _tiles(store, (90, 110), (40, 50), (25, 30), rng)
+    tiles, load, blend, weight = _tiles(store, (90, 110), (40, 50), (25, 30), rng)
     w = MosaicWriter.create(store, (130, 110), pixel_size=1e-8, shard=(32, 32), chunk=(16, 16))
     w.stitch(tiles, load)
     assert w.build_pyramid(2) == 2
-    _check(store.path, num, den)
+    _check(store.path, blend, weight)
     lvl1 = w.array("object", 1)[...]
     assert lvl1.shape == (65, 55)
-    want = (num[:2, :2]).sum() / den[:2, :2].sum()
+    want = (blend[:2, :2] * weight[:2, :2]).sum() / weight[:2, :2].sum()
     np.testing.assert_allclose(lvl1[0, 0], want, rtol=1e-4)
     tree = store.open_datatree()
     assert tree["mosaic/level_2"].object.dims == ("y", "x")
@@ -82,7 +85,7 @@ def test_two_dask_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     rng = np.random.default_rng(2)
     store = RunStore.create(tmp_path / "m.zarr")
-    tiles, load, num, den = _tiles(store, (160, 192), (64, 64), (48, 32), rng)  # many overlaps
+    tiles, load, blend, weight = _tiles(store, (160, 192), (64, 64), (48, 32), rng)  # overlaps
     w = MosaicWriter.create(store, (224, 192), pixel_size=1e-8, shard=(32, 32), chunk=(16, 16))
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, \
@@ -91,4 +94,20 @@ def test_two_dask_processes(tmp_path, monkeypatch):
         assert len(pids) == 2 and os.getpid() not in pids
         w.stitch(tiles, load, fill=0.5, client=client)
         w.build_pyramid(1, client=client)
-    _check(store.path, num, den, fill=0.5)
+    _check(store.path, blend, weight, fill=0.5)
+
+
+def test_unseen_pixels_read_the_fill_at_every_level(tmp_path):
+    """Free space (fill 1) where no tile reaches, at level 0 and in the pyramid alike (the
+    coarse levels read 0 there, so a viewer's background flipped as it zoomed out)."""
+    from ptytasks.tiling import Tile
+
+    t = Tile("t0000", (0, 0), np.arange(0), (4, 4), (20, 20), (4, 24, 4, 24))
+    obj, w = np.full((20, 20), 0.5 + 0j, np.complex64), np.ones((20, 20), np.float32)
+    mw = MosaicWriter.create(tmp_path / "s.zarr", (40, 40), pixel_size=1e-8, shard=(16, 16),
+                             chunk=(8, 8))  # fmt: skip
+    mw.stitch([t], lambda tid: (obj, w), None, fill=1.0)
+    mw.build_pyramid(levels=2)
+    for k in range(3):
+        assert mw.array("object", k)[-1, -1] == 1.0, k
+        assert mw.array("weight", k)[-1, -1] == 0.0, k

@@ -228,11 +228,20 @@ class MosaicWriter:
         self.write_region(ys.start, xs.start, obj, weight)
 
     # ------------------------------------------------------------------ pyramid
-    def build_pyramid(self, levels: int | None = None, client=None, min_size: int = 64) -> int:
-        """Levels 1.. by weighted 2x2 averaging, until ``min_size``; returns the count."""
+    def build_pyramid(self, levels: int | None = None, client=None, min_size: int = 64,
+                      max_pixels: int | None = None) -> int:
+        """Levels 1.. by weighted 2x2 averaging, until ``min_size`` on the short side and at
+        least until a level holds at most ``max_pixels`` (default
+        :data:`ptytasks.evaluation.MAX_EVAL_PIXELS`: the metrics' memory bound, which a
+        strip-shaped mosaic would otherwise never get under); returns the count."""
+        from ptytasks.evaluation import MAX_EVAL_PIXELS
+
         a0 = self.array("object", 0)
         if levels is None:
             levels = max(0, int(math.log2(max(1, min(a0.shape) / min_size))))
+            limit = MAX_EVAL_PIXELS if max_pixels is None else int(max_pixels)
+            while math.prod(-(-n // 2**levels) for n in a0.shape) > limit:
+                levels += 1
         for k in range(1, levels + 1):
             prev = self.array("object", k - 1)
             shape = ((prev.shape[0] + 1) // 2, (prev.shape[1] + 1) // 2)
@@ -271,10 +280,14 @@ class MosaicWriter:
         o = self.array("object", k - 1)[src].astype(np.complex128)
         w = self.array("weight", k - 1)[src].astype(np.float64)
         h, wd = (ys.stop - ys.start) * 2, (xs.stop - xs.start) * 2
+        real = np.pad(np.ones(o.shape), ((0, h - o.shape[0]), (0, wd - o.shape[1])))
         o = np.pad(o, ((0, h - o.shape[0]), (0, wd - o.shape[1])))
         w = np.pad(w, ((0, h - w.shape[0]), (0, wd - w.shape[1])))
         num = (o * w).reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
         den = w.reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
+        cnt = real.reshape(h // 2, 2, wd // 2, 2).sum((1, 3))  # pixels, not padding
         re, im = zarr.open_group(self.path, mode="r")[self.name].attrs.get("fill", [0.0, 0.0])
         obj = np.where(den > 0, num / np.where(den > 0, den, 1), complex(re, im))
-        self.write_region(ys.start, xs.start, obj, den / 4, level=k)
+        # the mean weight of a block's real pixels: on an odd edge den / 4 halved the weight
+        # at every level, until the edge fell out of the trusted mask
+        self.write_region(ys.start, xs.start, obj, den / np.maximum(cnt, 1), level=k)

@@ -111,3 +111,26 @@ def test_unseen_pixels_read_the_fill_at_every_level(tmp_path):
     for k in range(3):
         assert mw.array("object", k)[-1, -1] == 1.0, k
         assert mw.array("weight", k)[-1, -1] == 0.0, k
+
+
+def test_pyramid_keeps_odd_edges_and_reaches_the_evaluation_bound(tmp_path):
+    """A block half outside an odd edge keeps its pixels' mean weight (den / 4 halved it at
+    every level, until the edge left the trusted mask), and a strip-shaped mosaic gets the
+    levels its metrics need to fit their memory bound (the short side alone gave none)."""
+    from ptytasks.tiling import Tile
+
+    t = Tile("t0000", (0, 0), np.arange(0), (0, 0), (33, 33), (0, 33, 0, 33))
+    obj, w = np.full((33, 33), 0.5 + 0j, np.complex64), np.ones((33, 33), np.float32)
+    mw = MosaicWriter.create(tmp_path / "s.zarr", (33, 33), pixel_size=1e-8, shard=(16, 16),
+                             chunk=(8, 8))  # fmt: skip
+    mw.stitch([t], lambda tid: (obj, w), None, fill=1.0)
+    mw.build_pyramid(levels=2)
+    for k in (1, 2):
+        wk = mw.array("weight", k)[...]
+        np.testing.assert_allclose(wk, 1.0, err_msg=f"level {k}")
+    strip = MosaicWriter.create(tmp_path / "t.zarr", (16, 600), pixel_size=1e-8, shard=(16, 64),
+                                chunk=(8, 32))  # fmt: skip
+    s = Tile("t0000", (0, 0), np.arange(0), (0, 0), (16, 600), (0, 16, 0, 600))
+    strip.stitch([s], lambda tid: (np.ones((16, 600), np.complex64),
+                                   np.ones((16, 600), np.float32)), None)  # fmt: skip
+    assert strip.build_pyramid(max_pixels=2000) == 2  # 9600 -> 2400 -> 600 pixels

@@ -38,21 +38,11 @@ def network_weights(engine: EngineParams, calibration: CalibrationParams) -> dic
     if prior is not None and prior.weight_files is not None:
         # the prior runs with default options but the learned prior's chosen weights
         files[prior.weight_roles[1]] = prior.weight_files({"weights": calibration.learned_weights})
-    out = {}
-    for role, paths in files.items():
-        digests = []
-        for f in paths:
-            try:
-                st = f.stat()
-            except OSError:
-                digests.append("missing")
-                continue
-            digests.append(_digest(str(f.resolve()), st.st_size, st.st_mtime_ns))
-        out[role] = ",".join(digests)  # one file: its digest alone, as before
-    return out
+    # one file: its digest alone, as before
+    return {role: ",".join(input_digest(f) for f in paths) for role, paths in files.items()}
 
 
-def input_digest(path: str) -> str:
+def input_digest(path: str | Path) -> str:
     """SHA-256 of a file, or of every file under a folder ("missing" when absent)."""
     p = Path(path)
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]

@@ -97,16 +97,22 @@ def test_two_dask_processes(tmp_path, monkeypatch):
     _check(store.path, blend, weight, fill=0.5)
 
 
+def _one_tile(path, origin, tile_shape, mosaic_shape, shard, chunk, value=0.5 + 0j):
+    """A mosaic stitched from one uniform tile of weight 1 (fill 1 where it is not)."""
+    y0, x0 = origin
+    t = Tile("t0000", (0, 0), np.arange(0), origin, tile_shape,
+             (y0, y0 + tile_shape[0], x0, x0 + tile_shape[1]))  # fmt: skip
+    obj = np.full(tile_shape, value, np.complex64)
+    w = np.ones(tile_shape, np.float32)
+    mw = MosaicWriter.create(path, mosaic_shape, pixel_size=1e-8, shard=shard, chunk=chunk)
+    mw.stitch([t], lambda tid: (obj, w), None, fill=1.0)
+    return mw
+
+
 def test_unseen_pixels_read_the_fill_at_every_level(tmp_path):
     """Free space (fill 1) where no tile reaches, at level 0 and in the pyramid alike (the
     coarse levels read 0 there, so a viewer's background flipped as it zoomed out)."""
-    from ptytasks.tiling import Tile
-
-    t = Tile("t0000", (0, 0), np.arange(0), (4, 4), (20, 20), (4, 24, 4, 24))
-    obj, w = np.full((20, 20), 0.5 + 0j, np.complex64), np.ones((20, 20), np.float32)
-    mw = MosaicWriter.create(tmp_path / "s.zarr", (40, 40), pixel_size=1e-8, shard=(16, 16),
-                             chunk=(8, 8))  # fmt: skip
-    mw.stitch([t], lambda tid: (obj, w), None, fill=1.0)
+    mw = _one_tile(tmp_path / "s.zarr", (4, 4), (20, 20), (40, 40), (16, 16), (8, 8))
     mw.build_pyramid(levels=2)
     for k in range(3):
         assert mw.array("object", k)[-1, -1] == 1.0, k
@@ -117,20 +123,11 @@ def test_pyramid_keeps_odd_edges_and_reaches_the_evaluation_bound(tmp_path):
     """A block half outside an odd edge keeps its pixels' mean weight (den / 4 halved it at
     every level, until the edge left the trusted mask), and a strip-shaped mosaic gets the
     levels its metrics need to fit their memory bound (the short side alone gave none)."""
-    from ptytasks.tiling import Tile
-
-    t = Tile("t0000", (0, 0), np.arange(0), (0, 0), (33, 33), (0, 33, 0, 33))
-    obj, w = np.full((33, 33), 0.5 + 0j, np.complex64), np.ones((33, 33), np.float32)
-    mw = MosaicWriter.create(tmp_path / "s.zarr", (33, 33), pixel_size=1e-8, shard=(16, 16),
-                             chunk=(8, 8))  # fmt: skip
-    mw.stitch([t], lambda tid: (obj, w), None, fill=1.0)
+    mw = _one_tile(tmp_path / "s.zarr", (0, 0), (33, 33), (33, 33), (16, 16), (8, 8))
     mw.build_pyramid(levels=2)
     for k in (1, 2):
         wk = mw.array("weight", k)[...]
         np.testing.assert_allclose(wk, 1.0, err_msg=f"level {k}")
-    strip = MosaicWriter.create(tmp_path / "t.zarr", (16, 600), pixel_size=1e-8, shard=(16, 64),
-                                chunk=(8, 32))  # fmt: skip
-    s = Tile("t0000", (0, 0), np.arange(0), (0, 0), (16, 600), (0, 16, 0, 600))
-    strip.stitch([s], lambda tid: (np.ones((16, 600), np.complex64),
-                                   np.ones((16, 600), np.float32)), None)  # fmt: skip
+    strip = _one_tile(tmp_path / "t.zarr", (0, 0), (16, 600), (16, 600), (16, 64), (8, 32),
+                      value=1.0)  # fmt: skip
     assert strip.build_pyramid(max_pixels=2000) == 2  # 9600 -> 2400 -> 600 pixels

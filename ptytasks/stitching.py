@@ -98,6 +98,25 @@ def _solve_graph(
     return x0 + np.linalg.lstsq(a, b, rcond=None)[0]
 
 
+class _TileCache:
+    """``index -> (object, weight, max weight)`` of the tiles, read through ``load`` and
+    kept for the ``size`` most recently used (least recently used dropped first)."""
+
+    def __init__(self, load: Loader, ids: Sequence[str], size: int):
+        self.load, self.ids, self.size = load, list(ids), max(int(size), 2)
+        self.kept: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def __call__(self, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+        if k in self.kept:
+            self.kept[k] = self.kept.pop(k)  # now the most recently used
+        else:
+            if len(self.kept) >= self.size:
+                del self.kept[next(iter(self.kept))]
+            obj, weight = self.load(self.ids[k])
+            self.kept[k] = (obj, weight, float(np.max(weight)))
+        return self.kept[k]
+
+
 def solve_corrections(
     tiles: Sequence[Tile], load: Loader, *, ramps: bool = True, min_weight: float = 1e-2
 ) -> dict[str, TileCorrection]:
@@ -119,27 +138,31 @@ def solve_corrections(
     dict tile_id -> :class:`TileCorrection`.
     """
     n = len(tiles)
-    data = {t.tile_id: load(t.tile_id) for t in tiles}
-    pairs = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            box = _intersect(_box_of(tiles[i]), _box_of(tiles[j]))
-            if box is None:
-                continue
-            oi, wi = (a[_local(tiles[i], box)] for a in data[tiles[i].tile_id])
-            oj, wj = (a[_local(tiles[j], box)] for a in data[tiles[j].tile_id])
-            wi, wj = np.clip(wi, 0, None), np.clip(wj, 0, None)
-            trusted = ((wi >= min_weight * data[tiles[i].tile_id][1].max())
-                       & (wj >= min_weight * data[tiles[j].tile_id][1].max()))  # fmt: skip
+    boxes = [(i, j, box) for i in range(n) for j in range(i + 1, n)
+             if (box := _intersect(_box_of(tiles[i]), _box_of(tiles[j]))) is not None]
+    # Tiles are read as the pairs need them and only a band of them stays in memory (a
+    # gigapixel plan holds hundreds): the pairs run tile by tile and a tile's partners lie
+    # within ``span`` places of it in the plan's order (a raster grid's row + 1), so
+    # between two uses of a tile fewer than ``2 span + 2`` others are read, and each
+    # pass (ramps, then scales with the ramps applied) reads every tile once.
+    span = max((j - i for i, j, _ in boxes), default=0)
+    tile_data = _TileCache(load, [t.tile_id for t in tiles], size=2 * span + 2)
+
+    def overlaps():
+        for i, j, box in boxes:
+            oi, wi, mi = tile_data(i)
+            oj, wj, mj = tile_data(j)
+            oi, wi = oi[_local(tiles[i], box)], np.clip(wi[_local(tiles[i], box)], 0, None)
+            oj, wj = oj[_local(tiles[j], box)], np.clip(wj[_local(tiles[j], box)], 0, None)
+            trusted = (wi >= min_weight * mi) & (wj >= min_weight * mj)
             w = np.where(trusted, np.sqrt(wi * wj), 0.0)
-            if w.max() <= 0:
-                continue
-            pairs.append((i, j, box, oi, oj, w))
+            if w.max() > 0:
+                yield i, j, box, oi, oj, w
 
     ramp = np.zeros((n, 2))
     if ramps:
         edges = []
-        for i, j, _box, oi, oj, w in pairs:
+        for i, j, _box, oi, oj, w in overlaps():
             z = oi * np.conj(oj)
             # Ramp difference from the weighted mean phase step of z along each axis.
             gy = np.angle(np.sum(w[1:] * w[:-1] * z[1:] * np.conj(z[:-1])))
@@ -149,7 +172,7 @@ def solve_corrections(
         ramp = _solve_graph(n, edges, k=2)
 
     edges = []
-    for i, j, box, oi, oj, w in pairs:
+    for i, j, box, oi, oj, w in overlaps():
         ci = oi * _ramp_field(box, ramp[i])
         cj = oj * _ramp_field(box, ramp[j])
         # |c| from the two tiles' overlap energies, its phase from their cross term: a

@@ -204,3 +204,41 @@ def test_the_trusted_region_does_not_depend_on_the_tile_grid():
         _, wt = stitch_region((0, sh[0], 0, sh[1]), tiles, store.__getitem__)
         counts.append(int(trusted_mask(wt).sum()))
     assert max(counts) - min(counts) <= 0.01 * max(counts), counts
+
+
+def test_corrections_keep_a_band_of_tiles_in_memory_not_the_whole_plan():
+    """A gigapixel plan holds hundreds of tiles; aligning them must not hold them all at
+    once. The loader's arrays are tracked by weak references: a 6 x 6 plan may keep at
+    most ``2 (row + 1) + 2`` tiles alive and reads each tile once per pass (two passes);
+    the corrections still undo every tile's gain."""
+    import weakref
+
+    rng = np.random.default_rng(5)
+    p = _raster(n=24)
+    tiles = plan_scanning_tiles(p, (16, 16), (6, 6), margin_probe_widths=0.5)
+    shape = mosaic_shape(tiles)
+    truth = np.exp(1j * rng.uniform(-1, 1, shape)) * rng.uniform(0.5, 1, shape)
+    gains = {t.tile_id: rng.uniform(0.5, 2) * np.exp(1j * rng.uniform(-3, 3)) for t in tiles}
+    live, reads = [], []
+
+    def load(tile_id):
+        t = next(t for t in tiles if t.tile_id == tile_id)
+        y0, x0 = t.object_origin
+        h, w = t.object_shape
+        obj = truth[y0 : y0 + h, x0 : x0 + w] * gains[tile_id]
+        weight = np.ones((h, w)) + rng.uniform(0, 0.1, (h, w))
+        live.extend(weakref.ref(a) for a in (obj, weight))
+        reads.append(tile_id)
+        alive = sum(r() is not None for r in live) // 2
+        peak[0] = max(peak[0], alive)
+        return obj, weight
+
+    peak = [0]
+    corr = solve_corrections(tiles, load)
+    assert len(tiles) == 36
+    assert peak[0] <= 2 * (6 + 1) + 2 + 1, peak  # + 1: the tile being read
+    assert len(reads) <= 2 * len(tiles), len(reads)
+    for t in tiles:  # the ratio between tiles is their gains' ratio, whatever the loads
+        rel = corr[t.tile_id].scale * gains[t.tile_id] / (corr[tiles[0].tile_id].scale
+                                                          * gains[tiles[0].tile_id])
+        assert abs(rel - 1) < 1e-6, (t.tile_id, rel)

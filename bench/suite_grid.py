@@ -302,7 +302,33 @@ def summarise(rows: list[dict]) -> dict:
         out[cell] = {"engines": engines, "time_budget_s": budgets,
                      "best_equal_epochs": _best(engines, "equal_epochs"),
                      "best_equal_time": _best(engines, "equal_time")}  # fmt: skip
+        at_best = subject_at_best_time(rs, engines)
+        if at_best is not None:
+            out[cell]["subject_at_best_time"] = at_best
     return out
+
+
+def subject_at_best_time(rows: list[dict], engines: dict) -> dict | None:
+    """Issue #19's wall-time view: the default engine's error at the compute time the best
+    *other* engine (lowest median final error) took for its run, case by case, and its
+    ratio to that engine's final error. ``None`` without the default engine or a rival."""
+    others = {e: s for e, s in engines.items() if e != C.SUBJECT}
+    best = _best(others, "equal_epochs")
+    if C.SUBJECT not in engines or best is None:
+        return None
+    at, ratio, budgets = [], [], []
+    for seed in sorted({r["seed"] for r in rows}):
+        by = {r["engine"]: r for r in rows if r["seed"] == seed}
+        b, own = by.get(best), by.get(C.SUBJECT)
+        if b is None or own is None or not b.get("times"):
+            continue
+        budget = b["times"]["compute_s"]
+        err = equal_time({C.SUBJECT: own.get("curve", [])}, budget)[C.SUBJECT] \
+            if own.get("ok") and np.isfinite(own.get("complex_error", np.nan)) else np.nan
+        budgets.append(budget)
+        at.append(err)
+        ratio.append(err / b["complex_error"])
+    return {"engine": best, "budget_s": budgets, "error": _stats(at), "ratio": _stats(ratio)}
 
 
 def _stats(v) -> dict:
@@ -339,6 +365,7 @@ def markdown(doc: dict) -> str:
                   f"dose {c['dose']:g}", "",
                   f"Best at equal epochs: **{s['best_equal_epochs']}**; at equal time "
                   f"({_fmt_list(s['time_budget_s'])} s): **{s['best_equal_time']}**.", "",
+                  *_at_best_line(s),
                   "| engine | equal epochs | equal time | FRC vs truth (c/px) | s/epoch |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for e, v in s["engines"].items():
@@ -351,6 +378,15 @@ def markdown(doc: dict) -> str:
         lines += ["Not run: " + "; ".join(f"{c}: {e} ({why})" for c, d in doc["skipped"].items()
                                           for e, why in d.items()), ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _at_best_line(s: dict) -> list[str]:
+    a = s.get("subject_at_best_time")
+    if a is None:
+        return []
+    return [f"{C.SUBJECT} at the compute time of the best other engine's run ({a['engine']}, "
+            f"{_fmt_list(a['budget_s'])} s): {_fmt(a['error'])}; ratio to {a['engine']}'s "
+            f"final error {_fmt(a['ratio'])}.", ""]
 
 
 def _fmt(s: dict) -> str:

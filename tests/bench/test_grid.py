@@ -251,3 +251,26 @@ def test_one_factor_driver_runs_engine_seed_replicates_and_resumes(tmp_path):
         assert e[s] != e[s + 1000]
     D.main(args)
     assert len(json.loads(out.read_text())["rows"]) == len(rows)
+
+
+def test_the_default_engine_is_also_read_at_the_best_other_engines_run_time():
+    """Issue #19's wall-time view: the default engine's error when the best *other* engine
+    (lowest median final error; not the fastest) has finished its run, and the ratio to
+    that engine's final error, case by case."""
+    subject = S.C.SUBJECT
+    rows = []
+    for seed in (1, 2, 3):
+        rows.append(_row("c", seed, "fast", 0.5, 1.0, [{"seconds": 1.0, "error": 0.5}]))
+        rows.append(_row("c", seed, "best", 0.2, 4.0, [{"seconds": 4.0, "error": 0.2}]))
+        rows.append(_row("c", seed, subject, 0.1, 9.0,
+                         [{"seconds": 0.9, "error": 0.9}, {"seconds": 3.0 + seed / 2, "error": 0.3},
+                          {"seconds": 9.0, "error": 0.1}]))  # fmt: skip
+    a = S.summarise(rows)["c"]["subject_at_best_time"]
+    assert a["engine"] == "best" and a["budget_s"] == [4.0, 4.0, 4.0]
+    # seeds 1, 2 reach 0.3 by 3.5 / 4.0 s; seed 3 only at 4.5 s, so it reads 0.9 there
+    assert a["error"]["median"] == 0.3 and a["error"]["max"] == 0.9
+    assert abs(a["ratio"]["median"] - 1.5) < 1e-12
+    assert "at the compute time of the best other engine's run (best" in S.markdown(
+        {"commits": [], "device": "cpu", "quick": False, "settings_file": "x.json", "rule": "r",
+         "test_cases": [], "summary": {"c": S.summarise(rows)["c"]},
+         "cells": {"c": {"modality": "farfield", "scan": "fermat", "keep": 0.25, "dose": 1e4}}})

@@ -255,6 +255,7 @@ def export(
     """
     from flows.export import export_npz
     from storage.errors import DataError
+    from storage.lock import StoreLockedError
 
     if out.suffix != ".npz":
         raise typer.BadParameter(f"must end in .npz; got {out.name!r}", param_hint="OUT")
@@ -264,7 +265,7 @@ def export(
         raise typer.BadParameter(f"folder {out.parent} does not exist", param_hint="OUT")
     try:
         shapes = export_npz(store, out)
-    except (DataError, KeyError) as exc:
+    except (DataError, KeyError, StoreLockedError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote {out}: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
 

@@ -12,6 +12,7 @@ import numpy as np
 from flows.stages import tile_step
 from storage import layout as L
 from storage.errors import DataError
+from storage.lock import StoreLock
 from storage.store import RunStore
 
 
@@ -119,8 +120,19 @@ def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     ------
     DataError
         The store has no stitched mosaic yet.
+    storage.lock.StoreLockedError
+        A run is writing the store.
     """
-    store = RunStore(store_path, "r")
+    # The store's lock for the whole copy: a run re-entering the store would rewrite the
+    # mosaic, probe and positions while they stream out, and the file would mix two runs.
+    # A run holding the store refuses the export (StoreLockedError, naming it), and a
+    # run started meanwhile is refused, naming this export.
+    store = RunStore(store_path, "r")  # first: no lock file beside a path that is no store
+    with StoreLock(store_path, command=f"ptyflow export {store_path} {out}"):
+        return _export_npz(store, out)
+
+
+def _export_npz(store: RunStore, out: str | Path) -> dict[str, tuple]:
     if not store.is_complete(L.MOSAIC):
         raise DataError(store.path, L.MOSAIC, "no complete mosaic: run the pipeline first")
     raw = store.root[L.RAW]

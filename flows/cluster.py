@@ -63,6 +63,7 @@ def make_task_runner(cfg: ClusterParams):
     if cfg.kind == "address":
         if not cfg.address:
             raise ValueError("cluster kind 'address' needs cluster.address (tcp://host:8786)")
+        check_gpu_resource(cfg.address)
         return DaskTaskRunner(address=cfg.address)
     n_workers, threads = default_workers(cfg)
     if cfg.kind == "local":
@@ -89,3 +90,32 @@ def make_task_runner(cfg: ClusterParams):
             cluster_kwargs={"resources": GPU_RESOURCE, **local_cluster_kwargs()},
         )
     raise ValueError(f"unknown cluster kind {cfg.kind!r}")
+
+
+def check_gpu_resource(address: str, timeout: float = 30.0) -> None:
+    """Refuse an existing cluster whose workers all lack the ``GPU`` resource.
+
+    Tile tasks ask for ``GPU=1``; on workers that do not advertise it they wait forever
+    (the scheduler's ``no-worker`` state), silently. ``dask worker`` and dask-jobqueue
+    advertise it only when asked, so the usual mistake is a cluster started without it.
+    A cluster with no workers yet (adaptive, still scaling) is accepted.
+
+    Raises
+    ------
+    flows.config_sources.ConfigError
+        Naming ``cluster.address`` and how to start the workers.
+    """
+    from distributed import Client
+
+    from flows.config_sources import ConfigError
+
+    with Client(address, timeout=timeout, set_as_default=False) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    workers = list(workers)
+    if workers and not any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers):
+        raise ConfigError(
+            f"cluster.address {address}: none of its {len(workers)} worker(s) advertises "
+            "the GPU resource the tile tasks ask for (they would wait forever); start them "
+            "with `dask worker ... --resources GPU=1` (dask-jobqueue: "
+            "worker_extra_args=['--resources', 'GPU=1'])"
+        )

@@ -82,6 +82,7 @@ class Decision:
     path: str
     store: str
     action: str  # process | skip | failed-before | wait | invalid | vanished | refused | running
+    # (after the run: processed | failed | busy)
     reason: str
     fingerprint: str = ""
     params: dict | None = None
@@ -92,13 +93,27 @@ class Decision:
 
 # ----------------------------------------------------------------------------- plain functions
 def params_fingerprint(params: PipelineParams) -> str:
-    """A dataset's run settings (its paths aside) and the content of the network weights
-    they read: weights retrained in place count as changed parameters."""
+    """A dataset's run settings (its paths aside) and the content of the files they name
+    (network weights, :func:`named_inputs`): a file rewritten in place counts as changed
+    parameters."""
     from flows.step_keys import network_weights
 
     own = {k: v for k, v in params.model_dump(mode="json").items() if k not in ("input", "store")}
     weights = network_weights(params.engine, params.calibration)
-    return fingerprint(own, weights) if weights else fingerprint(own)
+    files = named_inputs(params)
+    return fingerprint(own, *([weights] if weights else []), *([files] if files else []))
+
+
+def named_inputs(params: PipelineParams) -> dict[str, str]:
+    """Digests of the files the parameters name beside the dataset (a positions file, a
+    measured pupil, a surface reference): corrected in place under the same path, they
+    change the parameters' fingerprint, as the pipeline's own step keys do."""
+    from flows.step_keys import input_digest
+
+    named = {"ingest.options.positions": params.ingest.options.get("positions"),
+             "calibration.pupil_file": params.calibration.pupil_file,
+             "calibration.surface_reference": params.calibration.surface_reference}
+    return {k: input_digest(v) for k, v in named.items() if isinstance(v, str) and v}
 
 
 def pipeline_version(settings: FacilityParams) -> str:
@@ -124,8 +139,11 @@ def _older(a: str, b: str) -> bool:
 
 
 def store_for(settings: FacilityParams, rel: Path) -> Path:
-    """``<output_root>/<folders>/<name with dots as _>.zarr``: unique per source file."""
-    return Path(settings.output_root) / rel.parent / (rel.name.replace(".", "_") + ".zarr")
+    """``<output_root>/<folders>/<name>.zarr``: one per source file (``scan.1.h5`` ->
+    ``scan.1.h5.zarr``). Stores named before this rule (dots as ``_``, which sent
+    ``scan.1.h5`` and ``scan_1.h5`` to one store) keep their names: :func:`decide` reads
+    a dataset's store from the ledger when it has one."""
+    return Path(settings.output_root) / rel.parent / (rel.name + ".zarr")
 
 
 def dataset_params(settings: FacilityParams, path: Path, store: Path) -> PipelineParams:
@@ -179,8 +197,9 @@ def decide(settings: FacilityParams, ledger: dict, now: float | None = None) -> 
            for p, why in found.refused]  # fmt: skip
     for path in found.datasets:
         rel = path.relative_to(root)
-        d = Decision(rel.as_posix(), str(path), str(store_for(settings, rel)), "skip", "unchanged")
-        entry = ledger.get(d.name, {})
+        entry = ledger.get(rel.as_posix(), {})
+        store = entry.get("store") or str(store_for(settings, rel))
+        d = Decision(rel.as_posix(), str(path), store, "skip", "unchanged")
         try:
             _decide_one(settings, d, entry, now, version)
         except FileNotFoundError:  # deleted or renamed between listing and reading
@@ -191,7 +210,22 @@ def decide(settings: FacilityParams, ledger: dict, now: float | None = None) -> 
             d.fingerprint, d.reason[:2000]):  # fmt: skip
             d.action, d.reason = "failed-before", f"failed before, unchanged: {d.reason}"
         out.append(d)
+    _refuse_shared_stores(out)
     return out
+
+
+def _refuse_shared_stores(decisions: list[Decision]) -> None:
+    """Two datasets never write one store (stores named by the old rule could collide):
+    every dataset of such a pair is refused this scan, naming the other."""
+    by_store: dict[str, list[Decision]] = {}
+    for d in decisions:
+        if d.store:
+            by_store.setdefault(str(Path(d.store).resolve()), []).append(d)
+    for group in (g for g in by_store.values() if len(g) > 1):
+        for d in group:
+            others = ", ".join(o.name for o in group if o is not d)
+            d.action = "refused"
+            d.reason = f"its run store {d.store} is also the store of {others}: rename one"
 
 
 def _decide_one(settings: FacilityParams, d: Decision, entry: dict, now: float, version: str):
@@ -227,6 +261,8 @@ def _decide_one(settings: FacilityParams, d: Decision, entry: dict, now: float, 
         d.action, d.reason = "process", f"pipeline {entry.get('version')} < {version}"
     elif entry.get("params") != d.params_fp:
         d.action, d.reason = "process", "parameters changed"
+    elif status == "busy":
+        d.action, d.reason = "process", f"its store was busy last time: {entry.get('error', '')}"
     elif status == "failed":
         d.action = "process" if settings.retry_failed else "failed-before"
         d.reason = f"failed before, unchanged: {entry.get('error', '')}"
@@ -245,15 +281,21 @@ def _decide_one(settings: FacilityParams, d: Decision, entry: dict, now: float, 
 def run_dataset(d: Decision, ledger: Ledger, version: str, run=None) -> dict:
     """Run the pipeline for ``d``, recorded in ``ledger`` as it starts and as it ends.
 
-    ``run(params)`` defaults to the ``pipeline`` flow. An exception is recorded as
-    ``failed`` and re-raised; a process killed meanwhile leaves ``running``, which the next
-    scan records as ``died`` (:meth:`Ledger.reap`).
+    ``run(params)`` defaults to the ``pipeline`` flow. A store locked by another run (or an
+    export) is recorded as ``busy`` and retried at the next scan; any other exception is
+    recorded as ``failed`` and re-raised; a process killed meanwhile leaves ``running``,
+    which the next scan records as ``died`` (:meth:`Ledger.reap`).
     """
     if run is None:
         from flows.pipeline import pipeline as run
+    from storage.lock import StoreLockedError
+
     ledger.start(d, version)
     try:
         result = run(PipelineParams.model_validate(d.params))
+    except StoreLockedError as exc:  # another run or an export: not this dataset's failure
+        ledger.record(d, "busy", version, str(exc))
+        return {"name": d.name, "busy": str(exc)}
     except Exception as exc:
         ledger.record(d, "failed", version, f"{type(exc).__name__}: {exc}")
         raise
@@ -294,8 +336,8 @@ def reprocess_datasets(todo: list[dict], output_root: str, version: str) -> list
     out = []
     for d, fut in zip(todo, futures, strict=True):
         try:
-            fut.result()
-            out.append({"name": d["name"], "ok": True, "error": ""})
+            res = fut.result()
+            out.append({"name": d["name"], "ok": True, "error": "", "busy": res.get("busy", "")})
         except Exception as exc:  # noqa: BLE001 - reported per dataset
             out.append({"name": d["name"], "ok": False, "error": f"{type(exc).__name__}: {exc}"})
     return out
@@ -330,7 +372,8 @@ def reprocess_facility(settings: FacilityParams) -> dict:
     by_name = {d.name: d for d in todo}
     for r in results:
         d = by_name[r["name"]]
-        d.action, d.reason = ("processed", d.reason) if r["ok"] else ("failed", r["error"])
+        d.action, d.reason = (("busy", r["busy"]) if r.get("busy") else ("processed", d.reason)) \
+            if r["ok"] else ("failed", r["error"])
     report: dict[str, list[str]] = {}
     for d in decisions:
         report.setdefault(d.action, []).append(d.name)

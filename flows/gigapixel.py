@@ -21,6 +21,7 @@ from flows.stages import tile_step
 from flows.tasks import ingest_task
 from ptytasks.modalities import get as get_modality
 from storage import layout as L
+from storage.lock import StoreLock
 from storage.store import RunStore
 
 
@@ -59,6 +60,15 @@ def gigapixel_coded(params: GigapixelParams) -> dict:
     A new run with the same parameters resumes: finished tiles, the stitched mosaic and
     every other complete step are kept in the store and skipped.
     """
+    from prefect.runtime import flow_run
+
+    # The lock before the first write (ingest): the pipeline below re-enters it.
+    command = f"gigapixel-coded flow run {flow_run.name} ({flow_run.id})"
+    with StoreLock(params.store, command):
+        return _gigapixel_coded(params)
+
+
+def _gigapixel_coded(params: GigapixelParams) -> dict:
     log = get_run_logger()
     raw = ingest_task(params.input, params.store, params.ingest)
     if not get_modality(raw["modality"]).has_surface:  # tiles are full coded frames

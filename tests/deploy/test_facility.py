@@ -67,7 +67,7 @@ def test_facility_reprocesses_only_changed_and_reports_corrupt(prefect_server, t
         assert rep1["a.cxi"]["reason"] == "new"
         ledger = json.loads((out / "ptyflow-facility.json").read_text())
         assert ledger["a.cxi"]["status"] == "ok" and ledger["day2/bad.cxi"]["status"] == "failed"
-        a_store, b_store = out / "a_cxi.zarr", out / "b_cxi.zarr"
+        a_store, b_store = out / "a.cxi.zarr", out / "b.cxi.zarr"
         a_done = RunStore(a_store, "r").marker("raw")["completed_at"]
         b_time = RunStore(b_store, "r").marker("metrics")["completed_at"]
         assert RunStore(b_store, "r").is_complete("metrics")

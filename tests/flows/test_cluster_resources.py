@@ -1,0 +1,54 @@
+"""An existing Dask cluster whose workers do not advertise the ``GPU`` resource the tile
+tasks ask for is refused at once (exit 2 naming ``cluster.address``), not left waiting
+forever; and the gigapixel flow takes the store's lock before it writes anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from distributed import LocalCluster
+
+from flows.cluster import make_task_runner
+from flows.config_sources import ConfigError
+from flows.params import ClusterParams
+from storage.lock import StoreLockedError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("resources", [None, {"GPU": 1}])
+def test_an_address_whose_workers_lack_the_gpu_resource_is_refused(resources):
+    kw = {"resources": resources} if resources else {}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None, **kw) as cluster:  # fmt: skip
+        cfg = ClusterParams(kind="address", address=cluster.scheduler_address)
+        if resources:
+            assert make_task_runner(cfg) is not None
+        else:
+            with pytest.raises(ConfigError, match=r"cluster.address .* GPU resource"):
+                make_task_runner(cfg)
+
+
+def test_gigapixel_takes_the_store_lock_before_ingest(tmp_path):
+    from flows.gigapixel import GigapixelParams, gigapixel_coded
+
+    store = tmp_path / "g.zarr"
+    code = ("import sys, time; from storage.lock import StoreLock; "
+            "StoreLock(sys.argv[1], 'other-run').acquire(); print('locked', flush=True); "
+            "time.sleep(120)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(store)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        p = GigapixelParams.from_mapping({"input": str(tmp_path / "x.cxi"), "store": str(store)})
+        with pytest.raises(StoreLockedError, match="other-run"):
+            gigapixel_coded.fn(p)
+        assert not store.exists()  # nothing ingested under the other run
+    finally:
+        proc.kill()
+        proc.wait(10)

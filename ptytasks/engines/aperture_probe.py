@@ -129,7 +129,12 @@ def aperture_prior(option, data, data_term: dict | None, probe: torch.Tensor,
     from ptytasks.modalities import modality_of
 
     mod = modality_of(data)
-    if option is False or probe.dim() != 2:
+    if option is False:
+        return None
+    if probe.dim() != 2:
+        if option is True:
+            raise ValueError("probe_aperture needs a single-mode probe; this one has "
+                             f"{probe.shape[0]} modes")
         return None
     if not (mod.far_field_detector and mod.localized_probe):
         if option is True:

@@ -175,6 +175,9 @@ class _Setup:
         if self.probe_field is not None and probe.dim() == 3 and probe.shape[0] > 1:
             self.mode_gains = torch.zeros(probe.shape[0], dtype=rdt, device=device,
                                           requires_grad=True)
+        if self.probe_field is None and opts.probe_aperture is True:
+            raise ValueError("probe_aperture needs a learned probe (learn_probe true and a "
+                             "scanning modality's probe)")
         self.aperture = None if self.probe_field is None else aperture_prior(
             opts.probe_aperture, data, self.data_term, probe, device)
         self.surface_field = None
@@ -438,6 +441,8 @@ def reconstruct_rnf(
                if opts.mu > 0 else None)
     graph = StepGraph(st, opts, data_loss, wavelet)
     stop = None
+    if opts.plateau_patience > 0 and hist["stale"] >= opts.plateau_patience:
+        start, stop = opts.epochs, start - 1  # a checkpoint of a run that had stopped
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         st.set_epoch_lr(epoch)

@@ -60,7 +60,9 @@ class RNFOptions(EngineOptions):
     lr_distance, lr_wavelength : float
         *Relative* rates: Adam's step is about ``lr`` in parameter units, so the engine
         uses ``lr_distance * |distance_0|`` (and likewise the wavelength); 1e-3 moves a
-        5 % error in about 50 steps.
+        5 % error in about 50 steps. With both learned they move together through one
+        shadow (:class:`~ptytasks.engines.rnf_parts.Geometry`) at ``lr_distance``; a
+        different ``lr_wavelength`` is then refused.
     lr_zernike : float
         Zernike pupil coefficients, radians per step (0.005). At 0.02 the self-calibration
         (Z4-Z8, 1.27 rad RMS) fell into a wrong basin on 2 of 3 tuning seeds (1.10 and
@@ -479,4 +481,17 @@ class RNFOptions(EngineOptions):
                 raise ValueError(f"{name} must be 'auto' or >= {least}; got {value!r}")
         if self.epochs < 0:
             raise ValueError("epochs must be >= 0")
+        if isinstance(self.hidden_layers, bool) or self.hidden_layers not in (0, 1, 2):
+            # deeper phasor stacks overflow at initialisation (the modulus exp(-w Im z)
+            # compounds layer by layer: NaN from 3 layers on)
+            raise ValueError(f"hidden_layers must be 0, 1 or 2; got {self.hidden_layers!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
+        if self.learn_distance and self.learn_wavelength and \
+                self.lr_wavelength != self.lr_distance:
+            raise ValueError("with learn_distance and learn_wavelength both on, distance and "
+                             "wavelength move together at lr_distance; lr_wavelength "
+                             f"({self.lr_wavelength}) would be ignored: leave it equal")
+        if self.mode_field not in ("pixels", "neural"):
+            raise ValueError(f"mode_field must be 'pixels' or 'neural'; got {self.mode_field!r}")
         self.betas = tuple(float(b) for b in self.betas)

@@ -261,10 +261,13 @@ def build_optimiser(st) -> None:
     if st.aperture is not None:  # learned from the first epoch (the residual waits)
         groups.append({"params": [st.aperture.params], "lr": o.lr_aperture,
                        "name": "probe_aperture", "weight_decay": 0.0})
-    om = [p for f in st.fields() for p in omega(f)]
-    if om:
-        groups.append({"params": om, "lr": o.lr_omega, "name": "omega",
-                       "weight_decay": 0.0})
+    # one group per field, tagged: a field's warm-up (the probe's) freezes its frequencies too
+    for fname, f in (("object", st.obj_field), ("probe", st.probe_field),
+                     ("surface", st.surface_field), ("pupil", st.pupil_field)):  # fmt: skip
+        om = list(omega(f)) if f is not None else []
+        if om:
+            groups.append({"params": om, "lr": o.lr_omega, "name": f"omega_{fname}",
+                           "field": fname, "weight_decay": 0.0})
     st.affine = None
     if o.learn_positions == "affine":
         # D of p = c + (I + D)(p0 - c); its rate makes an edge frame move ~lr_positions px

@@ -247,8 +247,12 @@ class ComplexMLP(nn.Module):
         params += list(self.out.stacked())
         if self.config.fused and self.config.activation == "phasor" and not checkpoint:
             prec = self.config.hidden_precision
-            if prec == "auto":
-                prec = "bfloat16" if native_bfloat16(feats.device) else "float32"
+            if prec == "auto":  # bfloat16 stands in for float32 products, never float64
+                prec = ("bfloat16" if native_bfloat16(feats.device)
+                        and feats.dtype == torch.float32 else "float32")  # fmt: skip
+            elif prec == "bfloat16" and feats.dtype == torch.float64:
+                raise ValueError("hidden_precision 'bfloat16' with a float64 field: use "
+                                 "'float32' or 'auto' (float64 fields keep float64 products)")
             low = {"float32": None, "bfloat16": torch.bfloat16}[prec]
             y = phasor_mlp(feats, params, chunk_size, low, self.config.kernels)
         else:

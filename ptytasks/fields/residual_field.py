@@ -102,7 +102,8 @@ class ResidualField(nn.Module):
         if self.residual and prior is not None:
             p = prior.to(torch.complex64) if not prior.is_complex() else prior
             p = p.reshape(self.channels, *self.shape)
-            self.register_buffer("prior_split", to_split(p.detach()).float().contiguous())
+            # the prior's own precision (a float64 prior is not rounded to float32 first)
+            self.register_buffer("prior_split", to_split(p.detach()).contiguous())
         else:
             self.register_buffer("prior_split", None)
         self.encoding = HashEncoding2D(_config(HashEncodingConfig, encoding), self.shape, seed=seed)

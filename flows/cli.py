@@ -70,6 +70,22 @@ def _check_fraction(name: str, v: float | None, lo: float, hi: float) -> None:
         raise typer.BadParameter(f"must be in [{lo}, {hi}); got {v}", param_hint=name)
 
 
+def _writable(out: Path, flag: str = "--out") -> None:
+    """Refuse an output whose folder is missing or not writable before any work (a
+    training run found it only at the end)."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise typer.BadParameter(f"folder {parent} does not exist", param_hint=flag)
+    import tempfile
+
+    try:  # a real write: permission bits do not tell (root, read-only mounts)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.probe-"):
+            pass
+    except OSError as exc:
+        raise typer.BadParameter(f"folder {parent} is not writable ({exc.strerror or exc})",
+                                 param_hint=flag) from None
+
+
 def _fractions(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -184,6 +200,8 @@ def simulate(
     from ptytasks.simulate import simulate as run_simulation
     from storage.cxi import write_cxi
 
+    _writable(out)
+
     try:
         data = run_simulation(m, **kw)
     except ValueError as exc:  # bad combinations found by the simulator (ranges, sampling)
@@ -247,7 +265,10 @@ def train_learned(
 
     if out.suffix != ".pt":
         raise typer.BadParameter(f"must end in .pt; got {out.name!r}", param_hint="--out")
+    _writable(out)
     _check_fraction("--alpha", alpha, 0.0, 1.0 + 1e-12)
+    if not (math.isfinite(lr) and lr > 0):
+        raise typer.BadParameter(f"must be > 0; got {lr}", param_hint="--lr")
     from ptytasks.learned.single_shot_data import TRAIN_KINDS
     from ptytasks.simulate.objects import KINDS
 
@@ -257,11 +278,18 @@ def train_learned(
     if bad or not kinds:
         raise typer.BadParameter(f"unknown kind(s) {', '.join(bad) or '(none)'}; choose from "
                                  f"{', '.join(KINDS)}", param_hint="--objects")  # fmt: skip
-    cfg = TrainConfig(model=model.value, steps=steps, batch=batch, epoch_steps=epoch_steps,
-                      lr=lr, loss=loss.value, alpha=alpha, frame_size=frame_size,
-                      probe_diameter_px=probe_diameter or None, out_size=out_size or None,
-                      dim=dim, n_val=n_val, kinds=kinds, single_material=single_material,
-                      seed=seed, threads=threads)  # fmt: skip
+    try:
+        cfg = TrainConfig(model=model.value, steps=steps, batch=batch, epoch_steps=epoch_steps,
+                          lr=lr, loss=loss.value, alpha=alpha, frame_size=frame_size,
+                          probe_diameter_px=probe_diameter or None, out_size=out_size or None,
+                          dim=dim, n_val=n_val, kinds=kinds, single_material=single_material,
+                          seed=seed, threads=threads)  # fmt: skip
+        from ptytasks.learned.inversion import build
+        from ptytasks.learned.train_inversion import inversion_config
+
+        build(inversion_config(cfg))  # sizes the network cannot take fail here, not later
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     command = shlex.join(["ptyflow", *sys.argv[1:]])
     rec = run(cfg, out, command=command, log=typer.echo)
     v = rec["validation"]

@@ -70,7 +70,7 @@ class IngestParams(_Params):
         gt=0,
         le=10,
     )
-    options: dict[str, float | int | str] = Field(
+    options: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict,
         description="Further reader options, e.g. step_size for 4D-STEM (see storage.readers).",
     )
@@ -380,6 +380,9 @@ class ClusterParams(_Params):
         if self.kind == "address" and not self.address:
             _invalid("address", "kind 'address' needs the scheduler's address, e.g. "
                      "tcp://host:8786", self.address)  # fmt: skip
+        if self.address and self.kind != "address":  # else the run would go local, silently
+            _invalid("address", f"is used only with kind 'address' (kind is {self.kind!r}): "
+                     "set cluster.kind to 'address' (--cluster address)", self.address)
         return self
 
 

@@ -128,9 +128,15 @@ class StoreLock:
                 held[1] += 1
                 self._held = True
                 return self
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # No O_TRUNC: the record of a live holder must survive a refused attempt.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # No O_TRUNC: the record of a live holder must survive a refused attempt.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # an unwritable folder, a file where a folder should be
+                from storage.errors import DataError
+
+                raise DataError(self.store, None, f"cannot create the run store's lock file "
+                                f"{self.path}: {exc.strerror or exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -304,7 +304,8 @@ class RunStore:
         )  # fmt: skip
         per = k * max(1, L.WRITE_BLOCK_BYTES // (k * ny * nx * 4))  # whole shards per block
         for s in range(0, n, per):
-            block = np.asarray(d.frames[s : s + per], dtype=np.float32)
+            with wrap_errors(src, "frames", f"reading frames {s}..{min(s + per, n) - 1}"):
+                block = np.asarray(d.frames[s : s + per], dtype=np.float32)
             if lazy:  # in-memory frames were checked by validate_data already
                 check_frames(block, src, "frames")
             z[s : s + per] = block
@@ -414,6 +415,9 @@ class RunStore:
         input is ingested anew, never answered from the old raw step."""
         from storage.readers import read_any
 
+        if "lazy" in options:  # ptyflow's own: frames are always streamed
+            raise DataError(path, "options.lazy", "is set by ptyflow (frames are streamed), "
+                            "not a reader option")
         d = read_any(path, lazy=True, **options)
         if fingerprint_ is None:
             src = {"source": os.fspath(path)}

@@ -223,11 +223,9 @@ def recalibrate_batchnorm(model, stream, batches: int = 10) -> None:
     model.eval()
 
 
-def train(cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, dict]:
-    """Train one network; returns it (best validation weights, eval mode) and a report."""
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    torch.manual_seed(cfg.seed)
+def inversion_config(cfg: TrainConfig) -> InversionConfig:
+    """The network :func:`train` builds for ``cfg`` (``build(inversion_config(cfg))`` raises
+    ValueError for sizes the network cannot take: a check before any training)."""
     geo = Geometry(frame_size=cfg.frame_size, probe_diameter_px=cfg.probe_diameter_px,
                    out_size=cfg.out_size)
     geo.out_size = geo.out  # stored resolved: the weights do not depend on the default rule
@@ -235,11 +233,20 @@ def train(cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, dict]:
     noise = NoiseModel(single_material=bool(cfg.single_material),
                        amplitude_range=tuple(amp_range))
     dim = cfg.dim or (48 if cfg.model == "ppn" else 32)
-    icfg = InversionConfig(model=cfg.model, geometry=geo, noise=noise, dim=dim,
+    return InversionConfig(model=cfg.model, geometry=geo, noise=noise, dim=dim,
                            heads=cfg.heads, patch=cfg.patch, local_depth=cfg.local_depth,
                            nonlocal_depth=cfg.nonlocal_depth,
                            nonlocal_stride=cfg.nonlocal_stride, stem=cfg.stem,
                            local_stem=cfg.local_stem)  # fmt: skip
+
+
+def train(cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, dict]:
+    """Train one network; returns it (best validation weights, eval mode) and a report."""
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)
+    icfg = inversion_config(cfg)
+    geo, noise = icfg.geometry, icfg.noise
     model = build(icfg)
     kinds = tuple(cfg.kinds)
     stream = SingleShotStream(StreamConfig(batch=cfg.batch, seed=cfg.seed, geometry=geo,

@@ -71,6 +71,16 @@ def read_any(path: str | os.PathLike, **options):
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, "file does not exist")
+    try:
+        return _read(path, options)
+    except (TypeError, ValueError) as exc:  # a reader option of the wrong kind or name
+        if not options or isinstance(exc, DataError):
+            raise
+        raise DataError(path, "options", f"reader options {sorted(options)}: "
+                        f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read(path: Path, options: dict):
     kind = _kind(path)
     # readers are imported on demand: each pulls in its own libraries (scipy, tifffile)
     simple = {"cxi": "read_cxi", "npz": "read_npz", "tiff": "read_tiff", "mat": "read_fpm_mat"}

@@ -84,10 +84,25 @@ def electron_wavelength(energy_ev: float) -> float:
     return h / math.sqrt(2 * m0 * ee * (1 + ee / (2 * m0 * c * c)))
 
 
+def flag(value, file, name: str, auto: bool = False) -> bool | None:
+    """A yes/no reader option: a bool (0 / 1 too); with ``auto`` also ``None`` or ``"auto"``
+    (returned as ``None``: decide from the data). Anything else is refused, naming it (a
+    string was taken as true: ``fftshift=auto`` scrambled every frame)."""
+    if auto and (value is None or value == "auto"):
+        return None
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    choices = "true, false or auto" if auto else "true or false"
+    raise DataError(file, name, f"option {name} must be {choices}; got {value!r}")
+
+
 def wavelength_from(options: dict, file, particle: str = "photon") -> float | None:
     """``wavelength`` (m) or ``energy_ev`` (eV) from reader options, or ``None``."""
     if options.get("wavelength") is not None:
-        return float(options["wavelength"])
+        w = options["wavelength"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+            raise DataError(file, "wavelength", f"must be a positive number of metres, got {w!r}")
+        return float(w)
     e = options.get("energy_ev")
     if e is None:
         return None

@@ -156,6 +156,7 @@ def _build(path, arrays, keys, fftshift, margin, ov, lazy) -> PtychoData:
     if frames.dtype.kind not in "iuf":
         raise DataError(path, fkey, f"frames have unsupported dtype {frames.dtype}")
     n, ny, nx = frames.shape
+    fftshift = C.flag(fftshift, path, "fftshift", auto=True)
     shift = bool(C.is_corner_centred(frames) if fftshift is None else fftshift)
     if lazy and isinstance(frames, (np.memmap, NpyArray)):
         src = frames

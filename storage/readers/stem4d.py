@@ -81,6 +81,7 @@ def read_stem4d(
     wl_opt = options.get("wavelength")
     ov = C.split_overrides(options, "read_stem4d")
     src_path = None if isinstance(path, np.ndarray) else Path(path)
+    fftshift = C.flag(fftshift, src_path or "array", "fftshift")
     if src_path is None:
         arr, attrs, closer = path, {}, None
     elif src_path.suffix.lower() == ".npy":

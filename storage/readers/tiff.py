@@ -99,6 +99,7 @@ def read_tiff(
         raise DataError(path, None, "file does not exist")
     energy = options.pop("energy_ev", None)
     ov = C.split_overrides(options, "read_tiff")
+    fftshift = C.flag(fftshift, path, "fftshift")
     n, (ny, nx), dtype, get = _pages(path)
     units = C.check_positions_units(positions_units, path)
     if positions is None:  # the sidecar storage.readers.sources.source_files lists

@@ -109,10 +109,14 @@ CONCENTRATED_SHARE = 0.5
 
 
 def measurements_per_unknown(data: PtychoData) -> float:
-    """``R``: measured pixels (frames x frame pixels) per object pixel."""
+    """``R``: measured pixels (frames x the frame's usable pixels) per object pixel."""
+    from ptytasks.engines.pie_state import detector_mask_of
+
     ny, nx = data.frame_shape
     oy, ox = data.object_shape
-    return data.n_frames * ny * nx / float(oy * ox)
+    use = detector_mask_of(data.meta)
+    pixels = ny * nx if use is None or use.shape != (ny, nx) else int(np.count_nonzero(use))
+    return data.n_frames * pixels / float(oy * ox)
 
 
 def count_concentration(mean: np.ndarray, use: np.ndarray | None = None) -> float:
@@ -206,14 +210,20 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
             "chi2": chi2, "R": r, "photons_per_pixel": photons}
 
 
-def data_scale(frames: torch.Tensor, fourier_model=None) -> tuple[float, int | None]:
+def data_scale(frames: torch.Tensor, fourier_model=None,
+               mask: torch.Tensor | None = None) -> tuple[float, int | None]:
     """The engine's data scale (mean counts per pixel; Fourier ptychography: of the most
-    central LED's image, whose index is returned beside it, else ``None``)."""
-    if fourier_model is None:
-        return max(float(frames.mean()), 1e-30), None
-    k = fourier_model.wavevectors.detach().double()
-    centre = int(torch.argmin((k * k).sum(1)))
-    return max(float(frames[centre].mean()), 1e-30), centre
+    central LED's image, whose index is returned beside it, else ``None``), over the
+    detector pixels ``mask`` keeps (bool ``(ny, nx)``; None: all): a masked pixel's value
+    -- a saturated marker, a gap's garbage -- is no measurement."""
+    centre = None
+    if fourier_model is not None:
+        k = fourier_model.wavevectors.detach().double()
+        centre = int(torch.argmin((k * k).sum(1)))
+        frames = frames[centre : centre + 1]
+    total = frames.sum(0, dtype=torch.float64)  # (ny, nx): no copy of every frame
+    mean = total.mean() if mask is None else total[mask].mean()
+    return max(float(mean) / len(frames), 1e-30), centre
 
 
 def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tensor,

@@ -72,7 +72,8 @@ def _reduce(per_pixel: torch.Tensor, mask: torch.Tensor | None, reduction: str) 
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def noise_threshold(loss: str, delta, frames: torch.Tensor, scale: float) -> float:
+def noise_threshold(loss: str, delta, frames: torch.Tensor, scale: float,
+                    mask: torch.Tensor | None = None) -> float:
     """The Huber / smooth-L1 threshold, in the engine's normalised amplitude units.
 
     ``delta`` a number: used as given. ``delta == "noise"``: when ``frames`` are photon
@@ -92,6 +93,8 @@ def noise_threshold(loss: str, delta, frames: torch.Tensor, scale: float) -> flo
         return float(delta)
     if loss not in ("huber", "smooth_l1"):
         return 0.0
+    if mask is not None:  # whole numbers where measured (a masked pixel may hold anything)
+        frames = frames[..., mask]
     counts = bool(torch.equal(frames, torch.round(frames)))
     if counts and scale > 0:
         return 2.0 / math.sqrt(float(scale))

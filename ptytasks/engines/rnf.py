@@ -61,6 +61,7 @@ from ptytasks.engines.rnf_parts import (
     default_probe,
     physical_params,
     rnf_result,
+    slices_of,
 )
 from ptytasks.engines.rnf_step import StepGraph, train_step
 from ptytasks.modalities import modality_of, model_for
@@ -87,8 +88,13 @@ class _Setup:
         frames = torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdt, device=device)
         obj_p, probe_p, surf_p, pupil_p = priors
         self.window = data.frame_shape
-        # --- data scale: unit mean intensity per pixel (FP: of the most central LED).
-        self.scale, self.centre_led = data_scale(frames, model if self.fourier else None)
+        # Detector pixels the data term enforces (the dataset's usable pixels; a tile's
+        # guard band is left free: ptytasks.tiling.Tile.guard); None: all.
+        self.detector_mask = as_detector_mask(detector_mask_of(data.meta), data.frame_shape,
+                                              device)  # fmt: skip
+        # --- data scale: unit mean intensity per used pixel (FP: of the most central LED).
+        self.scale, self.centre_led = data_scale(frames, model if self.fourier else None,
+                                                 self.detector_mask)  # fmt: skip
         # The scanning probe's start: the given prior, the file's probe, else the blind
         # estimate -- made once here and handed to the data-term prefit too (which would
         # otherwise estimate the same probe again inside its rPIE).
@@ -105,12 +111,9 @@ class _Setup:
         self.data_term = resolve_data_term(data, opts, model, (obj_p, fit_probe, surf_p, pupil_p),
                                            frames, self.scale)  # fmt: skip
         resolve_probe_warmup(opts, self.data_term)  # "auto": frozen longer where starved
-        self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale)
+        self.data_delta = noise_threshold(opts.loss, opts.huber_delta, frames, self.scale,
+                                          self.detector_mask)  # fmt: skip
         self.frames = frames / self.scale
-        # Detector pixels the data term enforces (the dataset's usable pixels; a tile's
-        # guard band is left free: ptytasks.tiling.Tile.guard); None: all.
-        self.detector_mask = as_detector_mask(detector_mask_of(data.meta), data.frame_shape,
-                                              device)  # fmt: skip
         amp = 1.0 / math.sqrt(self.scale)
         # --- priors
         derived_probe = False
@@ -146,9 +149,9 @@ class _Setup:
             if derived_probe or obj_p is not None:
                 probe = probe * math.sqrt(c)
             else:
-                obj = obj * c ** (0.5 / _slices(obj))
+                obj = obj * c ** (0.5 / slices_of(obj))
         elif opts.rescale_prior and obj_p is not None:
-            obj = obj * self._power_ratio(obj, probe, fields) ** (0.5 / _slices(obj))
+            obj = obj * self._power_ratio(obj, probe, fields) ** (0.5 / slices_of(obj))
         self.probe_fixed = probe
         self.surface_fixed = fields.get("surface")
         # --- fields
@@ -214,7 +217,10 @@ class _Setup:
         n = self.data.n_frames
         idx = torch.linspace(0, n - 1, min(n, 16), device=self.device).round().long().unique()
         pred = self.model(obj, probe, idx, **fields)
-        return float(self.frames[idx].sum() / pred.sum().clamp(min=1e-30))
+        f = self.frames[idx]
+        if self.detector_mask is not None:  # like with like: the measured pixels only
+            f, pred = f[..., self.detector_mask], pred[..., self.detector_mask]
+        return float(f.sum() / pred.sum().clamp(min=1e-30))
 
     def _pupil_base(self) -> torch.Tensor:
         p = self.model.pupil_function().to(self.cdt)
@@ -491,8 +497,3 @@ def reconstruct_rnf(
             break
     return rnf_result(st, opts, hist, t_start, stop, graph.info())
 
-
-def _slices(obj: torch.Tensor) -> int:
-    """Slices of an object ``(ny, nx)`` or ``(S, ny, nx)``: the transmission's power is
-    shared among them (a gain ``g`` on the product is ``g^(1/S)`` on each slice)."""
-    return obj.shape[0] if obj.dim() == 3 else 1

@@ -245,7 +245,8 @@ def build_optimiser(st) -> None:
         # started at each frame's minimum (chosen among its 0th, 1st and 5th percentile on
         # simulated FPM tuning data; the 5th cost up to 18 % on frames without a floor;
         # bench/results/records/rnf-background-*.json), in units of the frame's mean
-        flat = st.frames.flatten(1)
+        flat = st.frames.flatten(1) if st.detector_mask is None else \
+            st.frames[..., st.detector_mask]  # the measured pixels only
         m.enable_background(flat.amin(1), flat.mean(1))
         names.append("background_raw")
     m.learnable(*names)
@@ -415,3 +416,9 @@ def affine_part(delta: torch.Tensor, p0: torch.Tensor) -> torch.Tensor:
     x = torch.cat([p0 - p0.mean(0), torch.ones_like(p0[:, :1])], 1).double()
     coef = torch.linalg.lstsq(x, delta.double()).solution
     return (x @ coef).to(delta.dtype)
+
+
+def slices_of(obj: torch.Tensor) -> int:
+    """Slices of an object ``(ny, nx)`` or ``(S, ny, nx)``: the transmission's power is
+    shared among them (a gain ``g`` on the product is ``g^(1/S)`` on each slice)."""
+    return obj.shape[0] if obj.dim() == 3 else 1

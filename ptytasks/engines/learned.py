@@ -124,6 +124,31 @@ def _store_weights_as(net: torch.nn.Module, dtype: torch.dtype) -> None:
             mod.to(dtype)
 
 
+def _fill_masked(frames: np.ndarray, meta: dict, sweeps: int = 64) -> np.ndarray:
+    """``frames`` with the pixels the detector mask leaves out filled from their measured
+    neighbours (Jacobi sweeps of the 4-neighbour mean over the masked pixels only, so a
+    module gap a few pixels wide is bridged smoothly): the network has no notion of a gap,
+    and a gap's zeros (or a saturated marker) read as a stripe of diffraction."""
+    from ptytasks.engines.pie_state import detector_mask_of
+
+    use = detector_mask_of(meta)
+    if use is None or use.all() or use.shape != frames.shape[1:]:
+        return frames
+    f = np.array(frames, np.float32)
+    bad = ~use
+    f[:, bad] = 0.0
+    valid = use.astype(np.float32)
+    for _ in range(sweeps):  # mean of the neighbours that hold a value so far
+        pad = np.pad(f, ((0, 0), (1, 1), (1, 1)))
+        wpad = np.pad(valid, 1)
+        num = pad[:, :-2, 1:-1] + pad[:, 2:, 1:-1] + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]
+        den = wpad[:-2, 1:-1] + wpad[2:, 1:-1] + wpad[1:-1, :-2] + wpad[1:-1, 2:]
+        fill = num[:, bad] / np.maximum(den[bad], 1e-6)[None, :]
+        f[:, bad] = np.where(den[bad][None, :] > 0, fill, 0.0)
+        valid = np.where(bad, (den > 0).astype(np.float32), valid)
+    return f
+
+
 def _flux(frames: torch.Tensor, probe: np.ndarray | None, noise, given: float | None) -> float:
     """Photons per frame of the probe on the network's detector (``frames``: ``(k, n, n)``)."""
     if given:
@@ -247,7 +272,7 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
         ``frame_mapping`` (``mode`` none/crop/pad, ``data_size``, ``net_size``, ``scale``
         data pixels per network pixel), ``probe_match`` and ``weights`` (the file read).
     """
-    from ptytasks.learned.frame_mapping import FrameMapping, probe_match
+    from ptytasks.learned.frame_mapping import FrameMapping, footprint_ratio, probe_match
     from ptytasks.learned.inversion import load_inversion, resolve_weights
     from ptytasks.learned.single_shot_data import normalize_frames, zone_plate
 
@@ -271,22 +296,32 @@ def reconstruct_learned(data: PtychoData, options: LearnedOptions | None = None,
     mapping = FrameMapping(int(shape[0]), int(geo.frame_size))
     probe = probe_prior if probe_prior is not None else data.probe
     probe = None if probe is None else np.asarray(probe)
+    power = None if probe is None else float(np.sum(np.abs(probe) ** 2))  # every mode's
     if probe is not None and probe.ndim == 3:
         probe = probe[0]
-    frames = mapping.frames(np.asarray(data.frames))
+    frames = mapping.frames(_fill_masked(np.asarray(data.frames), data.meta))
     probe_net = None if probe is None else mapping.probe_to_network(probe)
     flux = _flux(frames, probe_net, noise, opts.flux)
+    if not opts.flux and probe is not None:
+        flux *= power / max(float(np.sum(np.abs(probe) ** 2)), 1e-30)  # a mixed state's modes
+        # a stored probe in other units (unit power, max 1) saturates the network silently
+        seen = float(np.median(frames.numpy().reshape(len(frames), -1).sum(1)))
+        if not 0.2 <= seen / max(flux, 1e-30) <= 3.0:
+            warnings.warn(f"learned engine: the probe's power ({flux:.4g} photons) does not "
+                          f"match the frames' ({seen:.4g} per frame): the probe is in other "
+                          "units; using the frames' flux", stacklevel=2)  # fmt: skip
+            flux = _flux(frames, None, noise, None)
     trained = zone_plate(geo, flux)
     if probe is None:
         probe_net, probe = trained, mapping.probe_to_data(trained)
     match = probe_match(probe_net, trained)
-    if mapping.mode != "none" and match < 0.95:
-        warnings.warn(f"learned engine: {shape[0]}x{shape[1]} frames resampled to the "
-                      f"network's {geo.frame_size}x{geo.frame_size}, but the probe's far field "
-                      f"differs from the training probe's (match {match:.2f} < 0.95); the "
-                      "output is not to be trusted: train weights for this geometry "
-                      "(`ptyflow train-learned --frame-size N`, docs/learned.md)",
-                      stacklevel=2)  # fmt: skip
+    footprint = footprint_ratio(probe_net, trained)
+    if match < 0.95 or not 0.85 <= footprint <= 1.15:
+        warnings.warn(f"learned engine: the probe differs from the one the network was "
+                      f"trained with (far-field match {match:.2f}, want >= 0.95; footprint "
+                      f"{footprint:.2f}x the training probe's, want 0.85-1.15): the output is "
+                      "not to be trusted; train weights for this probe (`ptyflow "
+                      "train-learned`, docs/learned.md)", stacklevel=2)  # fmt: skip
     threads = torch.get_num_threads()
     if opts.threads:
         torch.set_num_threads(int(opts.threads))

@@ -152,3 +152,21 @@ def probe_match(probe_net: np.ndarray, trained: np.ndarray) -> float:
     b = fft2c(torch.as_tensor(np.asarray(trained, np.complex64))).abs().double()
     den = float(torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b))
     return float((a * b).sum()) / den if den > 0 else 0.0
+
+
+def footprint_ratio(probe_net: np.ndarray, trained: np.ndarray) -> float:
+    """RMS radius of ``|P|^2`` of the data's probe over the training probe's (1: the same
+    footprint). What :func:`probe_match` cannot see: a defocus that changes the footprint
+    leaves the far-field amplitude alone."""
+
+    def rms_radius(p) -> float:
+        w = np.abs(np.asarray(p, np.complex128)) ** 2
+        total = w.sum()
+        if total <= 0:
+            return 0.0
+        yy, xx = np.indices(w.shape, dtype=np.float64)
+        cy, cx = (w * yy).sum() / total, (w * xx).sum() / total
+        return float(np.sqrt((w * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / total))
+
+    ref = rms_radius(trained)
+    return rms_radius(probe_net) / ref if ref > 0 else float("inf")

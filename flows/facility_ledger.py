@@ -44,11 +44,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def process_identity(pid: int) -> str | None:
+    """``<boot id>:<start time>`` of process ``pid`` (Linux), else None: a pid the kernel
+    reuses after the recorded process ended -- after a reboot above all -- has another
+    identity, so a dead attempt is not taken for a live one."""
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        stat = open(f"/proc/{pid}/stat").read()
+        start = stat[stat.rindex(")") + 2 :].split()[19]  # field 22, after the name
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{boot}:{start}"
+
+
 def is_live(entry: dict) -> bool:
-    """A ``running`` entry of another process on this host that still exists."""
+    """A ``running`` entry of another process on this host that still exists (the same
+    process, where the entry recorded its identity)."""
     pid = entry.get("pid")
-    return (entry.get("status") == "running" and isinstance(pid, int) and pid != os.getpid()
-            and entry.get("host") == socket.gethostname() and _pid_alive(pid))  # fmt: skip
+    if not (entry.get("status") == "running" and isinstance(pid, int) and pid != os.getpid()
+            and entry.get("host") == socket.gethostname() and _pid_alive(pid)):  # fmt: skip
+        return False
+    recorded = entry.get("process")
+    return recorded is None or process_identity(pid) in (None, recorded)
 
 
 class Ledger:
@@ -137,7 +154,8 @@ class Ledger:
     def start(self, d, version: str) -> None:
         """Record that an attempt at dataset ``d`` (a ``Decision``) begins in this process."""
         entry = self._entry(d, version, "running", self.attempts_before(d, version) + 1)
-        entry.update(started=_now(), host=socket.gethostname(), pid=os.getpid())
+        entry.update(started=_now(), host=socket.gethostname(), pid=os.getpid(),
+                     **({"process": p} if (p := process_identity(os.getpid())) else {}))
         self.update(d.name, entry)
 
     def record(self, d, status: str, version: str, error: str = "") -> None:

@@ -269,6 +269,16 @@ class EngineParams(_Params):
             if not any(_accepts(tp, value) for tp in accepted):
                 expected = " or ".join(dict.fromkeys(_type_text(tp) for tp in accepted))
                 _invalid(where, f"expected {expected}; got {value!r}", value)
+        # values the options class refuses (a batch of 0, a negative flux) are found here
+        # too, not in a tile after the cluster started
+        from ptytasks.engines.registry import option_classes
+
+        for cls in option_classes(self.engine):
+            given = {k: v for k, v in self.options.items() if k in cls.field_names()}
+            try:
+                cls(**given)
+            except (ValueError, TypeError) as exc:
+                _invalid("options", str(exc), given)
         return self
 
     def settings(self) -> dict:

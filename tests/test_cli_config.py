@@ -185,3 +185,18 @@ def test_bad_env_override_names_the_variable(tmp_path, data, captured, monkeypat
     assert res.exit_code == 2, res.output
     assert message in res.output and str(cfg) not in res.output
     assert "Traceback" not in res.output and "params" not in captured
+
+
+@pytest.mark.parametrize("engine, options, field", [
+    ("learned", {"batch_size": 0}, "batch_size"), ("learned", {"flux": -1.0}, "flux"),
+    ("learned", {"precision": "float16"}, "precision"), ("learned", {"model": "cnn"}, "model"),
+    ("rnf", {"hidden_layers": 3}, "hidden_layers")])  # fmt: skip
+def test_engine_option_values_the_engine_refuses_are_config_errors(engine, options, field):
+    """Found when the parameters are read (exit 2), not in a tile after the cluster
+    started (the learned engine's batch of 0 failed there as 'range() arg 3 must not be
+    zero')."""
+    from flows.params import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        PipelineParams.from_mapping({"input": "x.cxi", "store": "x.zarr",
+                                     "engine": {"engine": engine, "options": options}})

@@ -94,6 +94,20 @@ class LearnedOptions(EngineOptions):
     precision: str = "auto"
     seed: int = 0
 
+    def __post_init__(self):
+        # refused when the settings are read, not in a tile after the cluster started
+        if self.model not in ("ppn", "ptychonn"):
+            raise ValueError(f"model must be 'ppn' or 'ptychonn'; got {self.model!r}")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be auto, float32 or bfloat16; got "
+                             f"{self.precision!r}")
+        for name, least in (("batch_size", 1), ("align_iterations", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}; got {v!r}")
+        if self.flux is not None and (isinstance(self.flux, bool) or not self.flux > 0):
+            raise ValueError(f"flux must be a positive number of photons; got {self.flux!r}")
+
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain float32)."""

@@ -184,7 +184,10 @@ def test_a_dataset_running_in_a_live_process_is_left_alone(root):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         led.start(ds["a.cxi"], "1.0")
-        entry = dict(led.entries["a.cxi"], pid=other.pid)  # as if the other process ran it
+        from flows.facility_ledger import process_identity
+
+        entry = dict(led.entries["a.cxi"], pid=other.pid,  # as if the other process ran it
+                     process=process_identity(other.pid))  # fmt: skip
         led.update("a.cxi", entry)
         assert led.reap() == []
         assert _by_name(decide(s, led.entries))["a.cxi"].action == "running"
@@ -193,3 +196,25 @@ def test_a_dataset_running_in_a_live_process_is_left_alone(root):
         other.wait()
     time.sleep(0.1)
     assert Ledger(s.output_root).reap() == ["a.cxi"]
+
+
+def test_a_reused_pid_does_not_keep_a_dead_attempt_running(root):
+    """After a reboot (or a long time) the recorded pid may belong to an unrelated live
+    process: the entry records the process's identity (boot id, start time), so such an
+    attempt is reaped, not left 'running' for as long as that process lives."""
+    from flows.facility_ledger import process_identity
+
+    if process_identity(os.getpid()) is None:
+        pytest.skip("no /proc process identity on this system")
+    s = _settings(root)
+    ds = _by_name(decide(s, {}))
+    led = Ledger(s.output_root)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        led.start(ds["a.cxi"], "1.0")
+        entry = dict(led.entries["a.cxi"], pid=other.pid, process="another-boot:12345")
+        led.update("a.cxi", entry)
+        assert led.reap() == ["a.cxi"]  # the pid lives, but it is not the recorded process
+    finally:
+        other.kill()
+        other.wait()

@@ -88,30 +88,15 @@ def test_export_refuses_a_store_a_run_is_writing(tmp_path, finished):
     """A run re-entering the store rewrites the mosaic, probe and positions: an export
     streaming them meanwhile would mix two runs. Export holds the store's lock, so it is
     refused (exit 2, naming the run) while a run holds it, and works once it is free."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from storage.lock import holder
+    from tests.lock_holder import lock_held_elsewhere
 
-    repo = Path(__file__).resolve().parents[1]
-    code = ("import sys, time; from storage.lock import StoreLock; "
-            "StoreLock(sys.argv[1], 'ptyflow run other').acquire(); print('locked', flush=True); "
-            "time.sleep(120)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, finished.store], cwd=repo,
-                            env={**os.environ, "PYTHONPATH": str(repo)},
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
     out = tmp_path / "r.npz"
-    try:
-        assert proc.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(finished.store, "ptyflow run other") as proc:
         res = runner.invoke(app, ["export", finished.store, str(out)])
         text = " ".join(res.output.replace("│", " ").split())
         assert res.exit_code == 2 and "locked by another run" in text, res.output
         assert f"pid {proc.pid}" in text and not out.exists()
-    finally:
-        proc.kill()
-        proc.wait(10)
     res = runner.invoke(app, ["export", finished.store, str(out)])
     assert res.exit_code == 0 and out.exists(), res.output
     assert holder(finished.store) is None  # and the export gave the lock back

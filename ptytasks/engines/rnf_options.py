@@ -89,8 +89,9 @@ class RNFOptions(EngineOptions):
         while the data loss recovers. Faster tables and a slower MLP halve the epochs to a
         given error from the uniform and from a learned prior (``docs/learned.md``).
     lr_decay : float
-        Final fraction of every rate reached by a cosine schedule over ``epochs``
-        (1 = constant rates).
+        Fraction of every rate a cosine schedule over ``epochs`` falls towards (1 =
+        constant rates). The schedule is read at each epoch's start, so the last epoch
+        runs a little above it (at 100 epochs 0.1 + 0.0002; at 2 epochs 0.55 for 0.1).
     warmup_epochs : int
         Epochs before physical parameters (positions, distance, wavelength, Zernike,
         intensities) start moving: the fields first explain the data roughly.

@@ -4,11 +4,6 @@ forever; and the gigapixel flow takes the store's lock before it writes anything
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from distributed import LocalCluster
 
@@ -16,8 +11,7 @@ from flows.cluster import make_task_runner
 from flows.config_sources import ConfigError
 from flows.params import ClusterParams
 from storage.lock import StoreLockedError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.lock_holder import lock_held_elsewhere
 
 
 @pytest.mark.parametrize("resources", [None, {"GPU": 1}])
@@ -37,18 +31,8 @@ def test_gigapixel_takes_the_store_lock_before_ingest(tmp_path):
     from flows.gigapixel import GigapixelParams, gigapixel_coded
 
     store = tmp_path / "g.zarr"
-    code = ("import sys, time; from storage.lock import StoreLock; "
-            "StoreLock(sys.argv[1], 'other-run').acquire(); print('locked', flush=True); "
-            "time.sleep(120)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, str(store)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert proc.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(store, "other-run"):
         p = GigapixelParams.from_mapping({"input": str(tmp_path / "x.cxi"), "store": str(store)})
         with pytest.raises(StoreLockedError, match="other-run"):
             gigapixel_coded.fn(p)
         assert not store.exists()  # nothing ingested under the other run
-    finally:
-        proc.kill()
-        proc.wait(10)

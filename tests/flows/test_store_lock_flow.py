@@ -5,17 +5,13 @@ when this process does (``ptyflow run`` takes the lock before starting the flow)
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from flows import pipeline as pipeline_module
 from flows.params import PipelineParams
 from storage.lock import StoreLock, StoreLockedError, holder
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.lock_holder import lock_held_elsewhere
 
 
 @pytest.fixture
@@ -30,20 +26,10 @@ def body(monkeypatch):
 def test_flow_refused_while_another_process_holds_the_store(tmp_path, body):
     store = tmp_path / "run.zarr"
     p = PipelineParams.from_mapping({"input": "x.cxi", "store": str(store)})
-    code = ("import sys, time; from storage.lock import StoreLock; "
-            "StoreLock(sys.argv[1], 'other-run').acquire(); print('locked', flush=True); "
-            "time.sleep(120)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, str(store)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert proc.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(store, "other-run") as proc:
         with pytest.raises(StoreLockedError, match=f"pid {proc.pid}.*other-run"):
             pipeline_module.pipeline.fn(p)  # the flow's function, without a Prefect API
         assert body == []  # no stage ran
-    finally:
-        proc.kill()
-        proc.wait(10)
     pipeline_module.pipeline.fn(p)
     assert body[-1]["pid"] == os.getpid()  # the flow held it while its stages ran
     assert holder(store) is None  # and gave it back

@@ -109,6 +109,17 @@ def sets(tree: dict, loc: tuple[str, ...]) -> bool:
     return False
 
 
+def has_path(tree: dict, loc: tuple[str, ...]) -> bool:
+    """Whether the nested mapping ``tree`` holds the key path ``loc`` itself (a whole
+    section too): the layer an unknown key came from."""
+    node: Any = tree
+    for p in loc:
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+    return bool(loc)
+
+
 def deep_merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():

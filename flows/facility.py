@@ -160,6 +160,7 @@ def dataset_params(settings: FacilityParams, path: Path, store: Path) -> Pipelin
     if has_sidecar:
         raw = _merge(raw, read_sidecar(sidecar, Path(settings.data_root)))
     return PipelineParams.from_mapping(raw, source=str(sidecar if has_sidecar else path),
+                                       overrides_source="the facility scan",
                                        input=str(path), store=str(store))  # fmt: skip
 
 

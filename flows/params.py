@@ -26,6 +26,7 @@ from flows.config_sources import (  # noqa: F401 - ConfigError, load_yaml: flows
     ConfigError,
     deep_merge,
     env_variables,
+    has_path,
     load_yaml,
     nested,
     sets,
@@ -421,14 +422,16 @@ class PipelineParams(_Params):
         return cls.from_mapping(load_yaml(path), source=str(path), **overrides)
 
     @classmethod
-    def from_mapping(cls, raw: dict, *, source: str = "parameters", **overrides) -> PipelineParams:
+    def from_mapping(cls, raw: dict, *, source: str = "parameters",
+                     overrides_source: str = "command line", **overrides) -> PipelineParams:
         """Validate a mapping with env-var and keyword overrides applied on top.
 
         Raises
         ------
         ConfigError
-            Naming where each bad value came from: ``source``, or the ``PTYFLOW__``
-            variable that set it, and the field.
+            Naming where each bad value came from: ``source``, the ``PTYFLOW__`` variable
+            that set it, or ``overrides_source`` (the keyword overrides: a command's flags),
+            and the field.
         """
         env = env_variables()
         merged = deep_merge(deep_merge(dict(raw), nested(env)), overrides)
@@ -438,9 +441,11 @@ class PipelineParams(_Params):
             by_origin: dict[str, list[str]] = {}
             for e in exc.errors():
                 loc = tuple(str(p) for p in e["loc"])
+                # an unknown key (a whole section, say) comes from the layer that holds it
+                gives = has_path if e["type"] == "extra_forbidden" else sets
                 # the last layer that set the value: keyword overrides, then the variables
-                origin = source if sets(overrides, loc) else next(
-                    (var for var, path, value in env if sets(nested([(var, path, value)]), loc)),
+                origin = overrides_source if gives(overrides, loc) else next(
+                    (var for var, path, value in env if gives(nested([(var, path, value)]), loc)),
                     source)  # fmt: skip
                 by_origin.setdefault(origin, []).append(f"{'.'.join(loc)}: {e['msg']}")
             raise ConfigError("; ".join(f"{origin}: invalid configuration: {'; '.join(fields)}"

@@ -92,8 +92,39 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
     from storage.lock import StoreLock
 
     with StoreLock(params.store):  # held for the whole run; the flow re-enters it
-        ingest_input(params)
+        raw = ingest_input(params)
+        check_runnable(params, raw["modality"])
         return _run_flow(params, progress=progress, verbose=verbose)
+
+
+def check_runnable(params: PipelineParams, modality: str) -> None:
+    """Refuse, before Prefect and the cluster start, an engine or a prior engine that does
+    not run the data's modality, and GPU workers without dask-cuda (each found only in a
+    tile before, exit 1).
+
+    Raises
+    ------
+    flows.config_sources.ConfigError
+        Naming the field (``engine.engine``, ``calibration.object``, ``cluster.kind``).
+    """
+    from flows.config_sources import ConfigError
+    from ptytasks.engines.registry import SPECS
+    from ptytasks.modalities import get as get_modality
+
+    mod = get_modality(modality)
+    able = [n for n, s in SPECS.items() if s.supports(mod)]
+    for field, name in (("engine.engine", params.engine.engine),
+                        ("calibration.object", params.calibration.object)):  # fmt: skip
+        spec = SPECS.get(name)  # None: "uniform", no engine
+        if spec is not None and not spec.supports(mod):
+            raise ConfigError(f"{field}: {name!r} does not run {modality} data ({params.input}); "
+                              f"engines that do: {', '.join(able)}")
+    if params.cluster.kind == "local_cuda":
+        try:
+            import dask_cuda  # noqa: F401
+        except ImportError:
+            raise ConfigError("cluster.kind 'local_cuda' needs dask-cuda: pip install "
+                              "'ptyflow[gpu]' (or cluster.kind 'local' for CPU workers)") from None
 
 
 def ingest_input(params: PipelineParams) -> dict:

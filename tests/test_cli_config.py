@@ -200,3 +200,19 @@ def test_engine_option_values_the_engine_refuses_are_config_errors(engine, optio
     with pytest.raises(ConfigError, match=field):
         PipelineParams.from_mapping({"input": "x.cxi", "store": "x.zarr",
                                      "engine": {"engine": engine, "options": options}})
+
+
+def test_a_bad_value_is_blamed_on_the_layer_that_set_it(tmp_path, monkeypatch):
+    """A flag's bad value was reported as the YAML file's, and an unknown section set by a
+    PTYFLOW__ variable as the command line's."""
+    from flows.params import ConfigError
+
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("engine: {epochs: 5}\n")
+    with pytest.raises(ConfigError) as ei:
+        PipelineParams.from_yaml(cfg, input="x.cxi", store="x.zarr", engine={"epochs": 0})
+    assert str(ei.value).startswith("command line: invalid configuration: engine.epochs")
+    monkeypatch.setenv("PTYFLOW__ENGIN__EPOCHS", "3")
+    with pytest.raises(ConfigError) as ei:
+        PipelineParams.from_yaml(cfg, input="x.cxi", store="x.zarr")
+    assert str(ei.value).startswith("PTYFLOW__ENGIN__EPOCHS: invalid configuration: engin")

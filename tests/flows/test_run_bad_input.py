@@ -159,3 +159,27 @@ def test_bad_input_or_settings_are_not_retried():
     assert not worth_retrying(None, None, Failed(data=DataError("f.cxi", "positions", "NaN")))
     assert not worth_retrying(None, None, Failed(data=ConfigError("tiling.grid: too fine")))
     assert worth_retrying(None, None, Failed(data=OSError("stale file handle")))
+
+
+@pytest.mark.parametrize("section, field", [({"engine": {"engine": "learned"}}, "engine.engine"),
+                                            ({"calibration": {"object": "learned"}},
+                                             "calibration.object")])  # fmt: skip
+def test_an_engine_that_does_not_run_the_modality_is_refused_before_prefect(tmp_path, section,
+                                                                            field):
+    """Found when the input is read (exit 2, naming the field), not in a tile after the
+    server and the cluster started (exit 1)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from ptytasks.simulate import simulate
+    from storage.cxi import write_cxi
+
+    cxi = tmp_path / "nf.cxi"
+    write_cxi(cxi, simulate("nearfield", frame_size=32, n_positions=9, seed=0))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(section))
+    res = CliRunner().invoke(app, ["run", str(cxi), "-o", str(tmp_path / "r.zarr"),
+                                   "--config", str(cfg)])  # fmt: skip
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and field in text and "nearfield" in text, res.output

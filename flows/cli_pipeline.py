@@ -293,9 +293,11 @@ def show(
     con.print(f"[bold]{s['store']}[/] (layout {s['layout']})")
     if "data" in s:
         d = s["data"]
+        nom = lambda k: " (nominal: not in the file)" if k in d.get("nominal", []) else ""  # noqa: E731
         con.print(f"data: {d['modality']}, {d['frames']} frames {d['frame_shape']}, "
-                  f"kept {s.get('kept_frames', '-')}, wavelength {d['wavelength_m']:.4g} m, "
-                  f"pixel {d['pixel_size_m']:.4g} m")  # fmt: skip
+                  f"kept {s.get('kept_frames', '-')}, wavelength {d['wavelength_m']:.4g} m"
+                  f"{nom('wavelength')}, pixel {d['pixel_size_m']:.4g} m"
+                  f"{nom('pixel_size')}")  # fmt: skip
     con.print("steps: " + (", ".join(s["steps"]) or "none"))
     if s["tiles"]:
         t = Table("tile", "frames", "done", "engine", "seconds", "final loss", title="tiles")

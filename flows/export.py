@@ -20,6 +20,11 @@ def _tiles(store: RunStore) -> list[dict]:
     return list(store.root[L.TILING].attrs["tiles"]) if store.is_complete(L.TILING) else []
 
 
+def _nominal(raw) -> list[str]:
+    """The raw step's fields that are placeholders, not the file's (``meta["nominal"]``)."""
+    return [str(k) for k in ((raw.attrs.get("meta") or {}).get("nominal") or [])]
+
+
 def final_positions(store: RunStore) -> tuple[np.ndarray, np.ndarray]:
     """Refined scan positions of every kept frame in global (mosaic) pixels.
 
@@ -112,7 +117,8 @@ def export_npz(store_path: str | Path, out: str | Path) -> dict[str, tuple]:
     ``object_slices_dims``), ``weight``, ``probe`` (``(mode, y, x)``
     for a mixed state; its axis names in ``probe_dims``), ``positions``
     (final, global pixels; empty for Fourier ptychography), ``frames`` (raw indices of the
-    positions), ``wavevectors`` (Fourier), ``pixel_size`` [m], ``wavelength`` [m].
+    positions), ``wavevectors`` (Fourier), ``pixel_size`` [m], ``wavelength`` [m],
+    ``nominal`` (the names of those two the file did not give: placeholders).
     Returns ``{key: shape}``. The mosaic is copied from the store a block of rows at a time
     and the file is written atomically (:func:`write_npz_streamed`).
 
@@ -142,6 +148,9 @@ def _export_npz(store: RunStore, out: str | Path) -> dict[str, tuple]:
         "weight": level0["weight"],
         "pixel_size": np.float64(raw.attrs["pixel_size"]),
         "wavelength": np.float64(raw.attrs["wavelength"]),
+        # geometry the file did not give (placeholders ingest put in): never to be read
+        # as measured
+        "nominal": np.array(_nominal(raw), dtype=str),
     }
     n_slices = int(store.root[L.MOSAIC].attrs.get("n_slices", 1))
     if n_slices > 1:  # small (thick specimens are electron fields of view): read whole
@@ -178,6 +187,7 @@ def summarize(store_path: str | Path) -> dict:
         out["data"] = {"modality": a["modality"], "frames": int(raw["frames"].shape[0]),
                        "frame_shape": list(raw["frames"].shape[1:]),
                        "wavelength_m": a["wavelength"], "pixel_size_m": a["pixel_size"],
+                       "nominal": _nominal(raw),
                        "source": (a.get("meta") or {}).get("source")}  # fmt: skip
     if store.is_complete(L.SUBSAMPLE):
         out["kept_frames"] = int(store.root[L.SUBSAMPLE]["kept"].shape[0])

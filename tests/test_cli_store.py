@@ -71,6 +71,7 @@ def test_export_writes_plain_arrays(tmp_path, finished):
     mosaic = s.read_array("mosaic/level_0/object")
     assert z["object"].dtype == np.complex64 and np.array_equal(z["object"], mosaic)
     assert z["probe"].shape == (32, 32) and z["probe"].dtype == np.complex64
+    assert z["nominal"].size == 0  # the simulated file gives its geometry
     # No position refinement: every frame maps back exactly to its nominal position.
     nominal = s.read_array("raw/positions")
     assert z["positions"].shape == (40, 2)
@@ -136,3 +137,20 @@ def test_export_maps_refined_tile_positions_to_global(tmp_path, finished):
             ]
         ] += 1
     assert np.all(owned == 1)
+
+
+def test_placeholder_geometry_is_marked_in_show_and_export(tmp_path):
+    """An NPZ without wavelength or pixel size ingests with placeholders (meta["nominal"]);
+    show printed them, and export wrote them, as if measured."""
+    from flows.export import _nominal
+    from storage.store import RunStore
+
+    frames = np.random.default_rng(0).poisson(5, (4, 16, 16)).astype(np.float32)
+    src = tmp_path / "d.npz"
+    np.savez(src, frames=frames, positions=np.array([[0, 0], [0, 4], [4, 0], [4, 4]], float))
+    store = tmp_path / "r.zarr"
+    assert runner.invoke(app, ["ingest", str(src), "-o", str(store)]).exit_code == 0
+    res = runner.invoke(app, ["show", str(store)])
+    text = " ".join(res.output.replace("│", " ").split())
+    assert text.count("(nominal: not in the file)") == 2, res.output
+    assert _nominal(RunStore(store, "r").root["raw"]) == ["wavelength", "pixel_size"]

@@ -41,9 +41,10 @@ def _grid(text: str | None) -> tuple[int, int] | None:
     try:
         ny, nx = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"expected NYxNX such as 2x2; got {text!r}") from None
+        raise typer.BadParameter(f"expected NYxNX such as 2x2; got {text!r}",
+                                 param_hint="--grid") from None
     if ny < 1 or nx < 1:
-        raise typer.BadParameter("tile counts must be >= 1")
+        raise typer.BadParameter(f"tile counts must be >= 1; got {text!r}", param_hint="--grid")
     return ny, nx
 
 

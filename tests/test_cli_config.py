@@ -122,7 +122,8 @@ def test_bad_env_override_and_flags_are_errors(tmp_path, data, captured, monkeyp
     res = runner.invoke(app, ["run", str(data), *out])
     assert res.exit_code == 2 and "cluster.kind" in res.output
     monkeypatch.delenv("PTYFLOW__CLUSTER__KIND")
-    for flags, msg in ((["--keep", "1.5"], "--keep"), (["--grid", "2by2"], "NYxNX"),
+    for flags, msg in ((["--keep", "1.5"], "--keep"), (["--grid", "2by2"], "--grid"),
+                       (["--grid", "0x2"], "--grid"),
                        (["--engine", "sgd"], "--engine"),
                        (["--cluster", "address"], "cluster.address")):  # fmt: skip
         res = runner.invoke(app, ["run", str(data), *out, *flags])

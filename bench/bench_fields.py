@@ -44,6 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._machine import git_state  # noqa: E402
 from ptytasks.fields import HashEncoding2D, HashEncodingConfig, ResidualField  # noqa: E402
 from ptytasks.fields.complex_layers import ComplexMLP  # noqa: E402
 from ptytasks.fields.hash_encoding import PRIME_Y, level_resolutions  # noqa: E402
@@ -289,6 +290,7 @@ def machine_info(device) -> dict:
         "device": str(device),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "git": git_state(),  # the commit and dirty flag every benchmark record carries
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -13,9 +13,11 @@
 #   5. the tests marked gpu (pytest -m gpu)                        -> pytest-gpu-<tag>.txt
 #
 # Steps run in the order 1, 5, 2, 3, 4 (what a short GPU lease most needs first), each under
-# its own time limit; a step that fails or runs over is reported and the others still run;
-# gpu-steps-<tag>.txt lists each step's exit code and seconds, and the script exits 1 if any
-# step failed. Steps 1, 2 and 5 need only torch, numpy, scipy, scikit-image and h5py (plus
+# its own time limit (540 s in all, under the device runner's 600 s per command); a step
+# that fails or runs over is reported and the others still run; gpu-steps-<tag>.txt gets
+# each step's exit code and seconds as soon as it ends (a run killed from outside keeps the
+# steps before), and the script exits 1 if any step failed. Tiles on local_cuda run their
+# engine on the worker's GPU (flows.stages.reconstruct_tile: engines with a device option). Steps 1, 2 and 5 need only torch, numpy, scipy, scikit-image and h5py (plus
 # pytest); steps 3 and 4 need the whole pipeline (prefect, dask, zarr, dask-cuda).
 #
 # Usage (from anywhere; results go to bench/results unless --out=DIR):
@@ -65,6 +67,8 @@ fi
 
 GPU_TESTS=tests/engines  # where the tests marked gpu live (no pipeline imports there)
 STATUS=()
+STEPS="$OUT/gpu-steps-$TAG.txt"
+: > "$STEPS"
 # step NAME LIMIT_S CMD...: run under a time limit; a failure is recorded, the rest still run
 step() {
   local name="$1" limit="$2" t0=$SECONDS rc=0
@@ -72,32 +76,36 @@ step() {
   case ",$ONLY," in *",$name,"*) ;; *) echo "   not asked for (--only): $name"; return ;; esac
   timeout --kill-after=10 "$limit" "$@" || rc=$?
   STATUS+=("$name rc=$rc seconds=$((SECONDS - t0)) limit=$limit")
+  echo "${STATUS[-1]}" >> "$STEPS"
   [ "$rc" = 0 ] || echo "   step $name failed (rc $rc; 124: over its $limit s)" >&2
 }
 # the long steps: run them, or (dry run) print them
 heavy() { if [ "$DRY" = 1 ]; then echo "   dry run, not run: $*"; else step "$@"; fi; }
 
 echo "== 1. field throughput and RNF epoch split ($DEV)"
-step speed 240 "$PY" bench/bench_rnf_speed.py --device "$DEV" "${SPEED[@]}" \
+step speed 180 "$PY" bench/bench_rnf_speed.py --device "$DEV" "${SPEED[@]}" \
   --out "$OUT/rnf-speed-$TAG.json"
 echo "== 5. CUDA tests"
 COLLECT=(); [ "$DRY" = 1 ] && COLLECT=(--collect-only)
-step tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "${COLLECT[@]}" $GPU_TESTS \
+# its own options: the project's addopts ask for pytest-xdist (--dist), which a GPU
+# environment may lack
+step tests 90 "$PY" -m pytest -q -p no:cacheprovider \
+  -o addopts="-ra --strict-markers --import-mode=importlib" -m gpu "${COLLECT[@]}" $GPU_TESTS \
   > "$OUT/pytest-gpu-$TAG.txt" 2>&1
 [ -e "$OUT/pytest-gpu-$TAG.txt" ] && tail -3 "$OUT/pytest-gpu-$TAG.txt"
 echo "== 2. field building blocks"
 heavy fields 60 "$PY" bench/bench_fields.py "${FIELDS[@]}" --out "$OUT/fields-$TAG.json"
 echo "== 3. RNF reconstruction through the pipeline ($CLUSTER)"
 if [ -e "$RUN_INPUT" ] || [ "$DRY" = 1 ]; then
-  heavy star 150 "$PY" bench/run_timed.py --out "$OUT/star-rnf-$TAG.json" --fresh \
+  heavy star 120 "$PY" bench/run_timed.py --out "$OUT/star-rnf-$TAG.json" --fresh \
     --label "RNF defaults, $CLUSTER" -- "$RUN_INPUT" -o "$WORK/run.zarr" --engine rnf \
     --no-half-data --cluster "$CLUSTER" "${RUN_FLAGS[@]}"
 else
   echo "   skipped: $RUN_INPUT not found"
 fi
 echo "== 4. tile pipeline ($CLUSTER)"
-heavy pipeline 120 "$PY" -m bench pipeline --device "$DEV" --no-peers --out "$OUT" \
+heavy pipeline 90 "$PY" -m bench pipeline --device "$DEV" --no-peers --out "$OUT" \
   --tag "$TAG" "${PIPE[@]}"
-printf '%s\n' "${STATUS[@]}" | tee "$OUT/gpu-steps-$TAG.txt"
+cat "$STEPS"
 echo "bench/gpu.sh: results in $OUT (*-$TAG.*)"
 for s in "${STATUS[@]}"; do case "$s" in *" rc=0 "*) ;; *) exit 1 ;; esac; done

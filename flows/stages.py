@@ -199,6 +199,19 @@ def planned_tiles(store_path: str, ids: list[str] | None = None) -> list[dict]:
     return [by_id[i] for i in ids]
 
 
+def on_gpu_worker(engine: str, settings: dict) -> dict:
+    """``settings`` with ``device: cuda`` where this process sees a GPU, the engine takes a
+    device and the user named none: tiles on ``local_cuda`` (dask-cuda) workers ran the
+    engine on the CPU (its default device) beside an idle GPU."""
+    import torch
+
+    from ptytasks.engines.registry import option_names
+
+    if "device" in settings or "device" not in option_names(engine):
+        return settings
+    return {**settings, "device": "cuda"} if torch.cuda.is_available() else settings
+
+
 def reconstruct_tile(
     store_path: str,
     tile: dict | str,
@@ -243,7 +256,7 @@ def reconstruct_tile(
     name = tile_step(tile["tile_id"], half)
     # weights by content; runs without a network keep the keys they had before
     weights = network_weights(engine, calibration)
-    settings = engine.settings()
+    settings = on_gpu_worker(engine.engine, engine.settings())
     if half:
         # The halves must be independent reconstructions (van Heel & Schatz 2005): with
         # one seed two RNF halves start from the same hash tables and MLP weights, and what

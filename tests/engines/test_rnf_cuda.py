@@ -76,7 +76,7 @@ def test_cuda_graph_replays_the_same_steps():
     data = simulate("farfield", frame_size=48, n_positions=49, seed=0, dose=1e6)
     probe = data.ground_truth["probe"]
     o = RNFOptions(epochs=6, device="cuda", eval_region="full", kernels="eager",
-                   hidden_precision="float32")
+                   hidden_precision="float32", batch_size=16)  # fixed: "auto" would take 9
     a = reconstruct_rnf(data, o, probe_prior=probe)
     b = reconstruct_rnf(data, replace(o, cuda_graphs=False), probe_prior=probe)
     # 49 frames: three full batches of 16 and one of 1 per epoch; two warm-up steps

@@ -111,9 +111,7 @@ class LearnedOptions(EngineOptions):
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain float32)."""
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"precision must be auto, float32 or bfloat16; got {precision!r}")
-    if precision == "float32":
+    if precision == "float32":  # (LearnedOptions has checked the value)
         return None
     if precision == "bfloat16":
         return torch.bfloat16

@@ -120,7 +120,7 @@ def run(
         None, min=1, max=64, help="Object slices (multislice, a thick specimen)."
     ),
     slice_thickness: float | None = typer.Option(
-        None, min=0.0, help="Distance between slices, metres (default: the file's)."
+        None, help="Distance between slices, metres, > 0 (default: the file's)."
     ),
     grid: str | None = typer.Option(None, help="Tiles along y and x, e.g. 2x2."),
     cluster: ClusterKind | None = typer.Option(None, help="Where tiles run."),

@@ -73,11 +73,35 @@ def read_any(path: str | os.PathLike, **options):
         raise DataError(path, None, "file does not exist")
     try:
         return _read(path, options)
+    except DataError as exc:
+        raise _misnamed(path, exc) from exc
     except (TypeError, ValueError) as exc:  # a reader option of the wrong kind or name
-        if not options or isinstance(exc, DataError):
+        if not options:
             raise
         raise DataError(path, "options", f"reader options {sorted(options)}: "
                         f"{type(exc).__name__}: {exc}") from exc
+
+
+# what an extension promises, by content (sniff): a CXI, a MATLAB v7.3 .mat and an .h5 are
+# all HDF5; a .npz.bz2 is bz2
+_CONTENT = {"cxi": {"hdf5"}, "hdf5": {"hdf5"}, "mat": {"mat", "hdf5"}, "npz": {"npz", "bz2"},
+            "npy": {"npy"}, "tiff": {"tiff"}}
+
+
+def _misnamed(path: Path, exc: DataError) -> DataError:
+    """``exc``, told where the file's content is another format than its name says (a CXI
+    saved as ``.npz`` failed with "File is not a zip file")."""
+    kind = _kind(path)
+    try:
+        found = None if path.is_dir() else sniff(path)
+    except DataError:
+        return exc
+    if kind is None or found is None or found in _CONTENT.get(kind, {found}):
+        return exc
+    ext = {"hdf5": ".cxi or .h5", "npz": ".npz", "bz2": ".npz.bz2", "npy": ".npy",
+           "tiff": ".tif", "mat": ".mat"}.get(found, found)  # fmt: skip
+    return DataError(path, exc.field, f"{exc.message} (the file's content is {found}, not "
+                     f"{kind} as its name says: rename it {ext})")
 
 
 def _read(path: Path, options: dict):

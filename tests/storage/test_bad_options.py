@@ -110,3 +110,14 @@ def test_train_learned_refuses_sizes_its_network_cannot_take_before_training(tmp
                               str(tmp_path / "w.pt")])  # fmt: skip
     assert res.exit_code == 2 and "frame size" in res.output, res.output
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_a_file_whose_content_is_another_format_says_so(tmp_path):
+    """A CXI saved as .npz failed with "File is not a zip file" and no hint."""
+    from ptytasks.simulate import simulate
+
+    src = tmp_path / "scan.npz"
+    write_cxi(src, simulate("farfield", frame_size=16, n_positions=4, overlap=0.5, seed=0))
+    res, lines = _ingest(src, tmp_path / "r.zarr")
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "content is hdf5" in lines[0] and "rename it .cxi" in lines[0], lines[0]

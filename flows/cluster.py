@@ -119,3 +119,16 @@ def check_gpu_resource(address: str, timeout: float = 30.0) -> None:
             "with `dask worker ... --resources GPU=1` (dask-jobqueue: "
             "worker_extra_args=['--resources', 'GPU=1'])"
         )
+
+
+def on_gpu_worker(engine: str, settings: dict) -> dict:
+    """``settings`` with ``device: cuda`` where this process sees a GPU, the engine takes a
+    device and the user named none: tiles on ``local_cuda`` (dask-cuda) workers ran the
+    engine on the CPU (its default device) beside an idle GPU."""
+    import torch
+
+    from ptytasks.engines.registry import option_names
+
+    if "device" in settings or "device" not in option_names(engine):
+        return settings
+    return {**settings, "device": "cuda"} if torch.cuda.is_available() else settings

@@ -8,12 +8,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from flows.cluster import on_gpu_worker
 from flows.params import (
     CalibrationParams,
     ConfigError,
@@ -41,9 +43,15 @@ def _store(path: str, mode: str = "a") -> RunStore:
 # ----------------------------------------------------------------------------- ingest
 def ingest(input_path: str, store_path: str, params: IngestParams) -> dict:
     """Stream the raw dataset into ``raw/`` (skipped when the source is unchanged)."""
+    new = not os.path.exists(store_path)
     store = _store(store_path)
-    key = store.ingest(input_path, detector_artefacts=params.detector_artefacts,
-                       **params.reader_options())
+    try:
+        key = store.ingest(input_path, detector_artefacts=params.detector_artefacts,
+                           **params.reader_options())
+    except Exception:
+        if new and not store.completed_steps():  # made here, holds nothing: not left behind
+            shutil.rmtree(store_path, ignore_errors=True)
+        raise
     g = store.root[L.RAW]
     return {"step": L.RAW, "key": key, "n_frames": int(g["frames"].shape[0]),
             "modality": g.attrs["modality"]}  # fmt: skip
@@ -197,19 +205,6 @@ def planned_tiles(store_path: str, ids: list[str] | None = None) -> list[dict]:
     if missing:
         raise DataError(store_path, L.TILING, f"tiles {missing} are not in the plan")
     return [by_id[i] for i in ids]
-
-
-def on_gpu_worker(engine: str, settings: dict) -> dict:
-    """``settings`` with ``device: cuda`` where this process sees a GPU, the engine takes a
-    device and the user named none: tiles on ``local_cuda`` (dask-cuda) workers ran the
-    engine on the CPU (its default device) beside an idle GPU."""
-    import torch
-
-    from ptytasks.engines.registry import option_names
-
-    if "device" in settings or "device" not in option_names(engine):
-        return settings
-    return {**settings, "device": "cuda"} if torch.cuda.is_available() else settings
 
 
 def reconstruct_tile(

@@ -110,7 +110,7 @@ def test_tiles_on_a_gpu_worker_run_the_engine_on_its_gpu(monkeypatch):
     asks for it; a device the user named, or an engine without one, is left alone."""
     import torch
 
-    from flows.stages import on_gpu_worker
+    from flows.cluster import on_gpu_worker
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert on_gpu_worker("rnf", {"epochs": 3})["device"] == "cuda"

@@ -121,3 +121,13 @@ def test_a_file_whose_content_is_another_format_says_so(tmp_path):
     res, lines = _ingest(src, tmp_path / "r.zarr")
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert "content is hdf5" in lines[0] and "rename it .cxi" in lines[0], lines[0]
+
+
+def test_a_failed_ingest_leaves_no_empty_store_behind(tmp_path, npz):
+    """The store a failed ingest had just made stayed as an empty folder; a store that
+    existed before is left alone."""
+    res, _ = _ingest(npz, tmp_path / "new.zarr", "wavelength=abc")
+    assert res.exit_code == 2 and not (tmp_path / "new.zarr").exists()
+    assert _ingest(npz, tmp_path / "old.zarr")[0].exit_code == 0
+    res, _ = _ingest(npz, tmp_path / "old.zarr", "wavelength=abc")
+    assert res.exit_code == 2 and (tmp_path / "old.zarr" / "raw").exists()

@@ -122,13 +122,17 @@ def check_gpu_resource(address: str, timeout: float = 30.0) -> None:
 
 
 def on_gpu_worker(engine: str, settings: dict) -> dict:
-    """``settings`` with ``device: cuda`` where this process sees a GPU, the engine takes a
-    device and the user named none: tiles on ``local_cuda`` (dask-cuda) workers ran the
-    engine on the CPU (its default device) beside an idle GPU."""
+    """``settings`` with ``device: cuda`` on a GPU worker -- a process given its GPU by
+    ``CUDA_VISIBLE_DEVICES`` (dask-cuda sets it for each of its workers, batch systems on
+    GPU nodes) that sees one -- where the engine takes a device and the user named none:
+    tiles on ``local_cuda`` workers ran the engine on the CPU (its default device) beside an
+    idle GPU. Plain ``local`` workers on a GPU machine stay on the CPU (they would all share
+    one GPU)."""
     import torch
 
     from ptytasks.engines.registry import option_names
 
     if "device" in settings or "device" not in option_names(engine):
         return settings
-    return {**settings, "device": "cuda"} if torch.cuda.is_available() else settings
+    given = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+    return {**settings, "device": "cuda"} if given and torch.cuda.is_available() else settings

@@ -106,13 +106,16 @@ def test_a_pupil_or_surface_file_rewritten_in_place_changes_the_calibration_key(
 
 def test_tiles_on_a_gpu_worker_run_the_engine_on_its_gpu(monkeypatch):
     """On local_cuda (dask-cuda) workers the engines ran on the CPU, their default device,
-    beside an idle GPU: where the worker sees a GPU and the user named no device, the tile
-    asks for it; a device the user named, or an engine without one, is left alone."""
+    beside an idle GPU: where the worker is given a GPU and the user named no device, the
+    tile asks for it; a device the user named, or an engine without one, is left alone."""
     import torch
 
     from flows.cluster import on_gpu_worker
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert "device" not in on_gpu_worker("rnf", {})  # a plain worker on a GPU machine
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # as dask-cuda gives each worker
     assert on_gpu_worker("rnf", {"epochs": 3})["device"] == "cuda"
     assert on_gpu_worker("rpie", {})["device"] == "cuda"
     assert on_gpu_worker("rnf", {"device": "cpu"})["device"] == "cpu"

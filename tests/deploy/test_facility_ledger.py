@@ -4,6 +4,7 @@ retried alone a bounded number of times. Plain functions, no Prefect server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -177,23 +178,30 @@ def test_a_killed_process_is_recorded_as_died_and_retried_alone_boundedly(root, 
     assert led.attempts_before(fixed, "1.0") == 0
 
 
-def test_a_dataset_running_in_a_live_process_is_left_alone(root):
+@contextlib.contextmanager
+def _running_elsewhere(root, identity: str | None = None):
+    """``a.cxi`` recorded as running in another live process, under ``identity`` (default:
+    that process's own); yields the settings and the ledger."""
+    from flows.facility_ledger import process_identity
+
     s = _settings(root)
     ds = _by_name(decide(s, {}))
     led = Ledger(s.output_root)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         led.start(ds["a.cxi"], "1.0")
-        from flows.facility_ledger import process_identity
-
-        entry = dict(led.entries["a.cxi"], pid=other.pid,  # as if the other process ran it
-                     process=process_identity(other.pid))  # fmt: skip
-        led.update("a.cxi", entry)
-        assert led.reap() == []
-        assert _by_name(decide(s, led.entries))["a.cxi"].action == "running"
+        led.update("a.cxi", dict(led.entries["a.cxi"], pid=other.pid,  # as if it ran it
+                                 process=identity or process_identity(other.pid)))  # fmt: skip
+        yield s, led
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_dataset_running_in_a_live_process_is_left_alone(root):
+    with _running_elsewhere(root) as (s, led):
+        assert led.reap() == []
+        assert _by_name(decide(s, led.entries))["a.cxi"].action == "running"
     time.sleep(0.1)
     assert Ledger(s.output_root).reap() == ["a.cxi"]
 
@@ -206,15 +214,5 @@ def test_a_reused_pid_does_not_keep_a_dead_attempt_running(root):
 
     if process_identity(os.getpid()) is None:
         pytest.skip("no /proc process identity on this system")
-    s = _settings(root)
-    ds = _by_name(decide(s, {}))
-    led = Ledger(s.output_root)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        led.start(ds["a.cxi"], "1.0")
-        entry = dict(led.entries["a.cxi"], pid=other.pid, process="another-boot:12345")
-        led.update("a.cxi", entry)
+    with _running_elsewhere(root, identity="another-boot:12345") as (_, led):
         assert led.reap() == ["a.cxi"]  # the pid lives, but it is not the recorded process
-    finally:
-        other.kill()
-        other.wait()

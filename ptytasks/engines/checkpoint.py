@@ -21,10 +21,13 @@ import os
 import pickle
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ptytasks.fields.complex_layers import resolve_precision
 
 __all__ = ["CheckpointError", "StaleCheckpoint", "inputs_digest", "load_checkpoint",
            "option_changes", "restore_state", "save_checkpoint", "save_state"]
@@ -171,6 +174,21 @@ def _fields(st) -> dict:
             "pupil": st.pupil_field}
 
 
+def _mlps(st) -> list:
+    """The networks of the run's neural fields (pixel fields have none)."""
+    nets = (getattr(f, "net", None) for f in _fields(st).values() if f is not None)
+    return [n.mlp for n in nets if n is not None]
+
+
+def _precision(st) -> str | None:
+    """The hidden-product precision the run's fields compute in (``"auto"`` resolved on this
+    run's device), or ``None`` without a neural field."""
+    for mlp in _mlps(st):
+        p = next(mlp.parameters())
+        return resolve_precision(mlp.config.hidden_precision, p.device, p.dtype)
+    return None
+
+
 def save_state(path, st, gen: torch.Generator, hist: dict, epoch: int, opts,
                inputs: str) -> None:
     """Checkpoint an RNF run (``st``: its ``rnf._Setup``) after ``epoch`` epochs."""
@@ -184,7 +202,7 @@ def save_state(path, st, gen: torch.Generator, hist: dict, epoch: int, opts,
         "probe_aperture": None if st.aperture is None else st.aperture.params.detach().clone(),
         "position_affine": None if st.affine is None else st.affine.detach().clone(),
         "epoch": epoch, "rng": gen.get_state(), "history": dict(hist),
-        "options": opts.to_dict(), "inputs": inputs,
+        "options": opts.to_dict(), "inputs": inputs, "hidden_precision": _precision(st),
         "shape": (st.data.n_frames, *st.data.frame_shape),
     })  # fmt: skip
 
@@ -233,6 +251,11 @@ def restore_state(ck: dict, path, st, gen: torch.Generator, hist: dict, opts,
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(path, "state", f"does not fit this run ({exc}); delete the "
                               "checkpoint to start afresh") from None
+    # "auto" resolves per machine: a run resumed on other hardware continues in the
+    # precision it was checkpointed in, so the resumed run is the run that was saved.
+    for mlp in _mlps(st):
+        if mlp.config.hidden_precision == "auto" and ck.get("hidden_precision"):
+            mlp.config = replace(mlp.config, hidden_precision=ck["hidden_precision"])
     gen.set_state(ck["rng"])
     hist.update({k: (list(v) if isinstance(v, list) else v) for k, v in ck["history"].items()})
     return int(ck["epoch"])

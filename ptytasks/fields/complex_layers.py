@@ -181,6 +181,24 @@ class ComplexLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, real_input={self.real_input}"
 
 
+def resolve_precision(precision: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``MLPConfig.hidden_precision`` made concrete for features of ``dtype`` on ``device``:
+    ``"auto"`` is bfloat16 where the device multiplies it natively and the field is float32
+    (it stands in for float32 products, never float64), else float32.
+
+    Raises
+    ------
+    ValueError
+        ``"bfloat16"`` asked for a float64 field.
+    """
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) and dtype == torch.float32 else "float32"
+    if precision == "bfloat16" and dtype == torch.float64:
+        raise ValueError("hidden_precision 'bfloat16' with a float64 field: use "
+                         "'float32' or 'auto' (float64 fields keep float64 products)")
+    return precision
+
+
 class ComplexMLP(nn.Module):
     """Complex MLP from real features to ``out_features`` complex outputs.
 
@@ -246,13 +264,7 @@ class ComplexMLP(nn.Module):
         params = [t for layer, act in pairs for t in layer.stacked(act.pre_scale())]
         params += list(self.out.stacked())
         if self.config.fused and self.config.activation == "phasor" and not checkpoint:
-            prec = self.config.hidden_precision
-            if prec == "auto":  # bfloat16 stands in for float32 products, never float64
-                prec = ("bfloat16" if native_bfloat16(feats.device)
-                        and feats.dtype == torch.float32 else "float32")  # fmt: skip
-            elif prec == "bfloat16" and feats.dtype == torch.float64:
-                raise ValueError("hidden_precision 'bfloat16' with a float64 field: use "
-                                 "'float32' or 'auto' (float64 fields keep float64 products)")
+            prec = resolve_precision(self.config.hidden_precision, feats.device, feats.dtype)
             low = {"float32": None, "bfloat16": torch.bfloat16}[prec]
             y = phasor_mlp(feats, params, chunk_size, low, self.config.kernels)
         else:

@@ -95,6 +95,23 @@ def test_same_options_resume_exactly(ff, killed, tmp_path):
     np.testing.assert_allclose(res.loss_history, full.loss_history, rtol=1e-5)
 
 
+def test_auto_precision_resumes_in_the_precision_it_was_saved_in(ff, tmp_path, monkeypatch):
+    # "auto" is bfloat16 on a machine that multiplies it natively, float32 elsewhere: a run
+    # checkpointed on the one and resumed on the other continues as it began.
+    import ptytasks.fields.complex_layers as layers
+
+    ck = tmp_path / "run.ckpt"
+    monkeypatch.setattr(layers, "native_bfloat16", lambda device: True)
+    saved_on = reconstruct_rnf(ff, RNFOptions(**BASE))
+    with pytest.raises(Killed):
+        reconstruct_rnf(ff, RNFOptions(**BASE), checkpoint=ck, callback=kill_after(2))
+    monkeypatch.setattr(layers, "native_bfloat16", lambda device: False)
+    here = reconstruct_rnf(ff, RNFOptions(**BASE))
+    res = reconstruct_rnf(ff, RNFOptions(**BASE), checkpoint=ck)
+    np.testing.assert_allclose(res.object, saved_on.object, rtol=0, atol=1e-5)
+    assert np.abs(here.object - saved_on.object).max() > 1e-4  # the precisions differ
+
+
 @pytest.mark.parametrize("how", ["torch.save", "pickle2", "pickle5"])
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_planted_pickle_is_refused_not_run(ff, tmp_path, how):

@@ -46,11 +46,13 @@ def train_step(st, idx, idx_host, data_loss, wavelet, zero_grad: bool = True):
     lr_ = wavelet(res) if wavelet is not None else torch.zeros((), dtype=ld.dtype,
                                                                 device=ld.device)
     (ld + lr_).backward()
+    ld, lr_ = ld.detach(), lr_.detach()
+    del pred, res  # the graph (the field's saved activations) goes before Adam's buffers
     st.geometry.pull_grad()
     st.optim.step()
     st.geometry.push()
     st.constrain()
-    return ld.detach(), lr_.detach()
+    return ld, lr_
 
 
 def graph_blocker(st, opts) -> str | None:

@@ -129,7 +129,8 @@ class PhasorMLPFunction(torch.autograd.Function):
                 gmats[0].addmm_(acts[0], gy.T)
                 if need_x:
                     torch.mm(mats[0][:, :-1].T, gy, out=gx[:, s:s + gy.shape[1]])
-        ctx.saved = ctx.saved_low = None
+        # ctx.saved is left for autograd to free with the graph: a graph retained
+        # (retain_graph=True) can be walked again, as with torch's own layers
         gmats[0] = gmats[0].T
         grads = []
         for gm in gmats:

@@ -113,6 +113,18 @@ def test_fused_phasor_mlp_matches_autograd_chain(hidden_layers, out, chunk, lear
         torch.testing.assert_close(a, c)
 
 
+def test_fused_phasor_mlp_backward_twice_with_a_retained_graph():
+    """``retain_graph=True`` keeps what a second backward needs, as autograd's own layers do:
+    the second pass gives the same gradients as the first."""
+    mlp = ComplexMLP(14, 2, seed=3, hidden_features=16).double()
+    feats = (torch.rand(14, 300, dtype=torch.float64) * 0.2 - 0.1).requires_grad_(True)
+    loss = mlp.forward_split(feats, 100).sin().sum()
+    first = torch.autograd.grad(loss, [feats, *mlp.parameters()], retain_graph=True)
+    second = torch.autograd.grad(loss, [feats, *mlp.parameters()])
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("hidden_layers", [1, 2])
 def test_bfloat16_hidden_products_stay_close_to_float32(hidden_layers):
     """``hidden_precision="bfloat16"``: only the hidden-to-hidden products change, by

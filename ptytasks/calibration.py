@@ -206,14 +206,14 @@ def surface_from_reference(
     amp = torch.sqrt(torch.as_tensor(np.clip(d.frames, 0, None), dtype=torch.float32))
     idx = torch.arange(d.n_frames)
     with torch.no_grad():
-        u = model._prop(model.exit_waves(obj.to(torch.complex64), illum, idx), model.distance)
+        u = model.propagate_by(model.exit_waves(obj.to(torch.complex64), illum, idx), "distance")
         norm = (u.abs() ** 2).sum(0).clamp_min(1e-12)
         surface = torch.ones(d.frame_shape, dtype=torch.complex64)
         previous = surface
         for k in range(iterations):
-            wave = model._prop(surface * u, model.surface_distance)
+            wave = model.propagate_by(surface * u, "surface_distance")
             wave = amp * torch.exp(1j * torch.angle(wave))
-            psi = model._prop(wave, -model.surface_distance)
+            psi = model.propagate_by(wave, "surface_distance", -1)
             new = (u.conj() * psi).sum(0) / norm
             # Nesterov-style momentum: plain error reduction crawls on this problem.
             surface = new + (k / (k + 3)) * (new - previous) if momentum else new

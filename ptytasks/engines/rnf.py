@@ -64,6 +64,7 @@ from ptytasks.engines.rnf_parts import (
     slices_of,
 )
 from ptytasks.engines.rnf_step import StepGraph, train_step
+from ptytasks.engines.rnf_windows import WindowGeometry
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.modes import add_modes
@@ -78,7 +79,7 @@ def _complex(x, cdt, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), device=device).to(cdt)
 
 
-class _Setup:
+class _Setup(WindowGeometry):
     """Priors, fields, model parameters and the optimiser of one run."""
 
     def __init__(self, data, opts, model, priors, device, rdt, cdt):
@@ -200,6 +201,12 @@ class _Setup:
             corners = torch.floor(model.positions.detach()).long().cpu()
             check_windows(corners, self.window, data.object_shape)
             self.corners_host = corners
+        # Fourier: frozen LED wavevectors put the pupil windows in the spectrum once, so a
+        # step reads nothing from the device (a CUDA graph can capture it)
+        self.spectrum_checked = self.fourier and "wavevectors" not in self.learned
+        if self.spectrum_checked:
+            check_windows(torch.floor(model.spectrum_positions.detach()).long().cpu(),
+                          model.image_shape, data.object_shape)
 
     # ------------------------------------------------------------------ priors
     def _default_probe(self) -> torch.Tensor:
@@ -260,54 +267,14 @@ class _Setup:
             out["pupil"] = base if self.pupil_field is None else base + self.pupil_field.full()[0]
         return out
 
-    def corners(self, idx: torch.Tensor, idx_host: torch.Tensor | None = None) -> torch.Tensor:
-        """Integer window corners ``(n, 2)`` of frames ``idx``, on the host (from
-        ``corners_host`` at ``idx_host`` when the positions are frozen, else one read)."""
-        if self.corners_host is not None and idx_host is not None:
-            return self.corners_host[idx_host]
-        return torch.floor(self.model.positions[idx].detach()).long().cpu()
-
-    def object_box(self, idx: torch.Tensor,
-                   idx_host: torch.Tensor | None = None) -> tuple[int, int, int, int]:
-        """``(y0, x0, h, w)``: the object pixels a step on frames ``idx`` evaluates.
-
-        The bounding box of the frames' windows, or the whole object where that is not
-        much smaller (``eval_region``, ``bbox_fraction``). ``idx_host``: ``idx`` on the
-        host (saves a device read).
-        """
-        ny, nx = self.data.object_shape
-        if self.opts.eval_region == "full":
-            return 0, 0, ny, nx
-        corners = self.corners(idx, idx_host)
-        y0, x0 = corners.min(0).values.tolist()
-        y1, x1 = corners.max(0).values.tolist()
-        h, w = y1 + self.window[0] - y0, x1 + self.window[1] - x0
-        if self.opts.eval_region == "auto" and h * w > self.opts.bbox_fraction * ny * nx:
-            return 0, 0, ny, nx
-        return y0, x0, h, w
-
-    def under_windows(self, idx, y0: int, x0: int, h: int, w: int,
-                      idx_host: torch.Tensor | None = None) -> torch.Tensor:
-        """Bool ``(h, w)``: pixels of the box under a window of frames ``idx``, widened to
-        whole blocks of the wavelet term (``2**wavelet_levels`` px from the box's corner),
-        so that each Haar block is evaluated whole or not at all."""
-        b = 2 ** max(int(self.opts.wavelet_levels), 0)
-        corners = self.corners(idx, idx_host)
-        m = torch.zeros(-(-h // b) * b, -(-w // b) * b, dtype=torch.bool)
-        for y, x in (corners - torch.tensor([y0, x0])).tolist():
-            m[max(y, 0):y + self.window[0], max(x, 0):x + self.window[1]] = True
-        m = m.view(m.shape[0] // b, b, m.shape[1] // b, b).any(3).any(1)
-        m = m.repeat_interleave(b, 0).repeat_interleave(b, 1)[:h, :w]
-        return m.to(self.device)
-
     def predict(self, idx: torch.Tensor, idx_host: torch.Tensor | None = None):
         """Predicted normalised intensities of frames ``idx`` and the object residual
         (``idx_host``: ``idx`` on the host, which spares the device reads)."""
         fields = self.extra_fields()
         if self.fourier:
             obj, res = self.obj_field.full()
-            wave = self.model.to_detector(self.model.exit_waves(obj, self.probe(), idx), idx,
-                                          **fields)
+            waves = self.model.exit_waves(obj, self.probe(), idx, check=not self.spectrum_checked)
+            wave = self.model.to_detector(waves, idx, **fields)
             return self.model.intensity(wave, idx), res
         pos = self.scan_positions(idx)
         y0, x0, h, w = self.object_box(idx, idx_host)
@@ -320,24 +287,6 @@ class _Setup:
         patches = extract_patches(region, pos, self.window, check=self.corners_host is None)
         psi = self.model.exit_from_patches(self.probe(), patches)
         return self.model.intensity(self.model.to_detector(psi, idx, **fields), idx), res
-
-    def scan_positions(self, idx: torch.Tensor) -> torch.Tensor:
-        """Window corners ``(n, 2)`` of frames ``idx``, px: the model's, or under a learned
-        affine map of the scan (``learn_positions="affine"``) the map of the start positions,
-        kept on the canvas (differentiable in the map)."""
-        if self.affine is None:
-            return self.model.positions[idx]
-        p0 = self.pos0[idx]
-        c = self.pos0.mean(0)
-        return self.on_canvas(
-            c + (p0 - c) @ (torch.eye(2, dtype=p0.dtype, device=p0.device) + self.affine).T)
-
-    def on_canvas(self, p: torch.Tensor) -> torch.Tensor:
-        """Window corners ``p`` (px) clamped so every window lies inside the object."""
-        upper = torch.tensor([self.data.object_shape[0] - self.window[0],
-                              self.data.object_shape[1] - self.window[1]],
-                             dtype=p.dtype, device=p.device)
-        return torch.minimum(torch.maximum(p, torch.zeros_like(upper)), upper)
 
     @torch.no_grad()
     def constrain(self):

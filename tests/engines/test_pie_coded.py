@@ -109,3 +109,24 @@ def test_coded_transfer_functions_are_cached_and_exact():
     y = m.to_detector(x, None)  # a learned distance keeps its gradient
     y.abs().sum().backward()
     assert m.distance.grad is not None
+
+
+def test_coded_cached_propagation_reads_no_parameter_value_and_follows_changes(monkeypatch):
+    """A cache hit reads no distance or wavelength from the device (a GPU read waits for the
+    device and cannot run inside a CUDA graph); a distance changed in place is seen."""
+    from ptytasks.physics.models.coded import Coded
+    from ptytasks.physics.propagators import propagate
+
+    m = Coded(torch.zeros(1, 2), (40, 40), (32, 32), wavelength=532e-9, distance=200e-6,
+              surface_distance=300e-6, pixel_size=1.85e-6)  # fmt: skip
+    x = torch.randn(2, 32, 32, dtype=torch.complex64)
+    with torch.no_grad():
+        a = m.from_detector(m.to_detector(x, None), None)
+        with monkeypatch.context() as mp:
+            mp.setattr(torch.Tensor, "__float__", lambda t: pytest.fail("read a value"))
+            b = m.from_detector(m.to_detector(x, None), None)
+        assert torch.equal(a, b) and torch.allclose(a, x, atol=1e-5)
+        m.distance.copy_(torch.tensor(400e-6))  # e.g. a checkpoint's state loaded in place
+        y = m.to_detector(x, None)
+    ref = propagate(propagate(x, 1.85e-6, 532e-9, 400e-6), 1.85e-6, 532e-9, 300e-6)
+    assert torch.allclose(y, ref, atol=1e-6)

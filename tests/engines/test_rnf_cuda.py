@@ -84,3 +84,17 @@ def test_cuda_graph_replays_the_same_steps():
     assert b.extras["cuda_graph"]["replays"] == 0
     np.testing.assert_allclose(a.loss_history, b.loss_history, rtol=1e-4)
     assert err(a.object, b.object) < 1e-3
+
+
+@pytest.mark.parametrize("modality", ["fourier", "coded"])
+def test_cuda_graph_captures_fourier_and_coded_steps(modality):
+    """No host read inside their steps (the pupil windows checked at setup, the coded
+    transfer functions cached by parameter version): the steps are captured and replayed."""
+    data = {"fourier": lambda: simulate("fourier", image_size=24, upsample=2, na=0.1,
+                                        na_illum=0.15, seed=0),
+            "coded": lambda: simulate("coded", frame_size=24, n_positions=12, overlap=0.9,
+                                      seed=0)}[modality]()
+    o = RNFOptions(epochs=4, device="cuda", eval_region="full", batch_size=4)
+    r = reconstruct_rnf(data, o)
+    assert r.extras["cuda_graph"]["blocker"] is None
+    assert r.extras["cuda_graph"]["replays"] > 0

@@ -73,3 +73,28 @@ def test_windows_outside_the_object_fail_before_training(data):
 def test_replays_nothing_on_cpu(data):
     r = reconstruct_rnf(data, RNFOptions(epochs=1, batch_size=8, hidden_features=16))
     assert r.extras["cuda_graph"] == {"replays": 0, "blocker": "not on CUDA"}
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_fourier_step_reads_no_window_check_with_frozen_wavevectors(monkeypatch, learn):
+    """Frozen LED wavevectors: the pupil windows are checked once at setup, so a step makes
+    no device read for them (a CUDA graph can capture it); learned ones are checked every
+    step."""
+    import ptytasks.physics.shifts as shifts
+
+    d = simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15, seed=0)
+    st, _ = _setup(d, learn_positions=learn)
+    assert st.spectrum_checked is not learn
+    calls = []
+    real = shifts.check_windows
+    monkeypatch.setattr(shifts, "check_windows", lambda *a: calls.append(1) or real(*a))
+    idx = torch.arange(4)
+    pred, _ = st.predict(idx, idx)
+    assert pred.shape[0] == 4 and len(calls) == (1 if learn else 0)
+
+
+def test_fourier_windows_outside_the_spectrum_fail_before_training():
+    d = simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15, seed=0)
+    bad = dataclasses.replace(d, wavevectors=d.wavevectors * 40)
+    with pytest.raises(ValueError, match="outside the"):
+        _setup(bad)

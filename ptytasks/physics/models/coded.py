@@ -89,18 +89,23 @@ class Coded(ForwardModel):
         self._tf_cache: dict = {}
         self.intensity_factors.data = self.intensity_factors.data.to(dtype)
 
-    def _prop(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        lam = self.wavelength
+    def propagate_by(self, w: torch.Tensor, name: str, sign: int = 1) -> torch.Tensor:
+        """``w`` propagated by ``sign`` times the model's distance ``name`` (``"distance"``
+        or ``"surface_distance"``) at its wavelength."""
+        z, lam = getattr(self, name), self.wavelength
         if self.method not in _TF or (torch.is_grad_enabled() and (z.requires_grad
                                                                  or lam.requires_grad)):
-            return propagate(w, self.pixel_size, lam, z, method=self.method)
+            return propagate(w, self.pixel_size, lam, sign * z, method=self.method)
         # Fixed geometry (projection engines, frozen parameters): the transfer function
-        # costs twice the FFTs it multiplies, so it is kept per (shape, z, wavelength).
-        key = (tuple(w.shape[-2:]), float(z), float(lam), w.dtype, w.device)
+        # costs twice the FFTs it multiplies, so it is kept. Keyed by the parameters'
+        # versions, not their values: reading a value from a GPU waits for the device, and
+        # cannot happen at all inside a CUDA graph; any in-place change bumps the version.
+        key = (tuple(w.shape[-2:]), name, sign, z._version, z.data_ptr(), lam._version,
+               lam.data_ptr(), w.dtype, w.device)
         h = self._tf_cache.get(key)
         if h is None:
-            h = _TF[self.method](key[0], self.pixel_size, key[2], key[1], dtype=w.dtype,
-                                 device=w.device)  # fmt: skip
+            h = _TF[self.method](key[0], self.pixel_size, float(lam), sign * float(z),
+                                 dtype=w.dtype, device=w.device)  # fmt: skip
             if len(self._tf_cache) >= 8:
                 self._tf_cache.clear()
             self._tf_cache[key] = h
@@ -114,7 +119,7 @@ class Coded(ForwardModel):
         self, exit_wave: torch.Tensor, idx: torch.Tensor, *, surface=None, **fields
     ) -> torch.Tensor:
         s = self.surface if surface is None else surface
-        return self._prop(s * self._prop(exit_wave, self.distance), self.surface_distance)
+        return self.propagate_by(s * self.propagate_by(exit_wave, "distance"), "surface_distance")
 
     def from_detector(
         self, wave: torch.Tensor, idx: torch.Tensor, *, surface=None, eps: float = 1e-3, **fields
@@ -126,7 +131,7 @@ class Coded(ForwardModel):
         amplitude mask is nearly opaque.
         """
         s = self.surface if surface is None else surface
-        w = self._prop(wave, -self.surface_distance)
+        w = self.propagate_by(wave, "surface_distance", -1)
         a2 = s.real**2 + s.imag**2
-        inv = s.conj() / torch.clamp(a2, min=float(eps * a2.max().detach()))
-        return self._prop(w * inv, -self.distance)
+        inv = s.conj() / torch.maximum(a2, eps * a2.max().detach())
+        return self.propagate_by(w * inv, "distance", -1)

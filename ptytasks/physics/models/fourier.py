@@ -148,11 +148,14 @@ class FourierPtychography(ForwardModel):
         return self.aperture * torch.polar(torch.ones_like(phase), phase)
 
     # --- the model ----------------------------------------------------------------------
-    def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor | None, idx: torch.Tensor):
+    def exit_waves(self, obj: torch.Tensor, probe: torch.Tensor | None, idx: torch.Tensor,
+                   *, check: bool = True):
         """Spectrum windows ``(b, my, mx)`` (``(b, K, my, mx)`` with illumination modes).
 
         ``probe`` is the real-space illumination envelope on the object grid: ``None`` (a
         unit plane wave per LED), ``(My, Mx)``, or ``(K, My, Mx)`` incoherent modes.
+        ``check``: check that the windows lie in the spectrum (one device read); ``False``
+        where the caller has checked these (frozen) windows already.
         """
         if probe is not None:
             if tuple(probe.shape[-2:]) != self.object_shape or probe.dim() not in (2, 3):
@@ -163,7 +166,7 @@ class FourierPtychography(ForwardModel):
             obj = obj * probe
         spec = fft2c(obj)
         patches = extract_patches(spec, self.spectrum_positions[idx], self.image_shape,
-                                  spectrum=True)
+                                  spectrum=True, check=check)
         return patches  # (b, [K,] my, mx)
 
     def to_detector(
@@ -190,5 +193,5 @@ class FourierPtychography(ForwardModel):
         if m is not None:
             wave = propagate(wave, self.image_pixel, self.wavelength, -self.mask_distance)
             a2 = m.real**2 + m.imag**2
-            wave = wave * m.conj() / torch.clamp(a2, min=float(eps * a2.max().detach()))
+            wave = wave * m.conj() / torch.maximum(a2, eps * a2.max().detach())
         return fft2c(wave) / self.scale

@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from storage import trash
+
 __all__ = ["StoreLock", "StoreLockedError", "holder", "lock_path"]
 
 # {resolved lock path: [fd, depth, pid]}: the flocks this process holds (re-entrancy).
@@ -164,6 +166,8 @@ class StoreLock:
             os.fsync(fd)
             _HELD[key] = [fd, 1, os.getpid()]
             self._held = True
+        # the holder is the store's only writer: bins a killed writer left are garbage
+        trash.clear(self.store)
         return self
 
     def release(self) -> None:

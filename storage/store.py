@@ -13,10 +13,7 @@ Typical use::
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,7 +24,7 @@ import zarr
 from ptytasks.data import PtychoData
 from ptytasks.lazy_frames import LazyFrames
 from storage import layout as L
-from storage import serial
+from storage import serial, trash
 from storage.atomic import WRITING_ATTR, Step, fingerprint, read_whole
 from storage.errors import DataError, wrap_errors
 from storage.geometry import wavelength_to_energy_ev
@@ -56,7 +53,7 @@ class RunStore:
         self.mode = mode
         if mode == "w" and self.path.exists():
             with StoreLock(self.path):  # never delete a store another run is writing
-                shutil.rmtree(self.path)
+                trash.remove_store(self.path)
         if mode == "r" and not (self.path / "zarr.json").is_file():
             raise DataError(self.path, None, "is not a run store (no zarr.json)")
         with wrap_errors(self.path, None, "opening the run store"):
@@ -113,23 +110,21 @@ class RunStore:
             moved = self._move_out(name)
         self.root.create_group(name, attributes=attrs, overwrite=True)
         if moved is not None:  # deleted after the new group exists: no long gap for readers
-            shutil.rmtree(moved)
-            with contextlib.suppress(OSError):  # another deletion may be using it
-                moved.parent.rmdir()
+            trash.discard(moved)
 
     def _move_out(self, name: str) -> Path | None:
         """Take group ``name`` out of the hierarchy; on a local store by one atomic rename
-        into ``<store>.trash/`` (returned, for deletion), so a reader finds the whole old
-        group or none -- never some arrays deleted and their chunks read as fill values."""
+        into the store's trash (the bin is returned, for deletion; :mod:`storage.trash`), so
+        a reader finds the whole old group or none -- never some arrays deleted and their
+        chunks read as fill values. Where no rename is possible the group is deleted in
+        place (its marker is already gone)."""
         store = self.root.store
-        if not isinstance(store, zarr.storage.LocalStore):
-            del self.root[name]
-            return None
-        trash = Path(f"{store.root}.trash")
-        trash.mkdir(exist_ok=True)
-        bin_ = Path(tempfile.mkdtemp(dir=trash))
-        os.rename(Path(store.root) / name, bin_ / "group")
-        return bin_
+        if isinstance(store, zarr.storage.LocalStore):
+            moved = trash.move_aside(store.root, Path(store.root) / name)
+            if moved is not None:
+                return moved
+        del self.root[name]
+        return None
 
     def _snapshot(self, path: str, read):
         """``read()`` as one complete version of the step holding ``path``; see

@@ -141,9 +141,15 @@ class _Setup(WindowGeometry):
         if modality_of(data).has_surface:
             s = model.surface.detach() if surf_p is None else _complex(surf_p, cdt, device)
             fields["surface"] = s.to(device=device, dtype=cdt)
-        if self.fourier:
-            pupil_prior = None if pupil_p is None else _complex(pupil_p, cdt, device)
-            self.pupil_prior = pupil_prior
+        if self.fourier:  # a prior is a whole pupil (the model's defocus in it, too): kept
+            # as its ratio to the model's start pupil, so the start is the prior itself and
+            # learned Zernike terms or distance move it from there
+            self.pupil_prior = None
+            if pupil_p is not None:
+                p0 = model.pupil_function().detach().to(cdt)
+                a2 = p0.real**2 + p0.imag**2
+                ratio = p0.conj() / torch.where(a2 > 0, a2, torch.ones_like(a2))
+                self.pupil_prior = _complex(pupil_p, cdt, device) * ratio
         if opts.rescale_prior and not self.fourier:
             # Match the predicted to the measured mean counts with |object| as given.
             c = self._power_ratio(obj, probe, fields)
@@ -347,7 +353,8 @@ def reconstruct_rnf(
     surface_prior : complex ``frame_shape``, optional
         Coded surface; default the model's (``data.meta["surface"]`` when calibrated).
     pupil_prior : complex ``frame_shape``, optional
-        Fourier: multiplies the model's Zernike pupil (a calibrated pupil).
+        Fourier: the start pupil (a calibrated pupil, defocus included); the model's
+        learned Zernike terms and distance act on it.
     model : ForwardModel, optional
         Default :func:`model_for` (nominal geometry). Learned parameters are written to it.
     callback : ``callback(epoch, info)`` after each epoch; ``info`` has ``epoch``,

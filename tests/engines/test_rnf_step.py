@@ -98,3 +98,18 @@ def test_fourier_windows_outside_the_spectrum_fail_before_training():
     bad = dataclasses.replace(d, wavevectors=d.wavevectors * 40)
     with pytest.raises(ValueError, match="outside the"):
         _setup(bad)
+
+
+def test_fourier_start_pupil_is_the_prior_defocus_once():
+    """A calibrated pupil (``calibration.pupil_prior``: the NA disc, the file's defocus and a
+    Zernike fit) is RNF's start pupil as given: the model's own defocus is not applied on
+    top of it a second time."""
+    from ptytasks.calibration import pupil_prior
+
+    d = simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15, seed=0)
+    d = dataclasses.replace(d, distance=20e-6)  # a defocused specimen
+    prior, _ = pupil_prior(d, coefficients=[0, 0, 0, 0, 0.4])
+    o = RNFOptions(epochs=1, batch_size=4)
+    model, rdt, cdt = _resolve(d, o, None, o.dtype, torch.device("cpu"))
+    st = _Setup(d, o, model, (None, None, None, prior), torch.device("cpu"), rdt, cdt)
+    np.testing.assert_allclose(st._pupil_base().numpy(), prior, atol=1e-5)

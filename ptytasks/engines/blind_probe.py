@@ -243,13 +243,17 @@ def blind_nearfield_probe(data, *, trial_frames: int = NF_TRIAL_FRAMES,
     trial = trial_set(data, trial_frames)
     model = model_for(trial)
     amp = torch.sqrt(torch.as_tensor(np.clip(trial.frames, 0, None)))
-    total, n = float((amp**2).sum()), len(trial.frames)
     idx0 = torch.zeros(1, dtype=torch.long)
     use = detector_mask_of(data.meta)
+    # counts of the measured pixels only (a masked hot pixel would set the probe's power
+    # and the loss scale behind `escaped`); the filled mean pattern has all pixels
+    w = 1.0 if use is None else torch.as_tensor(np.asarray(use, bool), dtype=amp.dtype)
+    total, n = float((amp**2 * w).sum()), len(trial.frames)
     mean = torch.as_tensor(np.sqrt(mean_pattern(data.frames, use=use))).to(torch.complex64)
     with torch.no_grad():
         probe = model.from_detector(mean[None], idx0).to(torch.complex64).clone()
-    probe *= (total / n / float((probe.abs() ** 2).sum())) ** 0.5
+    measured = float((mean.abs() ** 2 * w).sum()) / float((mean.abs() ** 2).sum())
+    probe *= (total / n / measured / float((probe.abs() ** 2).sum())) ** 0.5
     obj = torch.ones(trial.object_shape, dtype=torch.complex64)
     pos = model.positions.detach().clone().to(torch.float64)
     sqrt_f = model.intensity_factors.detach().to(torch.float32).sqrt()

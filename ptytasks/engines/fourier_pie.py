@@ -26,6 +26,7 @@ from ptytasks.engines.pie_state import PIEState, as_detector_mask, detector_mask
 from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.fft import fft2c, ifft2c
+from ptytasks.probe_estimate import fill_unused
 
 Callback = Callable[[int, dict], object]
 
@@ -136,7 +137,8 @@ def reconstruct_fourier_pie(
     if object_prior is not None:
         spec = fft2c(torch.as_tensor(np.asarray(object_prior), device=device).to(cdtype))
     else:
-        spec = _spectrum_from_image(amp, k, factors, model.scale, data.object_shape, cdtype)
+        spec = _spectrum_from_image(amp, k, factors, model.scale, data.object_shape, cdtype,
+                                    None if mask is None else mask.cpu().numpy())
     alpha, beta = opts.steps()
     state = PIEState(spec, pupil, corners, _FreePupil(model), amp, factors.sqrt(), alpha=alpha,
                      beta=beta, variant=opts.variant, subpixel=opts.subpixel, eps=opts.eps,
@@ -178,14 +180,20 @@ def reconstruct_fourier_pie(
     )
 
 
-def _spectrum_from_image(amp, k, factors, scale, shape, cdtype) -> torch.Tensor:
+def _spectrum_from_image(amp, k, factors, scale, shape, cdtype, use=None) -> torch.Tensor:
     """Initial spectrum: the lowest-NA image's amplitude, upsampled by zero-padding.
 
     With the model's ``scale = sqrt(my mx / (My Mx))``, a window ``fft2c(a) / scale`` at the
     spectrum centre images back to ``a``; zero elsewhere is the band-limited upsampling.
+    ``use``: the camera's usable pixels (bool); the others, which no LED image corrects
+    later, are filled from their usable neighbours.
     """
     i0 = int(torch.argmin(k.double().norm(dim=1)))
-    a = (amp[i0] / factors[i0].sqrt()).to(cdtype)
+    a = amp[i0] / factors[i0].sqrt()
+    if use is not None:
+        filled = fill_unused(a.double().cpu().numpy() ** 2, use) ** 0.5
+        a = torch.as_tensor(filled, device=amp.device)
+    a = a.to(cdtype)
     my, mx = a.shape
     ny, nx = shape
     spec = torch.zeros(shape, dtype=cdtype, device=amp.device)

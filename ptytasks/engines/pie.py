@@ -34,6 +34,7 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from ptytasks.engines.result import ReconstructionResult
 from ptytasks.modalities import modality_of, model_for
 from ptytasks.physics.models.base import ForwardModel
 from ptytasks.physics.modes import add_modes, orthogonalize_modes, power_fractions
+from ptytasks.probe_estimate import mean_pattern
 
 Callback = Callable[[int, dict], object]
 
@@ -102,7 +104,9 @@ def initial_probe(data: PtychoData, model: ForwardModel, device, cdtype) -> torc
                           f"{rep['epochs']} epochs; supply a probe if the result is poor",
                           stacklevel=2)  # fmt: skip
         return torch.as_tensor(probe, device=device).to(cdtype)
-    mean_amp = torch.as_tensor(np.sqrt(np.clip(data.frames, 0, None).mean(0)), device=device)
+    # masked pixels filled from their neighbours, as the far- and near-field starts do
+    mean = mean_pattern(data.frames, use=detector_mask_of(data.meta))
+    mean_amp = torch.as_tensor(np.sqrt(mean), device=device)
     idx = torch.zeros(1, dtype=torch.long, device=device)
     return model.from_detector(mean_amp.to(cdtype)[None], idx)[0]
 
@@ -191,7 +195,11 @@ def reconstruct_pie(
     elif data.probe is not None:
         probe = torch.as_tensor(np.asarray(data.probe), device=device).to(cdtype).clone()
     else:
-        probe = initial_probe(data, model, device, cdtype)
+        # the estimators read the data's mask: the one given here is theirs too
+        given = data if detector_mask is None else replace(data, meta={
+            **{k: v for k, v in data.meta.items() if k != "tile_mask"},
+            "mask": mask.cpu().numpy()})
+        probe = initial_probe(given, model, device, cdtype)
     probe = probe[None] if probe.dim() == 2 else probe
     probe = add_modes(probe, int(opts.probe_modes))
     if tuple(probe.shape[-2:]) != window:

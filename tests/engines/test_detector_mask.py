@@ -4,6 +4,8 @@ ingest and, with the file's own bad pixels, left out of every engine's fit
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -214,3 +216,50 @@ def test_pine_refuses_slices():
 
     with pytest.raises(ValueError, match="n_slices"):
         PINEOptions(n_slices=3)
+
+
+@pytest.mark.parametrize("case", ["nearfield_blind", "coded_start", "fourier_start",
+                                  "explicit_mask"])
+def test_starts_do_not_read_what_masked_pixels_hold(case, monkeypatch):
+    """Every start an engine makes without a prior (near-field blind probe, coded
+    back-propagated mean, Fourier lowest-NA image) is the same whatever the masked pixels
+    read -- a hot pixel as bright as it likes, or dead -- and a mask given to
+    ``reconstruct_pie`` is the one its probe start uses."""
+    from functools import partial
+
+    from ptytasks.engines import blind_probe as bp
+    from ptytasks.engines.fourier_pie import reconstruct_fourier_pie
+    from ptytasks.engines.options import FourierPIEOptions, PIEOptions
+    from ptytasks.engines.pie import reconstruct_pie
+
+    modality = {"nearfield_blind": "nearfield", "coded_start": "coded",
+                "fourier_start": "fourier", "explicit_mask": "nearfield"}[case]
+    kw = {"fourier": {"image_size": 32}, "coded": {"frame_size": 32, "n_positions": 16}}
+    d0 = simulate(modality, seed=0, dose=1e5, **kw.get(modality, {}))
+    short = partial(bp.blind_nearfield_probe, trial_frames=8, max_epochs=3)
+    monkeypatch.setattr(bp, "blind_nearfield_probe", short)  # the start, quickly
+    mask = np.ones(d0.frame_shape, bool)
+    mask[10, 12] = False
+    mask[3:5] = False
+    out = []
+    for value in (0.0, 1e4 * float(np.mean(d0.frames))):  # dead, then very hot
+        d = d0.subset(np.arange(d0.n_frames))
+        d.frames = np.array(d0.frames, np.float32, copy=True)
+        d.frames[:, ~mask] = value
+        d.probe = None
+        if case != "explicit_mask":
+            d.meta = {**d.meta, "mask": mask}
+        if case == "nearfield_blind":
+            probe, rep = bp.blind_nearfield_probe(d)
+            out.append(np.concatenate([np.ravel(probe), [rep["loss_first"]]]))
+        elif case == "fourier_start":
+            out.append(reconstruct_fourier_pie(d, FourierPIEOptions(iterations=0)).object)
+        else:
+            run = partial(reconstruct_pie, d, PIEOptions(iterations=0 if case == "explicit_mask"
+                                                         else 2, seed=3))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the short blind estimate may warn
+                res = run(detector_mask=mask) if case == "explicit_mask" else run()
+            out.append(res.probe if case == "explicit_mask" else res.object)
+    a, b = (np.asarray(x) for x in out)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()

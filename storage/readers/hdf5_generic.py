@@ -20,7 +20,8 @@ Example::
     })
 
 Values are read with their units as given (SI). A 4-D ``frames`` dataset is read as
-4D-STEM (see :mod:`storage.readers.stem4d`).
+4D-STEM (see :mod:`storage.readers.stem4d`; its scan ``step`` (m) as another entry, and no
+``positions``, ``frames_axes``, ``wavevectors`` or ``probe``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = ["read_hdf5"]
 
 _KNOWN = {"frames", "frames_axes", "positions", "positions_order", "positions_units",
           "wavelength", "energy_ev", "pixel_size", "distance", "detector_pixel", "probe",
-          "mask", "mask_bad", "modality", "fftshift", "wavevectors"}  # fmt: skip
+          "mask", "mask_bad", "modality", "fftshift", "wavevectors", "step"}  # fmt: skip
 
 
 #: Entries naming data in the file (the others are plain options).
@@ -105,13 +106,16 @@ def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
         f.close()
         raise DataError(path, fkey, "frames dataset not found")
     ds = f[fkey]
+    shift = C.flag(mapping.get("fftshift", False), path, "mapping.fftshift")
+    mask_bad = C.flag(mapping.get("mask_bad", False), path, "mapping.mask_bad")
+    order = mapping.get("positions_order", "yx")
+    if order not in ("yx", "xy"):
+        raise DataError(path, "mapping.positions_order", f"must be 'yx' or 'xy'; got {order!r}")
     if ds.ndim == 4:
-        f.close()
-        from storage.readers.stem4d import read_stem4d
-
-        geo = {k: mapping[k] for k in ("energy_ev", "pixel_size", "distance", "detector_pixel")
-               if k in mapping and not isinstance(mapping[k], str)}  # fmt: skip
-        return read_stem4d(path, dataset=fkey, margin=margin, lazy=lazy, **geo, **options)
+        return _read_4d(f, path, mapping, margin, lazy, options, shift, mask_bad)
+    if "step" in mapping:
+        raise DataError(path, "mapping.step", "is for a 4-D (4D-STEM) frames dataset; give "
+                        "a 3-D stack's scan as positions")  # fmt: skip
     axes = mapping.get("frames_axes", "syx")
     if ds.ndim != 3 or axes not in ("syx", "yxs"):
         f.close()
@@ -121,7 +125,6 @@ def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
         f.close()
         raise DataError(path, fkey, f"unsupported frame dtype {ds.dtype}")
     n, ny, nx = ds.shape if axes == "syx" else (ds.shape[2], ds.shape[0], ds.shape[1])
-    shift = bool(mapping.get("fftshift", False))
 
     def get(a: int, b: int) -> np.ndarray:
         with wrap_errors(path, fkey):
@@ -149,14 +152,13 @@ def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
         if pos.shape != (n, 2):
             raise DataError(path, mapping["positions"], f"shape {pos.shape} does not match {n} "
                             "frames: expected (n, 2)")  # fmt: skip
-        pos = pos[:, ::-1] if mapping.get("positions_order", "yx") == "xy" else pos
+        pos = pos[:, ::-1] if order == "xy" else pos
         units = C.check_positions_units(mapping.get("positions_units", "m"), path)
         positions = positions_from_metres(pos, px if units == "m" else 1.0, margin)
         check_positions_extent(positions, (ny, nx), path, mapping["positions"], units, px)
     meta = {"source": str(path), "reader": "hdf5"}
     if "mask" in val:
-        mk = np.asarray(val["mask"]).astype(bool)
-        meta["mask"] = ~mk if mapping.get("mask_bad") else mk
+        meta["mask"] = _mask(val["mask"], mask_bad, shift)
     wv = val.get("wavevectors")
     d = PtychoData(
         modality=str(mapping.get("modality", "farfield")), frames=frames, wavelength=wl,
@@ -170,3 +172,38 @@ def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
     if not lazy:
         f.close()
     return C.finish(d, path, ov, lazy)
+
+
+def _mask(value, bad: bool, shift: bool) -> np.ndarray:
+    """The usable-pixel mask (True = use) in the frames' pixel order: shifted with them."""
+    mk = np.asarray(value).astype(bool)
+    mk = ~mk if bad else mk
+    return np.fft.fftshift(mk, axes=(-2, -1)) if shift else mk
+
+
+def _read_4d(f, path, mapping, margin, lazy, options, shift, mask_bad) -> PtychoData:
+    """A 4-D (scan y, scan x, ky, kx) frames dataset: read as 4D-STEM, the mapping's
+    geometry (numbers or paths in the file), ``fftshift`` and ``mask`` carried over."""
+    from storage.readers.stem4d import read_stem4d
+
+    extra = sorted({"positions", "frames_axes", "wavevectors", "probe"} & set(mapping))
+    if extra:
+        f.close()
+        raise DataError(path, f"mapping.{extra[0]}", "not read for a 4-D frames dataset (4D-STEM:"
+                        " the scan is the grid of its first two axes); remove it")
+    keys = ("energy_ev", "wavelength", "pixel_size", "distance", "detector_pixel", "step")
+    try:
+        geo = {k: _num(_value(f, mapping[k], path, k), path, k) for k in keys if k in mapping}
+        mask = _value(f, mapping["mask"], path, "mask") if "mask" in mapping else None
+    finally:
+        f.close()
+    d = read_stem4d(path, dataset=mapping["frames"], margin=margin, lazy=lazy, fftshift=shift,
+                    **{k: v for k, v in geo.items() if v is not None}, **options)
+    if mask is not None:
+        mk = _mask(mask, mask_bad, shift)
+        if mk.shape != d.frame_shape:
+            raise DataError(path, mapping["mask"], f"mask shape {mk.shape} != frame shape "
+                            f"{d.frame_shape}")  # fmt: skip
+        d.meta["mask"] = mk
+    return d
+

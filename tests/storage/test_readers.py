@@ -131,6 +131,38 @@ def test_hdf5_mapping(tmp_path):
         read_hdf5(tmp_path / "g.h5", {**mapping, "distance": "nope"})
 
 
+def test_hdf5_mapping_mask_follows_fftshift_and_flags_are_checked(tmp_path):
+    """The detector mask is shifted with the frames (it marked the wrong pixels); a flag that
+    is not true/false and an unknown positions_order are refused, not read as true / yx."""
+    frames = np.random.default_rng(0).poisson(5, (4, 8, 8)).astype(np.float32)
+    bad = np.zeros((8, 8), bool)
+    bad[1, 2] = True  # in the file's (corner-centred) pixel order
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f["frames"] = frames
+        f["bad"] = bad
+        f["k4"] = frames.reshape(2, 2, 8, 8)
+        f["beam"] = 3e5
+        f["pos"] = np.array([[0, 0], [0, 1e-8], [1e-8, 0], [1e-8, 1e-8]])
+    mapping = {"frames": "frames", "positions": "pos", "wavelength": 1e-10,
+               "pixel_size": 1e-8, "mask": "bad", "mask_bad": True, "fftshift": True}
+    d = read_hdf5(tmp_path / "g.h5", mapping)
+    np.testing.assert_array_equal(d.frames, np.fft.fftshift(frames, axes=(-2, -1)))
+    assert np.argwhere(~d.meta["mask"]).tolist() == [[5, 6]]
+    for key, value in (("fftshift", "no"), ("mask_bad", "false"), ("positions_order", "XY")):
+        with pytest.raises(DataError, match=f"mapping.{key}"):
+            read_hdf5(tmp_path / "g.h5", {**mapping, key: value})
+    # a 4-D (4D-STEM) dataset keeps fftshift, the mask and geometry named by a path
+    four = {"frames": "k4", "energy_ev": "beam", "pixel_size": 2e-11, "step": 1e-10, "mask": "bad",
+            "mask_bad": True, "fftshift": True}
+    e = read_hdf5(tmp_path / "g.h5", four)
+    np.testing.assert_array_equal(e.frames, np.fft.fftshift(frames, axes=(-2, -1)))
+    assert np.argwhere(~e.meta["mask"]).tolist() == [[5, 6]]
+    with pytest.raises(DataError, match="mapping.positions"):
+        read_hdf5(tmp_path / "g.h5", {**four, "positions": "bad"})
+    with pytest.raises(DataError, match="mapping.step"):
+        read_hdf5(tmp_path / "g.h5", {**mapping, "step": 1e-10})
+
+
 def _reference_k(x0, y0, h=90.88, t=1.0, n=1.52):
     """The fixed-point iteration of the original MATLAB code, written independently."""
     lat = math.hypot(x0, y0)

@@ -254,7 +254,14 @@ def _read(f, path, z1, margin, lazy, ov) -> PtychoData:
     if pty is not None:
         a = pty.attrs
         params = {k: float(v) for k, v in pty["params"].attrs.items()} if "params" in pty else {}
-        meta.update(serial.loads(a["meta_json"]) if "meta_json" in a else {})
+        stored = serial.loads(a["meta_json"]) if "meta_json" in a else {}
+        # this file is the source now (its fingerprint, provenance); where it came from is
+        # kept beside
+        origin = stored.pop("source", None)
+        stored.pop("reader", None)
+        meta.update(stored)
+        if origin is not None and origin != str(path):
+            meta["origin_source"] = origin
         if "meta" in pty:
             meta.update({k: read_small(v, path, f"{PTY}/meta/{k}") for k, v in pty["meta"].items()})
     # Raw physical metadata (file values, then user overrides)

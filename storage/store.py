@@ -275,7 +275,10 @@ class RunStore:
             from storage.readers.sources import frame_source_id, meta_id
 
             frames_id = frame_source_id(d.frames, d.meta) if lazy else {"frames": d.frames}
-            fingerprint_ = fingerprint(meta_id(d), frames_id,
+            # everything raw/ holds: the mask and other meta, the truth (the file's name is
+            # in frames_id where the frames are read from it)
+            js, arrays = serial.split_meta({k: v for k, v in d.meta.items() if k != "source"})
+            fingerprint_ = fingerprint(meta_id(d), frames_id, js, arrays, d.ground_truth or {},
                                        {"detector_artefacts": bool(detector_artefacts)})
         with self.step(L.RAW, fingerprint_) as st:
             if not st.done:

@@ -173,10 +173,18 @@ def load_positions(spec, n: int, file, units: str | None = None):
     return arr, (units or "px")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_csv(p: Path, units: str | None):
     with open(p, encoding="utf-8") as fh:
         first = fh.readline()
-    has_header = any(c.isalpha() for c in first)
+    has_header = not all(_is_number(c) for c in first.split(","))  # 1.0e+01 is a number
     if not has_header:
         return np.loadtxt(p, delimiter=",", ndmin=2), units
     names = [c.strip().lower() for c in first.split(",")]

@@ -194,6 +194,10 @@ def _build(path, arrays, keys, fftshift, margin, ov, lazy) -> PtychoData:
             raise DataError(path, pkey, "positions must be finite numbers")
         units = C.check_positions_units(keys.get("positions_units"), path)
         in_m = dict(_POS_KEYS).get(pkey) == "m" or units == "m"
+        if in_m and "pixel_size" in nominal:  # metres over a placeholder pixel: any overlap
+            raise DataError(path, "pixel_size", f"positions ({pkey}) are in metres but the "
+                            "file gives no object pixel size: pass pixel_size= (m), or "
+                            "distance= and detector_pixel= (m)")  # fmt: skip
         positions = positions_from_metres(pos, px if in_m else 1.0, margin)
         check_positions_extent(positions, (ny, nx), path, keys.get("positions_field", pkey),
                                "m" if in_m else "px", px)  # fmt: skip

@@ -11,6 +11,7 @@ readers take their sidecar candidates from here, so the list and the reading nev
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,11 +26,18 @@ __all__ = ["TIFF_SUFFIXES", "tiff_frame_files", "positions_sidecars", "source_fi
            "frame_source_id", "meta_id"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+_DIGITS = re.compile(r"(\d+)")
 
 
 def tiff_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """The single-frame TIFFs of a frame folder, in reading order (name; hidden ones too)."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+    """The single-frame TIFFs of a frame folder, in reading order: by name, runs of digits
+    compared as numbers (``frame_2`` before ``frame_10``, as a camera counts them; plain
+    sorting paired frames with the wrong positions); hidden ones too."""
+    def key(p: Path):
+        return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in _DIGITS.split(p.name)]
+
+    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in TIFF_SUFFIXES),
+                  key=key)  # fmt: skip
 
 
 def _sidecar_candidates(path: Path, kind: str | None) -> tuple[Path, ...]:

@@ -121,3 +121,23 @@ def test_foreign_file_with_no_positive_wavelength_names_its_field(tmp_path, make
         warnings.simplefilter("error")  # no divide-by-zero on the way
         with pytest.raises(DataError, match=f"{src}/{key}"):
             read_cxi(path)
+
+
+def test_a_rewritten_file_is_its_own_source(tmp_path, make):
+    """A CXI that ptyflow wrote names itself as the source (its fingerprint, provenance),
+    with the file it was made from beside; a rewrite with other counts is a new raw step."""
+    from storage.store import RunStore
+
+    d = make("farfield")
+    d.meta["source"], d.meta["reader"] = "/data/orig.npz", "npz"
+    path = write_cxi(tmp_path / "conv.cxi", d)
+    back = read_cxi(path, lazy=True)
+    assert back.meta["source"] == str(path) and back.meta["reader"] == "cxi"
+    assert back.meta["origin_source"] == "/data/orig.npz"
+    store = RunStore(tmp_path / "run.zarr")
+    k1 = store.write_raw(back)
+    d.frames = d.frames * 7
+    write_cxi(path, d)
+    k2 = store.write_raw(read_cxi(path, lazy=True))
+    assert k1 != k2
+    np.testing.assert_array_equal(store.read_raw().frames, d.frames)

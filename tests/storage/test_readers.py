@@ -253,3 +253,29 @@ def test_real_fpm_bloodsmear(data_dir):
     assert (s < 0.1).sum() >= 9  # bright-field LEDs inside the objective NA
     q = read_any(data_dir / "fpm-bloodsmear" / "blood_aberration.mat")
     assert q.meta["pupil"].shape == (128, 128) and q.wavelength == pytest.approx(630e-9)
+
+
+def test_reader_edge_cases_of_real_exports(tmp_path):
+    """Frame folders numbered without padding are read in the camera's order; a headerless
+    position CSV from np.savetxt (exponent notation) is read; positions in metres without
+    an object pixel size are refused instead of divided by the placeholder pixel."""
+    from storage.readers.npz import read_npz
+    from storage.readers.sources import tiff_frame_files
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("frame_10.tif", "frame_2.tif", "frame_1.tif"):
+        (folder / name).touch()
+    assert [p.name for p in tiff_frame_files(folder)] == ["frame_1.tif", "frame_2.tif",
+                                                           "frame_10.tif"]
+    frames = np.ones((3, 8, 8), np.float32)
+    tifffile.imwrite(tmp_path / "st.tif", frames)
+    np.savetxt(tmp_path / "st.csv", [[1.0, 1.0], [4.5, 2.0], [8.0, 3.0]], delimiter=",")
+    d = read_tiff(tmp_path / "st.tif", wavelength=1e-10, pixel_size=1e-8, margin=1)
+    np.testing.assert_allclose(d.positions_px, [[1, 1], [4.5, 2], [8, 3]])
+    np.savez(tmp_path / "m.npz", data=frames, positions_m=np.array([[0, 0], [5e-7, 0],
+                                                                     [0, 5e-7]]))
+    with pytest.raises(DataError, match="pixel_size"):
+        read_npz(tmp_path / "m.npz")
+    pos = read_npz(tmp_path / "m.npz", pixel_size=1e-8).positions_px
+    assert pos[1, 0] - pos[0, 0] == pytest.approx(50)

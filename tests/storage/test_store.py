@@ -182,3 +182,21 @@ def test_sigkill_mid_write_then_rerun(tmp_path, monkeypatch):
     store.write_raw(d, "fp")
     assert store.is_complete("raw", "fp")
     assert (store.read_raw().frames == 2).all()
+
+
+def test_raw_step_is_rewritten_when_its_mask_meta_or_truth_change(tmp_path, make):
+    """Everything raw/ holds is in the raw step's fingerprint: a changed detector mask or
+    added ground truth is written, not skipped as done."""
+    d = make("farfield", truth=False)
+    s = RunStore(tmp_path / "run.zarr")
+    d.meta["mask"] = np.ones(d.frame_shape, bool)
+    k1 = s.write_raw(d)
+    d.meta["mask"][3, 4] = False
+    k2 = s.write_raw(d)
+    assert k2 != k1 and int((~s.read_raw().meta["mask"]).sum()) == 1
+    d.meta["dose"] = 5.0
+    k3 = s.write_raw(d)
+    d.ground_truth = {"object": np.ones(d.object_shape, np.complex64)}
+    k4 = s.write_raw(d)
+    assert len({k1, k2, k3, k4}) == 4 and s.read_raw().ground_truth is not None
+    assert s.write_raw(d) == k4  # nothing changed: skipped

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptytasks.metrics.errors import quality_report
+from ptytasks.metrics.errors import TRUTH_FRC_THRESHOLD, quality_report
 from ptytasks.metrics.frc import frc
 
 #: Version of the metrics' definitions, part of every evaluation's fingerprint so a store
@@ -23,13 +23,12 @@ from ptytasks.metrics.frc import frc
 #: the last ring's centre, e.g. 0.4964 for 137 px). 3: the FRC against a reference removes
 #: each image's windowed mean first, as the half-data FRC does (a uniform object scored
 #: ~0.1 c/px against simulated truths through the window's shared spectrum), and the FRC
-#: against the truth reads 0.5 (TRUTH_FRC_THRESHOLD), not the half-data threshold.
-METRICS_VERSION = 3
+#: against the truth reads 0.5 (TRUTH_FRC_THRESHOLD), not the half-data threshold. 4: a curve
+#: below its threshold from the first ring searched reads 0 (nothing resolved; it read the
+#: edge of the skipped low-frequency region), and a half that measured up to Nyquist no
+#: longer lifts the other half's band limit.
+METRICS_VERSION = 4
 
-#: The FRC against a noise-free truth reads its crossing of 0.5 (the analogue of 1/7
-#: between noisy halves; metrics version 3: before, the half-data threshold, half-bit by
-#: default, was applied to it too).
-TRUTH_FRC_THRESHOLD = 0.5
 
 #: Most pixels of the image the metrics are computed on (2048 x 2048). Alignment, FRC and
 #: SSIM work in float64/complex128 with FFTs: ~530 bytes per pixel, a ~2.3 GB peak against
@@ -148,6 +147,8 @@ def half_data_frc(a: np.ndarray, b: np.ndarray, mask: np.ndarray, taper: float =
 
     if band_limit is not None and band_limit < 0.5:
         a, b = low_pass(a, band_limit), low_pass(b, band_limit)
+    if not mask.any():
+        raise ValueError("half-data FRC: the mask selects no pixels (nothing trusted)")
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
@@ -172,7 +173,8 @@ def half_data_band_limit(data, halves=None) -> float | None:
     mod = modality_of(data)
     halves = mod.half_split(data) if halves is None else halves
     limits = [mod.band_limit(data.subset(h)) for h in halves]
-    return None if None in limits else min(limits)
+    finite = [lim for lim in limits if lim is not None]  # None: up to Nyquist
+    return min(finite) if finite else None
 
 
 def low_pass(img: np.ndarray, cutoff: float) -> np.ndarray:

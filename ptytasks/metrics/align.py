@@ -23,6 +23,11 @@ def to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor; resolve_conj because .numpy() refuses conj views
         x = x.detach().cpu()
         x = x.resolve_conj() if x.is_complex() else x
+        import torch  # (imported already: x is a tensor)
+
+        # NumPy has no bfloat16 / complex32: widened
+        wide = {torch.bfloat16: torch.float32, torch.complex32: torch.complex64}.get(x.dtype)
+        x = x if wide is None else x.to(wide)
         return x.numpy()
     return np.asarray(x)
 
@@ -301,6 +306,8 @@ def align(
     else:
         out = y * (amp * np.exp(1j * ph))
     err = np.sqrt(np.sum(w * np.abs(out - r) ** 2) / np.sum(w * np.abs(r) ** 2))
-    dtype = x0.dtype if real else np.result_type(x0.dtype, np.complex64)
+    # a real integer image is scaled and shifted: floats (an integer cast truncated it)
+    dtype = np.result_type(x0.dtype, np.float32) if real else np.result_type(x0.dtype,
+                                                                              np.complex64)
     info = {"shift_px": s, "ramp": a, "scale": float(amp), "phase": ph, "error": float(err)}
     return out.astype(dtype), info

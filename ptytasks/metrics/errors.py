@@ -134,13 +134,19 @@ def _amp_phase(x, r, w):
     return np.abs(x), np.abs(r), phase, phase_ref
 
 
+#: The FRC against a noise-free truth reads its crossing of 0.5 (the analogue of 1/7
+#: between noisy halves; metrics version 3: before, the half-data threshold, half-bit by
+#: default, was applied to it too, crediting resolution the data do not hold).
+TRUTH_FRC_THRESHOLD = 0.5
+
+
 def quality_report(
     recon,
     reference,
     mask=None,
     *,
     pixel_size: float | None = None,
-    threshold: str | float = "halfbit",
+    threshold: str | float = TRUTH_FRC_THRESHOLD,
     taper: float = 8.0,
 ) -> dict[str, float]:
     """All metrics of ``recon`` against ``reference`` after one alignment.
@@ -151,8 +157,8 @@ def quality_report(
     mask : optional bool/float region (e.g. illuminated area) on the reference grid
     pixel_size : float, optional
         Metres per pixel, for ``frc_resolution_m``.
-    threshold : FRC threshold ("halfbit", "onebit", "1/7" or a float; 0.5 is the analogue
-        of 1/7 against a noise-free truth).
+    threshold : FRC threshold ("halfbit", "onebit", "1/7" or a float); default 0.5, the
+        analogue of 1/7 against a noise-free truth (:data:`TRUTH_FRC_THRESHOLD`).
     taper : float
         Width (pixels) of the soft edge put on the mask for the FRC.
 

@@ -31,6 +31,7 @@ the square root, is off by 2x-4x there).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,9 +63,11 @@ class Resolution(NamedTuple):
 
     freq : float
         Crossing frequency, cycles per pixel (Nyquist 0.5, or the band limit
-        ``FRCResult.max_freq``, if the curve never crosses).
+        ``FRCResult.max_freq``, if the curve never crosses; 0 when it is below the
+        threshold from the first ring searched: nothing resolved).
     length_m : float or None
-        ``pixel_size / freq`` in metres (a full period), when a pixel size was given.
+        ``pixel_size / freq`` in metres (a full period; ``inf`` at ``freq`` 0), when a
+        pixel size was given.
     crossed : bool
         False when the curve stays above the threshold up to Nyquist or the band limit
         (``freq`` is then a bound: the resolution is at least that good).
@@ -178,10 +181,10 @@ def resolution(
             crossed = True
             if np.isfinite(d[k]) and np.isfinite(d[k - 1]) and d[k - 1] > 0:
                 freq = float(f[k - 1] + (f[k] - f[k - 1]) * d[k - 1] / (d[k - 1] - d[k]))
-            else:
-                freq = float(f[k - 1] if k - 1 >= start else f[k])
+            else:  # below from the first ring searched: nothing above the skipped region
+                freq = float(f[k - 1]) if k - 1 >= start else 0.0
             break
-    length = None if pixel_size is None else float(pixel_size) / freq
+    length = None if pixel_size is None else (float(pixel_size) / freq if freq > 0 else math.inf)
     return Resolution(freq, length, crossed)
 
 
@@ -264,10 +267,15 @@ def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None) -> FRCResult:
     w = _window(window, x.shape, alpha)
     if mask is not None:
         m = to_numpy(mask).astype(float)
+        if m.shape != x.shape:
+            raise ValueError(f"mask shape {m.shape} does not match image shape {x.shape}")
         w = m if w is None else w * m
+    used = np.ones(x.shape, bool) if w is None else w > 0
+    if not (np.isfinite(x[used]).all() and np.isfinite(y[used]).all()):
+        raise ValueError("FRC: an image holds NaN or infinite values inside the window/mask")
     area = float(x.size)
-    if w is not None:
-        x, y = x * w, y * w
+    if w is not None:  # pixels of weight 0 take no part, whatever they hold
+        x, y = np.where(used, x * w, 0), np.where(used, y * w, 0)
         w2 = float(np.sum(w**2))
         if w2 <= 0:
             raise ValueError("the window/mask is zero everywhere: nothing to correlate")

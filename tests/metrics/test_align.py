@@ -130,3 +130,16 @@ def test_a_flat_image_registers_at_zero_shift_without_warning(ref, flat):
         assert np.array_equal(register_shift(flat, r), np.zeros(2))
         assert np.array_equal(register_shift(r, flat), np.zeros(2))
     assert np.abs(register_shift(np.roll(r, 3, axis=0), r) - [-3, 0]).max() < 0.05
+
+
+def test_integer_images_are_aligned_as_floats_and_narrow_tensors_convert():
+    """An integer image comes back as floats (the cast truncated it while the reported
+    error said 0); bfloat16 tensors convert (NumPy has no bfloat16)."""
+    import torch
+
+    from ptytasks.metrics.align import align, to_numpy
+
+    img = np.random.default_rng(0).integers(1, 50, (32, 32)).astype(np.uint16)
+    out, info = align(img, 0.5 * img.astype(float), shift=False, ramp=False)
+    assert out.dtype.kind == "f" and np.abs(out - 0.5 * img).max() < 1e-4
+    assert to_numpy(torch.ones(3, dtype=torch.bfloat16)).dtype == np.float32

@@ -48,3 +48,13 @@ def test_half_data_band_limit_is_the_lower_halfs():
     # half a: the centre LED alone (rho); half b: all five (sqrt(2) rho)
     lim = half_data_band_limit(d, [np.array([0]), np.arange(5)])
     assert lim == pytest.approx(RHO, abs=1.5 / M)
+
+
+def test_half_data_band_limit_keeps_the_cap_when_one_half_reaches_nyquist():
+    """One half measured up to Nyquist (None), the other less: the cap is the other's."""
+    from ptytasks.evaluation import half_data_band_limit
+
+    g = np.stack(np.meshgrid(np.arange(-6, 7), np.arange(-6, 7)), -1).reshape(-1, 2)
+    d = _fourier(np.concatenate([g, [[0, 0]]]))
+    lim = half_data_band_limit(d, [np.arange(len(g)), np.array([len(g)])])
+    assert lim == pytest.approx(RHO, abs=1.5 / M)

@@ -164,3 +164,4 @@ def test_the_pipeline_reads_the_truth_frc_at_0_5_whatever_the_half_data_threshol
     want = quality_report(rec, ref, mask, threshold=TRUTH_FRC_THRESHOLD)["frc_resolution"]
     assert TRUTH_FRC_THRESHOLD == 0.5 and got == {"halfbit": want, "1/7": want}
     assert quality_report(rec, ref, mask, threshold="halfbit")["frc_resolution"] > want
+    assert quality_report(rec, ref, mask)["frc_resolution"] == want  # the default, too

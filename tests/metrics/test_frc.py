@@ -263,3 +263,30 @@ def test_resolution_rule_skips_low_frequency_region_only():
     r = res.resolution(0.5)
     assert r.crossed and r.freq == pytest.approx((9 + 0.4 / 0.9) / 64)
     assert resolution(res, 0.5, start=1).freq == pytest.approx((0 + 0.4 / 0.9) / 64)
+
+
+def test_frc_edge_cases_read_nothing_resolved_or_refuse():
+    """A curve below the threshold from the first searched ring resolves nothing (freq 0,
+    length inf; it read the edge of the skipped region, 0.15-0.25 c/px on small boxes); a
+    NaN under zero weight is ignored, one inside is refused; a mask of another shape is
+    refused (it broadcast)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20, 20)), rng.normal(size=(20, 20))
+    t = taper_mask(np.ones((20, 20), bool))
+    res = frc(a, b, window=None, mask=t)
+    start = int(np.searchsorted(res.freq, res.min_freq - 1e-12))
+    res.frc[:] = -1.0  # below everywhere
+    r = resolution(res, "halfbit", pixel_size=1e-9)
+    assert start > 1 and r == (0.0, float("inf"), True)
+    x = rng.normal(size=(64, 64))
+    y = x + 0.1 * rng.normal(size=(64, 64))
+    m = np.zeros((64, 64))
+    m[8:56, 8:56] = 1.0
+    ref = frc(x, y, window=None, mask=m).frc
+    x[0, 0] = np.nan  # outside the mask
+    np.testing.assert_allclose(frc(x, y, window=None, mask=m).frc, ref)
+    x[30, 30] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        frc(x, y, window=None, mask=m)
+    with pytest.raises(ValueError, match="mask shape"):
+        frc(y, y, mask=np.ones((64, 1)))

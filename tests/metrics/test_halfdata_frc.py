@@ -81,3 +81,11 @@ def test_evaluate_mosaic_reports_the_band_limit_and_whether_it_crossed():
     assert m["halfdata_frc_crossed"] == 0.0 and m["halfdata_frc_band_limit"] == 0.3
     m = evaluate_mosaic(a, w, halves=_halves(0.0, noise=0.2))
     assert m["halfdata_frc_crossed"] == 1.0 and "halfdata_frc_band_limit" not in m
+
+
+def test_an_empty_trusted_region_is_named_not_an_index_error():
+    import pytest
+
+    a = np.ones((16, 16), np.complex64)
+    with pytest.raises(ValueError, match="selects no pixels"):
+        half_data_frc(a, a, np.zeros((16, 16), bool))

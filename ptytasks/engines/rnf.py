@@ -391,8 +391,11 @@ def reconstruct_rnf(
     hist = {"loss": [], "data": [], "reg": [], "time": [], "best": math.inf, "stale": 0}
     start, inputs = 0, None
     if checkpoint is not None:
+        # the file's probe where no prior is given, and the detector mask, are inputs too
+        probe_in = probe_prior if probe_prior is not None else data.probe
         inputs = inputs_digest(st.frames, model.state_dict(),
-                               (object_prior, probe_prior, surface_prior, pupil_prior))
+                               (object_prior, probe_in, surface_prior, pupil_prior,
+                                st.detector_mask))
         ck = load_checkpoint(checkpoint)
         if ck is not None:  # only when made from these inputs and options (else raises)
             start = restore_state(ck, checkpoint, st, gen, hist, opts, inputs)

@@ -75,8 +75,12 @@ def test_other_inputs_are_never_resumed(ff, killed, tmp_path):
     moved[0] += 0.5  # one nominal scan position
     prior = np.full(ff.object_shape, 0.9, np.complex64)
     probe = np.ones(ff.frame_shape, np.complex64)
+    masked = np.ones(ff.frame_shape, bool)
+    masked[0, 0] = False
     for data, kw in ((replace(ff, frames=frames), {}), (replace(ff, positions_px=moved), {}),
-                     (ff, {"object_prior": prior}), (ff, {"probe_prior": probe})):
+                     (ff, {"object_prior": prior}), (ff, {"probe_prior": probe}),
+                     (replace(ff, probe=probe), {}),  # another probe in the file
+                     (replace(ff, meta={**ff.meta, "mask": masked}), {})):
         with pytest.raises(StaleCheckpoint, match="other frames, priors or geometry"):
             reconstruct_rnf(data, RNFOptions(**BASE), checkpoint=ck, **kw)
 

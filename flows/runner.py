@@ -108,7 +108,7 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
         Naming the field (``engine.engine``, ``calibration.object``, ``cluster.kind``).
     """
     from flows.config_sources import ConfigError
-    from ptytasks.engines.registry import SPECS
+    from ptytasks.engines.registry import SPECS, check_settings
     from ptytasks.modalities import get as get_modality
 
     mod = get_modality(modality)
@@ -119,6 +119,11 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
         if spec is not None and not spec.supports(mod):
             raise ConfigError(f"{field}: {name!r} does not run {modality} data ({params.input}); "
                               f"engines that do: {', '.join(able)}")
+    try:  # settings the engine's options for this modality cannot take
+        check_settings(params.engine.engine, params.engine.settings(), mod)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"engine: {exc} (engine {params.engine.engine!r}, {modality} data "
+                          f"{params.input})") from None
     if params.cluster.kind == "local_cuda":
         try:
             import dask_cuda  # noqa: F401

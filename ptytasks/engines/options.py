@@ -183,6 +183,17 @@ class PIEOptions(EngineOptions):
     eps: float = 1e-8
     cpu_threads: int | None = None
 
+    def __post_init__(self):
+        # from a config: true (the defaults) or a mapping of the refinement's own options
+        pc = self.position_correction
+        if pc is True or isinstance(pc, dict):
+            self.position_correction = PositionCorrectionOptions(**({} if pc is True else pc))
+        elif pc is False:
+            self.position_correction = None
+        elif pc is not None and not isinstance(pc, PositionCorrectionOptions):
+            raise ValueError("position_correction must be true, false or a mapping of "
+                             f"PositionCorrectionOptions; got {pc!r}")
+
     def steps(self) -> tuple[float, float]:
         """The object and probe step sizes ``(alpha, beta)`` after defaults."""
         if self.variant not in _DEFAULT_STEPS:

@@ -106,6 +106,9 @@ def _pie_mapping(name: str, s: dict, pupil: bool) -> dict:
 
     epochs, learn_probe = int(s.get("epochs", 50)), bool(s.get("learn_probe", True))
     if pupil:
+        if s.get("learn_positions"):  # refused, not ignored
+            raise ValueError("learn_positions: Fourier PIE does not refine the LED "
+                             "wavevectors; engine 'rnf' does")
         return {"variant": name, "iterations": epochs, "update_pupil": learn_probe}
     pc = PositionCorrectionOptions() if s.get("learn_positions") else None
     return {"variant": name, "iterations": epochs, "update_probe": learn_probe,
@@ -238,6 +241,17 @@ def get(name: str) -> EngineSpec:
         return SPECS[name]
     except KeyError:
         raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(SPECS)}") from None
+
+
+def check_settings(name: str, settings: dict, mod: Modality) -> None:
+    """Raise ``ValueError`` (or ``TypeError``) where ``settings`` cannot run engine ``name``
+    on modality ``mod``: an option its options class for ``mod`` lacks (``batch_size``
+    with Fourier PIE), a value the class refuses, a generic setting it cannot honour --
+    found before any tile runs instead of inside one."""
+    spec = get(name)
+    if spec.run is _run_pie or spec.run is _run_pine:
+        _pie_mapping(name, settings, mod.has_pupil)
+    options_from(spec.options(name, mod), settings, {})
 
 
 def option_classes(name: str) -> set:

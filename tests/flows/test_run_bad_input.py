@@ -183,3 +183,41 @@ def test_an_engine_that_does_not_run_the_modality_is_refused_before_prefect(tmp_
                                    "--config", str(cfg)])  # fmt: skip
     text = " ".join(res.output.split())
     assert res.exit_code == 2 and field in text and "nearfield" in text, res.output
+
+
+@pytest.mark.parametrize("engine, note", [
+    ({"engine": "rpie", "learn_positions": True}, "wavevectors"),  # was ignored
+    ({"engine": "rpie", "batch_size": 8}, "batch_size"),  # failed in the tile
+    ({"engine": "rpie", "options": {"position_correction": 3}}, "position_correction"),
+])  # fmt: skip
+def test_engine_settings_the_modality_cannot_take_are_refused_before_prefect(tmp_path, engine,
+                                                                             note):
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from ptytasks.simulate import simulate
+    from storage.cxi import write_cxi
+
+    cxi = tmp_path / "fp.cxi"
+    write_cxi(cxi, simulate("fourier", image_size=16, upsample=2, na=0.1, na_illum=0.15,
+                            seed=0))  # fmt: skip
+    if "options" in engine:  # a scanning set for the scanning options
+        write_cxi(cxi, simulate("farfield", frame_size=32, n_positions=9, seed=0))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"engine": engine}))
+    res = CliRunner().invoke(app, ["run", str(cxi), "-o", str(tmp_path / "r.zarr"),
+                                   "--config", str(cfg)])  # fmt: skip
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "engine" in text and note in text, res.output
+
+
+def test_position_correction_from_a_config_is_the_refinement():
+    """true or a mapping from a YAML config becomes the refinement's options (a bare true
+    crashed inside the tile: 'bool' object has no attribute 'start')."""
+    from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
+
+    assert PIEOptions(position_correction=True).position_correction == PositionCorrectionOptions()
+    got = PIEOptions(position_correction={"start": 2}).position_correction
+    assert got == PositionCorrectionOptions(start=2)
+    assert PIEOptions(position_correction=False).position_correction is None

@@ -251,7 +251,7 @@ def reconstruct_pie(
                 positions.copy_(torch.minimum(torch.maximum(positions, lower), upper))
                 grid_search(state.obj, state.probe, positions, model, amp, state.sqrt_f,
                             radius=opts.position_correction.search_radius,
-                            lower=lower, upper=upper, mask=mask)
+                            lower=lower, upper=upper, mask=mask, subpixel=opts.subpixel)
             if active is not None or (refiner is not None and refiner.search_due(epoch)):
                 refiner.end_epoch(lower, upper)
             losses.append(err / max(total_counts, 1e-30))

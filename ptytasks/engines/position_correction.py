@@ -144,7 +144,7 @@ def patch_errors(patches, probe, model, amp, sqrt_f, idx, mask=None) -> torch.Te
 
 def grid_search(obj, probe, positions, model, amp, sqrt_f, *, radius: int,
                 lower: torch.Tensor, upper: torch.Tensor, chunk: int = 8,
-                mask: torch.Tensor | None = None) -> int:
+                mask: torch.Tensor | None = None, subpixel: bool = True) -> int:
     """Move each frame to the best whole-pixel offset within ``radius``; in place.
 
     Candidates ``p + (dy, dx)`` for ``|dy|, |dx| <= radius`` are scored by
@@ -163,7 +163,9 @@ def grid_search(obj, probe, positions, model, amp, sqrt_f, *, radius: int,
     moved = 0
     for idx in torch.arange(positions.shape[0], device=positions.device).split(chunk):
         # Corner p - r on the object is corner p on the padded object.
-        big = extract_patches(padded, positions[idx], (wy + 2 * r, wx + 2 * r))
+        # scored as the engine models a frame: at the rounded corner without subpixel
+        pos = positions[idx] if subpixel else torch.round(positions[idx])
+        big = extract_patches(padded, pos, (wy + 2 * r, wx + 2 * r), subpixel=subpixel)
         yd = big.dim() - 2  # the window's y axis (x follows; unfold appends its window)
         cands = big.unfold(yd, wy, 1).unfold(yd + 1, wx, 1)  # (b, [S,] 2r+1, 2r+1, wy, wx)
         if cands.dim() == 6:  # slices: (b, (2r+1)^2, S, wy, wx), dy-major like the thin case

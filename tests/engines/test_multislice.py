@@ -186,6 +186,17 @@ def test_slices_need_their_spacing():
         simulate("farfield", seed=0, n_positions=9, n_slices=2)
 
 
+def test_an_object_start_of_other_slices_is_refused():
+    """A 3-D start whose slice count is not n_slices: a thin run cut one slice of it
+    (IndexError deep in the update) and a thick one ran the start's count instead."""
+    d = simulate("farfield", seed=0, n_positions=9, known_probe=True)
+    d.params["slice_distance"] = 2e-9
+    start = np.ones((3, *d.object_shape), np.complex64)
+    for n in (1, 2):
+        with pytest.raises(ValueError, match="3 slices but n_slices is"):
+            reconstruct_pie(d, PIEOptions(iterations=1, n_slices=n), object_prior=start)
+
+
 @pytest.mark.slow  # ~55 s: 150 iterations with and without correction
 def test_position_correction_with_slices():
     """Whole-pixel grid search through all slices (the sub-pixel least-squares step is a

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
 from ptytasks.engines.options import PIEOptions, PositionCorrectionOptions
 from ptytasks.engines.pie import reconstruct_pie
@@ -352,3 +353,30 @@ def test_cuda_matches_cpu(ff):
     gpu = reconstruct_pie(small, PIEOptions(**opts, device="cuda"))
     np.testing.assert_allclose(gpu.loss_history, cpu.loss_history, rtol=1e-6)
     assert complex_error(gpu.object, cpu.object, align=False) < 1e-6
+
+
+def test_grid_search_scores_candidates_as_the_engine_models_them():
+    """Without sub-pixel shifts the engine models a frame at its rounded corner, so the
+    search scores candidates there: a frame truly at 10.7 px, nominally at 10.45 (rounded:
+    10), moves to a corner that rounds to 11; scored with sub-pixel shifts it stayed."""
+    from ptytasks.engines.position_correction import grid_search
+    from ptytasks.physics.models.farfield import FarField
+
+    rng = np.random.default_rng(0)
+    obj = torch.as_tensor(np.exp(1j * gaussian_filter(rng.normal(size=(48, 48)), 1.5) * 3),
+                          dtype=torch.complex64)
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    probe = torch.as_tensor(np.exp(-(yy**2 + xx**2) / 20.0)[None], dtype=torch.complex64)
+    truth = torch.tensor([[10.7, 12.0]], dtype=torch.float64)
+    model = FarField(truth.float(), (48, 48), (16, 16))
+    psi = model.exit_waves(obj, probe[0], torch.tensor([0]))
+    amp = model.to_detector(psi, torch.tensor([0])).abs()
+    lower, upper = torch.zeros(2, dtype=torch.float64), torch.tensor([32.0, 32.0],
+                                                                     dtype=torch.float64)
+    got = {}
+    for sub in (False, True):
+        pos = torch.tensor([[10.45, 12.0]], dtype=torch.float64)
+        grid_search(obj, probe, pos, model, amp, torch.ones(1), radius=2, lower=lower,
+                    upper=upper, subpixel=sub)
+        got[sub] = float(torch.round(pos[0, 0]))
+    assert got == {False: 11.0, True: 10.0}

@@ -102,12 +102,13 @@ class ForwardModel(nn.Module):
         """A start object of ``n_slices`` slices (engines' ``n_slices`` option).
 
         A 2-D (projection) start becomes ``n_slices`` equal slices, each its ``S``-th root,
-        so their product is unchanged; a 3-D start and ``n_slices = 1`` stay as given.
+        so their product is unchanged; a 3-D start of ``n_slices`` slices stays as given.
 
         Raises
         ------
         ValueError
-            ``n_slices < 1``, or slices without a spacing (:meth:`set_slices`).
+            ``n_slices < 1``, slices without a spacing (:meth:`set_slices`), or a 3-D start
+            of another number of slices.
         """
         n = int(n_slices)
         if n < 1:
@@ -117,6 +118,8 @@ class ForwardModel(nn.Module):
                              "(metres) in the data")  # fmt: skip
         if n > 1 and obj.dim() == 2:
             obj = (obj ** (1.0 / n))[None].repeat(n, 1, 1)
+        if obj.dim() == 3 and obj.shape[0] != n:  # (a thin run cut a slice as its object)
+            raise ValueError(f"the object start has {obj.shape[0]} slices but n_slices is {n}")
         return obj
 
     def propagate_slice(self, wave: torch.Tensor, back: bool = False) -> torch.Tensor:

@@ -99,7 +99,8 @@ class Coded(ForwardModel):
         # Fixed geometry (projection engines, frozen parameters): the transfer function
         # costs twice the FFTs it multiplies, so it is kept. Keyed by the parameters'
         # versions, not their values: reading a value from a GPU waits for the device, and
-        # cannot happen at all inside a CUDA graph; any in-place change bumps the version.
+        # cannot happen at all inside a CUDA graph; any in-place change bumps the version
+        # (change them through the parameter: writes to ``.data`` bypass its version).
         key = (tuple(w.shape[-2:]), name, sign, z._version, z.data_ptr(), lam._version,
                lam.data_ptr(), w.dtype, w.device)
         h = self._tf_cache.get(key)

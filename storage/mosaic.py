@@ -61,7 +61,7 @@ class TileLoader:
 
     def __init__(self, path: str | os.PathLike, steps: Mapping[str, str],
                  slice_index: int | None = None):  # fmt: skip
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(path)  # a worker may have another working directory
         self.steps = dict(steps)
         self.slice_index = slice_index
 
@@ -92,7 +92,7 @@ class MosaicWriter:
     FORMAT = f"ome-zarr-{ome.OME_VERSION}/{ome.IMAGE}/blend-2"
 
     def __init__(self, path: str | os.PathLike, name: str = L.MOSAIC):
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(path)  # a worker may have another working directory
         self.name = name.strip("/")
 
     # ------------------------------------------------------------------ template

@@ -95,8 +95,15 @@ def _load(path: Path) -> dict:
     with wrap_errors(path, None, "reading the MATLAB file"):
         if h5py.is_hdf5(path):  # MATLAB v7.3: HDF5 with reversed (column-major) axes
             with h5py.File(path, "r") as f:
-                return {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset)}
+                return {k: _complex_v73(np.asarray(f[k][()])).T for k in f
+                        if isinstance(f[k], h5py.Dataset)}  # fmt: skip
         return {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+
+
+def _complex_v73(a: np.ndarray) -> np.ndarray:
+    """MATLAB v7.3 stores a complex variable as a compound of ``real`` and ``imag``."""
+    names = a.dtype.names or ()
+    return a["real"] + 1j * a["imag"] if {"real", "imag"} <= set(names) else a
 
 
 def _scalar(m: dict, key: str, path, default=None) -> float:
@@ -198,6 +205,8 @@ def read_pupil(path: str | os.PathLike, key: str = "aberration") -> np.ndarray:
             raise DataError(path, key, f"no variable {key!r} (found {sorted(m)})")
         arr = m[key]
     arr = np.asarray(arr)
+    if arr.dtype.kind not in "biufc":
+        raise DataError(path, key, f"pupil must be numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or not np.all(np.isfinite(arr)):
         raise DataError(path, key, f"pupil must be a finite 2-D array, got shape {arr.shape}")
     return arr.astype(np.complex64)

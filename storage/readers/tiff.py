@@ -34,6 +34,9 @@ def _pages(path: Path):
             raise DataError(path, None, "folder holds no .tif/.tiff files")
         with wrap_errors(files[0], None, "reading TIFF"):
             first = tifffile.imread(files[0])
+        if first.ndim != 2:  # an RGB or multi-page file in a folder of single frames
+            raise DataError(files[0], None, f"a frame folder holds one 2-D frame per file; "
+                            f"this one has shape {first.shape}")  # fmt: skip
 
         def get(i: int) -> np.ndarray:
             with wrap_errors(files[i], None, "reading TIFF"):

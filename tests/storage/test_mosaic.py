@@ -131,3 +131,11 @@ def test_pyramid_keeps_odd_edges_and_reaches_the_evaluation_bound(tmp_path):
     strip = _one_tile(tmp_path / "t.zarr", (0, 0), (16, 600), (16, 600), (16, 64), (8, 32),
                       value=1.0)  # fmt: skip
     assert strip.build_pyramid(max_pixels=2000) == 2  # 9600 -> 2400 -> 600 pixels
+
+
+def test_picklable_store_handles_carry_absolute_paths(tmp_path, monkeypatch):
+    """What travels to a Dask worker (another working directory, e.g. a remote
+    scheduler's) names the store absolutely."""
+    monkeypatch.chdir(tmp_path)
+    for handle in (MosaicWriter("run.zarr"), TileLoader("run.zarr", {})):
+        assert handle.path == str(tmp_path / "run.zarr")

@@ -277,5 +277,27 @@ def test_reader_edge_cases_of_real_exports(tmp_path):
                                                                      [0, 5e-7]]))
     with pytest.raises(DataError, match="pixel_size"):
         read_npz(tmp_path / "m.npz")
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    tifffile.imwrite(rgb / "f0.tif", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=r"f0.tif.*one 2-D frame per file"):
+        read_any(rgb, positions=tmp_path / "st.csv", wavelength=1e-10, pixel_size=1e-8)
     pos = read_npz(tmp_path / "m.npz", pixel_size=1e-8).positions_px
     assert pos[1, 0] - pos[0, 0] == pytest.approx(50)
+
+
+def test_matlab_v73_complex_pupil_is_read(tmp_path):
+    """MATLAB v7.3 (HDF5) keeps a complex variable as a {real, imag} compound: read as
+    complex (it escaped as a raw TypeError); a variable that is not numbers is named."""
+    from storage.readers.fpm_mat import read_pupil
+
+    pupil = (np.arange(12.0).reshape(3, 4) + 1j).astype(np.complex128)
+    compound = np.dtype([("real", "<f8"), ("imag", "<f8")])
+    with h5py.File(tmp_path / "p.mat", "w") as f:
+        a = np.empty(pupil.T.shape, compound)  # column-major, as MATLAB writes it
+        a["real"], a["imag"] = pupil.T.real, pupil.T.imag
+        f["aberration"] = a
+        f["name"] = np.bytes_("abc")
+    np.testing.assert_array_equal(read_pupil(tmp_path / "p.mat"), pupil.astype(np.complex64))
+    with pytest.raises(DataError, match="name"):
+        read_pupil(tmp_path / "p.mat", key="name")

@@ -99,12 +99,18 @@ def detect(expected: np.ndarray, dose: float | None, seed: int) -> np.ndarray:
 
 def slices(shape, kind, amplitude_range, phase_range, seed: int, n_slices: int, pad):
     """The true object ``(ny, nx)``, or ``(S, ny, nx)`` slices of different seeds, padded."""
-    from ptytasks.simulate.objects import complex_object
+    from ptytasks.simulate.objects import SEEDED, complex_object
 
     if int(n_slices) < 1:
         raise ValueError(f"n_slices must be >= 1; got {n_slices}")
+    if int(n_slices) > 1 and kind not in SEEDED:  # every slice would be the same picture
+        raise ValueError(f"object kind {kind!r} is one fixed picture: {n_slices} slices need "
+                         f"a kind drawn per seed ({', '.join(SEEDED)})")
+    # dead_leaves / blobs draw their amplitude with seed + 1: slices two seeds apart, so no
+    # slice's amplitude is another's phase
+    step = 2 if kind in ("dead_leaves", "blobs") else 1
     objs = [pad_object(complex_object(shape, kind, amplitude_range=amplitude_range,
-                                      phase_range=phase_range, seed=seed + k), pad)
+                                      phase_range=phase_range, seed=seed + step * k), pad)
             for k in range(int(n_slices))]  # fmt: skip
     return objs[0] if len(objs) == 1 else np.stack(objs)
 

@@ -111,7 +111,8 @@ def simulate_farfield(
         probe is then ``(K, N, N)``. Default: one coherent mode.
     n_slices, slice_distance : int, float
         A thick specimen: ``n_slices`` different objects (seeds ``seed``-derived, one per
-        slice) ``slice_distance`` metres apart, multislice forward model; the true object
+        slice; an ``object_kind`` drawn per seed, ``objects.SEEDED``) ``slice_distance``
+        metres apart, multislice forward model; the true object
         is then ``(S, ny, nx)`` and ``params["slice_distance"]`` holds the spacing.
     object_kind, amplitude_range, phase_range, dose, dose_unit, position_error_px, \
 position_scale_error, distance_error, wavelength_error, margin, seed

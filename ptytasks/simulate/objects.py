@@ -30,6 +30,8 @@ PROCEDURAL: tuple[str, ...] = (
     "usaf", "siemens", "dead_leaves", "blobs", "layout", "lattice", "flat",
 )
 KINDS: tuple[str, ...] = BUNDLED + PROCEDURAL
+#: Kinds whose drawing depends on the seed (the others are one fixed picture).
+SEEDED: tuple[str, ...] = ("dead_leaves", "blobs", "layout", "lattice")
 
 # Default image for the amplitude when ``kind`` drives the phase: a different picture, so a
 # reconstruction that leaks phase into amplitude (or back) shows it.

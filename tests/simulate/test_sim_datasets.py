@@ -201,3 +201,17 @@ def test_dispatch_errors():
         simulate("fourier", n_positions=10)  # LED count comes from na_illum and overlap
     d = simulate("fourier", frame_size=16, na_illum=0.15)  # alias of image_size
     assert d.frame_shape == (16, 16) and d.object_shape == (64, 64)
+
+
+def test_thick_specimens_have_different_slices():
+    """Slices are different objects: a fixed picture (the default camera) is refused for
+    them, and no random slice's amplitude is another slice's phase (dead leaves drew its
+    amplitude with seed + 1, the next slice's phase seed)."""
+    kw = {"frame_size": 16, "n_positions": 4, "n_slices": 3, "slice_distance": 5e-9, "seed": 0}
+    with pytest.raises(ValueError, match="one fixed picture"):
+        simulate("farfield", object_kind="camera", **kw)
+    o = simulate("farfield", object_kind="dead_leaves", **kw).ground_truth["object"]
+    for a in range(3):
+        for b in range(3):
+            r = np.corrcoef(np.abs(o[a]).ravel(), np.angle(o[b]).ravel())[0, 1]
+            assert a == b or abs(r) < 0.5, (a, b, r)

@@ -183,7 +183,7 @@ def test_slices_need_their_spacing():
     with pytest.raises(ValueError, match="slice_distance"):
         reconstruct_rnf(d, RNFOptions(epochs=1, n_slices=2))
     with pytest.raises(ValueError, match="slice_distance"):
-        simulate("farfield", seed=0, n_positions=9, n_slices=2)
+        simulate("farfield", seed=0, n_positions=9, n_slices=2, object_kind="lattice")
 
 
 def test_an_object_start_of_other_slices_is_refused():

@@ -3,6 +3,7 @@ evaluate, every step persisted in the run store and skipped when already done.""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.cluster import GPU_RESOURCE, make_task_runner, torch_threads
+from flows.config_sources import ConfigError
 from flows.params import (
     CalibrationParams,
     EngineParams,
@@ -26,6 +28,7 @@ from flows.tasks import (
     stitch_task,
     subsample_task,
 )
+from storage.errors import DataError
 from storage.lock import StoreLock
 
 
@@ -33,9 +36,10 @@ class TileFailure(RuntimeError):
     """One or more tiles failed; finished tiles stay in the store."""
 
 
-# One retry: a cluster that fails to start (a worker process dying on a loaded machine)
-# gets a second chance; finished tiles are skipped by their store markers.
-@flow(name="reconstruct-tiles", retries=1, retry_delay_seconds=5)
+# Retried once by the pipeline (a cluster that fails to start, a worker process dying on
+# a loaded machine): finished tiles are skipped by their store markers. Not by Prefect's
+# flow retries, which have no condition: a bad setting would run every tile again.
+@flow(name="reconstruct-tiles")
 def reconstruct_tiles(
     store_path: str,
     tiles: list[str],
@@ -63,9 +67,14 @@ def reconstruct_tiles(
             try:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - reported with its tile id below
-                failures.append(f"tile {t}{h}: {type(exc).__name__}: {exc}")
+                failures.append((f"{t}{h}", exc))
     if failures:
-        raise TileFailure("; ".join(failures))
+        setting = [e for _, e in failures if isinstance(e, DataError | ConfigError)]
+        if len(setting) == len(failures):  # a bad input or setting: the same again anywhere
+            get_run_logger().error("%d tile(s) failed on the input or a setting: %s",
+                                   len(failures), ", ".join(t for t, _ in failures))
+            raise setting[0]
+        raise TileFailure("; ".join(f"tile {t}: {type(e).__name__}: {e}" for t, e in failures))
     return refs
 
 
@@ -86,6 +95,7 @@ def pipeline(params: PipelineParams) -> dict:
 
 def _pipeline(params: PipelineParams) -> dict:
     log = get_run_logger()
+    params = _absolute(params)
     store = params.store
     raw = ingest_task(params.input, store, params.ingest)
     log.info("ingested %d %s frames", raw["n_frames"], raw["modality"])
@@ -94,15 +104,29 @@ def _pipeline(params: PipelineParams) -> dict:
     calibrate_task(store, params.calibration)
     tiles = plan_task(store, params.tiling)
     halves = [""] + (["a", "b"] if params.evaluation.half_data else [])
-    runner = make_task_runner(params.cluster)
-    refs = reconstruct_tiles.with_options(task_runner=runner)(
-        store, tiles, params.engine, params.calibration, halves, torch_threads(params.cluster)
-    )
+    args = (store, tiles, params.engine, params.calibration, halves,
+            torch_threads(params.cluster))  # fmt: skip
+    try:
+        refs = reconstruct_tiles.with_options(task_runner=make_task_runner(params.cluster))(*args)
+    except TileFailure as exc:  # once more, on a fresh cluster; done tiles are skipped
+        log.warning("retrying the failed tiles once: %s", exc)
+        refs = reconstruct_tiles.with_options(task_runner=make_task_runner(params.cluster))(*args)
     for h in halves:
         stitch_task(store, tiles, half=h)
     metrics = evaluate_task(store, params.evaluation)
     _artifacts(params, metrics, refs)
     return {"store": store, "tiles": refs, "metrics": metrics}
+
+
+def _absolute(params: PipelineParams) -> PipelineParams:
+    """``params`` with its file paths absolute: tiles run on Dask workers whose working
+    directory may be another (a batch job's); a relative store there made a new store."""
+    cal = params.calibration
+    files = {k: os.path.abspath(v) for k in ("pupil_file", "surface_reference")
+             if (v := getattr(cal, k)) is not None}  # fmt: skip
+    return params.model_copy(update={
+        "input": os.path.abspath(params.input), "store": os.path.abspath(params.store),
+        "calibration": cal.model_copy(update=files)})
 
 
 def _artifacts(params: PipelineParams, metrics: dict, refs: list[dict]) -> None:

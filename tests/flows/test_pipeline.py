@@ -191,6 +191,32 @@ def test_failing_tile_fails_flow_with_its_id_and_keeps_finished_tiles(
     assert "reconstruct/t0001" not in done and "mosaic" not in done
 
 
+def test_a_setting_error_in_the_tiles_is_raised_as_itself_and_not_rerun(
+    harness, farfield_cxi, tmp_path, monkeypatch
+):
+    """A bad setting found inside the tiles fails each tile once (Prefect's flow retry had
+    no condition: every tile ran again on a new cluster) and reaches the caller as the
+    ConfigError it is (the command line's exit 2), not a TileFailure (exit 1). The tiles
+    get the store's absolute path (a worker's working directory may be another)."""
+    from flows import stages
+    from flows.config_sources import ConfigError
+    from flows.pipeline import pipeline
+
+    calls = []
+
+    def bad(store_path, tile, *a, **k):
+        calls.append((store_path, tile))
+        raise ConfigError("engine.n_slices: needs the slices' spacing")
+
+    monkeypatch.setattr(stages, "reconstruct_tile", bad)
+    monkeypatch.chdir(tmp_path)
+    params = _params(farfield_cxi, "run.zarr", cluster={"kind": "none"}, engine={"epochs": 1})
+    with pytest.raises(ConfigError, match="n_slices"):
+        pipeline(params)
+    assert sorted(t for _, t in calls) == ["t0000", "t0001", "t0100", "t0101"]
+    assert {p for p, _ in calls} == {str(tmp_path / "run.zarr")}
+
+
 def test_tasks_pass_tile_ids_and_stages_read_the_plan_from_the_store(farfield_cxi, tmp_path):
     """A tile's frame list is an array: it stays in the store's plan, and the tasks pass
     ids (a 512^2 scan's tile dicts were megabytes of flow parameters and results)."""

@@ -235,7 +235,11 @@ def ingest(
         k, sep, v = o.partition("=")
         if not sep or not k:
             raise typer.BadParameter(f"expected KEY=VALUE; got {o!r}", param_hint="--option")
-        opts[k] = yaml.safe_load(v)
+        try:
+            opts[k] = yaml.safe_load(v)
+        except yaml.YAMLError as exc:
+            raise typer.BadParameter(f"{o!r}: the value is not YAML ({exc.problem})",
+                                     param_hint="--option") from None
     try:
         with StoreLock(out):
             ref = do_ingest(str(input), str(out), IngestParams(z1=z1, options=opts))

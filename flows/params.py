@@ -259,6 +259,8 @@ class EngineParams(_Params):
         types_of = _option_types(self.engine)
         for name, value in self.options.items():
             where = f"options.{name}"
+            if name in ("epochs", "iterations"):  # one count: the one progress reads
+                _invalid(where, "is set by engine.epochs (--epochs); set it there", value)
             if name not in known:
                 near = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {near[0]!r}?" if near else ""
@@ -309,6 +311,15 @@ class EngineParams(_Params):
             from ptytasks.engines.position_search import PositionSearchOptions
 
             key["position_search_defaults"] = asdict(PositionSearchOptions())
+        if "position_correction" in option_names(self.engine) and (
+                self.learn_positions or self.options.get("position_correction")):
+            # the refinement's defaults run (learn_positions: true, or true / a partial
+            # mapping as the option): a changed default must not serve old tiles
+            from dataclasses import asdict
+
+            from ptytasks.engines.options import PositionCorrectionOptions
+
+            key["position_correction_defaults"] = asdict(PositionCorrectionOptions())
         return key
 
 

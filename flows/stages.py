@@ -30,6 +30,7 @@ from ptytasks.modalities import get as get_modality
 from ptytasks.modalities import modality_of
 from storage import layout as L
 from storage.atomic import fingerprint
+from storage.errors import DataError
 from storage.store import RunStore
 
 log = logging.getLogger("ptyflow")
@@ -95,7 +96,10 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
         # the mean themselves and read a bounded trial set beside it.
         if not blind:
             data.frames = mean_pattern(data.frames, clip=False).astype(np.float32)[None]
-    arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
+    try:  # 'physical' needs the beam's parameters in the file
+        arrays: dict = {"probe": cal.probe_prior(data, params.probe)}
+    except ValueError as exc:
+        raise ConfigError(f"calibration.probe: {exc}") from None
     if mod.has_pupil:
         measured = None
         if params.pupil_file:
@@ -110,6 +114,10 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
             from storage.readers import read_any
 
             ref = read_any(params.surface_reference)
+            if not modality_of(ref).has_surface or ref.frame_shape != data.frame_shape:
+                raise DataError(params.surface_reference, "frames", f"must be coded data of "
+                                f"this detector {data.frame_shape}; got {ref.modality} "
+                                f"{ref.frame_shape}")  # fmt: skip
             specimen = (ref.ground_truth or {}).get("object")
             arrays["surface"] = cal.surface_from_reference(ref, specimen)
         elif isinstance(data.meta.get("surface"), np.ndarray):
@@ -192,7 +200,6 @@ def _drop_stale_checkpoints(store_path: str, step: str, keep: Path) -> None:
 def planned_tiles(store_path: str, ids: list[str] | None = None) -> list[dict]:
     """The tiles step ``tiling`` planned (all, or those named by ``ids``, in that order):
     flows pass tile ids between tasks, never the tiles' frame lists."""
-    from storage.errors import DataError
 
     store = _store(store_path)
     if not store.is_complete(L.TILING):
@@ -240,7 +247,6 @@ def reconstruct_tile(
     from ptytasks.engines.registry import run_engine
     from ptytasks.tiling import Tile, tile_dataset, tile_half
     from storage.atomic import step_key
-    from storage.errors import DataError
 
     if isinstance(tile, str):  # a flow's reference: the tile as planned in the store
         tile = planned_tiles(store_path, [tile])[0]

@@ -44,6 +44,9 @@ def test_ingest_command(tmp_path, finished):
     assert res.exit_code == 2 and "error:" in res.output
     res = runner.invoke(app, ["ingest", finished.input, "--out", str(out), "--option", "x"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    res = runner.invoke(app, ["ingest", finished.input, "--out", str(out), "--option",
+                              "step=[1"])  # a YAML traceback, exit 1, before
+    assert res.exit_code == 2 and "not YAML" in " ".join(res.output.split()), res.output
 
 
 def test_show_summarises_the_store(finished):

@@ -75,3 +75,33 @@ def test_a_fourier_grid_finer_than_the_frames_names_the_grid(tmp_path):
     stages.subsample(p.store, p.subsample)
     with pytest.raises(ConfigError, match=r"grid \[20, 20\].*empty crops"):
         stages.plan(p.store, p.tiling)
+
+
+def test_calibration_settings_the_data_cannot_take_name_their_field(tmp_path):
+    """A surface reference of another detector (its top-left crop was used, silently) or of
+    another modality (KeyError 'surface_distance'), and a physical probe without the beam's
+    parameters (a bare ValueError, retried, exit 1), name the file or the field."""
+    import pytest
+
+    from flows.params import ConfigError
+    from storage.errors import DataError
+
+    coded = str(write_cxi(tmp_path / "c.cxi", simulate("coded", frame_size=32, n_positions=6,
+                                                       overlap=0.9, seed=0)))
+    refs = {"big": simulate("coded", frame_size=48, n_positions=6, overlap=0.9, seed=1),
+            "far": simulate("farfield", frame_size=32, n_positions=9, seed=1)}
+    for name, ref in refs.items():
+        path = str(write_cxi(tmp_path / f"{name}.cxi", ref))
+        p = PipelineParams.from_mapping({"input": coded, "store": str(tmp_path / f"{name}.zarr"),
+                                         "calibration": {"surface_reference": path}})
+        stages.ingest(p.input, p.store, p.ingest)
+        stages.subsample(p.store, p.subsample)
+        with pytest.raises(DataError, match=rf"{name}.cxi \[frames\]"):
+            stages.calibrate(p.store, p.calibration)
+    far = str(write_cxi(tmp_path / "f.cxi", refs["far"]))
+    p = PipelineParams.from_mapping({"input": far, "store": str(tmp_path / "p.zarr"),
+                                     "calibration": {"probe": "physical"}})
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    with pytest.raises(ConfigError, match="calibration.probe"):
+        stages.calibrate(p.store, p.calibration)

@@ -64,6 +64,25 @@ def test_a_changed_resolved_default_changes_the_pie_keys(monkeypatch):
     assert after[1] != rpie and after[2] != epie and after[3] != cal
 
 
+def test_a_changed_refinement_default_changes_the_keys_of_tiles_that_refine(monkeypatch):
+    """learn_positions: true (or position_correction as an option) runs the refinement's
+    own defaults: a changed default must not serve tiles refined under the old one; tiles
+    that do not refine keep their key."""
+    runs = [EngineParams(engine=e, learn_positions=True) for e in ("rpie", "epie", "pine")]
+    runs.append(EngineParams(engine="rpie", options={"position_correction": True}))
+    still = EngineParams(engine="rpie")
+    before = [fingerprint(p.key()) for p in runs]
+    plain = fingerprint(still.key())
+    init = options.PositionCorrectionOptions.__init__
+    names = [f.name for f in fields(options.PositionCorrectionOptions)]
+    changed = list(init.__defaults__)
+    changed[names.index("search_radius")] += 3  # the dataclass's default, as a code change
+    monkeypatch.setattr(init, "__defaults__", tuple(changed))
+    after = [fingerprint(p.key()) for p in runs]
+    assert all(a != b for a, b in zip(after, before, strict=True))
+    assert fingerprint(still.key()) == plain
+
+
 def test_a_changed_field_default_changes_the_rnf_key(monkeypatch):
     rnf = _keys()[0]
     lr = {f.name: f for f in fields(RNFOptions)}["lr_zernike"]
@@ -121,3 +140,14 @@ def test_tiles_on_a_gpu_worker_run_the_engine_on_its_gpu(monkeypatch):
     assert on_gpu_worker("rnf", {"device": "cpu"})["device"] == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "device" not in on_gpu_worker("rnf", {})
+
+
+def test_the_epoch_count_is_set_in_one_place():
+    """options.iterations / options.epochs overrode engine.epochs while progress and logs
+    counted engine.epochs ('epoch 6/2'): refused, naming where to set it."""
+    import pytest
+    from pydantic import ValidationError
+
+    for name in ("iterations", "epochs"):
+        with pytest.raises(ValidationError, match=f"options.{name}"):
+            EngineParams(engine="epie", epochs=2, options={name: 6})

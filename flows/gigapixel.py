@@ -17,8 +17,8 @@ from pydantic import Field
 
 from flows.params import ClusterParams, ConfigError, EngineParams, PipelineParams, TilingParams
 from flows.pipeline import pipeline
-from flows.stages import tile_step
 from flows.tasks import ingest_task
+from flows.tile_steps import tile_fingerprint, tile_step
 from ptytasks.modalities import get as get_modality
 from storage import layout as L
 from storage.lock import StoreLock
@@ -40,8 +40,10 @@ class GigapixelParams(PipelineParams):
     )
 
 
-def resume_state(store_path: str, halves: tuple[str, ...] = ("",)) -> dict:
-    """``{"planned", "done"}`` tile counts already in the run store (0, 0 when new)."""
+def resume_state(store_path: str, halves: tuple[str, ...] = ("",),
+                 params: GigapixelParams | None = None) -> dict:
+    """``{"planned", "done"}`` tile counts already in the run store (0, 0 when new); with
+    the run's ``params`` only tiles made under them (a stale tile is recomputed)."""
     try:
         store = RunStore(store_path, "r")
     except Exception:  # noqa: BLE001 - no store yet: nothing to resume
@@ -49,7 +51,10 @@ def resume_state(store_path: str, halves: tuple[str, ...] = ("",)) -> dict:
     if not store.is_complete(L.TILING):
         return {"planned": 0, "done": 0}
     tiles = store.root[L.TILING].attrs["tiles"]
-    done = sum(store.is_complete(tile_step(t["tile_id"], h)) for t in tiles for h in halves)
+    mod = get_modality(store.root[L.RAW].attrs["modality"])
+    done = sum(store.is_complete(tile_step(t["tile_id"], h), None if params is None else
+                                 tile_fingerprint(t, params.engine, params.calibration, h, mod))
+               for t in tiles for h in halves)  # fmt: skip
     return {"planned": len(tiles) * len(halves), "done": int(done)}
 
 
@@ -75,7 +80,7 @@ def _gigapixel_coded(params: GigapixelParams) -> dict:
         raise ConfigError(f"{params.input}: gigapixel-coded needs coded data, got "
                           f"{raw['modality']!r}; use the pipeline deployment")  # fmt: skip
     halves = ("", "a", "b") if params.evaluation.half_data else ("",)
-    state = resume_state(params.store, halves)
+    state = resume_state(params.store, halves, params.with_absolute_paths())
     if state["done"]:
         log.info("resuming: %d of %d tiles already reconstructed", state["done"],
                  state["planned"])  # fmt: skip

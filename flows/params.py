@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import os
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
@@ -420,6 +421,17 @@ class PipelineParams(_Params):
     engine: EngineParams = Field(default_factory=EngineParams)
     evaluation: EvaluationParams = Field(default_factory=EvaluationParams)
     cluster: ClusterParams = Field(default_factory=ClusterParams)
+
+    def with_absolute_paths(self) -> PipelineParams:
+        """These parameters with their file paths absolute: tiles run on Dask workers
+        whose working directory may be another (a batch job's; a relative store there made
+        a new, empty store)."""
+        cal = self.calibration
+        files = {k: os.path.abspath(v) for k in ("pupil_file", "surface_reference")
+                 if (v := getattr(cal, k)) is not None}  # fmt: skip
+        return self.model_copy(update={
+            "input": os.path.abspath(self.input), "store": os.path.abspath(self.store),
+            "calibration": cal.model_copy(update=files)})
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> PipelineParams:

@@ -3,7 +3,6 @@ evaluate, every step persisted in the run store and skipped when already done.""
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -95,7 +94,7 @@ def pipeline(params: PipelineParams) -> dict:
 
 def _pipeline(params: PipelineParams) -> dict:
     log = get_run_logger()
-    params = _absolute(params)
+    params = params.with_absolute_paths()  # workers may have another working directory
     store = params.store
     raw = ingest_task(params.input, store, params.ingest)
     log.info("ingested %d %s frames", raw["n_frames"], raw["modality"])
@@ -116,17 +115,6 @@ def _pipeline(params: PipelineParams) -> dict:
     metrics = evaluate_task(store, params.evaluation)
     _artifacts(params, metrics, refs)
     return {"store": store, "tiles": refs, "metrics": metrics}
-
-
-def _absolute(params: PipelineParams) -> PipelineParams:
-    """``params`` with its file paths absolute: tiles run on Dask workers whose working
-    directory may be another (a batch job's); a relative store there made a new store."""
-    cal = params.calibration
-    files = {k: os.path.abspath(v) for k in ("pupil_file", "surface_reference")
-             if (v := getattr(cal, k)) is not None}  # fmt: skip
-    return params.model_copy(update={
-        "input": os.path.abspath(params.input), "store": os.path.abspath(params.store),
-        "calibration": cal.model_copy(update=files)})
 
 
 def _artifacts(params: PipelineParams, metrics: dict, refs: list[dict]) -> None:

@@ -11,19 +11,24 @@ import threading
 from pathlib import Path
 
 from flows.params import PipelineParams
+from flows.tile_steps import epoch_progress_path, tile_fingerprint, tile_step
 from storage import layout as L
 
 FIXED_STEPS = (L.RAW, L.SUBSAMPLE, L.PRIORS, L.TILING)
 
 
-def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> tuple[float, int]:
+def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",),
+                   params: PipelineParams | None = None) -> tuple[float, int]:
     """``(done, total)`` steps of a run in progress, read from the store's markers.
 
     ``total`` counts the fixed steps, one per (tile, half), the mosaics and metrics; before
     tiles are planned it counts one tile. A tile being reconstructed counts the fraction of
     its epochs done (the engines' epoch callback writes it beside the store), so the bar
-    moves during long tiles. Incomplete or missing stores read as nothing done: a reader
-    may race the writer, so every error is "not yet".
+    moves during long tiles. With the run's ``params`` a tile counts done only when its
+    marker has the fingerprint this run gives it (a marker left by a run under other
+    settings is recomputed, so it is not progress), and the mosaics and metrics only once
+    every tile is. Incomplete or missing stores read as nothing done: a reader may race
+    the writer, so every error is "not yet".
     """
     from storage.store import RunStore
 
@@ -31,25 +36,51 @@ def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",)) -> t
     try:
         store = RunStore(store_path, "r")
         done = sum(store.marker(s) is not None for s in FIXED_STEPS)
-        tiles = store.root[L.TILING].attrs["tiles"] if store.marker(L.TILING) else []
-        from flows.stages import tile_step
-
+        tiles = _planned(store)
+        current = _current_tile(store, params)
+        n_tiles = 0
         for t in tiles:
             for h in halves:
                 step = tile_step(t["tile_id"], h)
-                done += 1.0 if store.marker(step) is not None else _epochs_done(store_path, step)
-        mosaics = [f"{L.MOSAIC}{'_' + h if h else ''}" for h in halves]
-        done += sum(store.marker(m) is not None for m in mosaics)
-        done += store.marker(L.METRICS) is not None
+                ok = current(step, t, h)
+                n_tiles += ok
+                done += 1.0 if ok else _epochs_done(store_path, step)
+        if n_tiles == len(tiles) * len(halves):
+            mosaics = [f"{L.MOSAIC}{'_' + h if h else ''}" for h in halves]
+            done += sum(store.marker(m) is not None for m in mosaics)
+            done += store.marker(L.METRICS) is not None
     except Exception:  # noqa: BLE001 - store not there yet or being rewritten
         return 0, n_fixed + len(halves)
     return done, n_fixed + max(1, len(tiles)) * len(halves)
 
 
+_PLANS: dict = {}  # tiling step key -> planned tiles (a 512^2 scan's plan is megabytes)
+
+
+def _planned(store) -> list[dict]:
+    marker = store.marker(L.TILING)
+    if marker is None:
+        return []
+    if marker["key"] not in _PLANS:
+        _PLANS.clear()
+        _PLANS[marker["key"]] = list(store.root[L.TILING].attrs["tiles"])
+    return _PLANS[marker["key"]]
+
+
+def _current_tile(store, params: PipelineParams | None):
+    """``done(step, tile, half)``: the tile's marker is there (and, with ``params``, has
+    the fingerprint this run gives the tile)."""
+    if params is None:
+        return lambda step, t, h: store.marker(step) is not None
+    from ptytasks.modalities import get as get_modality
+
+    mod = get_modality(store.root[L.RAW].attrs["modality"])
+    return lambda step, t, h: store.is_complete(step, tile_fingerprint(
+        t, params.engine, params.calibration, h, mod))
+
+
 def _epochs_done(store_path, step: str) -> float:
     """Fraction of a running tile's epochs done (0 when unknown)."""
-    from flows.stages import epoch_progress_path
-
     try:
         done, total = epoch_progress_path(str(store_path), step).read_text().split()
         return min(1.0, int(done) / max(1, int(total))) * 0.99  # complete only when stored
@@ -174,6 +205,7 @@ def _with_progress(params: PipelineParams, pipeline) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     halves = ("", "a", "b") if params.evaluation.half_data else ("",)
+    keyed = params.with_absolute_paths()  # the tiles' fingerprints, as the flow makes them
     stop = threading.Event()
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn())  # fmt: skip
@@ -184,7 +216,7 @@ def _with_progress(params: PipelineParams, pipeline) -> dict:
             # A thread, not a callback: the stages run in Dask workers, the store is the
             # one place every process writes its progress to.
             while not stop.wait(0.5):
-                done, total = store_progress(params.store, halves)
+                done, total = store_progress(params.store, halves, keyed)
                 bar.update(task, completed=done, total=total)
 
         t = threading.Thread(target=poll, daemon=True)
@@ -194,7 +226,7 @@ def _with_progress(params: PipelineParams, pipeline) -> dict:
         finally:
             stop.set()
             t.join()
-        done, total = store_progress(params.store, halves)
+        done, total = store_progress(params.store, halves, keyed)
         bar.update(task, completed=done, total=total)
     return result
 

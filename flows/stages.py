@@ -25,7 +25,15 @@ from flows.params import (
     SubsampleParams,
     TilingParams,
 )
-from flows.step_keys import calibration_key, network_weights
+from flows.step_keys import calibration_key
+from flows.tile_steps import (
+    checkpoint_path,
+    drop_stale_checkpoints,
+    epoch_progress_path,
+    half_seed,
+    tile_fingerprint,
+    tile_step,
+)
 from ptytasks.modalities import get as get_modality
 from ptytasks.modalities import modality_of
 from storage import layout as L
@@ -155,48 +163,6 @@ def plan(store_path: str, params: TilingParams) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- reconstruct
-# Seeds of the half-data reconstructions relative to the full one (independent starts)
-HALF_SEED_OFFSET = {"a": 1000, "b": 2000}
-
-
-def tile_step(tile_id: str, half: str = "") -> str:
-    """Store group of a tile's reconstruction (``half``: '', 'a' or 'b' for half-data)."""
-    return f"{L.RECONSTRUCT}{'_' + half if half else ''}/{tile_id}"
-
-
-def epoch_progress_path(store_path: str, step: str) -> Path:
-    """File holding ``"<epochs done> <epochs>"`` of a tile being reconstructed."""
-    return Path(f"{store_path}.checkpoints") / f"{step.replace('/', '__')}.epoch"
-
-
-def checkpoint_path(store_path: str, step: str, key: str) -> Path:
-    """The RNF checkpoint of ``step`` under step key ``key``.
-
-    ``key`` is the key the step will be stored with (its fingerprint and its upstream
-    steps' keys), so a changed parameter, prior or dataset names another file: state
-    computed under the old inputs is never found, let alone resumed.
-    """
-    return Path(f"{store_path}.checkpoints") / f"{step.replace('/', '__')}.{key}.pt"
-
-
-def _drop_stale_checkpoints(store_path: str, step: str, keep: Path) -> None:
-    """Delete ``step``'s checkpoints under other keys (and the unkeyed ``<step>.pt`` of
-    older versions), with their leftover temporary files; and the epoch-progress file when
-    no current checkpoint backs it (it would show the old run's epochs)."""
-    import re
-
-    stem = re.escape(step.replace("/", "__"))
-    ours = re.compile(rf"{stem}(\.[0-9a-f]{{64}})?\.pt(\..+\.tmp)?")
-    folder = keep.parent
-    if folder.is_dir():
-        for f in folder.iterdir():
-            # keep's own temporary files may belong to a writer still running
-            if ours.fullmatch(f.name) and not f.name.startswith(keep.name):
-                f.unlink(missing_ok=True)
-    if not keep.exists():
-        epoch_progress_path(store_path, step).unlink(missing_ok=True)
-
-
 def planned_tiles(store_path: str, ids: list[str] | None = None) -> list[dict]:
     """The tiles step ``tiling`` planned (all, or those named by ``ids``, in that order):
     flows pass tile ids between tasks, never the tiles' frame lists."""
@@ -256,21 +222,13 @@ def reconstruct_tile(
     store = _store(store_path)
     name = tile_step(tile["tile_id"], half)
     # weights by content; runs without a network keep the keys they had before
-    weights = network_weights(engine, calibration)
     settings = on_gpu_worker(engine.engine, engine.settings())
-    if half:
-        # The halves must be independent reconstructions (van Heel & Schatz 2005): with
-        # one seed two RNF halves start from the same hash tables and MLP weights, and what
-        # the data leave unconstrained comes out alike in both -- a correlation the FRC
-        # reads as resolution (the star's RNF halves agreed up to Nyquist, 0.5 c/px).
-        settings["seed"] = int(settings.get("seed", 0)) + HALF_SEED_OFFSET[half]
+    if half:  # independent halves: seeds of their own (flows.tile_steps.half_seed)
+        settings["seed"] = half_seed(engine, half)
     if not store.is_complete(L.RAW):  # the modality's attribute only: a skip reads no data
         raise DataError(store_path, L.RAW, "raw data is missing or incomplete (run ingest)")
     mod = get_modality(store.root[L.RAW].attrs["modality"])
-    fp = fingerprint(tile, engine.key(), calibration_key(calibration), half,
-                     *([weights] if weights else []),
-                     *([f"seed={settings['seed']}", "probe=own-half",
-                        f"halves={mod.half_split_rule}"] if half else []))  # fmt: skip
+    fp = tile_fingerprint(tile, engine, calibration, half, mod)
     if store.is_complete(name, fp):
         return {"step": name, "skipped": True}
     upstream = {}
@@ -281,7 +239,7 @@ def reconstruct_tile(
                             "not complete (run it first)")
         upstream[dep] = m["key"]
     ckpt = checkpoint_path(store_path, name, step_key(fp, upstream))
-    _drop_stale_checkpoints(store_path, name, keep=ckpt)
+    drop_stale_checkpoints(store_path, name, keep=ckpt)
     t0 = time.perf_counter()
     data = store.read_raw(lazy=True, subsample=True)  # lazy: a tile reads only its frames
     t = Tile.from_dict(tile)

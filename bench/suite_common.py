@@ -158,8 +158,8 @@ def illuminated(data, positions=None, frac: float = 0.1) -> np.ndarray:
         positions
         if positions is not None
         else (
-            gt["positions_px"][data.meta["kept_indices"]]
-            if gt is not None and "kept_indices" in data.meta
+            gt["positions_px"]  # a subset's truth holds its own frames (PtychoData.subset)
+            if gt is not None and "positions_px" in gt
             else data.positions_px
         )
     )

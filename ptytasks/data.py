@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+#: Ground-truth entries with one row per frame (restricted by :meth:`PtychoData.subset`).
+PER_FRAME_TRUTH = ("positions_px", "wavevectors", "intensity_factors")
+
+
 @dataclass
 class PtychoData:
     """A ptychographic dataset with its physical geometry.
@@ -74,14 +78,21 @@ class PtychoData:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
 
     def subset(self, indices: np.ndarray) -> PtychoData:
-        """The dataset restricted to frames ``indices`` (kept order); truth is shared."""
+        """The dataset restricted to frames ``indices`` (kept order). The truth's object and
+        probe are shared; its per-frame entries (:data:`PER_FRAME_TRUTH`) are restricted
+        too, and ``meta["kept_indices"]`` counts in the original scan's frames."""
         idx = np.asarray(indices, dtype=np.int64)
         pick = lambda a: None if a is None else a[idx]
         # Lazily read frames (storage.readers.LazyFrames) stay lazy: nothing is read here.
         lazy = not isinstance(self.frames, np.ndarray) and hasattr(self.frames, "take")
         frames = self.frames.take(idx) if lazy else self.frames[idx]
         meta = dict(self.meta)
-        meta["kept_indices"] = idx
+        kept = meta.get("kept_indices")  # a subset of a subset: still the original's frames
+        ok = isinstance(kept, np.ndarray) and kept.shape == (self.n_frames,)
+        meta["kept_indices"] = kept[idx] if ok else idx
+        truth = None if self.ground_truth is None else {
+            k: (np.asarray(v)[idx] if k in PER_FRAME_TRUTH and v is not None else v)
+            for k, v in self.ground_truth.items()}
         return PtychoData(
             modality=self.modality,
             frames=frames,
@@ -94,6 +105,6 @@ class PtychoData:
             detector_pixel=self.detector_pixel,
             probe=self.probe,
             params=dict(self.params),
-            ground_truth=self.ground_truth,
+            ground_truth=truth,
             meta=meta,
         )

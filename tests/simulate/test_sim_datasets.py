@@ -215,3 +215,22 @@ def test_thick_specimens_have_different_slices():
         for b in range(3):
             r = np.corrcoef(np.abs(o[a]).ravel(), np.angle(o[b]).ravel())[0, 1]
             assert a == b or abs(r) < 0.5, (a, b, r)
+
+
+def test_a_subset_keeps_its_own_frames_truth():
+    """The truth's per-frame entries follow the frames (the true model of a subset paired
+    frame i with the parent's frame i: 33 % error); kept_indices count the original scan's
+    frames through a subset of a subset."""
+    d = simulate("farfield", frame_size=32, n_positions=12, seed=1, dose=None)
+    sub = d.subset(np.array([3, 7, 9]))
+    np.testing.assert_array_equal(sub.ground_truth["positions_px"],
+                                  d.ground_truth["positions_px"][[3, 7, 9]])
+    model = model_for(sub, truth=True, dtype=torch.float64)
+    gt = sub.ground_truth
+    pred = model(torch.as_tensor(gt["object"]).to(torch.complex128),
+                 torch.as_tensor(gt["probe"]).to(torch.complex128), torch.arange(3)).numpy()
+    assert np.abs(pred - sub.frames).sum() / np.abs(sub.frames).sum() < 1e-5
+    assert sub.subset(np.array([2, 0])).meta["kept_indices"].tolist() == [9, 3]
+    f = simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15, seed=0)
+    np.testing.assert_array_equal(f.subset(np.array([1, 2])).ground_truth["wavevectors"],
+                                  f.ground_truth["wavevectors"][[1, 2]])

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 #: Ground-truth entries with one row per frame (restricted by :meth:`PtychoData.subset`).
 PER_FRAME_TRUTH = ("positions_px", "wavevectors", "intensity_factors")
 

@@ -352,7 +352,10 @@ def _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta) -> P
         distance = sc["effective_distance"]
         pixel = pixel if pixel is not None else sc["effective_pixel"]
     elif pixel is None and mod.far_field_detector:
-        pixel = mod.sample_pixel(wavelength, distance, det_px, (ny, nx))
+        try:
+            pixel = mod.sample_pixel(wavelength, distance, det_px, (ny, nx))
+        except ValueError as exc:
+            raise DataError(path, f"{DET}/data", str(exc)) from None
         if pixel is None:
             raise DataError(
                 path,

@@ -29,10 +29,16 @@ class FarFieldModality(Modality):
                                    else margin)  # fmt: skip
 
     def sample_pixel(self, wavelength, distance, detector_pixel, frame_shape):
-        # The far-field sampling: lambda z / (N dx) over the larger frame side.
+        # The far-field sampling lambda z / (N dx): per axis, so one pixel for both axes
+        # only where the frames are square (an N_y x N_x frame has pixels lambda z / (N_y dx)
+        # by lambda z / (N_x dx), which the square object grid cannot hold)
         if distance is None or detector_pixel is None:
             return None
-        return float(wavelength) * float(distance) / (max(frame_shape) * float(detector_pixel))
+        if frame_shape[0] != frame_shape[1]:
+            raise ValueError(f"far-field frames of {frame_shape[0]}x{frame_shape[1]} give "
+                             "object pixels of two sizes: crop the frames square or pass "
+                             "pixel_size= (m)")
+        return float(wavelength) * float(distance) / (frame_shape[0] * float(detector_pixel))
 
 
 register(FarFieldModality())

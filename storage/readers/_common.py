@@ -193,3 +193,16 @@ def _read_csv(p: Path, units: str | None):
         if ycol in names and xcol in names:
             return table[:, [names.index(ycol), names.index(xcol)]], units or u
     raise DataError(p, "header", f"need columns y,x (px) or y_m,x_m (m); found {names}")
+
+
+def far_field_pixel(wavelength: float, distance: float, detector_pixel: float,
+                    frame_shape: tuple[int, int], file) -> float:
+    """The object pixel (m) of far-field frames from the detector geometry
+    (:meth:`ptytasks.modalities.base.Modality.sample_pixel` of the far field); frames that
+    are not square are refused, naming ``file``."""
+    from ptytasks.modalities import get
+
+    try:
+        return get("farfield").sample_pixel(wavelength, distance, detector_pixel, frame_shape)
+    except ValueError as exc:
+        raise DataError(file, "pixel_size", str(exc)) from None

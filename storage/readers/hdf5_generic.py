@@ -143,7 +143,7 @@ def _read_open(f, path, mapping, margin, lazy, options, ov) -> PtychoData:
     det = _num(val.get("detector_pixel"), path, "detector_pixel")
     px = ov.pop("pixel_size", None) or _num(val.get("pixel_size"), path, "pixel_size")
     if px is None and dist and det:
-        px = wl * dist / (max(ny, nx) * det)
+        px = C.far_field_pixel(wl, dist, det, (ny, nx), path)
     if px is None:
         raise DataError(path, "pixel_size", "mapping needs pixel_size or distance+detector_pixel")
     positions = None

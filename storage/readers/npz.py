@@ -178,7 +178,7 @@ def _build(path, arrays, keys, fftshift, margin, ov, lazy) -> PtychoData:
         wl, nominal = C.NOMINAL["wavelength"], nominal + ["wavelength"]
     px = ov.get("pixel_size") or scal.get("pixel_size")
     if px is None and scal.get("distance") and scal.get("detector_pixel"):
-        px = wl * scal["distance"] / (max(ny, nx) * scal["detector_pixel"])
+        px = C.far_field_pixel(wl, scal["distance"], scal["detector_pixel"], (ny, nx), path)
     if px is None:
         px, nominal = C.NOMINAL["pixel_size"], nominal + ["pixel_size"]
     if nominal:

@@ -301,3 +301,16 @@ def test_matlab_v73_complex_pupil_is_read(tmp_path):
     np.testing.assert_array_equal(read_pupil(tmp_path / "p.mat"), pupil.astype(np.complex64))
     with pytest.raises(DataError, match="name"):
         read_pupil(tmp_path / "p.mat", key="name")
+
+
+def test_non_square_far_field_frames_need_their_pixel_size(tmp_path):
+    """lambda z / (N dx) differs per axis for N_y x N_x frames: one pixel from the longer
+    side stretched the scan N_x / N_y times along y. Refused unless pixel_size is given."""
+    from storage.readers.npz import read_npz
+
+    frames = np.ones((2, 16, 32), np.float32)
+    np.savez(tmp_path / "r.npz", data=frames, positions=np.array([[0.0, 0.0], [1.0, 1.0]]),
+             wavelength=1e-10, distance=2.0, detector_pixel=75e-6)
+    with pytest.raises(DataError, match="pixel_size.*16x32"):
+        read_npz(tmp_path / "r.npz")
+    assert read_npz(tmp_path / "r.npz", pixel_size=1e-8).pixel_size == 1e-8

@@ -112,17 +112,20 @@ def add_modes(probe: torch.Tensor, n_modes: int, fraction: float = 0.05) -> torc
     # Derivative filters (2 pi i f)^n, lowest order first.
     dy, dx = 2j * math.pi * fy, 2j * math.pi * fx
     filters = [dy, dx, dy * dx, dy * dy - dx * dx, dy * dy + dx * dx, dy**3, dx**3]
+    # an orthonormal basis of the given modes' span (they need not be orthogonal to each
+    # other: projecting on each in turn left overlap), then of the added ones
+    basis = list(torch.linalg.qr(p.reshape(k0, -1).T).Q.T)
     new = []
     for filt in filters:
         if len(new) == extra:
             break
-        m = torch.fft.ifft2(spec * filt.to(p.dtype))
-        for b in [*p, *new]:
-            bf, mf = b.reshape(-1), m.reshape(-1)
-            m = m - torch.vdot(bf, mf) / torch.vdot(bf, bf) * b
+        m = torch.fft.ifft2(spec * filt.to(p.dtype)).reshape(-1)
+        for b in basis:
+            m = m - torch.vdot(b, m) * b
         norm = float(torch.linalg.vector_norm(m))
         if norm > 1e-6 * math.sqrt(total):
-            new.append(m / norm)
+            basis.append(m / norm)
+            new.append((m / norm).reshape(ny, nx))
     if len(new) < extra:
         raise ValueError(f"cannot make {extra} more modes from a {tuple(p.shape)} probe")
     kept = p * math.sqrt(1 - extra * fraction)

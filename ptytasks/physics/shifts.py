@@ -167,8 +167,10 @@ def insert_patches(
     canvas: tuple[int, int],
     *,
     subpixel: bool = True,
+    spectrum: bool = False,
 ) -> torch.Tensor:
-    """Adjoint of :func:`extract_patches`: sum the patches into a canvas.
+    """Adjoint of :func:`extract_patches` (with the same ``subpixel`` and ``spectrum``): sum
+    the patches into a canvas.
 
     Parameters
     ----------
@@ -185,7 +187,8 @@ def insert_patches(
     corners, frac = split_positions(positions)
     lead = patches.shape[1:-2]
     if subpixel:
-        patches = fourier_shift(patches, frac.reshape(frac.shape[0], *([1] * len(lead)), 2))
+        patches = fourier_shift(patches, frac.reshape(frac.shape[0], *([1] * len(lead)), 2),
+                                spectrum=spectrum)
     idx = _window_index(corners, patches.shape[-2:], canvas)
     vals = patches.movedim(0, -3) if lead else patches  # (..., n, wy, wx)
     out = torch.zeros(*lead, canvas[0] * canvas[1], dtype=patches.dtype, device=patches.device)

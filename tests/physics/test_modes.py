@@ -55,6 +55,17 @@ def test_add_modes_keeps_the_counts_and_gives_orthogonal_small_modes():
         add_modes(p, 3, fraction=0.6)
 
 
+def test_added_modes_are_orthogonal_to_given_modes_that_overlap():
+    """A two-mode start whose modes overlap (a file's, not orthogonalised): each added mode
+    is orthogonal to both (projecting on each in turn left 0.28 overlap)."""
+    p = torch.as_tensor(simulate("farfield", seed=0).ground_truth["probe"]).to(torch.complex128)
+    two = torch.stack([p, p + 0.3 * torch.roll(p, 2, -1)])
+    q = add_modes(two, 4, fraction=0.05)
+    a = q.reshape(4, -1) / torch.linalg.vector_norm(q.reshape(4, -1), dim=1, keepdim=True)
+    overlap = (a[2:] @ a[:2].conj().T).abs()
+    assert float(overlap.max()) < 1e-8
+
+
 def test_partially_coherent_modes_have_the_requested_fractions_and_power():
     p = simulate("farfield", seed=0).ground_truth["probe"]
     q = torch.as_tensor(partially_coherent_modes(p, (0.6, 0.3, 0.1), seed=3))

@@ -89,9 +89,11 @@ def test_extract_insert_adjoint(subpixel):
     obj = torch.randn(16, 20, dtype=torch.complex128, generator=g)
     pos = torch.tensor([[0.2, 1.7], [5.5, 3.25], [7.9, 11.4]], dtype=torch.float64)
     pat = torch.randn(3, 8, 8, dtype=torch.complex128, generator=g)
-    lhs = torch.vdot(extract_patches(obj, pos, (8, 8), subpixel=subpixel).flatten(), pat.flatten())
-    rhs = torch.vdot(obj.flatten(), insert_patches(pat, pos, (16, 20), subpixel=subpixel).flatten())
-    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+    for spectrum in (False, True):  # spectrum windows (Fourier ptychography) too
+        kw = {"subpixel": subpixel, "spectrum": spectrum}
+        lhs = torch.vdot(extract_patches(obj, pos, (8, 8), **kw).flatten(), pat.flatten())
+        rhs = torch.vdot(obj.flatten(), insert_patches(pat, pos, (16, 20), **kw).flatten())
+        assert abs(lhs - rhs) < 1e-10 * abs(lhs), spectrum
 
 
 @pytest.mark.parametrize("bad", [[-0.5, 2.0], [2.0, -1.0], [9.0, 0.0], [0.0, 13.0]])

@@ -27,9 +27,24 @@ def default_workers(cfg: ClusterParams) -> tuple[int, int]:
     return workers, threads
 
 
-def torch_threads(cfg: ClusterParams) -> int:
-    """Threads each tile's torch may use: explicit, else the worker's thread share."""
-    return cfg.torch_threads or default_workers(cfg)[1]
+def torch_threads(cfg: ClusterParams) -> int | None:
+    """Threads each tile's torch may use: explicit, else the thread share of the workers a
+    local cluster starts; ``None`` (kinds ``none`` and ``address``) where the tile decides
+    where it runs: a Dask worker's own threads, or torch's default in this process
+    (:func:`worker_threads`; it was 1, one core of a batch job's eight)."""
+    if cfg.torch_threads:
+        return cfg.torch_threads
+    return default_workers(cfg)[1] if cfg.kind in ("local", "local_cuda") else None
+
+
+def worker_threads() -> int | None:
+    """The threads of the Dask worker running the caller, or ``None`` off a worker."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def local_cluster_kwargs(host: str | None = None) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.cluster import on_gpu_worker
+from flows.cluster import on_gpu_worker, worker_threads
 from flows.params import (
     CalibrationParams,
     ConfigError,
@@ -217,8 +217,9 @@ def reconstruct_tile(
     if isinstance(tile, str):  # a flow's reference: the tile as planned in the store
         tile = planned_tiles(store_path, [tile])[0]
 
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
+    threads = torch_threads or worker_threads()  # None: torch's default in this process
+    if threads:
+        torch.set_num_threads(threads)
     store = _store(store_path)
     name = tile_step(tile["tile_id"], half)
     # weights by content; runs without a network keep the keys they had before

@@ -36,3 +36,27 @@ def test_gigapixel_takes_the_store_lock_before_ingest(tmp_path):
         with pytest.raises(StoreLockedError, match="other-run"):
             gigapixel_coded.fn(p)
         assert not store.exists()  # nothing ingested under the other run
+
+
+def test_torch_threads_follow_where_a_tile_runs():
+    """A local cluster's workers have one thread each by default; a tile run in this
+    process (kind none) or on an existing cluster's worker (address: e.g. an 8-core batch
+    job) is not held to one thread: the worker's own threads, else torch's default."""
+    from flows.cluster import torch_threads, worker_threads
+    from flows.params import ClusterParams
+
+    assert torch_threads(ClusterParams(kind="local")) == 1
+    assert torch_threads(ClusterParams(kind="local", torch_threads=3)) == 3
+    assert torch_threads(ClusterParams(kind="none")) is None
+    assert torch_threads(ClusterParams(kind="address", address="tcp://127.0.0.1:1")) is None
+    assert worker_threads() is None  # not on a Dask worker
+
+
+def test_a_tile_on_a_dask_worker_takes_the_workers_threads():
+    from distributed import Client, LocalCluster
+
+    from flows.cluster import worker_threads
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        assert c.submit(worker_threads).result() == 3

@@ -253,6 +253,18 @@ class EngineParams(_Params):
         return self
 
     @model_validator(mode="after")
+    def _main_settings_of_the_engine(self):
+        # a main setting the engine has no field for was dropped without a word (alpha with
+        # RNF, mu with the PIE engines) while still changing the tiles' keys
+        known = option_names(self.engine)
+        for name in ("batch_size", "mu", "loss", "alpha", "beta"):
+            value = getattr(self, name)
+            if value is not None and name not in known:
+                _invalid(name, f"engine {self.engine!r} has no setting {name}; remove it",
+                         value)
+        return self
+
+    @model_validator(mode="after")
     def _options_of_the_engine(self):
         # an unknown or mistyped option is found here, not inside the run (where the
         # engine's options class refuses it after the earlier steps ran)

@@ -151,3 +151,18 @@ def test_the_epoch_count_is_set_in_one_place():
     for name in ("iterations", "epochs"):
         with pytest.raises(ValidationError, match=f"options.{name}"):
             EngineParams(engine="epie", epochs=2, options={name: 6})
+
+
+def test_a_main_setting_the_engine_does_not_have_is_refused():
+    """alpha / beta with RNF, mu / loss with a PIE engine were dropped silently (and still
+    changed the tiles' keys)."""
+    import pytest
+    from pydantic import ValidationError
+
+    for engine, name, value in (("rnf", "alpha", 0.5), ("rnf", "beta", 0.2),
+                                ("epie", "mu", 1.0), ("pine", "loss", "l2")):
+        with pytest.raises(ValidationError, match=f"(?s){name}.*engine .{engine}. has no setting"):
+            EngineParams(engine=engine, **{name: value})
+    EngineParams(engine="rpie", alpha=0.5)  # its own: fine
+    EngineParams(engine="rnf", mu=1.0)
+

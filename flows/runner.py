@@ -123,6 +123,9 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
     from storage.lock import StoreLock
 
     with StoreLock(params.store):  # held for the whole run; the flow re-enters it
+        if progress:  # the bar starts with the flow; a large file streams for minutes
+            print(f"reading {params.input} into {params.store} ...", file=sys.stderr,
+                  flush=True)
         raw = ingest_input(params)
         check_runnable(params, raw["modality"])
         return _run_flow(params, progress=progress, verbose=verbose)

@@ -22,6 +22,7 @@ from flows.tile_steps import tile_fingerprint, tile_step
 from ptytasks.modalities import get as get_modality
 from storage import layout as L
 from storage.lock import StoreLock
+from storage.readers import read_any
 from storage.store import RunStore
 
 
@@ -75,10 +76,12 @@ def gigapixel_coded(params: GigapixelParams) -> dict:
 
 def _gigapixel_coded(params: GigapixelParams) -> dict:
     log = get_run_logger()
-    raw = ingest_task(params.input, params.store, params.ingest)
-    if not get_modality(raw["modality"]).has_surface:  # tiles are full coded frames
+    # the file's modality from its header (a lazy read), before hours of streaming it in
+    modality = read_any(params.input, lazy=True, **params.ingest.reader_options()).modality
+    if not get_modality(modality).has_surface:  # tiles are full coded frames
         raise ConfigError(f"{params.input}: gigapixel-coded needs coded data, got "
-                          f"{raw['modality']!r}; use the pipeline deployment")  # fmt: skip
+                          f"{modality!r}; use the pipeline deployment")  # fmt: skip
+    ingest_task(params.input, params.store, params.ingest)
     halves = ("", "a", "b") if params.evaluation.half_data else ("",)
     state = resume_state(params.store, halves, params.with_absolute_paths())
     if state["done"]:

@@ -24,6 +24,9 @@ def test_rejects_data_that_is_not_coded(prefect_server, tmp_path):
     params = GigapixelParams(**tiny_params(data, tmp_path / "ff.zarr"))
     with using_api(prefect_server["url"]), pytest.raises(ConfigError, match="needs coded"):
         gigapixel_coded(params)
+    from storage.store import RunStore  # refused from the file's header, before ingest
+
+    assert not (tmp_path / "ff.zarr").exists() or not RunStore(tmp_path / "ff.zarr").exists("raw")
 
 
 @pytest.mark.slow  # two RNF tiles under a Prefect server

@@ -62,9 +62,15 @@ def final_positions(store: RunStore) -> tuple[np.ndarray, np.ndarray]:
 
 
 def best_probe(store: RunStore) -> np.ndarray | None:
-    """The probe of the tile with the most frames (tiles share one beam)."""
+    """The probe of the tile with the most frames (tiles share one beam); the priors'
+    where tiles hold detector crops (coded tiles: each tile's probe is its crop of the
+    illumination, not the beam)."""
     best, n = None, -1
+    frame = tuple(store.root[L.RAW]["frames"].shape[1:])
     for t in _tiles(store):
+        crop = t.get("frame_crop")
+        if crop is not None and (crop[1] - crop[0], crop[3] - crop[2]) != frame:
+            continue
         name = tile_step(t["tile_id"])
         if store.is_complete(name) and store.exists(f"{name}/probe"):
             if len(t["frame_indices"]) > n:

@@ -105,3 +105,23 @@ def test_calibration_settings_the_data_cannot_take_name_their_field(tmp_path):
     stages.subsample(p.store, p.subsample)
     with pytest.raises(ConfigError, match="calibration.probe"):
         stages.calibrate(p.store, p.calibration)
+
+
+def test_the_exported_probe_of_coded_tiles_is_the_whole_illumination(tmp_path):
+    """Coded tiles each hold a crop of the detector: the export wrote one tile's crop
+    (20 x 32 of a 32 x 32 detector) as the probe; it is the frame-shaped illumination."""
+    from flows.export import best_probe
+
+    d = simulate("coded", frame_size=32, n_positions=6, overlap=0.9, seed=0)
+    p = PipelineParams.from_mapping({"input": str(write_cxi(tmp_path / "c.cxi", d)),
+                                     "store": str(tmp_path / "c.zarr"),
+                                     "engine": {"engine": "epie", "epochs": 1},
+                                     "tiling": {"grid": [2, 1], "margin": 4}})  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    stages.calibrate(p.store, p.calibration)
+    tiles = stages.plan(p.store, p.tiling)
+    assert all(t["frame_crop"] is not None for t in tiles)
+    for t in tiles:
+        stages.reconstruct_tile(p.store, t, p.engine, p.calibration)
+    assert best_probe(stages._store(p.store)).shape[-2:] == d.frame_shape

@@ -41,8 +41,9 @@ class PINEOptions(PIEOptions):
     iterations : int
         Epochs (one sweep over all frames, then one denoising step). Default 150.
     alpha, beta : float
-        Object and probe steps of the ePIE sweep. Defaults ``(1, 0.1)``: the paper's
-        setting for measured data (its best on low-dose simulations was ``(0.5, 0.1)``).
+        Object and probe steps of the sweep. Defaults: ``alpha`` the variant's own (ePIE 1:
+        with ``beta = 0.1`` the paper's setting for measured data, its best on low-dose
+        simulations was ``(0.5, 0.1)``; rPIE 0.1 -- at 1 rPIE's object step is ePIE's).
     variant : {"epie", "rpie"}
         Update rule of the sweep (the paper: ePIE; rPIE + denoiser is an extension).
     rho : float
@@ -58,7 +59,7 @@ class PINEOptions(PIEOptions):
 
     variant: Literal["epie", "rpie"] = "epie"
     iterations: int = 150
-    alpha: float | None = 1.0
+    alpha: float | None = None
     beta: float | None = 0.1
     rho: float = 0.49
     denoiser: str | None = None
@@ -66,6 +67,7 @@ class PINEOptions(PIEOptions):
     denoise_every: int = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= float(self.rho) <= 1.0:
             raise ValueError(f"PINE rho must be in [0, 1] (paper: 0.49); got {self.rho}")
         if int(self.denoise_every) < 1:

@@ -279,3 +279,16 @@ def test_registry_engine_and_object_prior(small):
     coded = simulate("coded", seed=0, n_positions=4, frame_size=32)
     with pytest.raises(ValueError, match="pine"):
         run_engine("pine", coded, {"epochs": 1})
+
+
+def test_pine_options_take_the_variants_step_and_a_refinement_from_a_config():
+    """rPIE's object step under PINE is rPIE's own (at PINE's former alpha 1 it was ePIE's);
+    position_correction true from a config becomes the refinement (it crashed in the tile:
+    PINE's own checks skipped PIE's)."""
+    from ptytasks.engines.options import PositionCorrectionOptions
+    from ptytasks.engines.pine import PINEOptions
+
+    assert PINEOptions().pie_options().steps() == (1.0, 0.1)
+    assert PINEOptions(variant="rpie").pie_options().steps() == (0.1, 0.1)
+    pc = PINEOptions(position_correction=True).position_correction
+    assert pc == PositionCorrectionOptions()

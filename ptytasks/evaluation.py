@@ -25,8 +25,9 @@ from ptytasks.metrics.frc import frc
 #: ~0.1 c/px against simulated truths through the window's shared spectrum), and the FRC
 #: against the truth reads 0.5 (TRUTH_FRC_THRESHOLD), not the half-data threshold. 4: a curve
 #: below its threshold from the first ring searched reads 0 (nothing resolved; it read the
-#: edge of the skipped low-frequency region), and a half that measured up to Nyquist no
-#: longer lifts the other half's band limit.
+#: edge of the skipped low-frequency region), a half that measured up to Nyquist no
+#: longer lifts the other half's band limit, and a truth reduced for a coarse evaluation
+#: level weighs odd edges as the pyramid does.
 METRICS_VERSION = 4
 
 
@@ -52,20 +53,28 @@ def evaluation_level(shapes: list[tuple[int, int]], max_pixels: int | None = Non
 
 
 def downsample_weighted(obj: np.ndarray, weight: np.ndarray, factor: int) -> np.ndarray:
-    """Weight-averaged ``factor x factor`` blocks of ``obj`` (complex64; empty blocks 0).
-
-    Equal to ``factor = 2**k`` rounds of the mosaic pyramid's weighted 2x2 averaging
-    (``storage.mosaic``), so a truth reduced this way lies on level ``k``'s grid. Edges are
-    padded with zero weight (the pyramid's ``ceil(n / 2)`` shapes).
+    """``obj`` (complex64) reduced by ``factor = 2**k`` as the mosaic pyramid reduces it
+    (``storage.mosaic``), so a truth reduced this way lies on level ``k``'s grid: ``k``
+    rounds of weighted 2x2 averaging, each block weighing the mean weight of its real pixels
+    (an odd edge's block of one pixel is not halved), edges padded with zero weight (the
+    pyramid's ``ceil(n / 2)`` shapes); empty blocks 0.
     """
     f = int(factor)
-    h, w = obj.shape
-    hh, ww = -(-h // f) * f, -(-w // f) * f
-    o = np.pad(np.asarray(obj, np.complex128), ((0, hh - h), (0, ww - w)))
-    wt = np.pad(np.asarray(weight, np.float64), ((0, hh - h), (0, ww - w)))
-    num = (o * wt).reshape(hh // f, f, ww // f, f).sum((1, 3))
-    den = wt.reshape(hh // f, f, ww // f, f).sum((1, 3))
-    return np.where(den > 0, num / np.where(den > 0, den, 1), 0).astype(np.complex64)
+    if f < 1 or f & (f - 1):
+        raise ValueError(f"factor must be a power of 2; got {factor}")
+    o = np.asarray(obj, np.complex128)
+    wt = np.asarray(weight, np.float64)
+    while f > 1:
+        h, w = o.shape
+        pad = ((0, h % 2), (0, w % 2))
+        real = np.pad(np.ones(o.shape), pad)
+        o, wt = np.pad(o, pad), np.pad(wt, pad)
+        blocks = lambda a: a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).sum((1, 3))  # noqa: E731
+        num, den, cnt = blocks(o * wt), blocks(wt), blocks(real)
+        o = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
+        wt = den / np.maximum(cnt, 1)
+        f //= 2
+    return o.astype(np.complex64)
 
 
 def trusted_mask(weight: np.ndarray, fraction: float = 0.1) -> np.ndarray:

@@ -139,3 +139,20 @@ def test_picklable_store_handles_carry_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for handle in (MosaicWriter("run.zarr"), TileLoader("run.zarr", {})):
         assert handle.path == str(tmp_path / "run.zarr")
+
+
+def test_a_truth_reduced_for_the_metrics_lies_on_the_pyramid(tmp_path):
+    """The metrics reduce a truth by 2**k as the pyramid reduces the mosaic, odd edges
+    included (7 -> 4 -> 2: an edge block of one real pixel keeps that pixel's weight)."""
+    from ptytasks.evaluation import downsample_weighted
+
+    rng = np.random.default_rng(0)
+    obj = (rng.normal(size=(7, 7)) + 1j * rng.normal(size=(7, 7))).astype(np.complex64)
+    weight = rng.uniform(0.1, 1.0, (7, 7)).astype(np.float32)
+    store = RunStore.create(tmp_path / "m.zarr")
+    w = MosaicWriter.create(store, (7, 7), pixel_size=1e-8, shard=(32, 32), chunk=(16, 16))
+    w.write_region(0, 0, obj, weight, level=0)
+    assert w.build_pyramid(2) == 2
+    np.testing.assert_allclose(downsample_weighted(obj, weight, 4), w.array("object", 2)[...],
+                               rtol=1e-5)
+

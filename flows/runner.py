@@ -15,6 +15,7 @@ from flows.tile_steps import epoch_progress_path, tile_fingerprint, tile_step
 from storage import layout as L
 
 FIXED_STEPS = (L.RAW, L.SUBSAMPLE, L.PRIORS, L.TILING)
+READING_NOTE_S = 1.0  # seconds of reading the input before the command says it is
 
 
 def store_progress(store_path: str | Path, halves: tuple[str, ...] = ("",),
@@ -123,10 +124,17 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
     from storage.lock import StoreLock
 
     with StoreLock(params.store):  # held for the whole run; the flow re-enters it
-        if progress:  # the bar starts with the flow; a large file streams for minutes
-            print(f"reading {params.input} into {params.store} ...", file=sys.stderr,
-                  flush=True)
-        raw = ingest_input(params)
+        # the bar starts with the flow, and a large file streams in for minutes: say so
+        # when it takes a while (bad input fails at once, in one line)
+        note = threading.Timer(READING_NOTE_S, print, (f"reading {params.input} into "
+                               f"{params.store} ...",), {"file": sys.stderr, "flush": True})
+        note.daemon = True
+        if progress:
+            note.start()
+        try:
+            raw = ingest_input(params)
+        finally:
+            note.cancel()
         check_runnable(params, raw["modality"])
         return _run_flow(params, progress=progress, verbose=verbose)
 

@@ -221,3 +221,25 @@ def test_position_correction_from_a_config_is_the_refinement():
     got = PIEOptions(position_correction={"start": 2}).position_correction
     assert got == PositionCorrectionOptions(start=2)
     assert PIEOptions(position_correction=False).position_correction is None
+
+
+def test_a_long_read_is_announced_before_the_progress_bar(tmp_path, monkeypatch, capsys):
+    """Ingest runs before the bar (bad input exits 2 in one line): when reading takes a
+    while, the command says what it is reading instead of staying silent."""
+    import time
+
+    from flows import runner
+    from flows.params import PipelineParams
+    from storage.errors import DataError
+
+    def slow_then_bad(params):
+        time.sleep(0.3)
+        raise DataError(params.input, "frames", "stop here")
+
+    monkeypatch.setattr(runner, "READING_NOTE_S", 0.05)
+    monkeypatch.setattr(runner, "ingest_input", slow_then_bad)
+    p = PipelineParams.from_mapping({"input": str(tmp_path / "big.cxi"),
+                                     "store": str(tmp_path / "r.zarr")})
+    with pytest.raises(DataError):
+        runner.run_pipeline(p)
+    assert "reading " in capsys.readouterr().err

@@ -330,8 +330,10 @@ def test_learned_engine_warns_when_patches_leave_gaps():
 def test_pipeline_params_accept_learned():
     from flows.params import CalibrationParams, EngineParams
 
-    s = EngineParams(engine="learned", alpha=0.5, batch_size=64).settings()
-    assert s["batch_size"] == 64 and "alpha" not in s
+    s = EngineParams(engine="learned", batch_size=64).settings()
+    assert s["batch_size"] == 64
+    with pytest.raises(ValueError, match="has no setting alpha"):  # was dropped silently
+        EngineParams(engine="learned", alpha=0.5)
     assert CalibrationParams(object="learned").object == "learned"
     from flows.step_keys import calibration_key as _calibration_key
 

@@ -27,8 +27,9 @@ PACKAGES = ("numpy", "zarr", "h5py", "xarray", "dask", "torch", "scipy", "prefec
 def git_state() -> dict:
     """``{"commit": sha, "dirty": bool}`` of this checkout (``None`` where git cannot tell).
 
-    ``dirty`` counts tracked files outside ``bench/results`` only: a result written from
-    uncommitted code is marked, and ``bench report`` labels it. A copy of the tree without
+    ``dirty`` counts changed tracked files outside ``bench/results`` and untracked Python
+    files (a new module the run imported): a result written from uncommitted code is
+    marked, and ``bench report`` labels it. A copy of the tree without
     its own history (a GPU machine's copy, whose ``.git`` was the session's starting state)
     reads both from ``PTYFLOW_GIT_COMMIT`` and ``PTYFLOW_GIT_DIRTY`` ("0"/"1") when set, by
     whoever sent the copy; ``source`` then says "env".
@@ -46,10 +47,14 @@ def git_state() -> dict:
         return {"commit": os.environ["PTYFLOW_GIT_COMMIT"],
                 "dirty": os.environ.get("PTYFLOW_GIT_DIRTY", "1") != "0", "source": "env"}
     # results being written (bench/results) are not code: they do not make a run dirty
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+    status = git("status", "--porcelain", "--untracked-files=all", "--", ".",
                  ":(exclude)bench/results")  # fmt: skip
+    # tracked changes, and untracked Python (a new module the run imported is not in the
+    # commit); other untracked files (stores, notes) are not code
+    lines = None if status is None else [
+        ln for ln in status.splitlines() if not ln.startswith("??") or ln.endswith(".py")]
     return {"commit": git("rev-parse", "HEAD"),
-            "dirty": bool(status) if status is not None else None}  # fmt: skip
+            "dirty": bool(lines) if lines is not None else None}  # fmt: skip
 
 
 def _cpu_model() -> str | None:

@@ -2,13 +2,15 @@
 
 Usage::
 
-    python bench/run_timed.py --out bench/results/star-rnf-cpu.json -- \\
+    python bench/run_timed.py --out bench/results/star-rnf-cpu.json --fresh -- \\
         DATA.npz.bz2 -o /tmp/star.zarr --config deployments/configs/farfield-siemens.yaml \\
         --engine rnf --no-half-data
 
 Everything after ``--`` goes to ``ptyflow run`` unchanged. The JSON holds the command,
-the wall seconds, the exit code, the run's metrics (``<store>_metrics.csv``: trusted
-pixels, half-data FRC when asked, truth errors for simulated files) and the machine
+the wall seconds, the exit code, whether the run store existed before (a store with
+finished steps times a resumed run: ``--fresh`` deletes it first), the run's metrics
+(``<store>_metrics.csv``, written by this run only: trusted pixels, half-data FRC when
+asked, truth errors for simulated files; none when the run failed) and the machine
 description with the git commit and load.
 """
 
@@ -68,17 +70,20 @@ def main(argv=None) -> int:
     store = _store(run_args)
     if args.fresh and store is not None:
         shutil.rmtree(store, ignore_errors=True)
+    existed = store is not None and store.exists()
+    if store is not None:  # an earlier run's table must not stand for this run's
+        store.with_name(store.stem + "_metrics.csv").unlink(missing_ok=True)
     exe = shutil.which("ptyflow")
     cmd = [exe, "run", *run_args] if exe else [sys.executable, "-m", "flows.cli", "run",
                                                   *run_args]
     doc = {"suite": "timed-run", "label": args.label, "machine": machine_info(),
-           "command": ["ptyflow", "run", *run_args]}
+           "command": ["ptyflow", "run", *run_args], "store_existed": existed}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     doc["seconds"] = time.perf_counter() - t0
     doc["exit_code"] = proc.returncode
     doc["load_end"] = list(os.getloadavg())
-    doc["metrics"] = _metrics(store)
+    doc["metrics"] = _metrics(store) if proc.returncode == 0 else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float))
     print(f"{doc['seconds']:.0f} s, exit {proc.returncode}, metrics {doc['metrics']}")

@@ -99,3 +99,42 @@ def test_report_headline_reads_the_yardstick_not_a_tagged_subset_and_skips_faile
     head = report.write_report(tmp_path).read_text().split("## Yardstick grid")[0]
     assert "equal epochs | lowest in **0 of 1** cells; ff-25-1e6 2.50 (rpie)" in head
     assert "off-grid" not in head
+
+
+def test_an_untracked_module_makes_the_tree_dirty(tmp_path, monkeypatch):
+    """A new, not yet added module a benchmark imported is not in the commit: dirty.
+    Other untracked files (stores, notes) are not code."""
+    import subprocess
+
+    import bench._machine as machine
+
+    monkeypatch.delenv("PTYFLOW_GIT_COMMIT", raising=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "a@b"], ["config", "user.name", "a"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "add", "a.py"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "a"], cwd=repo, check=True)
+    monkeypatch.setattr(machine, "REPO", repo)
+    (repo / "notes.txt").write_text("n")
+    assert machine.git_state()["dirty"] is False
+    (repo / "new_engine.py").write_text("y = 2\n")
+    assert machine.git_state()["dirty"] is True
+
+
+def test_a_timed_run_reports_only_its_own_metrics(tmp_path):
+    """run_timed: a failed run reports no metrics (an earlier run's table beside the store
+    was read as this run's), and says whether the store existed (a resumed run)."""
+    import json
+
+    from bench.run_timed import main
+
+    store = tmp_path / "r.zarr"
+    store.mkdir()
+    (tmp_path / "r_metrics.csv").write_text("metric,value\ncomplex_error,0.01\n")
+    out = tmp_path / "t.json"
+    code = main(["--out", str(out), "--", str(tmp_path / "missing.cxi"), "-o", str(store)])
+    doc = json.loads(out.read_text())
+    assert code == 2 and doc["metrics"] == {} and doc["store_existed"] is True
+    assert not (tmp_path / "r_metrics.csv").exists()

@@ -133,19 +133,27 @@ def headline_rows(found: dict) -> list[str]:
 
 def _grid_headline(name: str, summary: dict) -> list[str]:
     """The yardstick's verdict (held-out cases, frozen settings): RNF's median over the best
-    other engine's, per cell, at equal epochs and at equal time."""
+    other engine's, per cell, at equal epochs and at equal time. Every cell counts: a cell
+    where RNF failed (no finite median; ``inf`` at equal time: nothing within the budget)
+    is one where it is not lowest, and an engine that failed is named, never dropped."""
     rows = []
     for col, label in (("equal_epochs", "equal epochs"), ("equal_time", "equal time")):
         ratios, lowest = [], 0
         for cell, c in summary.items():
             med = {k: (v.get(col) or {}).get("median") for k, v in c["engines"].items()}
             rnf = med.pop(SUBJECT, None)
-            # a failed engine (no finite median) is not a contender
-            others = {k: v for k, v in med.items() if v is not None and math.isfinite(v)}
-            if rnf is None or not math.isfinite(rnf) or not others:
+            failed = sorted(k for k, v in med.items() if v is None or math.isnan(v))
+            others = {k: v for k, v in med.items() if k not in failed}
+            note = f" [{', '.join(failed)} failed]" if failed else ""
+            if rnf is None or math.isnan(rnf):
+                ratios.append(f"{cell} RNF failed{note}")
+                continue
+            if not others:
+                ratios.append(f"{cell} no other engine finished{note}")
                 continue
             best = min(others, key=others.get)
-            ratios.append(f"{cell} {rnf / others[best]:.2f} ({best})")
+            ratio = rnf / others[best] if math.isfinite(others[best]) else math.inf
+            ratios.append(f"{cell} {ratio:.2f} ({best}){note}")
             lowest += rnf < others[best]
         if ratios:
             rows.append(

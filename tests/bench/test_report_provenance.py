@@ -138,3 +138,21 @@ def test_a_timed_run_reports_only_its_own_metrics(tmp_path):
     doc = json.loads(out.read_text())
     assert code == 2 and doc["metrics"] == {} and doc["store_existed"] is True
     assert not (tmp_path / "r_metrics.csv").exists()
+
+
+def test_the_grid_headline_counts_every_cell_and_names_failures():
+    """A failed engine or RNF's own failure (or nothing within the time budget) stays in
+    the count: four cells read 'of 4', never a clean '3 of 3'."""
+    from bench.report import _grid_headline
+
+    def cell(rnf, **others):
+        eng = {"rnf": rnf, **others}
+        return {"engines": {k: {"equal_epochs": {"median": v}, "equal_time": {"median": v}}
+                            for k, v in eng.items()}}  # fmt: skip
+
+    nan, inf = float("nan"), float("inf")
+    summary = {"c1": cell(0.1, epie=0.2), "c2": cell(inf, epie=0.2),
+               "c3": cell(nan, epie=0.2), "c4": cell(0.3, epie=nan, rpie=0.4)}
+    rows = _grid_headline("g.json", summary)
+    assert all("lowest in **2 of 4**" in r for r in rows), rows
+    assert "c3 RNF failed" in rows[0] and "[epie failed]" in rows[0]

@@ -107,6 +107,16 @@ def run_lsqml(d, true, epochs: int, seed: int) -> dict:
                  time.perf_counter() - t0)  # fmt: skip
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Median and range of one engine's affine-fitted RMS over its seeds, with ``n`` and
+    ``n_failed``: a failed run is never dropped from a median (it is NaN then)."""
+    v = [r["affine_rms_px"] for r in runs if "affine_rms_px" in r]
+    failed = len(runs) - len(v)
+    return {"n": len(runs), "n_failed": failed,
+            "affine_rms_px_median": float(np.median(v)) if v and not failed else float("nan"),
+            "affine_rms_px_range": [float(min(v)), float(max(v))] if v else None}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -137,12 +147,8 @@ def main(argv=None) -> dict:
         for r in runs:
             rows.append({"seed": seed, **r})
             print(json.dumps(rows[-1]), flush=True)
-    summary = {}
-    for eng in sorted({r["engine"] for r in rows}):
-        v = [r["affine_rms_px"] for r in rows if r["engine"] == eng and "affine_rms_px" in r]
-        if v:
-            summary[eng] = {"affine_rms_px_median": float(np.median(v)),
-                            "affine_rms_px_range": [float(min(v)), float(max(v))]}  # fmt: skip
+    summary = {eng: summarise([r for r in rows if r["engine"] == eng])
+               for eng in sorted({r["engine"] for r in rows})}  # fmt: skip
     out = {"suite": "positions", "machine": info, "case": {**CASE, "keep": KEEP},
            "epochs": a.epochs, "peer": bool(with_peer), "rows": rows, "summary": summary,
            "load_average_end": list(os.getloadavg())}  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -156,3 +157,12 @@ def test_the_grid_headline_counts_every_cell_and_names_failures():
     rows = _grid_headline("g.json", summary)
     assert all("lowest in **2 of 4**" in r for r in rows), rows
     assert "c3 RNF failed" in rows[0] and "[epie failed]" in rows[0]
+
+
+def test_a_failed_positions_run_is_not_dropped_from_the_median():
+    from bench.bench_positions import summarise
+
+    ok = summarise([{"affine_rms_px": 1.0}, {"affine_rms_px": 2.0}, {"affine_rms_px": 3.0}])
+    assert ok["affine_rms_px_median"] == 2.0 and ok["n_failed"] == 0
+    one_failed = summarise([{"affine_rms_px": 1.0}, {"ok": False}, {"affine_rms_px": 3.0}])
+    assert one_failed["n_failed"] == 1 and math.isnan(one_failed["affine_rms_px_median"])

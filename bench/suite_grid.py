@@ -58,10 +58,25 @@ def add_args(p) -> None:
 
 # ----------------------------------------------------------------------------- cache
 def _key(kind: str, cell: G.Cell, case, engine: str, settings: dict, epochs: int,
-         code: dict) -> str:
-    blob = json.dumps([kind, cell.to_dict(), list(case), engine, settings, epochs,
-                       code.get("commit"), code.get("dirty")], sort_keys=True)  # fmt: skip
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+         code: dict, where: dict | None = None) -> str:
+    """The cache key of one run. ``where`` (device, threads) enters it unless it is the
+    default CPU, one-thread setting, so a GPU or multi-thread run never reuses CPU rows
+    (and the CPU rows cached before keep their keys)."""
+    parts = [kind, cell.to_dict(), list(case), engine, settings, epochs,
+             code.get("commit"), code.get("dirty")]  # fmt: skip
+    if where and where != _DEFAULT_WHERE:
+        parts.append(where)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_DEFAULT_WHERE = {"device": "cpu", "threads": 1}
+
+
+def _where(args) -> dict:
+    """Where the runs execute: the device and the torch threads (the CPU default is 1)."""
+    device = str(getattr(args, "device", "cpu") or "cpu")
+    threads = getattr(args, "threads", None)
+    return {"device": device, "threads": threads or (1 if device == "cpu" else None)}
 
 
 class _Cases:
@@ -86,7 +101,8 @@ class _Cases:
 def _run_cached(cache: Path, kind: str, cell: G.Cell, case, engine: str, settings: dict,
                 cases: _Cases, code: dict, args) -> dict:
     epochs = G.EPOCHS[cell.modality]
-    key = _key(kind, cell, case, engine, settings, epochs, code)
+    where = _where(args)
+    key = _key(kind, cell, case, engine, settings, epochs, code, where)
     f = cache / cell.name / f"{case[0]}-{engine}-{key}.json"
     if f.exists():
         return json.loads(f.read_text())
@@ -95,7 +111,7 @@ def _run_cached(cache: Path, kind: str, cell: G.Cell, case, engine: str, setting
     row = G.run_case_engine(data, truth, mask, probe, engine, settings, epochs, seed=case[0],
                             threads=args.threads, device=args.device)  # fmt: skip
     row.update({"cell": cell.name, "seed": int(case[0]), "object_kind": case[1], "kind": kind,
-                "code": code, "load_average": C.load_average(),
+                "code": code, "where": where, "load_average": C.load_average(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
     C.log(f"  -> error {row.get('complex_error', float('nan')):.4f}"
           + (f" ({row['error_message']})" if not row["ok"] else ""))  # fmt: skip

@@ -274,3 +274,16 @@ def test_the_default_engine_is_also_read_at_the_best_other_engines_run_time():
         {"commits": [], "device": "cpu", "quick": False, "settings_file": "x.json", "rule": "r",
          "test_cases": [], "summary": {"c": S.summarise(rows)["c"]},
          "cells": {"c": {"modality": "farfield", "scan": "fermat", "keep": 0.25, "dose": 1e4}}})
+
+
+def test_the_run_cache_separates_devices_and_threads():
+    """A GPU or multi-thread run at the same commit never reuses the CPU one-thread rows
+    (the cache key held neither); the CPU default keeps the key it had."""
+    cell = G.CELLS[0]
+    args = dict(kind="test", cell=cell, case=(1, "camera"), engine="rpie", settings={},
+                epochs=10, code={"commit": "abc", "dirty": False})
+    plain = S._key(**args)
+    assert S._key(**args, where=S._where(argparse.Namespace(device="cpu", threads=None))) == plain
+    cuda = S._key(**args, where=S._where(argparse.Namespace(device="cuda", threads=None)))
+    two = S._key(**args, where=S._where(argparse.Namespace(device="cpu", threads=2)))
+    assert len({plain, cuda, two}) == 3

@@ -45,6 +45,9 @@ def add_args(p) -> None:
     p.add_argument("--tune", action="store_true",
                    help="choose each engine's setting on the tuning cases and freeze it")
     p.add_argument("--cells", nargs="*", default=None, help="only these cells")
+    p.add_argument("--test-cases", default=None, metavar="SEED:KIND,...",
+                   help="score on these cases instead of the grid's test cases 1-3 (a fresh "
+                   "held-out set no decision has touched; tuning cases refused)")
     p.add_argument("--modalities", nargs="*", default=None, choices=list(G.TUNING_CELLS),
                    help="--tune: only these modalities (other entries of the file stay)")
     p.add_argument("--cache", type=Path, default=None,
@@ -57,6 +60,25 @@ def add_args(p) -> None:
 
 
 # ----------------------------------------------------------------------------- cache
+def parse_cases(text: str | None) -> tuple[tuple[int, str], ...]:
+    """``"240:moon,241:cell"`` as cases; ``None``: the grid's test cases. A tuning case, or
+    an object kind the simulator does not draw, is refused."""
+    if not text:
+        return G.TEST_CASES
+    from ptytasks.simulate.objects import KINDS
+
+    cases = []
+    for item in text.split(","):
+        seed, _, kind = item.partition(":")
+        case = (int(seed), kind.strip())
+        if case[1] not in KINDS:
+            raise ValueError(f"--test-cases: unknown object kind {case[1]!r}")
+        if case[0] in {s for s, _ in G.TUNING_CASES}:
+            raise ValueError(f"--test-cases: seed {case[0]} is a tuning case")
+        cases.append(case)
+    return tuple(cases)
+
+
 def _key(kind: str, cell: G.Cell, case, engine: str, settings: dict, epochs: int,
          code: dict, where: dict | None = None) -> str:
     """The cache key of one run. ``where`` (device, threads) enters it unless it is the
@@ -215,13 +237,14 @@ def run(args) -> dict:
     if getattr(args, "resummarise", None):
         return resummarise(args.resummarise, allow_mixed=args.allow_mixed)
     frozen = frozen_settings(args.settings_file)
+    test_cases = parse_cases(getattr(args, "test_cases", None))
     code = git_state()
     cache = args.cache or C.RESULTS / "grid-cache"
     names = args.cells or (list(G.QUICK_CELLS) if args.quick else [c.name for c in G.CELLS])
     head = C.run_header("grid", args)
     head.update({"code": code, "frozen_settings": frozen["settings"],
                  "settings_file": str(args.settings_file), "rule": frozen["rule"],
-                 "test_cases": G.TEST_CASES, "epochs": G.EPOCHS,
+                 "test_cases": test_cases, "epochs": G.EPOCHS,
                  "geometry": G.SETTINGS})  # fmt: skip
     rows, skipped, t0 = [], {}, time.perf_counter()
     cases = _Cases()
@@ -229,7 +252,7 @@ def run(args) -> dict:
     for name in names:
         cell = G.cell(name)
         engines, skipped[name] = _engines(cell.modality, args)
-        for case in G.TEST_CASES:
+        for case in test_cases:
             for engine in engines:
                 s = frozen["settings"].get(cell.modality, {}).get(engine)
                 if s is None:

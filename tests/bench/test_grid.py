@@ -287,3 +287,13 @@ def test_the_run_cache_separates_devices_and_threads():
     cuda = S._key(**args, where=S._where(argparse.Namespace(device="cuda", threads=None)))
     two = S._key(**args, where=S._where(argparse.Namespace(device="cpu", threads=2)))
     assert len({plain, cuda, two}) == 3
+
+
+def test_a_fresh_held_out_set_can_replace_the_test_cases():
+    """--test-cases scores on cases no decision has touched; tuning seeds are refused."""
+    assert S.parse_cases(None) == G.TEST_CASES
+    assert S.parse_cases("240:moon,241:cell") == ((240, "moon"), (241, "cell"))
+    with pytest.raises(ValueError, match="tuning case"):
+        S.parse_cases(f"{G.TUNING_CASES[0][0]}:moon")
+    with pytest.raises(ValueError, match="object kind"):
+        S.parse_cases("240:nope")

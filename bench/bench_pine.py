@@ -16,6 +16,10 @@ error, :func:`start_probe`) and a vacuum object, with the same random frame orde
 ``sim``
     At each algorithm's best grid setting: ePIE and rPIE for ``--iters`` epochs, PINE for
     the same run with snapshots at ``--iters // 2`` and ``--iters``; FRC curves of all.
+    **Not a held-out comparison** (audit, 2026-12-07): the best setting is chosen by the FRC
+    against the truth of the very seed-0 simulation it is then scored on, one seed; its
+    "PINE beats ePIE/rPIE" claim is an in-sample reading, not for quoting (the yardstick
+    grid, ``bench/suite_grid.py``, is the held-out comparison).
 ``star``
     The measured Siemens star (tike test data) with all positions, half of them
     (``keep_fraction``) and a quarter (``decimate_raster`` stride 2): each algorithm on

@@ -8,9 +8,10 @@ One level splits each 2x2 block ``[[a, b], [c, d]]`` of the image into (paper Me
     vertical       cV = (a - b + c - d) / 2
     diagonal       cD = (a - b - c + d) / 2
 
-which is orthonormal and equals ``pywt.dwt2(x, "haar")`` (same signs and order; odd sizes
-are extended by repeating the last row/column, as pywt's default ``"symmetric"`` mode does
-for Haar).
+which is orthonormal on even sizes and equals ``pywt.dwt2(x, "haar")`` (same signs and
+order; odd sizes are extended by repeating the last row/column, as pywt's default
+``"symmetric"`` mode does for Haar -- so there the edge row/column counts twice and Parseval
+does not hold).
 """
 
 from __future__ import annotations

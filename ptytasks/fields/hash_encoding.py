@@ -18,8 +18,9 @@ Speed (all measured in ``bench/bench_fields.py``):
 * **Level policy.** With ``level_policy="cap"`` (default) levels finer than the field's
   pixel grid are dropped and replaced by one level at exactly the pixel pitch
   (``N = max(H, W) - 1``, vertex ``i`` on pixel ``i``). Finer levels add no detail that
-  pixel samples can show (at the pixel pitch each pixel already owns its own vertex
-  features), yet at the paper's defaults they are the six hashed levels and dominate the
+  pixel samples can show (at the pixel pitch each pixel owns its own vertex features while
+  that level is dense, ``max(H, W) <= 724`` at ``T = 2**19``; larger fields hash it, with
+  collisions), yet at the paper's defaults they are the six hashed levels and dominate the
   cost (at 512^2: 6 of 16 levels, over half the encoding time). The capped encoding has
   fewer features (20 instead of 32 at 512^2, 16 at 256^2). What is lost is sub-pixel
   structure *between* pixel centres, which a field sampled on its pixel grid (sub-pixel

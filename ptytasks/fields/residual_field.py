@@ -100,7 +100,8 @@ class ResidualField(nn.Module):
         off = complex(offset)
         self.register_buffer("offset", torch.tensor([off.real, off.imag]))
         if self.residual and prior is not None:
-            p = prior.to(torch.complex64) if not prior.is_complex() else prior
+            wide = {torch.float64: torch.complex128}.get(prior.dtype, torch.complex64)
+            p = prior.to(wide) if not prior.is_complex() else prior
             p = p.reshape(self.channels, *self.shape)
             # the prior's own precision (a float64 prior is not rounded to float32 first)
             self.register_buffer("prior_split", to_split(p.detach()).contiguous())
@@ -170,8 +171,8 @@ class ResidualField(nn.Module):
             # grid_sample wants (x, y) in [-1, 1] over the (H, W) grid (align_corners=True)
             scale = torch.tensor([max(1, self.shape[1] - 1), max(1, self.shape[0] - 1)],
                                  dtype=pts.dtype, device=pts.device)
-            g = (pts.flip(-1) / scale * 2 - 1).view(1, 1, -1, 2)
             src = self.prior_split.reshape(1, 2 * self.channels, *self.shape)
+            g = (pts.flip(-1) / scale * 2 - 1).view(1, 1, -1, 2).to(src.dtype)
             base = F.grid_sample(src, g, mode="bilinear", padding_mode="border",
                                  align_corners=True).view(2, self.channels, -1)
         z = from_split(base + delta)  # (C, P)

@@ -135,3 +135,17 @@ def test_fits_a_residual():
         loss.backward()
         opt.step()
     assert loss.item() < first / 50
+
+
+def test_a_float64_prior_keeps_its_precision_at_points_and_on_the_grid():
+    """A real float64 prior is not rounded to complex64, and the point path takes a
+    float64 prior on a float32 module (grid_sample refused the mixed types)."""
+    import torch
+
+    from ptytasks.fields import ResidualField
+
+    prior = torch.randn(16, 20, dtype=torch.float64)
+    f = ResidualField((16, 20), prior)
+    assert f.prior_split.dtype == torch.float64
+    out = f(torch.tensor([[3.5, 4.25]]))
+    assert torch.isfinite(torch.view_as_real(out)).all()

@@ -68,6 +68,9 @@ def _planned(store) -> list[dict]:
     return _PLANS[marker["key"]]
 
 
+_FPS: dict = {}  # (parameters, plan, tile, half) -> fingerprint: ~1 ms each, every poll
+
+
 def _current_tile(store, params: PipelineParams | None):
     """``done(step, tile, half)``: the tile's marker is there (and, with ``params``, has
     the fingerprint this run gives the tile)."""
@@ -76,8 +79,17 @@ def _current_tile(store, params: PipelineParams | None):
     from ptytasks.modalities import get as get_modality
 
     mod = get_modality(store.root[L.RAW].attrs["modality"])
-    return lambda step, t, h: store.is_complete(step, tile_fingerprint(
-        t, params.engine, params.calibration, h, mod))
+    run = (params.model_dump_json(), store.marker(L.TILING)["key"], mod.name)
+    if any(k[:3] != run for k in _FPS):
+        _FPS.clear()
+
+    def fp(t, h):
+        key = (*run, t["tile_id"], h)
+        if key not in _FPS:
+            _FPS[key] = tile_fingerprint(t, params.engine, params.calibration, h, mod)
+        return _FPS[key]
+
+    return lambda step, t, h: store.is_complete(step, fp(t, h))
 
 
 def _epochs_done(store_path, step: str) -> float:

@@ -61,19 +61,28 @@ def headline_rows(found: dict) -> list[str]:
     for name, q in found.get("quality", []):
         h = q.get("headline") or {}
         for dose, v in (h.get("per_dose") or {}).items():
-            errs = v["errors"]
+            errs, failed = v["errors"], v.get("failed") or []
             others = ", ".join(f"{k} {errs[k]:.3f}" for k in _engine_order(errs) if k != SUBJECT)
+            others += "".join(f", {k} failed" for k in failed)
+            if v.get("rnf") is None:
+                L.append(f"| RNF at {h['fraction']:.0%} of positions, dose {float(dose):g} | "
+                         f"**RNF failed**; {others.lstrip(', ')} | `{name}` |")
+                continue
             peers = {k: e for k, e in errs.items() if k not in OURS}
             best_peer = min(peers, key=peers.get) if peers else None
             vs_peers = (
-                "no peer run"
+                "not known (a peer failed)"
+                if v.get("rnf_ahead_of_all_peers") is None and peers
+                else "no peer run"
                 if not peers
                 else "**yes**"
                 if v.get("rnf_ahead_of_all_peers")
                 else f"**no** (best peer: {best_peer} {peers[best_peer]:.3f})"
             )
             vs_all = (
-                "yes"
+                "not known (an engine failed)"
+                if v["rnf_ahead_of_all"] is None
+                else "yes"
                 if v["rnf_ahead_of_all"]
                 else f"no (best: {v['best_other']} {v['best_other_error']:.3f})"
             )

@@ -172,18 +172,26 @@ def headline(rows: list[dict], g: dict) -> dict:
             and np.isfinite(r.get("complex_error", np.nan))
         ]
         errs = {r["engine"]: r["complex_error"] for r in sel}
+        # an engine that ran here and failed is named: "ahead of all" cannot be read then
+        ran = {r["engine"] for r in rows if r["dose"] == dose and r["fraction"] == target}
+        failed = sorted(ran - set(errs))
         if C.SUBJECT not in errs:
+            if C.SUBJECT in ran:
+                out["per_dose"][str(dose)] = {"errors": errs, "failed": failed, "rnf": None}
             continue
         others = {k: v for k, v in errs.items() if k != C.SUBJECT}
         best_other = min(others, key=others.get) if others else None
         peers_only = {k: v for k, v in others.items() if k not in C.OURS}
+        peers_failed = [k for k in failed if k not in C.OURS]
         out["per_dose"][str(dose)] = {
             "errors": errs,
+            "failed": failed,
             "rnf": errs[C.SUBJECT],
             "best_other": best_other,
             "best_other_error": others.get(best_other) if best_other else None,
-            "rnf_ahead_of_all": bool(others) and all(errs[C.SUBJECT] < v for v in others.values()),
-            "rnf_ahead_of_all_peers": (
+            "rnf_ahead_of_all": None if failed else (
+                bool(others) and all(errs[C.SUBJECT] < v for v in others.values())),
+            "rnf_ahead_of_all_peers": None if peers_failed else (
                 bool(peers_only) and all(errs[C.SUBJECT] < v for v in peers_only.values())
             ),
         }

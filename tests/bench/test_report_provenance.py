@@ -166,3 +166,17 @@ def test_a_failed_positions_run_is_not_dropped_from_the_median():
     assert ok["affine_rms_px_median"] == 2.0 and ok["n_failed"] == 0
     one_failed = summarise([{"affine_rms_px": 1.0}, {"ok": False}, {"affine_rms_px": 3.0}])
     assert one_failed["n_failed"] == 1 and math.isnan(one_failed["affine_rms_px_median"])
+
+
+def test_the_quality_headline_does_not_call_rnf_ahead_of_an_engine_that_failed():
+    from bench.suite_quality import headline
+
+    rows = [{"dose": 1e6, "fraction": 0.25, "engine": e, "ok": ok, "complex_error": err}
+            for e, ok, err in (("rnf", True, 0.1), ("rpie", True, 0.2),
+                               ("ptychi-lsqml", False, float("nan")))]
+    h = headline(rows, {"fractions": [0.25], "doses": [1e6]})["per_dose"]["1000000.0"]
+    assert h["failed"] == ["ptychi-lsqml"]
+    assert h["rnf_ahead_of_all"] is None and h["rnf_ahead_of_all_peers"] is None
+    q = {"headline": {"fraction": 0.25, "per_dose": {"1000000.0": h}}}
+    text = "\n".join(report.headline_rows({"quality": [("q.json", q)]}))
+    assert "not known" in text and "ptychi-lsqml failed" in text and "**yes**" not in text

@@ -36,6 +36,15 @@ def electron_wavelength(voltage: float) -> float:
     return _H / math.sqrt(2 * _ME * ev * (1 + ev / (2 * _ME * _C**2)))
 
 
+def electron_voltage(wavelength: float) -> float:
+    """The accelerating voltage (V) of electrons of ``wavelength`` (m): the inverse of
+    :func:`electron_wavelength`, ``e V = sqrt((m0 c^2)^2 + (h c / lambda)^2) - m0 c^2``."""
+    if wavelength <= 0:
+        raise ValueError(f"wavelength must be positive metres; got {wavelength}")
+    rest = _ME * _C**2
+    return (math.hypot(rest, _H * _C / wavelength) - rest) / _E
+
+
 def _normalise(p: torch.Tensor) -> torch.Tensor:
     return p / torch.sqrt((p.real**2 + p.imag**2).sum())
 

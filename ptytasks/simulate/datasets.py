@@ -124,6 +124,7 @@ position_scale_error, distance_error, wavelength_error, margin, seed
     from ptytasks.physics.models.farfield import FarField
     from ptytasks.physics.probes import (
         electron_probe,
+        electron_voltage,
         electron_wavelength,
         gaussian_probe,
     )
@@ -160,7 +161,9 @@ position_scale_error, distance_error, wavelength_error, margin, seed
                                          n_slices)  # fmt: skip
     oshape = obj.shape[-2:]
     model = FarField(true_px, oshape, shape)
-    params = {"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else {"voltage": voltage}
+    # the file's beam energy is the nominal wavelength's (a wavelength error is the file's)
+    params = ({"energy_ev": C.H_C_EV_M / lam_nom} if probe != "electron" else
+              {"voltage": voltage if not acq.wavelength_error else electron_voltage(lam_nom)})
     if n_slices > 1:
         if not (slice_distance and slice_distance > 0):
             raise ValueError(f"{n_slices} slices need slice_distance > 0 metres")

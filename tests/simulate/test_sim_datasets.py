@@ -234,3 +234,14 @@ def test_a_subset_keeps_its_own_frames_truth():
     f = simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15, seed=0)
     np.testing.assert_array_equal(f.subset(np.array([1, 2])).ground_truth["wavevectors"],
                                   f.ground_truth["wavevectors"][[1, 2]])
+
+
+def test_an_electron_file_with_a_wavelength_error_states_the_nominal_voltage():
+    """The file's voltage gives its nominal wavelength (it kept the true voltage, so the
+    file contradicted itself); the voltage inverts the wavelength exactly."""
+    from ptytasks.physics.probes import electron_voltage, electron_wavelength
+
+    assert electron_voltage(electron_wavelength(300e3)) == pytest.approx(300e3, rel=1e-12)
+    d = simulate("farfield", probe="electron", object_kind="lattice", frame_size=32,
+                 n_positions=9, seed=0, wavelength_error=0.02)
+    assert electron_wavelength(d.params["voltage"]) == pytest.approx(d.wavelength, rel=1e-9, abs=0)

@@ -69,7 +69,7 @@ def assert_same(a: PtychoData, b: PtychoData, frames: bool = True) -> None:
         va, vb = getattr(a, k), getattr(b, k)
         assert (va is None) == (vb is None), k
         if va is not None:
-            assert va == pytest.approx(vb, rel=1e-12), k
+            assert va == pytest.approx(vb, rel=1e-12, abs=0), k
     assert tuple(a.object_shape) == tuple(b.object_shape)
     for k in ("positions_px", "wavevectors", "probe"):
         va, vb = getattr(a, k), getattr(b, k)

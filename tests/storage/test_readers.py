@@ -74,7 +74,7 @@ def test_stem4d_hdf5_and_npy(tmp_path):
     d = read_any(tmp_path / "s.h5", step=0.5e-10, lazy=True, margin=2)
     assert d.n_frames == 30 and d.frame_shape == (16, 16)
     assert d.wavelength == pytest.approx(1.9687e-12, rel=1e-3)  # 300 keV electrons
-    assert d.pixel_size == pytest.approx(d.wavelength / (16 * 1e-3))
+    assert d.pixel_size == pytest.approx(d.wavelength / (16 * 1e-3), abs=0)
     np.testing.assert_array_equal(d.frames[7], data[1, 2])  # frame 7 = row 1, column 2
     np.testing.assert_array_equal(d.frames[4:13], data.reshape(30, 16, 16)[4:13])
     step_px = 0.5e-10 / d.pixel_size

@@ -62,7 +62,7 @@ def test_datatree_dims_units_and_complex(tmp_path, make):
     assert raw.positions.dims == ("scan", "axis") and raw.positions.attrs["units"] == "px"
     assert list(raw.axis.values) == ["y", "x"]
     assert raw.attrs["units"]["wavelength"] == "m"
-    assert raw.attrs["wavelength"] == pytest.approx(1e-10)
+    assert raw.attrs["wavelength"] == pytest.approx(1e-10, abs=0)
     assert raw.attrs["energy_ev"] == pytest.approx(12398.4, rel=1e-4)
     assert raw.probe.dtype == np.complex64
     assert tree["priors"].pupil.dtype == np.complex64

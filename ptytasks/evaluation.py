@@ -52,27 +52,33 @@ def evaluation_level(shapes: list[tuple[int, int]], max_pixels: int | None = Non
     return max(0, len(shapes) - 1)
 
 
+def halve_weighted(obj: np.ndarray, weight: np.ndarray, fill: complex = 0.0):
+    """One pyramid round (``storage.mosaic``'s levels, :func:`downsample_weighted`):
+    weighted 2x2 means of ``obj`` (complex128, ``fill`` where a block has no weight) and
+    each block's weight, the mean weight of its real pixels -- an odd edge is padded with
+    zero weight, and its block of one real pixel keeps that pixel's weight (``den / 4``
+    halved it at every level, until the edge fell out of the trusted mask)."""
+    o = np.asarray(obj, np.complex128)
+    wt = np.asarray(weight, np.float64)
+    pad = ((0, o.shape[0] % 2), (0, o.shape[1] % 2))
+    real = np.pad(np.ones(o.shape), pad)
+    o, wt = np.pad(o, pad), np.pad(wt, pad)
+    blocks = lambda a: a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).sum((1, 3))  # noqa: E731
+    num, den, cnt = blocks(o * wt), blocks(wt), blocks(real)
+    return np.where(den > 0, num / np.where(den > 0, den, 1), fill), den / np.maximum(cnt, 1)
+
+
 def downsample_weighted(obj: np.ndarray, weight: np.ndarray, factor: int) -> np.ndarray:
     """``obj`` (complex64) reduced by ``factor = 2**k`` as the mosaic pyramid reduces it
     (``storage.mosaic``), so a truth reduced this way lies on level ``k``'s grid: ``k``
-    rounds of weighted 2x2 averaging, each block weighing the mean weight of its real pixels
-    (an odd edge's block of one pixel is not halved), edges padded with zero weight (the
-    pyramid's ``ceil(n / 2)`` shapes); empty blocks 0.
+    rounds of :func:`halve_weighted` (empty blocks 0).
     """
     f = int(factor)
     if f < 1 or f & (f - 1):
         raise ValueError(f"factor must be a power of 2; got {factor}")
-    o = np.asarray(obj, np.complex128)
-    wt = np.asarray(weight, np.float64)
+    o, wt = np.asarray(obj, np.complex128), np.asarray(weight, np.float64)
     while f > 1:
-        h, w = o.shape
-        pad = ((0, h % 2), (0, w % 2))
-        real = np.pad(np.ones(o.shape), pad)
-        o, wt = np.pad(o, pad), np.pad(wt, pad)
-        blocks = lambda a: a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).sum((1, 3))  # noqa: E731
-        num, den, cnt = blocks(o * wt), blocks(wt), blocks(real)
-        o = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
-        wt = den / np.maximum(cnt, 1)
+        o, wt = halve_weighted(o, wt)
         f //= 2
     return o.astype(np.complex64)
 

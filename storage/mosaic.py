@@ -275,19 +275,14 @@ class MosaicWriter:
                                          amplitude=amp)  # fmt: skip
 
     def _downsample_shard(self, k: int, shard: tuple[slice, slice]) -> None:
+        from ptytasks.evaluation import halve_weighted  # (the metrics' imports: on demand)
+
         ys, xs = shard
         src = (slice(2 * ys.start, 2 * ys.stop), slice(2 * xs.start, 2 * xs.stop))
-        o = self.array("object", k - 1)[src].astype(np.complex128)
-        w = self.array("weight", k - 1)[src].astype(np.float64)
-        h, wd = (ys.stop - ys.start) * 2, (xs.stop - xs.start) * 2
-        real = np.pad(np.ones(o.shape), ((0, h - o.shape[0]), (0, wd - o.shape[1])))
-        o = np.pad(o, ((0, h - o.shape[0]), (0, wd - o.shape[1])))
-        w = np.pad(w, ((0, h - w.shape[0]), (0, wd - w.shape[1])))
-        num = (o * w).reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
-        den = w.reshape(h // 2, 2, wd // 2, 2).sum((1, 3))
-        cnt = real.reshape(h // 2, 2, wd // 2, 2).sum((1, 3))  # pixels, not padding
+        o = self.array("object", k - 1)[src]
+        w = self.array("weight", k - 1)[src]
         re, im = zarr.open_group(self.path, mode="r")[self.name].attrs.get("fill", [0.0, 0.0])
-        obj = np.where(den > 0, num / np.where(den > 0, den, 1), complex(re, im))
-        # the mean weight of a block's real pixels: on an odd edge den / 4 halved the weight
-        # at every level, until the edge fell out of the trusted mask
-        self.write_region(ys.start, xs.start, obj, den / np.maximum(cnt, 1), level=k)
+        # the shard's source rows are whole or end at the level's (odd) edge: one rule with
+        # the metrics' reduction of the truth
+        obj, weight = halve_weighted(o, w, complex(re, im))
+        self.write_region(ys.start, xs.start, obj, weight, level=k)

@@ -222,7 +222,6 @@ def reconstruct_tile(
         torch.set_num_threads(threads)
     store = _store(store_path)
     name = tile_step(tile["tile_id"], half)
-    # weights by content; runs without a network keep the keys they had before
     settings = on_gpu_worker(engine.engine, engine.settings())
     if half:  # independent halves: seeds of their own (flows.tile_steps.half_seed)
         settings["seed"] = half_seed(engine, half)

@@ -52,7 +52,7 @@ from storage.geometry import (
     object_shape_for,
     positions_from_metres,
 )
-from storage.readers._common import read_small
+from storage.readers._common import far_field_pixel, read_small
 from storage.validate import check_frames, check_wavelength, validate_data
 
 __all__ = ["write_cxi", "read_cxi"]
@@ -352,10 +352,8 @@ def _foreign(f, path, frames, wavelength, det_px, z2, z1, margin, ov, meta) -> P
         distance = sc["effective_distance"]
         pixel = pixel if pixel is not None else sc["effective_pixel"]
     elif pixel is None and mod.far_field_detector:
-        try:
-            pixel = mod.sample_pixel(wavelength, distance, det_px, (ny, nx))
-        except ValueError as exc:
-            raise DataError(path, f"{DET}/data", str(exc)) from None
+        pixel = far_field_pixel(wavelength, distance, det_px, (ny, nx), path, mod,
+                                f"{DET}/data")
         if pixel is None:
             raise DataError(
                 path,

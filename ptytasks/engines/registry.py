@@ -249,7 +249,7 @@ def check_settings(name: str, settings: dict, mod: Modality) -> None:
     with Fourier PIE), a value the class refuses, a generic setting it cannot honour --
     found before any tile runs instead of inside one."""
     spec = get(name)
-    if spec.run is _run_pie or spec.run is _run_pine:
+    if spec.run is _run_pie:  # (PINE runs no Fourier data: its mapping refuses nothing)
         _pie_mapping(name, settings, mod.has_pupil)
     options_from(spec.options(name, mod), settings, {})
 

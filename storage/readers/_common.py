@@ -195,14 +195,17 @@ def _read_csv(p: Path, units: str | None):
     raise DataError(p, "header", f"need columns y,x (px) or y_m,x_m (m); found {names}")
 
 
-def far_field_pixel(wavelength: float, distance: float, detector_pixel: float,
-                    frame_shape: tuple[int, int], file) -> float:
-    """The object pixel (m) of far-field frames from the detector geometry
-    (:meth:`ptytasks.modalities.base.Modality.sample_pixel` of the far field); frames that
-    are not square are refused, naming ``file``."""
+def far_field_pixel(wavelength: float, distance: float | None, detector_pixel: float | None,
+                    frame_shape: tuple[int, int], file, modality=None,
+                    field: str = "pixel_size") -> float | None:
+    """The object pixel (m) from the detector geometry: ``modality``'s
+    :meth:`~ptytasks.modalities.base.Modality.sample_pixel` (default the far field's);
+    ``None`` without a distance and detector pixel. Geometry it refuses (frames that are
+    not square) is a :class:`DataError` naming ``file`` and ``field``."""
     from ptytasks.modalities import get
 
+    mod = modality if modality is not None else get("farfield")
     try:
-        return get("farfield").sample_pixel(wavelength, distance, detector_pixel, frame_shape)
+        return mod.sample_pixel(wavelength, distance, detector_pixel, frame_shape)
     except ValueError as exc:
-        raise DataError(file, "pixel_size", str(exc)) from None
+        raise DataError(file, field, str(exc)) from None

@@ -142,6 +142,18 @@ def _run_cached(cache: Path, kind: str, cell: G.Cell, case, engine: str, setting
     return row
 
 
+def _overrides(args) -> dict[str, dict]:
+    """``--settings ENGINE:JSON`` as ``{engine: settings}``; an unknown engine is refused
+    (a typo would otherwise run the frozen settings under the override's name)."""
+    from bench import peers
+
+    names = {i.partition(":")[0] for i in getattr(args, "settings", None) or []}
+    unknown = sorted(names - set(C.OURS) - set(peers.PEER_ENGINES))
+    if unknown:
+        raise SystemExit(f"--settings: unknown engine(s) {unknown}")
+    return {e: C.engine_settings(args, e) for e in sorted(names)}
+
+
 def _engines(modality: str, args) -> tuple[list[str], dict]:
     """The grid's engines for a modality that can run here, and why the others cannot."""
     want = getattr(args, "engines", None)
@@ -166,6 +178,9 @@ def tune(args) -> dict:
     """
     from bench._machine import git_state
 
+    if getattr(args, "settings", None):
+        raise SystemExit("--settings with --tune: the tuning chooses among the candidates "
+                         "in bench/grid_cells.py; overrides would be frozen unseen")  # fmt: skip
     code = git_state()
     cache = args.cache or C.RESULTS / "grid-cache"
     cases = _Cases()
@@ -242,7 +257,10 @@ def run(args) -> dict:
     cache = args.cache or C.RESULTS / "grid-cache"
     names = args.cells or (list(G.QUICK_CELLS) if args.quick else [c.name for c in G.CELLS])
     head = C.run_header("grid", args)
-    head.update({"code": code, "frozen_settings": frozen["settings"],
+    # ``--settings ENGINE:JSON`` (diagnostics) go on top of the frozen settings; they are
+    # recorded, keyed in the cache and stated in the headline, which is then not the grid's.
+    overrides = _overrides(args)
+    head.update({"code": code, "frozen_settings": frozen["settings"], "overrides": overrides,
                  "settings_file": str(args.settings_file), "rule": frozen["rule"],
                  "test_cases": test_cases, "epochs": G.EPOCHS,
                  "geometry": G.SETTINGS})  # fmt: skip
@@ -258,6 +276,7 @@ def run(args) -> dict:
                 if s is None:
                     skipped[name][engine] = "no frozen setting (not tuned here)"
                     continue
+                s = {**s, **overrides.get(engine, {})}
                 rows.append(_run_cached(cache, "test", cell, case, engine, s, cases, code, args))
         C.write_json(path, {**head, "rows": rows, "skipped": skipped, "partial": True})
     out = {**head, "rows": rows, "skipped": skipped, "partial": False,
@@ -398,6 +417,10 @@ def markdown(doc: dict) -> str:
              "the lit area, median [min-max] over the cases; equal time: the error each "
              "engine had reached when the fastest engine of the case finished its epochs.",
              ""]  # fmt: skip
+    if doc.get("overrides"):
+        lines += ["**Not the frozen settings**: overrides " + ", ".join(
+            f"{e} `{json.dumps(v, sort_keys=True)}`" for e, v in doc["overrides"].items())
+            + ".", ""]  # fmt: skip
     for cell, s in doc["summary"].items():
         c = doc["cells"][cell]
         lines += [f"## {cell}: {c['modality']}, {c['scan']}, {c['keep']:.0%} kept, "

@@ -184,6 +184,21 @@ def test_grid_tunes_freezes_runs_and_resumes(tiny_grid):
     # resumed: everything cached, nothing runs again
     S.run(args)
     assert len(calls) == 8
+    # an override reaches the engine on top of the frozen setting, is recorded and stated;
+    # the tuning and an unknown engine refuse it
+    args.settings = ['rpie:{"alpha": 0.7}']
+    out = S.run(args)
+    assert len(calls) == 10  # rpie again (new key), epie from the cache
+    assert out["overrides"] == {"rpie": {"alpha": 0.7}}
+    assert {r["settings"]["alpha"] for r in out["rows"] if r["engine"] == "rpie"} == {0.7}
+    assert "Not the frozen settings" in (args.out / "grid-cpu.md").read_text()
+    args.settings = ['rpei:{"alpha": 0.7}']
+    with pytest.raises(SystemExit, match="unknown engine"):
+        S.run(args)
+    args.settings, args.tune = ['rpie:{"alpha": 0.7}'], True
+    with pytest.raises(SystemExit, match="--tune"):
+        S.run(args)
+    args.settings, args.tune = None, False
     # a changed candidate list makes the frozen file stale
     G.CANDIDATES["epie"] = ({}, {"alpha": 0.4})
     with pytest.raises(SystemExit, match="candidates"):

@@ -255,13 +255,17 @@ class EngineParams(_Params):
     @model_validator(mode="after")
     def _main_settings_of_the_engine(self):
         # a main setting the engine has no field for was dropped without a word (alpha with
-        # RNF, mu with the PIE engines) while still changing the tiles' keys
+        # RNF, mu with the PIE engines, probe_modes with 'learned') while still changing the
+        # tiles' keys; its default (None, or 1 mode / 1 slice) asks for nothing: fine
         known = option_names(self.engine)
-        for name in ("batch_size", "mu", "loss", "alpha", "beta"):
+        for name in ("batch_size", "mu", "loss", "alpha", "beta", "probe_modes", "n_slices"):
             value = getattr(self, name)
-            if value is not None and name not in known:
+            if value != type(self).model_fields[name].default and name not in known:
                 _invalid(name, f"engine {self.engine!r} has no setting {name}; remove it",
                          value)
+        if self.slice_thickness is not None and self.n_slices == 1:  # spaces no slices
+            _invalid("slice_thickness", "is the spacing of engine.n_slices > 1 slices (n_slices "
+                     "is 1); set n_slices or remove it", self.slice_thickness)
         return self
 
     @model_validator(mode="after")
@@ -301,7 +305,7 @@ class EngineParams(_Params):
         """The settings dict of :func:`ptytasks.engines.registry.run_engine`."""
         s = {"epochs": self.epochs, "learn_positions": self.learn_positions,
              "learn_probe": self.learn_probe, "seed": self.seed}  # fmt: skip
-        # the main settings an engine has no field for are not passed (alpha for RNF, ...)
+        # the main settings an engine has no field for are unset (refused above otherwise)
         per_engine = {"batch_size": self.batch_size, "mu": self.mu, "loss": self.loss,
                       "alpha": self.alpha, "beta": self.beta}  # fmt: skip
         if self.probe_modes != 1:

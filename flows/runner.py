@@ -159,7 +159,8 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
     Raises
     ------
     flows.config_sources.ConfigError
-        Naming the field (``engine.engine``, ``calibration.object``, ``cluster.kind``).
+        Naming the field (``engine.engine``, ``engine.probe_modes``, ``calibration.object``,
+        ``cluster.kind``).
     """
     from flows.config_sources import ConfigError
     from ptytasks.engines.registry import SPECS, check_settings
@@ -173,6 +174,13 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
         if spec is not None and not spec.supports(mod):
             raise ConfigError(f"{field}: {name!r} does not run {modality} data ({params.input}); "
                               f"engines that do: {', '.join(able)}")
+    for field, what in (("probe_modes", "probe modes"), ("n_slices", "object slices")):
+        # a scanning setting: RNF's Fourier form has neither (it dropped them silently)
+        value = getattr(params.engine, field)
+        if value != 1 and not mod.scanning:
+            raise ConfigError(f"engine.{field}: {modality} data ({params.input}) have no "
+                              f"{what}; engine {params.engine.engine!r} cannot take "
+                              f"{field} {value} (scanning data only): remove it")
     try:  # settings the engine's options for this modality cannot take
         check_settings(params.engine.engine, params.engine.settings(), mod)
     except (TypeError, ValueError) as exc:

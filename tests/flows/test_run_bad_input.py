@@ -212,6 +212,22 @@ def test_engine_settings_the_modality_cannot_take_are_refused_before_prefect(tmp
     assert res.exit_code == 2 and "engine" in text and note in text, res.output
 
 
+@pytest.mark.parametrize("engine", ["rnf", "rpie"])
+@pytest.mark.parametrize("field, value", [("probe_modes", 3), ("n_slices", 2)])
+def test_modes_or_slices_on_fourier_data_are_refused_before_prefect(engine, field, value):
+    """RNF's Fourier form has no probe modes and no object slices: it dropped them silently
+    (the Fourier PIE refused them, naming its options class only)."""
+    from flows.params import ConfigError, PipelineParams
+    from flows.runner import check_runnable
+
+    spacing = 1e-6 if field == "n_slices" else None
+    engine_params = {"engine": engine, field: value, "slice_thickness": spacing}
+    p = PipelineParams(input="fp.cxi", store="r.zarr", engine=engine_params)
+    with pytest.raises(ConfigError, match=f"engine.{field}: fourier data .*{engine}"):
+        check_runnable(p, "fourier")
+    check_runnable(p, "farfield")  # scanning data take them
+
+
 def test_position_correction_from_a_config_is_the_refinement():
     """true or a mapping from a YAML config becomes the refinement's options (a bare true
     crashed inside the tile: 'bool' object has no attribute 'start')."""

@@ -166,3 +166,20 @@ def test_a_main_setting_the_engine_does_not_have_is_refused():
     EngineParams(engine="rpie", alpha=0.5)  # its own: fine
     EngineParams(engine="rnf", mu=1.0)
 
+
+def test_modes_or_slices_an_engine_cannot_take_are_refused():
+    """probe_modes / n_slices with 'learned' (no such options) were dropped silently, and so
+    was a slice_thickness with one slice; the defaults (1 mode, 1 slice) suit every engine."""
+    import pytest
+    from pydantic import ValidationError
+
+    from ptytasks.engines.registry import ENGINES
+
+    for name, value in (("probe_modes", 3), ("n_slices", 2)):
+        with pytest.raises(ValidationError, match=f"(?s){name}.*engine 'learned' has no setting"):
+            EngineParams(engine="learned", **{name: value})
+    with pytest.raises(ValidationError, match="(?s)slice_thickness.*n_slices"):
+        EngineParams(engine="rpie", slice_thickness=1e-6)
+    for engine in ENGINES:
+        EngineParams(engine=engine, probe_modes=1, n_slices=1)
+    EngineParams(engine="rnf", probe_modes=3, n_slices=2, slice_thickness=1e-6)  # its own

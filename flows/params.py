@@ -422,6 +422,11 @@ class ClusterParams(_Params):
         if self.address and self.kind != "address":  # else the run would go local, silently
             _invalid("address", f"is used only with kind 'address' (kind is {self.kind!r}): "
                      "set cluster.kind to 'address' (--cluster address)", self.address)
+        for name in ("n_workers", "threads_per_worker"):  # the existing cluster's own count
+            if self.kind == "address" and (value := getattr(self, name)) is not None:
+                _invalid(name, f"is not used with kind 'address': the cluster at "
+                         f"cluster.address {self.address} has its own workers; remove it",
+                         value)  # fmt: skip
         return self
 
 

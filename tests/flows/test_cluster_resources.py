@@ -27,6 +27,20 @@ def test_an_address_whose_workers_lack_the_gpu_resource_is_refused(resources):
                 make_task_runner(cfg)
 
 
+def test_worker_counts_with_an_existing_cluster_are_refused():
+    """n_workers / threads_per_worker size a cluster ptyflow starts; with kind 'address'
+    the run used the scheduler's own workers and dropped them without a word."""
+    from flows.params import PipelineParams
+
+    base = {"input": "d.cxi", "store": "r.zarr"}
+    for name in ("n_workers", "threads_per_worker"):
+        cluster = {"kind": "address", "address": "tcp://h:8786", name: 4}
+        with pytest.raises(ConfigError, match=f"cluster.{name}: .*cluster.address tcp://h:8786"):
+            PipelineParams.from_mapping({**base, "cluster": cluster})
+        ClusterParams(kind="local", **{name: 4})  # a cluster it starts: used
+    ClusterParams(kind="address", address="tcp://h:8786", torch_threads=2)  # used by tiles
+
+
 def test_gigapixel_takes_the_store_lock_before_ingest(tmp_path):
     from flows.gigapixel import GigapixelParams, gigapixel_coded
 

@@ -154,15 +154,17 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
 def check_runnable(params: PipelineParams, modality: str) -> None:
     """Refuse, before Prefect and the cluster start, an engine or a prior engine that does
     not run the data's modality, and GPU workers without dask-cuda (each found only in a
-    tile before, exit 1).
+    tile before, exit 1); settings and calibration files the modality cannot use (each
+    ignored before).
 
     Raises
     ------
     flows.config_sources.ConfigError
         Naming the field (``engine.engine``, ``engine.probe_modes``, ``calibration.object``,
-        ``cluster.kind``).
+        ``calibration.pupil_file``, ``cluster.kind``).
     """
     from flows.config_sources import ConfigError
+    from flows.stages import check_calibration_files
     from ptytasks.engines.registry import SPECS, check_settings
     from ptytasks.modalities import get as get_modality
 
@@ -181,6 +183,7 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
             raise ConfigError(f"engine.{field}: {modality} data ({params.input}) have no "
                               f"{what}; engine {params.engine.engine!r} cannot take "
                               f"{field} {value} (scanning data only): remove it")
+    check_calibration_files(params.calibration, modality)  # read by one modality each
     try:  # settings the engine's options for this modality cannot take
         check_settings(params.engine.engine, params.engine.settings(), mod)
     except (TypeError, ValueError) as exc:

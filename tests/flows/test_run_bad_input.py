@@ -228,6 +228,27 @@ def test_modes_or_slices_on_fourier_data_are_refused_before_prefect(engine, fiel
     check_runnable(p, "farfield")  # scanning data take them
 
 
+@pytest.mark.parametrize("calibration, modality, field", [
+    ({"pupil_file": "pupil.npy"}, "farfield", "pupil_file"),  # Fourier only
+    ({"pupil_file": "p.npy", "pupil_wavelength": 5e-7}, "coded", "pupil_file"),
+    ({"surface_reference": "ref.cxi"}, "fourier", "surface_reference"),  # coded only
+    ({"pupil_wavelength": 5e-7}, "fourier", "pupil_wavelength"),  # of no pupil_file
+])  # fmt: skip
+def test_calibration_files_the_modality_does_not_read_are_refused(calibration, modality,
+                                                                  field):
+    """Each was ignored without a word with data of another modality."""
+    from flows.params import ConfigError, PipelineParams
+    from flows.runner import check_runnable
+
+    p = PipelineParams(input="d.cxi", store="r.zarr", calibration=calibration)
+    with pytest.raises(ConfigError, match=f"calibration.{field}: .*(not set|{modality} data)"):
+        check_runnable(p, modality)
+    check_runnable(PipelineParams(input="d.cxi", store="r.zarr", calibration={
+        "pupil_file": "p.npy", "pupil_wavelength": 5e-7}), "fourier")  # its own: fine
+    check_runnable(PipelineParams(input="d.cxi", store="r.zarr", calibration={
+        "surface_reference": "ref.cxi"}), "coded")  # fmt: skip
+
+
 def test_position_correction_from_a_config_is_the_refinement():
     """true or a mapping from a YAML config becomes the refinement's options (a bare true
     crashed inside the tile: 'bool' object has no attribute 'start')."""

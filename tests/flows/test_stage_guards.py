@@ -125,3 +125,20 @@ def test_the_exported_probe_of_coded_tiles_is_the_whole_illumination(tmp_path):
     for t in tiles:
         stages.reconstruct_tile(p.store, t, p.engine, p.calibration)
     assert best_probe(stages._store(p.store)).shape[-2:] == d.frame_shape
+
+
+def test_the_calibration_step_refuses_a_file_the_modality_does_not_read(tmp_path):
+    """The flow's own check (a run from the UI goes through no other): a pupil_file with
+    far-field data was ignored without a word."""
+    import pytest
+
+    from flows.params import ConfigError
+
+    data = simulate("farfield", frame_size=32, n_positions=9, seed=0)
+    p = PipelineParams.from_mapping({"input": str(write_cxi(tmp_path / "ff.cxi", data)),
+                                     "store": str(tmp_path / "r.zarr"),
+                                     "calibration": {"pupil_file": "pupil.npy"}})  # fmt: skip
+    stages.ingest(p.input, p.store, p.ingest)
+    stages.subsample(p.store, p.subsample)
+    with pytest.raises(ConfigError, match="calibration.pupil_file: not used by farfield data"):
+        stages.calibrate(p.store, p.calibration)

@@ -98,6 +98,11 @@ def _pipeline(params: PipelineParams) -> dict:
     store = params.store
     raw = ingest_task(params.input, store, params.ingest)
     log.info("ingested %d %s frames", raw["n_frames"], raw["modality"])
+    # `ptyflow run` checked these before Prefect; a run from the UI or a deployment comes
+    # here directly, and without this found them only inside a tile, after calibration
+    from flows.runner import check_runnable  # runner imports this module
+
+    check_runnable(params, raw["modality"])
     sub = subsample_task(store, params.subsample)
     log.info("kept %d of %d frames", sub["n_kept"], sub["n_frames"])
     calibrate_task(store, params.calibration)

@@ -191,6 +191,22 @@ def test_failing_tile_fails_flow_with_its_id_and_keeps_finished_tiles(
     assert "reconstruct/t0001" not in done and "mosaic" not in done
 
 
+def test_the_flow_itself_refuses_a_setting_the_data_cannot_take_before_calibration(
+    harness, farfield_cxi, tmp_path
+):
+    """A run from the Prefect UI or a deployment calls the flow directly, past `ptyflow
+    run`'s checks: the flow makes them itself once the modality is known."""
+    from flows.config_sources import ConfigError
+    from flows.pipeline import pipeline
+
+    store = tmp_path / "run.zarr"
+    params = _params(farfield_cxi, store, cluster={"kind": "none"},
+                     engine={"engine": "pine", "n_slices": 2, "slice_thickness": 1e-6})
+    with pytest.raises(ConfigError, match="n_slices"):
+        pipeline(params)
+    assert "priors" not in set(RunStore(store, "r").completed_steps())
+
+
 def test_a_setting_error_in_the_tiles_is_raised_as_itself_and_not_rerun(
     harness, farfield_cxi, tmp_path, monkeypatch
 ):

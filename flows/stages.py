@@ -102,6 +102,15 @@ def check_calibration_files(params: CalibrationParams, modality: str) -> None:
         if getattr(params, field) is not None and not used:
             raise ConfigError(f"calibration.{field}: not used by {modality} data (only "
                               f"{kind} ptychography reads it): remove it")
+    from ptytasks.engines.registry import SPECS
+
+    prior = SPECS.get(params.object)  # None: "uniform"
+    fields = CalibrationParams.model_fields  # value-based: a Prefect round trip sets all
+    for field, used in (("prior_iterations", prior is not None and prior.iterative),
+                        ("learned_weights", prior is not None and not prior.iterative)):
+        if getattr(params, field) != fields[field].default and not used:
+            raise ConfigError(f"calibration.{field}: not read by calibration.object "
+                              f"{params.object!r}: remove it")
     if params.pupil_wavelength is not None and params.pupil_file is None:
         raise ConfigError("calibration.pupil_wavelength: is the wavelength of "
                           "calibration.pupil_file, which is not set: set it or remove this")

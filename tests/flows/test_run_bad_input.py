@@ -233,16 +233,24 @@ def test_modes_or_slices_on_fourier_data_are_refused_before_prefect(engine, fiel
     ({"pupil_file": "p.npy", "pupil_wavelength": 5e-7}, "coded", "pupil_file"),
     ({"surface_reference": "ref.cxi"}, "fourier", "surface_reference"),  # coded only
     ({"pupil_wavelength": 5e-7}, "fourier", "pupil_wavelength"),  # of no pupil_file
+    ({"prior_iterations": 30}, "farfield", "prior_iterations"),  # uniform: no prior run
+    ({"object": "learned", "prior_iterations": 30}, "farfield", "prior_iterations"),
+    ({"object": "rpie", "learned_weights": "layout"}, "farfield", "learned_weights"),
 ])  # fmt: skip
 def test_calibration_files_the_modality_does_not_read_are_refused(calibration, modality,
                                                                   field):
-    """Each was ignored without a word with data of another modality."""
+    """Each was ignored without a word with data of another modality, or of another prior."""
     from flows.params import ConfigError, PipelineParams
     from flows.runner import check_runnable
 
     p = PipelineParams(input="d.cxi", store="r.zarr", calibration=calibration)
-    with pytest.raises(ConfigError, match=f"calibration.{field}: .*(not set|{modality} data)"):
+    with pytest.raises(ConfigError, match=f"calibration.{field}: .*(not set|{modality} data|"
+                       "not read by calibration.object)"):
         check_runnable(p, modality)
+    for ok in ({"object": "rpie", "prior_iterations": 30},
+               {"object": "learned", "learned_weights": "layout"}):  # each its own prior's
+        check_runnable(PipelineParams(input="d.cxi", store="r.zarr", calibration=ok),
+                       "farfield")
     check_runnable(PipelineParams(input="d.cxi", store="r.zarr", calibration={
         "pupil_file": "p.npy", "pupil_wavelength": 5e-7}), "fourier")  # its own: fine
     check_runnable(PipelineParams(input="d.cxi", store="r.zarr", calibration={

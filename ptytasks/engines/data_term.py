@@ -1,4 +1,5 @@
-"""RNF's data term and wavelet weight chosen from the data (issue #19, hypotheses 20-21).
+"""RNF's data term and wavelet weight chosen from the data (issue #19, hypotheses 20-21,
+24, 38, 59, 67).
 
 L1 on amplitudes (RNF's loss since the start) fits each pixel's *median* count, which is 0
 wherever fewer than ln 2 photons are expected: at a few counts per pixel the object's fine
@@ -11,10 +12,12 @@ systematic residuals and L1, robust to them, does better. So the rule reads two 
 quantities:
 
 * **counts**: the frames are whole numbers with at least :data:`PHOTONS_PER_PIXEL_MIN`
-  photons per object pixel (``R * m``, below), and either average below :data:`COUNTS_MAX`
-  per pixel (the engine's scale: the mean count, Fourier ptychography's centre LED) or
-  measure the object fewer than :data:`SPARSE_R_MAX` times per unknown (``R``; sparse scans,
-  where the object is under-determined and L1 wastes the counts it has -- hypothesis 24);
+  photons per object pixel (``R * m``, below). Until hypothesis 67 they also had to average
+  below 64 per pixel or measure the object fewer than 10 times per unknown (hypothesis 24):
+  dense high-count scans took L1 whatever the prefit said. Since the refined high-count
+  blind start (hypothesis 45) the prefit explains them (chi2 1.6-1.8 on the grid's dense
+  1e6 cells), and there smooth L1 beat L1 on every new tuning case but one (1.03x; geomean
+  0.93);
 * **model fit**: after :data:`PREFIT_ITERATIONS` iterations of the classical engine (rPIE; Fourier
   ptychography: its Fourier PIE) from the run's own priors, the amplitude residual's mean
   square over pixels whose model count is at least :data:`MIN_MODEL_COUNT`, in units of the
@@ -25,8 +28,8 @@ Where both hold: ``loss="smooth_l1"`` and the wavelet weight scaled by the data 
 ``mu = MU_SCALE / (R * sqrt(m))`` (``R``: frames x frame pixels / object pixels, ``m``: mean
 counts per pixel; a posterior weighs the data by their amount and precision, where RNF's
 data term is a mean). Where the counts gate fails *only* because there are fewer than
-:data:`PHOTONS_PER_PIXEL_MIN` photons per object pixel (whole numbers, low mean count or a
-sparse scan: photon-starved), ``loss="poisson"`` and ``mu =`` :data:`MU_STARVED`: L1 fits
+:data:`PHOTONS_PER_PIXEL_MIN` photons per object pixel (whole numbers: photon-starved),
+``loss="poisson"`` and ``mu =`` :data:`MU_STARVED`: L1 fits
 each pixel's median, zero below ln 2 expected photons, and with so few photons per unknown
 only the likelihood uses them (hypothesis 38; before it, every engine there started from a
 wrong-footprint blind probe, hypothesis 37) -- unless the photons are **concentrated**: where
@@ -37,9 +40,9 @@ probe warm-up (hypothesis 59: there the Poisson term lost to every robust term, 
 true probe held). Elsewhere L1 and ``mu = 0.1`` (also where the
 prefit fails: a warning, never a stopped run). The choice and its inputs are returned for
 the result's extras.
-Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21 and
-24; ``bench/results/records/rnf-data-term-rule-h20-h21-580559c.json``,
-``rnf-sparse-smoothl1-h24-cf9c495.json``).
+Chosen on tuning cases only, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21,
+24 and 67; ``bench/results/records/rnf-data-term-rule-h20-h21-580559c.json``,
+``rnf-sparse-smoothl1-h24-cf9c495.json``, ``rnf-dense-smoothl1-h66-h67.json``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ import numpy as np
 import torch
 
 from ptytasks.data import PtychoData
-from ptytasks.engines.losses import COUNTS_MAX
 from ptytasks.modalities import modality_of
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,6 @@ log = logging.getLogger(__name__)
 #: counts gate holds, the frames are photon-starved and the Poisson term applies
 #: (hypothesis 38).
 PHOTONS_PER_PIXEL_MIN = 20.0
-#: Measurements per unknown (``R``) below which smooth L1 may apply at any mean count
-#: (hypothesis 24): the geometric midpoint of the grid's sparse (R 4.2-4.9) and full
-#: (19.8-23.9) scans, fixed from geometry before any run. The measured sets read 37-39.
-SPARSE_R_MAX = 10.0
 #: Largest prefit amplitude chi-square (per pixel, Poisson units) that counts as "explained".
 FIT_CHI2_MAX = 2.5
 #: Iterations of the classical prefit.
@@ -184,19 +182,18 @@ def choose_data_term(data: PtychoData, scale: float, counts: bool, fit_chi2,
 
     ``scale``: mean counts per pixel as the engine normalises them; ``counts``: whether the
     frames are whole numbers; ``fit_chi2``: a callable giving :func:`prefit_chi2` (called
-    only when the counts gate holds -- whole numbers, photons per object pixel enough, and a
-    low mean count or a sparse scan -- since the prefit costs 30 classical iterations).
+    only when the counts gate holds -- whole numbers and photons per object pixel enough --
+    since the prefit costs 30 classical iterations).
     ``concentration``: a callable giving :func:`count_concentration` of the mean pattern
     (called only where the frames are photon-starved).
-    ``low_counts`` reports that gate (the key's name predates the sparse branch,
-    hypothesis 24; records keep it); ``starved`` is False where the starved frames are
-    concentrated (hypothesis 59), so no probe warm-up applies there.
+    ``low_counts`` reports that gate (the key's name predates hypotheses 24 and 67, which
+    took the mean count out of it; records keep it); ``starved`` is False where the starved
+    frames are concentrated (hypothesis 59), so no probe warm-up applies there.
     """
     r = measurements_per_unknown(data)
     photons = r * float(scale)
-    gate = bool(counts and (scale < COUNTS_MAX or r < SPARSE_R_MAX))
-    low = gate and photons >= PHOTONS_PER_PIXEL_MIN
-    starved = gate and photons < PHOTONS_PER_PIXEL_MIN
+    low = bool(counts) and photons >= PHOTONS_PER_PIXEL_MIN
+    starved = bool(counts) and photons < PHOTONS_PER_PIXEL_MIN
     share = float(concentration()) if starved else None
     concentrated = starved and share > CONCENTRATED_SHARE
     starved = starved and not concentrated

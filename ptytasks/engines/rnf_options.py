@@ -124,19 +124,17 @@ class RNFOptions(EngineOptions):
     ----
     loss : {"auto", "l1", "smooth_l1", "huber", "l2", "gradient", "poisson"}
         Data term (Methods). ``"auto"`` (default): smooth L1 where the frames are counts
-        with at least 20 photons per object pixel, averaging below 64 per pixel or
-        measuring each object pixel fewer than 10 times (sparse scans), *and* a
-        30-iteration rPIE prefit explains them to their Poisson noise, else L1
-        (:mod:`ptytasks.engines.data_term`; hypotheses 20-21 and 24 in ``docs/rnf.md``:
+        with at least 20 photons per object pixel *and* a 30-iteration rPIE prefit
+        explains them to their Poisson noise, else L1 (:mod:`ptytasks.engines.data_term`;
+        hypotheses 20-21, 24 and 67 in ``docs/rnf.md``:
         chosen on tuning cases; held out, the simulated 100 %-kept far field at dose 1e4
         goes from 0.23 to 0.12, under PtyRAD's 0.14, fresh 15 %-kept scans at dose 1e6 from
         0.089 to 0.074 (median of three), while the Siemens star, whose counts a one-mode
         fit does not explain, keeps L1); where whole-number frames hold fewer than 20
-        photons per object pixel (and average below 64 per pixel or come from a sparse
-        scan), the Poisson likelihood with ``mu`` 1 (hypothesis 38), unless the brightest
-        1 % of the mean pattern's pixels hold more than half its photons (a Gaussian-like
-        beam): then smooth L1 with ``mu`` 0.1 (hypothesis 59). The choice is in
-        ``result.extras["data_term"]``.
+        photons per object pixel, the Poisson likelihood with ``mu`` 1 (hypothesis 38),
+        unless the brightest 1 % of the mean pattern's pixels hold more than half its
+        photons (a Gaussian-like beam): then smooth L1 with ``mu`` 0.1 (hypothesis 59).
+        The choice is in ``result.extras["data_term"]``.
         ``"smooth_l1"``: quadratic for residuals within
         ``huber_delta``, L1 beyond (``delta = 0`` is L1); with the noise threshold it is
         the option for low-dose counts: L1 fits each pixel's median count, 0 wherever fewer
@@ -434,7 +432,7 @@ class RNFOptions(EngineOptions):
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,
                 "modalities": by_modality, "aperture_disk_misfit_max": DISK_MISFIT_MAX,
                 "data_term": {k: getattr(T, k) for k in (
-                    "COUNTS_MAX", "SPARSE_R_MAX", "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
+                    "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
                     "MU_DEFAULT", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
 

@@ -1,10 +1,9 @@
 """RNF's data-term rule (``loss="auto"``, ``mu="auto"``; :mod:`ptytasks.engines.data_term`).
 
 Smooth L1 with a wavelet weight scaled by the data per unknown where the frames are counts
-with at least 20 photons per object pixel, averaging below 64 per pixel or measuring the
-object fewer than 10 times per unknown (sparse scans), *and* a 30-iteration rPIE prefit
-explains them to their Poisson noise (amplitude chi-square < 2.5); L1 and mu 0.1 elsewhere.
-Chosen on tuning cases, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21, 24).
+with at least 20 photons per object pixel *and* a 30-iteration rPIE prefit explains them to
+their Poisson noise (amplitude chi-square < 2.5); L1 and mu 0.1 elsewhere. Chosen on tuning
+cases, checked on held-out ones (``docs/rnf.md``, hypotheses 20-21, 24, 67).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from ptytasks.engines.data_term import (
     FIT_CHI2_MAX,
     MU_DEFAULT,
     MU_STARVED,
-    SPARSE_R_MAX,
     choose_data_term,
     count_concentration,
     measurements_per_unknown,
@@ -54,15 +52,23 @@ def test_the_choice_needs_low_counts_and_an_explained_fit():
 
     r = measurements_per_unknown(d)
     assert r == pytest.approx(36 * 32 * 32 / np.prod(d.object_shape))
-    assert r < SPARSE_R_MAX
     dense = _dense()
-    assert measurements_per_unknown(dense) > SPARSE_R_MAX
-    # high counts on a dense scan, or frames that are not counts: L1 and the paper's
-    # weight, no prefit run
-    for data, scale, counts in ((dense, 100.0, True), (d, 8.0, False), (d, 2.0, False)):
-        c = choose_data_term(data, scale, counts, fit(1.0), spread)
+    r_dense = measurements_per_unknown(dense)
+    assert r < 10 < r_dense
+    # frames that are not counts: L1 and the paper's weight, no prefit run
+    for data, scale in ((d, 8.0), (d, 2.0), (dense, 100.0)):
+        c = choose_data_term(data, scale, False, fit(1.0), spread)
         assert (c["loss"], c["mu"], c["chi2"]) == ("l1", MU_DEFAULT, None)
         assert not c["starved"]
+    assert calls == []
+    # high counts on a dense scan (hypothesis 67; L1 whatever the fit before): smooth L1
+    # where the prefit explains them, L1 where it does not
+    c = choose_data_term(dense, 100.0, True, fit(1.7), spread)
+    assert c["loss"] == "smooth_l1" and c["low_counts"]
+    assert c["mu"] == pytest.approx(6.8 / (r_dense * math.sqrt(100.0)))
+    c = choose_data_term(dense, 100.0, True, fit(4.7), spread)
+    assert (c["loss"], c["mu"]) == ("l1", MU_DEFAULT)
+    calls.clear()
     # counts, but too few photons per object pixel (R * m < 20: 6.7 * 2): photon-starved,
     # the Poisson likelihood and mu 1 (hypothesis 38), no prefit run
     c = choose_data_term(d, 2.0, True, fit(1.0), spread)

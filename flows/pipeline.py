@@ -11,6 +11,7 @@ import dask
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.checks import check_runnable
 from flows.cluster import GPU_RESOURCE, make_task_runner, torch_threads
 from flows.config_sources import ConfigError
 from flows.params import (
@@ -100,8 +101,6 @@ def _pipeline(params: PipelineParams) -> dict:
     log.info("ingested %d %s frames", raw["n_frames"], raw["modality"])
     # `ptyflow run` checked these before Prefect; a run from the UI or a deployment comes
     # here directly, and without this found them only inside a tile, after calibration
-    from flows.runner import check_runnable  # runner imports this module
-
     check_runnable(params, raw["modality"])
     sub = subsample_task(store, params.subsample)
     log.info("kept %d of %d frames", sub["n_kept"], sub["n_frames"])

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from flows.checks import check_runnable
 from flows.params import PipelineParams
 from flows.tile_steps import epoch_progress_path, tile_fingerprint, tile_step
 from storage import layout as L
@@ -149,52 +150,6 @@ def run_pipeline(params: PipelineParams, *, progress: bool = True, verbose: bool
             note.cancel()
         check_runnable(params, raw["modality"])
         return _run_flow(params, progress=progress, verbose=verbose)
-
-
-def check_runnable(params: PipelineParams, modality: str) -> None:
-    """Refuse, before Prefect and the cluster start, an engine or a prior engine that does
-    not run the data's modality, and GPU workers without dask-cuda (each found only in a
-    tile before, exit 1); settings and calibration files the modality cannot use (each
-    ignored before).
-
-    Raises
-    ------
-    flows.config_sources.ConfigError
-        Naming the field (``engine.engine``, ``engine.probe_modes``, ``calibration.object``,
-        ``calibration.pupil_file``, ``cluster.kind``).
-    """
-    from flows.config_sources import ConfigError
-    from flows.stages import check_calibration_files
-    from ptytasks.engines.registry import SPECS, check_settings
-    from ptytasks.modalities import get as get_modality
-
-    mod = get_modality(modality)
-    able = [n for n, s in SPECS.items() if s.supports(mod)]
-    for field, name in (("engine.engine", params.engine.engine),
-                        ("calibration.object", params.calibration.object)):  # fmt: skip
-        spec = SPECS.get(name)  # None: "uniform", no engine
-        if spec is not None and not spec.supports(mod):
-            raise ConfigError(f"{field}: {name!r} does not run {modality} data ({params.input}); "
-                              f"engines that do: {', '.join(able)}")
-    for field, what in (("probe_modes", "probe modes"), ("n_slices", "object slices")):
-        # a scanning setting: RNF's Fourier form has neither (it dropped them silently)
-        value = getattr(params.engine, field)
-        if value != 1 and not mod.scanning:
-            raise ConfigError(f"engine.{field}: {modality} data ({params.input}) have no "
-                              f"{what}; engine {params.engine.engine!r} cannot take "
-                              f"{field} {value} (scanning data only): remove it")
-    check_calibration_files(params.calibration, modality)  # read by one modality each
-    try:  # settings the engine's options for this modality cannot take
-        check_settings(params.engine.engine, params.engine.settings(), mod)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"engine: {exc} (engine {params.engine.engine!r}, {modality} data "
-                          f"{params.input})") from None
-    if params.cluster.kind == "local_cuda":
-        try:
-            import dask_cuda  # noqa: F401
-        except ImportError:
-            raise ConfigError("cluster.kind 'local_cuda' needs dask-cuda: pip install "
-                              "'ptyflow[gpu]' (or cluster.kind 'local' for CPU workers)") from None
 
 
 def ingest_input(params: PipelineParams) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flows.checks import check_calibration_settings
 from flows.cluster import on_gpu_worker, worker_threads
 from flows.params import (
     CalibrationParams,
@@ -85,37 +86,6 @@ def subsample(store_path: str, params: SubsampleParams) -> dict:
 
 
 # ----------------------------------------------------------------------------- calibrate
-def check_calibration_files(params: CalibrationParams, modality: str) -> None:
-    """Refuse a calibration file that data of ``modality`` do not read (a pupil_file with
-    far-field data, a surface_reference with Fourier data: each was ignored without a word),
-    and a pupil_wavelength without the pupil_file it belongs to.
-
-    Raises
-    ------
-    flows.config_sources.ConfigError
-        Naming the field and the modality.
-    """
-    mod = get_modality(modality)
-    for field, used, kind in (("pupil_file", mod.has_pupil, "Fourier"),
-                              ("pupil_wavelength", mod.has_pupil, "Fourier"),
-                              ("surface_reference", mod.has_surface, "coded")):  # fmt: skip
-        if getattr(params, field) is not None and not used:
-            raise ConfigError(f"calibration.{field}: not used by {modality} data (only "
-                              f"{kind} ptychography reads it): remove it")
-    from ptytasks.engines.registry import SPECS
-
-    prior = SPECS.get(params.object)  # None: "uniform"
-    fields = CalibrationParams.model_fields  # value-based: a Prefect round trip sets all
-    for field, used in (("prior_iterations", prior is not None and prior.iterative),
-                        ("learned_weights", prior is not None and not prior.iterative)):
-        if getattr(params, field) != fields[field].default and not used:
-            raise ConfigError(f"calibration.{field}: not read by calibration.object "
-                              f"{params.object!r}: remove it")
-    if params.pupil_wavelength is not None and params.pupil_file is None:
-        raise ConfigError("calibration.pupil_wavelength: is the wavelength of "
-                          "calibration.pupil_file, which is not set: set it or remove this")
-
-
 def calibrate(store_path: str, params: CalibrationParams) -> dict:
     """Priors as step ``priors``: probe; Fourier pupil (+ its Zernike coefficients); coded
     surface (calibrated from a reference dataset, or the one the dataset carries)."""
@@ -128,7 +98,7 @@ def calibrate(store_path: str, params: CalibrationParams) -> dict:
         return {"step": L.PRIORS, "skipped": True}
     data = store.read_raw(lazy=True, subsample=True)
     mod = modality_of(data)
-    check_calibration_files(params, mod.name)  # the flow's own check (the UI runs no other)
+    check_calibration_settings(params, mod.name)  # the flow's own check (the UI runs no other)
     blind = mod.localized_probe and params.probe != "physical"
     if mod.scanning and not (params.probe == "data" and data.probe is not None):
         # The physical scaling and coded plane wave depend on the frames only through their

@@ -217,8 +217,8 @@ def test_engine_settings_the_modality_cannot_take_are_refused_before_prefect(tmp
 def test_modes_or_slices_on_fourier_data_are_refused_before_prefect(engine, field, value):
     """RNF's Fourier form has no probe modes and no object slices: it dropped them silently
     (the Fourier PIE refused them, naming its options class only)."""
+    from flows.checks import check_runnable
     from flows.params import ConfigError, PipelineParams
-    from flows.runner import check_runnable
 
     spacing = 1e-6 if field == "n_slices" else None
     engine_params = {"engine": engine, field: value, "slice_thickness": spacing}
@@ -240,8 +240,8 @@ def test_modes_or_slices_on_fourier_data_are_refused_before_prefect(engine, fiel
 def test_calibration_files_the_modality_does_not_read_are_refused(calibration, modality,
                                                                   field):
     """Each was ignored without a word with data of another modality, or of another prior."""
+    from flows.checks import check_runnable
     from flows.params import ConfigError, PipelineParams
-    from flows.runner import check_runnable
 
     p = PipelineParams(input="d.cxi", store="r.zarr", calibration=calibration)
     with pytest.raises(ConfigError, match=f"calibration.{field}: .*(not set|{modality} data|"

@@ -156,7 +156,8 @@ class RNFOptions(EngineOptions):
         (N object pixels). ``"auto"`` (default): 0.1 (the paper's), but where ``loss="auto"``
         picks smooth L1, ``6.8 / (R sqrt(m))`` (``R`` measured pixels per object pixel,
         ``m`` mean counts per pixel: the data's amount and precision), and 1 where it picks
-        the Poisson term (photon-starved counts).
+        the Poisson term (photon-starved counts); 0 in Fourier ptychography (hypothesis
+        68: the determinable object is band-limited, its edges ring).
     wavelet_levels : int
         Haar decomposition levels.
     wavelet_spin : bool or "auto"
@@ -434,7 +435,7 @@ class RNFOptions(EngineOptions):
                 "data_term": {k: getattr(T, k) for k in (
                     "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
-                    "MU_DEFAULT", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
+                    "MU_DEFAULT", "MU_FOURIER", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
 
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of

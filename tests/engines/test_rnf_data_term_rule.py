@@ -16,6 +16,7 @@ import pytest
 from ptytasks.engines.data_term import (
     FIT_CHI2_MAX,
     MU_DEFAULT,
+    MU_FOURIER,
     MU_STARVED,
     choose_data_term,
     count_concentration,
@@ -120,6 +121,19 @@ def test_auto_resolves_to_the_same_run_as_the_named_settings():
     l1 = reconstruct_rnf(d, RNFOptions(epochs=1, loss="l1"))
     assert l1.extras["data_term"] == {"loss": "l1", "mu": MU_DEFAULT,
                                          "probe_warmup_epochs": 0, "wavelet_spin": False}
+
+
+def test_fourier_ptychography_runs_without_the_wavelet_term():
+    """Hypothesis 68: the object Fourier ptychography determines is band-limited (its edges
+    ring), so ``mu="auto"`` is 0 there, under the rule and with a named loss; a named mu is
+    kept. Scanning data keep the rule's weight."""
+    d = simulate("fourier", image_size=32, seed=0)
+    for loss in ("auto", "l1"):
+        r = reconstruct_rnf(d, RNFOptions(epochs=1, loss=loss))
+        assert r.extras["data_term"]["mu"] == MU_FOURIER == 0.0
+    named = reconstruct_rnf(d, RNFOptions(epochs=1, mu=0.1))
+    assert named.extras["data_term"]["mu"] == 0.1
+    assert reconstruct_rnf(_low_dose(), RNFOptions(epochs=1)).extras["data_term"]["mu"] > 0
 
 
 def test_options_refuse_bad_loss_and_mu():

@@ -189,17 +189,13 @@ def score_truth(data, full) -> np.ndarray:
     import torch
 
     from ptytasks.modalities import modality_of, model_for
-    from ptytasks.physics.fft import fft2c, ifft2c
-    from ptytasks.physics.shifts import coverage
 
     truth = np.asarray(full.ground_truth["object"])
     if not modality_of(data).has_pupil:
         return truth
     model = model_for(full, truth=True, dtype=torch.float64)
-    band = coverage(model.spectrum_positions.detach(), data.frame_shape, truth.shape,
-                    model.aperture).numpy() > 0.5  # fmt: skip
-    spec = fft2c(torch.as_tensor(truth.astype(np.complex128))).numpy() * band
-    return ifft2c(torch.as_tensor(spec)).numpy().astype(np.complex64)
+    return model.band_limited(torch.as_tensor(truth.astype(np.complex128))).numpy() \
+        .astype(np.complex64)
 
 
 def score_mask(data) -> np.ndarray:

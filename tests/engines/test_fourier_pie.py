@@ -20,8 +20,6 @@ from ptytasks.engines.fourier_pie import (
 from ptytasks.engines.options import FourierPIEOptions
 from ptytasks.metrics import complex_error
 from ptytasks.modalities import model_for
-from ptytasks.physics.fft import fft2c, ifft2c
-from ptytasks.physics.shifts import coverage
 from ptytasks.simulate.datasets import simulate
 
 ABERRATIONS = {4: 0.8, 5: 0.4}  # Noll defocus and astigmatism, radians of pupil phase
@@ -39,11 +37,8 @@ def fp_aberrated():
 
 def band_limited_truth(data) -> np.ndarray:
     """The true object restricted to the spectrum the LEDs' pupils actually sample."""
-    model = model_for(data)
-    win = coverage(model.spectrum_positions.detach().double(), data.frame_shape,
-                   data.object_shape, model.aperture.double())
-    spec = fft2c(torch.as_tensor(data.ground_truth["object"]).to(torch.complex128))
-    return ifft2c(spec * (win > 0)).numpy()
+    obj = torch.as_tensor(data.ground_truth["object"]).to(torch.complex128)
+    return model_for(data).band_limited(obj).numpy()
 
 
 def object_error(obj, data) -> float:

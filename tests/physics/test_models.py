@@ -277,3 +277,25 @@ def test_full_gradcheck_all_models():
     m.zernike.data = torch.tensor([0.2, -0.3, 0.1], dtype=F64)
     gradcheck_model(m, rand_c(16, 16), None, ["wavevectors", "zernike", "distance"],
                     scales={"wavevectors": df, "distance": 1e-6}, fast=False)
+
+
+def test_fourier_synthetic_aperture_and_band_limit():
+    df = 1 / (64 * 0.5e-6)
+    m = FourierPtychography([[0.0, 0.0], [0.0, 10 * df], [3 * df, -2 * df]], (64, 64),
+                            (16, 16), zernike_indices=6, dtype=F64, **FP)
+    band = m.synthetic_aperture()
+    # one LED alone: the pupil disc (129 pixels) at its window
+    alone = FourierPtychography([[0.0, 0.0]], (64, 64), (16, 16), dtype=F64, **FP)
+    assert int(alone.synthetic_aperture().sum()) == 129
+    assert alone.synthetic_aperture()[32, 32] and not alone.synthetic_aperture()[32, 40]
+    assert 129 < int(band.sum()) < 3 * 129  # the union: overlapping discs counted once
+    obj = rand_c(64, 64)
+    low = m.band_limited(obj)
+    # a projection: idempotent, the spectrum beyond the band gone, norm not increased
+    assert torch.allclose(m.band_limited(low), low, atol=1e-12)
+    assert fft2c(low)[~band].abs().max() < 1e-12
+    assert low.norm() < obj.norm()
+    # every image sees the band-limited object as it sees the object (windows at whole
+    # pixels; a sub-pixel window's periodic shift also reads its rectangle's corners)
+    idx = torch.arange(3)
+    assert torch.allclose(m(low, None, idx), m(obj, None, idx), atol=1e-10)

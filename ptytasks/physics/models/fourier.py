@@ -37,7 +37,7 @@ from torch import nn
 from ptytasks.physics.fft import fft2c, ifft2c
 from ptytasks.physics.models.base import ForwardModel, scalar_parameter
 from ptytasks.physics.propagators import propagate
-from ptytasks.physics.shifts import extract_patches
+from ptytasks.physics.shifts import coverage, extract_patches
 from ptytasks.physics.zernike import zernike
 
 
@@ -136,6 +136,22 @@ class FourierPtychography(ForwardModel):
     def spectrum_positions(self) -> torch.Tensor:
         """Window corners ``(n, 2)`` on ``fft2c(O)`` in spectrum pixels (differentiable)."""
         return self.centre + self.wavevectors * self.k_to_px
+
+    def synthetic_aperture(self) -> torch.Tensor:
+        """Bool ``(My, Mx)`` on ``fft2c(O)``: the spectrum pixels some LED's pupil window
+        holds (the union of the pupil's support at every window, windows at whole pixels):
+        the only part of the object the images measure at all. (A window at a sub-pixel
+        offset is shifted periodically over its rectangle, module docstring, so its image
+        also reads a little of the rectangle's corners.)"""
+        support = self.aperture.detach().to(torch.float64)
+        corners = self.spectrum_positions.detach().to(torch.float64)
+        return coverage(corners, self.image_shape, self.object_shape, support) > 0.5
+
+    def band_limited(self, obj: torch.Tensor) -> torch.Tensor:
+        """``obj`` with its spectrum outside :meth:`synthetic_aperture` set to zero: the
+        minimum-norm object that every image sees as it sees ``obj``."""
+        band = self.synthetic_aperture().to(obj.device)
+        return ifft2c(fft2c(obj) * band)
 
     def pupil_function(self) -> torch.Tensor:
         """Current pupil ``A exp(i (sum_j c_j Z_j + defocus phase))``, complex ``(my, mx)``."""

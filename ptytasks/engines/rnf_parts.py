@@ -340,8 +340,18 @@ def current_object(st) -> np.ndarray:
     """The object of run setup ``st`` as the result will hold it (Fourier: in data units)."""
     obj = st.obj_field.full()[0]
     if st.fourier:
-        obj = obj * math.sqrt(st.scale)
+        obj = measured_band(st, obj) * math.sqrt(st.scale)
     return obj.cpu().numpy().astype(np.complex64)
+
+
+def measured_band(st, obj: torch.Tensor) -> torch.Tensor:
+    """Fourier: the field's object on the synthetic aperture alone
+    (:meth:`~ptytasks.physics.models.fourier.FourierPtychography.band_limited`, at the
+    run's wavevectors). No image constrains the field's spectrum beyond it, and what the
+    field puts there is not the specimen's (hypothesis 70, docs/rnf.md); the classical
+    engines never leave the band. Left whole under an illumination envelope, where the
+    images see ``obj * probe``."""
+    return st.model.band_limited(obj) if st.probe() is None else obj
 
 
 # ---------------------------------------------------------------------- result
@@ -382,7 +392,7 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
     if "background_raw" in st.learned:  # in the input frames' units
         extras["background"] = (m.background().detach() * st.scale).cpu().numpy()
     if st.fourier:
-        obj = obj * amp
+        obj = measured_band(st, obj) * amp
         probe = None if probe is None else probe * amp
         extras["zernike_indices"] = list(m.zernike_indices)
     else:

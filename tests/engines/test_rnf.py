@@ -88,6 +88,13 @@ def test_all_models_run(tiny, modality):
         assert isinstance(res.params["zernike"], list) and len(res.params["zernike"]) == 15
         assert res.params["zernike"][0] == 0.0  # piston is not observable: kept at 0
         assert res.probe is None
+        # the object holds only the synthetic aperture's band (at the learned wavevectors):
+        # the field's spectrum beyond it is measured by no image (hypothesis 70)
+        model = model_for(data, dtype=torch.float64)
+        model.wavevectors.data = torch.as_tensor(res.wavevectors)
+        band = model.synthetic_aperture().numpy()
+        spec = np.fft.fftshift(np.fft.fft2(res.object))  # as fft2c
+        assert np.abs(spec[~band]).max() < 1e-5 * np.abs(spec[band]).max()
     else:
         assert res.probe.shape == data.frame_shape and res.positions_px.shape == (data.n_frames, 2)
     if modality == "coded":

@@ -222,7 +222,12 @@ def run_case_engine(data, truth, mask, probe, engine: str, settings: dict, epoch
         row["error_message"] = rec.get("error")
         row["complex_error"] = float("nan")
         return row
-    row.update(C.quality(rec["object"], truth, mask))
+    from ptytasks.modalities import modality_of
+
+    # the FRC vs the truth searched up to the band the data measured (Fourier: the synthetic
+    # aperture; beyond it the band-limited truth holds nothing to agree with)
+    band = modality_of(data).band_limit(data)
+    row.update(C.quality(rec["object"], truth, mask, band_limit=band))
     row["curve"] = C.error_curve(rec, truth, mask)
     row["times"] = C.summarise_times(rec)
     return row

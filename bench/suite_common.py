@@ -169,13 +169,14 @@ def illuminated(data, positions=None, frac: float = 0.1) -> np.ndarray:
     return c > frac * float(c.max())
 
 
-def quality(obj, truth, mask, *, threshold=0.5) -> dict:
-    """:func:`ptytasks.metrics.quality_report` (FRC against the truth at ``threshold``)."""
+def quality(obj, truth, mask, *, threshold=0.5, band_limit=None) -> dict:
+    """:func:`ptytasks.metrics.quality_report` (FRC against the truth at ``threshold``,
+    searched below ``band_limit`` c/px where given)."""
     from ptytasks.metrics import quality_report
 
     if obj is None or not np.all(np.isfinite(obj)):
         return {"complex_error": float("nan")}
-    rep = quality_report(obj, truth, mask, threshold=threshold)
+    rep = quality_report(obj, truth, mask, threshold=threshold, band_limit=band_limit)
     keep = ("complex_error", "amp_psnr", "amp_ssim", "phase_psnr", "phase_ssim", "frc_resolution")
     return {k: float(rep[k]) for k in keep}
 

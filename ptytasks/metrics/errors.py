@@ -148,6 +148,7 @@ def quality_report(
     pixel_size: float | None = None,
     threshold: str | float = TRUTH_FRC_THRESHOLD,
     taper: float = 8.0,
+    band_limit: float | None = None,
 ) -> dict[str, float]:
     """All metrics of ``recon`` against ``reference`` after one alignment.
 
@@ -161,6 +162,11 @@ def quality_report(
         analogue of 1/7 against a noise-free truth (:data:`TRUTH_FRC_THRESHOLD`).
     taper : float
         Width (pixels) of the soft edge put on the mask for the FRC.
+    band_limit : float, optional
+        Cycles per pixel: the FRC's crossing is searched only below it (the band the data
+        measured, e.g. Fourier ptychography's synthetic aperture,
+        ``Modality.band_limit``); beyond it a reference low-passed to the band and a
+        reconstruction that holds nothing there agree or disagree by rounding alone.
 
     Returns
     -------
@@ -189,7 +195,10 @@ def quality_report(
     xb, rb = x[box], r[box]
     xb = xb - np.sum(win * xb) / np.sum(win)
     rb = rb - np.sum(win * rb) / np.sum(win)
-    res = frc(xb, rb, window=win).resolution(threshold, pixel_size)
+    curve = frc(xb, rb, window=win)
+    if band_limit is not None:
+        curve.max_freq = min(0.5, float(band_limit))
+    res = curve.resolution(threshold, pixel_size)
     return {
         "complex_error": float(err),
         "amp_psnr": psnr(amp, amp_ref, mask=w),

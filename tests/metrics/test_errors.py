@@ -165,3 +165,17 @@ def test_the_pipeline_reads_the_truth_frc_at_0_5_whatever_the_half_data_threshol
     assert TRUTH_FRC_THRESHOLD == 0.5 and got == {"halfbit": want, "1/7": want}
     assert quality_report(rec, ref, mask, threshold="halfbit")["frc_resolution"] > want
     assert quality_report(rec, ref, mask)["frc_resolution"] == want  # the default, too
+
+
+def test_quality_report_frc_searches_below_the_band_limit(ref):
+    # a reference low-passed to 0.2 c/px, and a reconstruction that matches it below and
+    # holds only noise above: unbounded, the crossing sits just above 0.2; bounded at the
+    # band, no crossing (the bound is reported)
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(96), np.fft.fftfreq(96), indexing="ij"))
+    low = np.fft.ifft2(np.fft.fft2(ref) * (f <= 0.2))
+    rng = np.random.default_rng(1)
+    hf = np.fft.ifft2(np.fft.fft2(rng.standard_normal((96, 96))) * (f > 0.2))
+    recon = low + 0.3 * hf / np.abs(hf).std() * np.abs(low).std()
+    free = quality_report(recon, low)["frc_resolution"]
+    assert 0.2 < free < 0.3
+    assert quality_report(recon, low, band_limit=0.2)["frc_resolution"] == pytest.approx(0.2)

@@ -20,7 +20,8 @@ class ReconstructionResult:
     ----------
     object : complex64 ``(ny, nx)`` (or ``(slices, ny, nx)``)
         The reconstructed object (for Fourier ptychography: the high-resolution object in
-        real space).
+        real space, its spectrum inside the synthetic aperture: the band the images
+        measure).
     probe : complex64 ``(ny, nx)`` or ``(modes, ny, nx)``, or None
         The probe (illumination); None where an engine has no probe.
     positions_px : float64 ``(scan, 2)`` or None

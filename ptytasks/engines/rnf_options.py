@@ -427,7 +427,8 @@ class RNFOptions(EngineOptions):
 
         # the modality attributes RNF's "auto" options read
         by_modality = {n: {a: getattr(get(n), a) for a in (
-            *AUTO_FROM_MODALITY.values(), "min_steps_per_epoch")} for n in names()}
+            *AUTO_FROM_MODALITY.values(), "min_steps_per_epoch", "band_only_object")}
+            for n in names()}
         from ptytasks.engines.aperture_probe import DISK_MISFIT_MAX
 
         return {"auto_batch": AUTO_BATCH, "compile_min_coords": COMPILE_MIN_COORDS,

@@ -345,13 +345,18 @@ def current_object(st) -> np.ndarray:
 
 
 def measured_band(st, obj: torch.Tensor) -> torch.Tensor:
-    """Fourier: the field's object on the synthetic aperture alone
-    (:meth:`~ptytasks.physics.models.fourier.FourierPtychography.band_limited`, at the
+    """The field's object on the band the images measure, where the modality says so
+    (``Modality.band_only_object``; Fourier: the synthetic aperture,
+    :meth:`~ptytasks.physics.models.fourier.FourierPtychography.band_limited`, at the
     run's wavevectors). No image constrains the field's spectrum beyond it, and what the
     field puts there is not the specimen's (hypothesis 70, docs/rnf.md); the classical
     engines never leave the band. Left whole under an illumination envelope, where the
     images see ``obj * probe``."""
-    return st.model.band_limited(obj) if st.probe() is None else obj
+    from ptytasks.modalities import modality_of
+
+    if not modality_of(st.data).band_only_object or st.probe() is not None:
+        return obj
+    return st.model.band_limited(obj)
 
 
 # ---------------------------------------------------------------------- result

@@ -90,6 +90,11 @@ class Modality:
         RNF's ``batch_size="auto"`` takes at most 16 frames per step and at least this
         many steps per epoch (1: always 16). Far field: 6 -- its sparse scans are limited
         by optimiser steps (chosen on tuning cells; near field lost 8 % with 4-6).
+    band_only_object : bool
+        RNF returns its object on the measured band alone (Fourier: the synthetic
+        aperture, ``FourierPtychography.band_limited``): the field's spectrum beyond it is
+        constrained by no image. Held out, RNF's Fourier error 0.76-0.97x per case
+        (hypothesis 70, ``docs/rnf.md``).
     fresnel_scaled : bool
         A divergent beam magnifies the specimen (readers apply the Fresnel scaling
         theorem from the focus-to-sample distance ``z1``).
@@ -115,6 +120,7 @@ class Modality:
     pixel_detector: ClassVar[bool] = False
     spun_wavelet: ClassVar[bool] = False
     min_steps_per_epoch: ClassVar[int] = 1
+    band_only_object: ClassVar[bool] = False
     fresnel_scaled: ClassVar[bool] = False
     blind_probe: ClassVar[str | None] = None
     tile_margin: ClassVar[float] = 0.5

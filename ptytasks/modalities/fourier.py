@@ -14,6 +14,7 @@ class FourierModality(Modality):
     localized_probe = False
     has_pupil = True
     camera_background = True  # a microscope camera's images
+    band_only_object = True  # RNF's object: the synthetic aperture's band (hypothesis 70)
     tile_margin = 8  # detector pixels
     requires = (("wavevectors", "wavevectors (ky, kx) in cycles/m"),
                 ("params.na", "params['na'] (objective NA)"))  # fmt: skip

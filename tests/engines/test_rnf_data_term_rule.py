@@ -266,3 +266,14 @@ def test_concentrated_starved_frames_take_smooth_l1_without_the_probe_warmup():
     named = reconstruct_rnf(gauss, RNFOptions(epochs=2, loss="smooth_l1", mu=MU_DEFAULT,
                                               probe_warmup_epochs=0))
     np.testing.assert_array_equal(auto.loss_history, named.loss_history)
+
+
+def test_the_band_only_object_keys_stored_runs(monkeypatch):
+    """RNF's Fourier object on the measured band (hypothesis 70) is read from the modality:
+    a tile stored under the other choice must not be reused."""
+    from ptytasks.modalities.fourier import FourierModality
+
+    before = RNFOptions.defaults()
+    assert before["_resolved"]["modalities"]["fourier"]["band_only_object"] is True
+    monkeypatch.setattr(FourierModality, "band_only_object", False)
+    assert RNFOptions.defaults() != before

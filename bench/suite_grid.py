@@ -44,7 +44,8 @@ class MixedCommits(RuntimeError):
 def add_args(p) -> None:
     p.add_argument("--tune", action="store_true",
                    help="choose each engine's setting on the tuning cases and freeze it")
-    p.add_argument("--cells", nargs="*", default=None, help="only these cells")
+    p.add_argument("--cells", nargs="*", default=None,
+                   help="only these cells (space- or comma-separated)")
     p.add_argument("--test-cases", default=None, metavar="SEED:KIND,...",
                    help="score on these cases instead of the grid's test cases 1-3 (a fresh "
                    "held-out set no decision has touched; tuning cases refused)")
@@ -57,6 +58,12 @@ def add_args(p) -> None:
                    help="recompute the summary and the .md of a finished grid JSON (no runs)")
     p.add_argument("--allow-mixed", action="store_true",
                    help="summarise cached runs of different commits (each row labelled)")
+
+
+def cell_names(cells: list[str] | None, quick: bool) -> list[str]:
+    """``--cells`` as given (space- or comma-separated), else the quick or full grid."""
+    names = [n for c in cells or () for n in c.split(",") if n]
+    return names or (list(G.QUICK_CELLS) if quick else [c.name for c in G.CELLS])
 
 
 # ----------------------------------------------------------------------------- cache
@@ -255,7 +262,7 @@ def run(args) -> dict:
     test_cases = parse_cases(getattr(args, "test_cases", None))
     code = git_state()
     cache = args.cache or C.RESULTS / "grid-cache"
-    names = args.cells or (list(G.QUICK_CELLS) if args.quick else [c.name for c in G.CELLS])
+    names = cell_names(args.cells, args.quick)
     head = C.run_header("grid", args)
     # ``--settings ENGINE:JSON`` (diagnostics) go on top of the frozen settings; they are
     # recorded, keyed in the cache and stated in the headline, which is then not the grid's.

@@ -312,3 +312,12 @@ def test_a_fresh_held_out_set_can_replace_the_test_cases():
         S.parse_cases(f"{G.TUNING_CASES[0][0]}:moon")
     with pytest.raises(ValueError, match="object kind"):
         S.parse_cases("240:nope")
+
+
+def test_cells_are_taken_space_or_comma_separated():
+    from bench.suite_grid import cell_names
+
+    assert cell_names(["ff-25-1e6,ff-15-1e6", "nf-100-1e6"], False) == [
+        "ff-25-1e6", "ff-15-1e6", "nf-100-1e6"]
+    assert cell_names(None, True) == list(G.QUICK_CELLS)
+    assert cell_names([], False) == [c.name for c in G.CELLS]

@@ -99,10 +99,13 @@ def make_task_runner(cfg: ClusterParams):
             raise RuntimeError(
                 "cluster kind 'local_cuda' needs dask-cuda: pip install 'ptyflow[gpu]'"
             ) from exc
-        # One worker per visible GPU; each advertises GPU=1 like the CPU workers.
+        # One worker per visible GPU (or the first n_workers of them); each advertises
+        # GPU=1 like the CPU workers.
+        sizes = {k: v for k, v in (("n_workers", cfg.n_workers),
+                                   ("threads_per_worker", cfg.threads_per_worker)) if v}
         return DaskTaskRunner(
             cluster_class="dask_cuda.LocalCUDACluster",
-            cluster_kwargs={"resources": GPU_RESOURCE, **local_cluster_kwargs()},
+            cluster_kwargs={"resources": GPU_RESOURCE, **sizes, **local_cluster_kwargs()},
         )
     raise ValueError(f"unknown cluster kind {cfg.kind!r}")
 

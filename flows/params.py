@@ -410,7 +410,9 @@ class ClusterParams(_Params):
         "LocalCUDACluster (gpu extra); 'address': an existing scheduler; 'none': in-process.",
     )
     address: str | None = Field(None, description="Scheduler address for kind='address'.")
-    n_workers: int | None = Field(None, ge=1, le=1024, description="Workers (default: by machine).")
+    n_workers: int | None = Field(None, ge=1, le=1024, description="Workers (default: by "
+                                  "machine; local_cuda: one per visible GPU). Not used by "
+                                  "kind 'none' (in-process).")
     threads_per_worker: int | None = Field(None, ge=1, le=256, description="Threads per worker.")
     torch_threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker.")
 

@@ -27,6 +27,24 @@ def test_an_address_whose_workers_lack_the_gpu_resource_is_refused(resources):
                 make_task_runner(cfg)
 
 
+def test_local_cuda_takes_the_worker_counts_given(monkeypatch):
+    """dask_cuda's LocalCUDACluster starts one worker per visible GPU unless told
+    ``n_workers`` (the first n GPUs): a count the user set must reach it."""
+    import sys
+    import types
+
+    fake = types.ModuleType("dask_cuda")  # the gpu extra is not installed here
+    fake.LocalCUDACluster = type("LocalCUDACluster", (), {})
+    monkeypatch.setitem(sys.modules, "dask_cuda", fake)
+    runner = make_task_runner(ClusterParams(kind="local_cuda", n_workers=2,
+                                            threads_per_worker=3))
+    assert runner.cluster_kwargs["n_workers"] == 2
+    assert runner.cluster_kwargs["threads_per_worker"] == 3
+    assert runner.cluster_kwargs["resources"] == {"GPU": 1}
+    default = make_task_runner(ClusterParams(kind="local_cuda")).cluster_kwargs
+    assert "n_workers" not in default and "threads_per_worker" not in default
+
+
 def test_worker_counts_with_an_existing_cluster_are_refused():
     """n_workers / threads_per_worker size a cluster ptyflow starts; with kind 'address'
     the run used the scheduler's own workers and dropped them without a word."""

@@ -32,7 +32,8 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
             raise ConfigError(f"{field}: {name!r} does not run {modality} data ({params.input}); "
                               f"engines that do: {', '.join(able)}")
     for field, what in (("probe_modes", "probe modes"), ("n_slices", "object slices")):
-        # a scanning setting: RNF's Fourier form has neither (it dropped them silently)
+        # a scanning setting: refused before the run, naming the field and file (the RNF
+        # engine refuses it too, for library callers)
         value = getattr(params.engine, field)
         if value != 1 and not mod.scanning:
             raise ConfigError(f"engine.{field}: {modality} data ({params.input}) have no "

@@ -97,3 +97,12 @@ def test_a_checkpoint_of_a_run_stopped_on_its_plateau_resumes_stopped(tiny):
 def test_an_aperture_asked_for_where_it_cannot_apply_is_refused(tiny):
     with pytest.raises(ValueError, match="probe_aperture"):
         reconstruct_rnf(tiny, RNFOptions(epochs=1, probe_aperture=True, learn_probe=False))
+
+
+@pytest.mark.parametrize("opt", [{"probe_modes": 2}, {"n_slices": 3}])
+def test_scanning_only_options_are_refused_on_fourier_data(opt):
+    """RNF's Fourier form has no probe modes or object slices: it dropped them silently
+    for a library caller (the pipeline refuses them before a run: flows/checks.py)."""
+    data = simulate("fourier", image_size=12, upsample=2, na=0.1, na_illum=0.15, seed=0)
+    with pytest.raises(ValueError, match=next(iter(opt))):
+        reconstruct_rnf(data, RNFOptions(epochs=1, **opt))

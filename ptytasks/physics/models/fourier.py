@@ -149,7 +149,8 @@ class FourierPtychography(ForwardModel):
 
     def band_limited(self, obj: torch.Tensor) -> torch.Tensor:
         """``obj`` with its spectrum outside :meth:`synthetic_aperture` set to zero: the
-        minimum-norm object that every image sees as it sees ``obj``."""
+        minimum-norm object that every image sees as it sees ``obj`` (exactly so for
+        windows at whole pixels; see :meth:`synthetic_aperture`)."""
         band = self.synthetic_aperture().to(obj.device)
         return ifft2c(fft2c(obj) * band)
 

@@ -172,10 +172,7 @@ def half_data_frc(a: np.ndarray, b: np.ndarray, mask: np.ndarray, taper: float =
     t = taper_mask(m, taper)
     a0 = a - (a * t).sum() / t.sum()
     b0 = b - (b * t).sum() / t.sum()
-    result = frc(a0, b0, window=None, mask=t)
-    if band_limit is not None:
-        result.max_freq = min(0.5, float(band_limit))
-    return result
+    return frc(a0, b0, window=None, mask=t, band_limit=band_limit)
 
 
 def half_data_band_limit(data, halves=None) -> float | None:

@@ -195,10 +195,7 @@ def quality_report(
     xb, rb = x[box], r[box]
     xb = xb - np.sum(win * xb) / np.sum(win)
     rb = rb - np.sum(win * rb) / np.sum(win)
-    curve = frc(xb, rb, window=win)
-    if band_limit is not None:
-        curve.max_freq = min(0.5, float(band_limit))
-    res = curve.resolution(threshold, pixel_size)
+    res = frc(xb, rb, window=win, band_limit=band_limit).resolution(threshold, pixel_size)
     return {
         "complex_error": float(err),
         "amp_psnr": psnr(amp, amp_ref, mask=w),

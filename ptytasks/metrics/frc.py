@@ -239,7 +239,8 @@ def ring_indices(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return k, np.arange(kmax + 1) / n
 
 
-def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None) -> FRCResult:
+def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None,
+        band_limit: float | None = None) -> FRCResult:
     """Fourier ring correlation of two images (real or complex).
 
     Parameters
@@ -255,6 +256,9 @@ def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None) -> FRCResult:
     mask : (ny, nx) bool or float, optional
         Region to compare; multiplied into the window (pass :func:`taper_mask` of a boolean
         region for a soft edge).
+    band_limit : float, optional
+        Cycles per pixel: the highest frequency the data measured in every direction
+        (``FRCResult.max_freq``, capped at Nyquist); the crossing is searched only below it.
 
     Returns
     -------
@@ -295,7 +299,8 @@ def frc(a, b, *, window="tukey", alpha: float = 0.25, mask=None) -> FRCResult:
         curve = np.where(den > 0, num / den, np.nan)
     n_eff = npr * np.sqrt(area / x.size)
     min_freq = 2.0 / np.sqrt(area)
-    return FRCResult(freq, curve, npr, halfbit_threshold(n_eff), n_eff, min_freq)
+    max_freq = 0.5 if band_limit is None else min(0.5, float(band_limit))
+    return FRCResult(freq, curve, npr, halfbit_threshold(n_eff), n_eff, min_freq, max_freq)
 
 
 def half_split_indices(scan, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:

@@ -336,9 +336,10 @@ def physical_params(model: ForwardModel) -> dict:
 
 
 @torch.no_grad()
-def current_object(st) -> np.ndarray:
-    """The object of run setup ``st`` as the result will hold it (Fourier: in data units)."""
-    obj = st.obj_field.full()[0]
+def current_object(st, obj: torch.Tensor | None = None) -> np.ndarray:
+    """The object of run setup ``st`` as the result holds it (Fourier: on the measured band,
+    in data units); ``obj``: the object field's output when the caller has it already."""
+    obj = st.obj_field.full()[0] if obj is None else obj
     if st.fourier:
         obj = measured_band(st, obj) * math.sqrt(st.scale)
     return obj.cpu().numpy().astype(np.complex64)
@@ -397,7 +398,6 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
     if "background_raw" in st.learned:  # in the input frames' units
         extras["background"] = (m.background().detach() * st.scale).cpu().numpy()
     if st.fourier:
-        obj = measured_band(st, obj) * amp
         probe = None if probe is None else probe * amp
         extras["zernike_indices"] = list(m.zernike_indices)
     else:
@@ -407,7 +407,7 @@ def rnf_result(st, opts, hist, t_start, stop, cuda_graph: dict) -> Reconstructio
             extras["mode_power_fractions"] = power_fractions(probe).cpu().numpy()
     t = hist["time"]
     return ReconstructionResult(
-        object=obj.cpu().numpy().astype(np.complex64),
+        object=current_object(st, obj),
         probe=None if probe is None else probe.cpu().numpy().astype(np.complex64),
         positions_px=None if st.fourier else m.positions.detach().cpu().double().numpy(),
         wavevectors=m.wavevectors.detach().cpu().double().numpy() if st.fourier else None,

@@ -122,6 +122,28 @@ CANDIDATES: dict[str, tuple[dict, ...]] = {
     "ptyrad": ({}, {"obj_lr": 1.5e-2}, {"obj_lr": 1.5e-3}),
 }
 
+# A wider budget, for auditing the rule above (``--budget wide``): each engine's three
+# candidates crossed with its probe step at its default and a factor 3 either way, nine
+# configurations per engine, a superset of CANDIDATES (RNF's probe rate is relative to its
+# object rate). The defaults named here are the engines' own (tests/bench/test_grid.py).
+PROBE_STEP: dict[str, tuple[str, float]] = {
+    "rnf": ("lr_probe_scale", 1.0), "epie": ("beta", 1.0), "rpie": ("beta", 1.0),
+    "pine": ("beta", 0.1), "ptychi-rpie": ("probe_alpha", 0.1),
+    "ptychi-lsqml": ("probe_step", 1.0), "ptyrad": ("probe_lr", 1e-3)}
+
+
+def candidates(budget: str = "standard") -> dict[str, tuple[dict, ...]]:
+    """The tuning candidates of a budget: ``"standard"`` (:data:`CANDIDATES`) or
+    ``"wide"`` (x 3 probe steps, see :data:`PROBE_STEP`)."""
+    if budget == "standard":
+        return CANDIDATES
+    if budget != "wide":
+        raise ValueError(f"budget {budget!r}: 'standard' or 'wide'")
+    return {e: tuple({**c, **p} for c in cands
+                     for p in ({}, {PROBE_STEP[e][0]: 3 * PROBE_STEP[e][1]},
+                               {PROBE_STEP[e][0]: PROBE_STEP[e][1] / 3}))
+            for e, cands in CANDIDATES.items()}
+
 
 def cell(name: str) -> Cell:
     for c in CELLS + EXTRA_CELLS + tuple(TUNING_CELLS.values()):

@@ -9,7 +9,10 @@ stopped and a run of other code never reuses a cached result):
     (:data:`bench.grid_cells.CANDIDATES`, the same budget for every engine) runs on the
     tuning cases only; the configuration with the lowest median final complex error is
     chosen (ties: the earlier, i.e. the defaults) and frozen in ``bench/grid_settings.json``
-    with every score. Commit that file before the grid run.
+    with every score. Commit that file before the grid run. ``--budget wide`` tunes over
+    nine candidates per engine (each crossed with its probe step x 3 either way,
+    :func:`bench.grid_cells.candidates`) into its own ``--settings-file``, which the grid
+    then reads like the standard one.
 ``python -m bench grid [--quick]``
     Every cell x test case x engine with the frozen settings, unchanged. Writes
     ``bench/results/grid-<device>[-quick].json`` and ``.md``: per cell and engine the median
@@ -54,6 +57,9 @@ def add_args(p) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="run cache folder (bench/results/grid-cache)")
     p.add_argument("--settings-file", type=Path, default=SETTINGS_FILE)
+    p.add_argument("--budget", choices=("standard", "wide"), default="standard",
+                   help="--tune: the candidates (wide: x3 probe steps, nine per engine; "
+                   "write it to its own --settings-file)")
     p.add_argument("--resummarise", type=Path, default=None, metavar="GRID_JSON",
                    help="recompute the summary and the .md of a finished grid JSON (no runs)")
     p.add_argument("--allow-mixed", action="store_true",
@@ -193,9 +199,12 @@ def tune(args) -> dict:
     cases = _Cases()
     path = args.settings_file
     out = json.loads(path.read_text()) if path.exists() else {}
-    if out.get("candidates") != json.loads(json.dumps(G.CANDIDATES)):
+    budget = getattr(args, "budget", "standard")
+    cands = G.candidates(budget)
+    if out.get("candidates") != json.loads(json.dumps(cands)):
         out = {}  # another candidate list: nothing in the old file stands
-    out.update({"rule": RULE, "candidates": G.CANDIDATES, "tuning_cases": G.TUNING_CASES,
+    out.update({"rule": RULE, "budget": budget, "candidates": cands,
+                "tuning_cases": G.TUNING_CASES,
                 "tuning_cells": {m: c.to_dict() for m, c in G.TUNING_CELLS.items()},
                 "epochs": G.EPOCHS})  # fmt: skip
     for k in ("scores", "settings", "tuned_with", "skipped"):
@@ -208,19 +217,19 @@ def tune(args) -> dict:
         out["skipped"].setdefault(modality, {}).update(skipped)
         for engine in engines:
             meds = []
-            for cand in G.CANDIDATES[engine]:
+            for cand in cands[engine]:
                 errs = [_run_cached(cache, "tune", cell, case, engine, cand, cases, code, args)
                         .get("complex_error", float("nan")) for case in G.TUNING_CASES]
                 meds.append(_median(errs))
             best = choose(meds)
             out["scores"].setdefault(modality, {})[engine] = meds
-            out["settings"].setdefault(modality, {})[engine] = G.CANDIDATES[engine][best]
+            out["settings"].setdefault(modality, {})[engine] = cands[engine][best]
             out["tuned_with"].setdefault(modality, {})[engine] = {
                 **code, "load_average": C.load_average(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
             out["skipped"][modality].pop(engine, None)
             C.log(f"tune {modality} {engine}: medians {[round(m, 4) for m in meds]} -> "
-                  f"{G.CANDIDATES[engine][best] or 'defaults'}")
+                  f"{cands[engine][best] or 'defaults'}")
     path.write_text(json.dumps(out, indent=1, default=C._json_default) + "\n")
     C.log(f"frozen settings: {path}")
     return out
@@ -244,9 +253,10 @@ def frozen_settings(path: Path) -> dict:
         raise SystemExit(f"{path}: no frozen settings; run `python -m bench grid --tune` "
                          "and commit the file first")  # fmt: skip
     doc = json.loads(Path(path).read_text())
-    if doc.get("candidates") != json.loads(json.dumps(G.CANDIDATES)):
-        raise SystemExit(f"{path}: field 'candidates' differs from bench/grid_cells.py; "
-                         "re-run the tuning")  # fmt: skip
+    if doc.get("candidates") != json.loads(json.dumps(G.candidates(doc.get("budget",
+                                                                           "standard")))):
+        raise SystemExit(f"{path}: field 'candidates' differs from bench/grid_cells.py's "
+                         f"{doc.get('budget', 'standard')} budget; re-run the tuning")
     return doc
 
 

@@ -144,7 +144,7 @@ def tiny_grid(monkeypatch, tmp_path):
         tune=False, modalities=None, cells=None, cache=tmp_path / "cache",
         settings_file=tmp_path / "s.json",
         allow_mixed=False, quick=False, device="cpu", threads=1, out=tmp_path, tag=None,
-        engines=None, no_peers=True, settings=None)  # fmt: skip
+        engines=None, no_peers=True, settings=None, budget="standard")  # fmt: skip
     return args, calls
 
 
@@ -202,6 +202,50 @@ def test_grid_tunes_freezes_runs_and_resumes(tiny_grid):
     # a changed candidate list makes the frozen file stale
     G.CANDIDATES["epie"] = ({}, {"alpha": 0.4})
     with pytest.raises(SystemExit, match="candidates"):
+        S.run(args)
+
+
+def test_the_wide_budget_crosses_each_candidate_with_three_probe_steps():
+    """``--budget wide``: nine candidates per engine, the standard three among them, the
+    defaults first; the probe step's named default is the engine's own."""
+    from bench.peers import ptychi_engine, ptyrad_engine
+    from ptytasks.engines.options import PIEOptions
+    from ptytasks.engines.pine import PINEOptions
+    from ptytasks.engines.rnf import RNFOptions
+
+    wide = G.candidates("wide")
+    assert set(wide) == set(G.CANDIDATES) == set(G.PROBE_STEP)
+    for e, cands in wide.items():
+        assert len(cands) == 9 and cands[0] == {}
+        assert all(c in cands for c in G.CANDIDATES[e])
+        key, base = G.PROBE_STEP[e]
+        assert sorted(c.get(key, base) for c in cands) == sorted([base / 3, base, 3 * base] * 3)
+    own = {"rnf": RNFOptions().lr_probe_scale, "epie": PIEOptions(variant="epie").steps()[1],
+           "rpie": PIEOptions(variant="rpie").steps()[1], "pine": PINEOptions().steps()[1],
+           "ptychi-rpie": ptychi_engine.DEFAULTS["rpie"]["probe_alpha"],
+           "ptychi-lsqml": ptychi_engine.DEFAULTS["lsqml"]["probe_step"],
+           "ptyrad": ptyrad_engine.DEFAULTS["probe_lr"]}
+    assert {e: b for e, (_, b) in G.PROBE_STEP.items()} == own
+    assert G.candidates() is G.CANDIDATES
+    with pytest.raises(ValueError, match="budget"):
+        G.candidates("huge")
+
+
+def test_a_wide_budget_file_is_tuned_frozen_and_checked_as_such(tiny_grid):
+    args, calls = tiny_grid
+    args.tune, args.budget = True, "wide"
+    S.run(args)
+    frozen = json.loads(args.settings_file.read_text())
+    assert frozen["budget"] == "wide" and len(frozen["scores"]["farfield"]["epie"]) == 6
+    assert len(calls) == 12  # 2 engines x 2 x 3 candidates x 1 tuning case
+    assert frozen["candidates"] == json.loads(json.dumps(G.candidates("wide")))
+    args.tune = False
+    out = S.run(args)  # the wide file is accepted as frozen settings
+    assert {r["settings"] == frozen["settings"]["farfield"][r["engine"]] for r in out["rows"]} \
+        == {True}
+    frozen["budget"] = "standard"  # its candidates are not the standard ones
+    args.settings_file.write_text(json.dumps(frozen))
+    with pytest.raises(SystemExit, match="standard budget"):
         S.run(args)
 
 

@@ -200,6 +200,9 @@ def tune(args) -> dict:
     path = args.settings_file
     out = json.loads(path.read_text()) if path.exists() else {}
     budget = getattr(args, "budget", "standard")
+    if budget != "standard" and Path(path).resolve() == SETTINGS_FILE.resolve():
+        raise SystemExit(f"--budget {budget}: name its own --settings-file (the standard "
+                         f"budget's {SETTINGS_FILE.name} is what the grid reads by default)")
     cands = G.candidates(budget)
     if out.get("candidates") != json.loads(json.dumps(cands)):
         out = {}  # another candidate list: nothing in the old file stands
@@ -253,8 +256,10 @@ def frozen_settings(path: Path) -> dict:
         raise SystemExit(f"{path}: no frozen settings; run `python -m bench grid --tune` "
                          "and commit the file first")  # fmt: skip
     doc = json.loads(Path(path).read_text())
-    if doc.get("candidates") != json.loads(json.dumps(G.candidates(doc.get("budget",
-                                                                           "standard")))):
+    budget = doc.get("budget", "standard")
+    if budget not in ("standard", "wide"):
+        raise SystemExit(f"{path}: field 'budget' is {budget!r}, not 'standard' or 'wide'")
+    if doc.get("candidates") != json.loads(json.dumps(G.candidates(budget))):
         raise SystemExit(f"{path}: field 'candidates' differs from bench/grid_cells.py's "
                          f"{doc.get('budget', 'standard')} budget; re-run the tuning")
     return doc

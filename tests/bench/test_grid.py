@@ -247,6 +247,16 @@ def test_a_wide_budget_file_is_tuned_frozen_and_checked_as_such(tiny_grid):
     args.settings_file.write_text(json.dumps(frozen))
     with pytest.raises(SystemExit, match="standard budget"):
         S.run(args)
+    frozen["budget"] = "huge"
+    args.settings_file.write_text(json.dumps(frozen))
+    with pytest.raises(SystemExit, match="field 'budget'"):
+        S.run(args)
+    # the wide tuning never overwrites the standard file the grid reads by default
+    args.tune, args.settings_file = True, S.SETTINGS_FILE
+    before = S.SETTINGS_FILE.read_text()
+    with pytest.raises(SystemExit, match="own --settings-file"):
+        S.run(args)
+    assert S.SETTINGS_FILE.read_text() == before
 
 
 def test_fourier_scores_against_the_truth_within_the_synthetic_band():

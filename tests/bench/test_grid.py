@@ -231,7 +231,8 @@ def test_the_wide_budget_crosses_each_candidate_with_three_probe_steps():
         G.candidates("huge")
 
 
-def test_a_wide_budget_file_is_tuned_frozen_and_checked_as_such(tiny_grid):
+def test_a_wide_budget_file_is_tuned_frozen_and_checked_as_such(tiny_grid, tmp_path,
+                                                                monkeypatch):
     args, calls = tiny_grid
     args.tune, args.budget = True, "wide"
     S.run(args)
@@ -251,12 +252,15 @@ def test_a_wide_budget_file_is_tuned_frozen_and_checked_as_such(tiny_grid):
     args.settings_file.write_text(json.dumps(frozen))
     with pytest.raises(SystemExit, match="field 'budget'"):
         S.run(args)
-    # the wide tuning never overwrites the standard file the grid reads by default
-    args.tune, args.settings_file = True, S.SETTINGS_FILE
-    before = S.SETTINGS_FILE.read_text()
+    # the wide tuning never overwrites the standard file the grid reads by default (a
+    # stand-in here, so that a failure cannot overwrite the real one)
+    standard = tmp_path / "grid_settings.json"
+    standard.write_text("{}")
+    monkeypatch.setattr(S, "SETTINGS_FILE", standard)
+    args.tune, args.settings_file = True, standard
     with pytest.raises(SystemExit, match="own --settings-file"):
         S.run(args)
-    assert S.SETTINGS_FILE.read_text() == before
+    assert standard.read_text() == "{}"
 
 
 def test_fourier_scores_against_the_truth_within_the_synthetic_band():

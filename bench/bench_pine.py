@@ -410,11 +410,13 @@ def main(argv=None) -> dict:
             if a.tune_seed in seeds:
                 ap.error(f"--test-seeds {a.test_seeds} holds the tuning seed {a.tune_seed}")
             result["sim_iterations"] = a.iters
-            for key, steps in (("sim", best), ("sim_paper_steps", paper)):
-                per_seed = {}
-                for seed in seeds:
-                    d = sim(seed)
-                    per_seed[str(seed)] = part_sim(d, steps, a.iters, log, start_probe(d), seed)
+            runs = {"sim": {}, "sim_paper_steps": {}}
+            for seed in seeds:  # each held-out set simulated once, both step choices on it
+                d = sim(seed)
+                for key, steps in (("sim", best), ("sim_paper_steps", paper)):
+                    runs[key][str(seed)] = part_sim(d, steps, a.iters, log, start_probe(d),
+                                                    seed)
+            for key, per_seed in runs.items():
                 result[key] = {"seeds": per_seed, "summary": summarise_sim(per_seed, a.iters)}
     if "star" in parts:
         if a.star.exists():

@@ -122,6 +122,29 @@ def start_server(
     return proc, f"http://{host}:{port}/api"
 
 
+def start_healthy_server(*, env: dict | None = None, log: str | os.PathLike | None = None,
+                         timeout: float = 120.0, ui: bool = True,
+                         tries: int = 3) -> tuple[subprocess.Popen, str]:
+    """:func:`start_server` on a port the OS picks, then :func:`wait_healthy`; returns
+    ``(process, api_url)`` of a healthy server.
+
+    The port is free when picked, but any outgoing connection may draw it from the ephemeral
+    range before the server binds it (seen in the test suite: "Port 41637 is already in
+    use"); then the server exits and a new port is tried, ``tries`` times in all. The
+    refusal is read from ``log`` (without one nothing is retried).
+    """
+    for attempt in range(tries):
+        proc, url = start_server(env=env, log=log, ui=ui)
+        try:
+            wait_healthy(url, timeout, proc, log)
+            return proc, url
+        except RuntimeError as e:  # the server exited before it was healthy
+            stop_process(proc)
+            if "already in use" not in str(e) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_worker(
     pool: str = DEFAULT_POOL,
     *,

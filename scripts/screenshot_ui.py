@@ -128,10 +128,9 @@ def main(argv=None) -> int:
     from flows.serve import (
         deploy_all,
         server_env,
-        start_server,
+        start_healthy_server,
         start_worker,
         stop_process,
-        wait_healthy,
     )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,8 +145,7 @@ def main(argv=None) -> int:
     (work / "home").mkdir()
     server = worker = None
     try:
-        server, url = start_server(env=env, log=work / "server.log")
-        wait_healthy(url, 240, server, work / "server.log")
+        server, url = start_healthy_server(env=env, log=work / "server.log", timeout=240)
         deploy_all(url, env={"PTYFLOW_FACILITY_ROOT": str(work / "facility")})
         worker = start_worker(env={**env, "PREFECT_API_URL": url}, log=work / "worker.log")
         run = completed_run(work, url, env)

@@ -15,10 +15,9 @@ import pytest
 from flows.serve import (
     REPO_ROOT,
     server_env,
-    start_server,
+    start_healthy_server,
     start_worker,
     stop_process,
-    wait_healthy,
 )
 
 STARTUP_S = 240  # a Prefect server takes 20-90 s to start on 2 busy cores
@@ -45,8 +44,7 @@ def prefect_server(tmp_path_factory):
     server = worker = None
     logs = home / "server.log", home / "worker.log"
     try:
-        server, url = start_server(env=env, log=logs[0])
-        wait_healthy(url, STARTUP_S, server, logs[0])
+        server, url = start_healthy_server(env=env, log=logs[0], timeout=STARTUP_S)
         client_env = {**env, "PREFECT_API_URL": url}
         t0 = time.monotonic()
         init = subprocess.run(

@@ -9,11 +9,12 @@ Parts (``--parts``, all by default):
     against the truth at half the maximum frequency (0.25 cycles/pixel) per setting and
     the share of settings that converge (finite, final data error below the first epoch's
     and within 2x of the algorithm's best) and that resolve half-Nyquist
-    (FRC(0.25) >= 0.5, the noise-free-truth analogue of the 1/7 criterion).
+    (FRC(0.25) >= 0.5, the noise-free-truth analogue of the 1/7 criterion). The grid runs
+    on the tuning simulation (``--tune-seed``, 0), never on a scored one.
 All simulated runs start from the same wrong probe (the zone plate with a 20 % defocus
-error, :func:`start_probe`) and a vacuum object, with the same random frame order.
+error, :func:`start_probe`) and a vacuum object; on one simulation every algorithm visits
+the frames in the same random order (the simulation's seed).
 
-    The grid runs on the tuning simulation (``--tune-seed``, 0), never on a scored one.
 ``sim``
     At each algorithm's best grid setting, on **held-out** simulations (``--test-seeds``,
     1,2,3: new objects, noise and frame orders, none seen by the grid): ePIE and rPIE for

@@ -126,15 +126,31 @@ def start_healthy_server(*, env: dict | None = None, log: str | os.PathLike | No
                          timeout: float = 120.0, ui: bool = True,
                          tries: int = 3) -> tuple[subprocess.Popen, str]:
     """:func:`start_server` on a port the OS picks, then :func:`wait_healthy`; returns
-    ``(process, api_url)`` of a healthy server.
+    ``(process, api_url)`` of a healthy server (a taken port retried:
+    :func:`healthy_on_a_free_port`)."""
+
+    def launch(port: int) -> subprocess.Popen:
+        return start_server(port=port, env=env, log=log, ui=ui)[0]
+
+    return healthy_on_a_free_port(launch, log=log, timeout=timeout, tries=tries)
+
+
+def healthy_on_a_free_port(launch, *, log: str | os.PathLike | None, timeout: float = 120.0,
+                           tries: int = 3, host: str = "127.0.0.1",
+                           ) -> tuple[subprocess.Popen, str]:  # fmt: skip
+    """Start a Prefect server with ``launch(port) -> Popen`` on a port the OS picks and wait
+    until it is healthy; returns ``(process, api_url)``.
 
     The port is free when picked, but any outgoing connection may draw it from the ephemeral
     range before the server binds it (seen in the test suite: "Port 41637 is already in
     use"); then the server exits and a new port is tried, ``tries`` times in all. The
-    refusal is read from ``log`` (without one nothing is retried).
+    refusal is read from ``log``, which ``launch`` writes (without one nothing is retried);
+    any other failure is raised at once.
     """
     for attempt in range(tries):
-        proc, url = start_server(env=env, log=log, ui=ui)
+        port = free_port(host)
+        proc = launch(port)
+        url = f"http://{host}:{port}/api"
         try:
             wait_healthy(url, timeout, proc, log)
             return proc, url

@@ -12,7 +12,7 @@ import anyio
 import pytest
 import yaml
 
-from flows.serve import free_port, server_env, stop_process, wait_healthy
+from flows.serve import healthy_on_a_free_port, server_env, stop_process
 from tests.deploy.helpers import tiny_farfield, tiny_params, using_api
 from tests.real_services import postgres_bin, postgres_cluster
 
@@ -37,8 +37,6 @@ async def _pipeline_runs():
                     "psql) not found on PATH or in /usr/lib/postgresql/*/bin")  # fmt: skip
 def test_two_concurrent_pipeline_runs_on_a_postgres_backed_server(tmp_path):
     home = tmp_path / "home"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
     server = None
     runs: list[subprocess.Popen] = []
     with postgres_cluster(PG_BIN) as pg:
@@ -53,13 +51,16 @@ def test_two_concurrent_pipeline_runs_on_a_postgres_backed_server(tmp_path):
         log = tmp_path / "server.log"
         try:
             t0 = time.monotonic()
-            with open(log, "wb") as f:
-                server = subprocess.Popen(
-                    [*CLI, "server", "start", "--port", str(port), "--home", str(home),
-                     "--no-ui", "--database-url", db_url],
-                    env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
-            wait_healthy(url, STARTUP_S, server, log)
+
+            def launch(port: int) -> subprocess.Popen:
+                with open(log, "wb") as f:  # the port's refusal is read from here
+                    return subprocess.Popen(
+                        [*CLI, "server", "start", "--port", str(port), "--home", str(home),
+                         "--no-ui", "--database-url", db_url],
+                        env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                    )  # fmt: skip
+
+            server, url = healthy_on_a_free_port(launch, log=log, timeout=STARTUP_S)
             startup = time.monotonic() - t0
 
             # Two datasets, then two `ptyflow run` commands started together.

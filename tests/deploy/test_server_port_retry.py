@@ -1,5 +1,6 @@
-"""flows.serve.start_healthy_server: a port taken between its pick and the server's bind is
-retried on a new one; any other failure is not (no server is started here)."""
+"""flows.serve.healthy_on_a_free_port (and start_healthy_server over it): a port taken
+between its pick and the server's bind is retried on a new one; any other failure is not (no
+server is started here)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ def fake(monkeypatch):
     """Servers whose outcome per start is scripted: ``"ok"``, ``"taken"`` or ``"crash"``."""
     script, started, stopped = [], [], []
 
-    def start_server(*, env=None, log=None, ui=True):
-        started.append(len(started))
-        return f"proc{len(started)}", f"http://127.0.0.1:{40000 + len(started)}/api"
+    picked = []
+
+    def free_port(host="127.0.0.1"):
+        picked.append(40001 + len(picked))
+        return picked[-1]
+
+    def start_server(*, port, env=None, log=None, ui=True):
+        started.append(port)
+        return f"proc{len(started)}", f"http://127.0.0.1:{port}/api"
 
     def wait_healthy(url, timeout, proc, log):
         outcome = script.pop(0)
@@ -26,6 +33,7 @@ def fake(monkeypatch):
             raise RuntimeError("Prefect server exited with code 1\n--- log tail ---\nboom")
         return 1.0
 
+    monkeypatch.setattr(serve, "free_port", free_port)
     monkeypatch.setattr(serve, "start_server", start_server)
     monkeypatch.setattr(serve, "wait_healthy", wait_healthy)
     monkeypatch.setattr(serve, "stop_process", stopped.append)
@@ -50,3 +58,14 @@ def test_other_failures_and_the_last_try_are_not_retried(fake):
     with pytest.raises(RuntimeError, match="already in use"):
         serve.start_healthy_server(log="server.log", tries=3)
     assert len(started) == 4 and len(stopped) == 4
+
+
+def test_a_command_line_server_is_retried_with_its_own_launcher(fake):
+    script, started, stopped = fake
+    script += ["taken", "taken", "ok"]
+    ports = []
+    proc, url = serve.healthy_on_a_free_port(lambda port: ports.append(port) or f"cli{port}",
+                                             log="server.log")  # fmt: skip
+    assert ports == [40001, 40002, 40003] and started == []
+    assert (proc, url) == ("cli40003", "http://127.0.0.1:40003/api")
+    assert stopped == ["cli40001", "cli40002"]

@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 
-from flows.serve import free_port, wait_healthy
+from flows.serve import healthy_on_a_free_port
 from tests.deploy.proc_helpers import gone, listen_addresses, port_free, wait_for
 
 # slow: ~20 s each, a real Prefect server start (run with -m slow)
@@ -28,18 +29,25 @@ BOUND_S = 10.0
 
 
 def test_sigterm_stops_server_and_frees_port(tmp_path):
-    port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "PTYFLOW_BIND_HOST", "DO_NOT_TRACK")}  # fmt: skip
     env.update(OMP_NUM_THREADS="1", PREFECT_SERVER_ANALYTICS_ENABLED="true")  # forced off
     log = tmp_path / "server.log"
-    with open(log, "wb") as f:
-        cmd = subprocess.Popen([*CLI, "server", "start", "--port", str(port), "--home",
-                                str(tmp_path / "home"), "--no-ui"], env=env, stdout=f,
-                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def launch(port: int) -> subprocess.Popen:
+        with open(log, "wb") as f:  # the port's refusal is read from here
+            return subprocess.Popen([*CLI, "server", "start", "--port", str(port), "--home",
+                                     str(tmp_path / "home"), "--no-ui"], env=env, stdout=f,
+                                    stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+
     tree: list[int] = []
+    cmd = None
     try:
-        t_up = wait_healthy(f"http://127.0.0.1:{port}/api", 240, cmd, log)
+        t0 = time.monotonic()
+        cmd, url = healthy_on_a_free_port(launch, log=log, timeout=240)
+        t_up = time.monotonic() - t0
+        port = urlsplit(url).port
         tree = [p.pid for p in psutil.Process(cmd.pid).children(recursive=True)]
         assert tree, "no Prefect server child"
         socks = listen_addresses(cmd.pid)
@@ -55,8 +63,9 @@ def test_sigterm_stops_server_and_frees_port(tmp_path):
         print(f"healthy after {t_up:.1f} s; stopped {t_stop:.2f} s after SIGTERM")
         assert "telemetry" not in log.read_text().lower(), log.read_text()[-3000:]
     finally:
-        cmd.kill()
-        cmd.wait()
+        if cmd is not None:
+            cmd.kill()
+            cmd.wait()
         for pid in tree:
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)

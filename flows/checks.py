@@ -31,14 +31,12 @@ def check_runnable(params: PipelineParams, modality: str) -> None:
         if spec is not None and not spec.supports(mod):
             raise ConfigError(f"{field}: {name!r} does not run {modality} data ({params.input}); "
                               f"engines that do: {', '.join(able)}")
-    for field, what in (("probe_modes", "probe modes"), ("n_slices", "object slices")):
-        # a scanning setting: refused before the run, naming the field and file (the RNF
-        # engine refuses it too, for library callers)
-        value = getattr(params.engine, field)
-        if value != 1 and not mod.scanning:
-            raise ConfigError(f"engine.{field}: {modality} data ({params.input}) have no "
-                              f"{what}; engine {params.engine.engine!r} cannot take "
-                              f"{field} {value} (scanning data only): remove it")
+    try:  # refused before the run, naming the field and file (RNF refuses it for library callers)
+        mod.refuse_scanning_only(probe_modes=params.engine.probe_modes,
+                                 n_slices=params.engine.n_slices)  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"engine.{exc} ({params.input}); engine {params.engine.engine!r} "
+                          "cannot take it: remove it") from None
     check_calibration_settings(params.calibration, modality)  # read by one modality each
     try:  # settings the engine's options for this modality cannot take
         check_settings(params.engine.engine, params.engine.settings(), mod)

@@ -86,10 +86,8 @@ class _Setup(WindowGeometry):
         self.data, self.opts, self.model = data, opts, model
         self.device, self.rdt, self.cdt = device, rdt, cdt
         self.fourier = modality_of(data).has_pupil
-        for name, what in (("probe_modes", "probe modes"), ("n_slices", "object slices")):
-            if self.fourier and int(getattr(opts, name)) != 1:  # not dropped silently
-                raise ValueError(f"{name}={getattr(opts, name)}: Fourier ptychography "
-                                 f"data have no {what} (scanning data only)")
+        modality_of(data).refuse_scanning_only(probe_modes=opts.probe_modes,
+                                               n_slices=opts.n_slices)  # fmt: skip
         frames = torch.as_tensor(np.clip(data.frames, 0, None), dtype=rdt, device=device)
         obj_p, probe_p, surf_p, pupil_p = priors
         self.window = data.frame_shape

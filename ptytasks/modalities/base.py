@@ -50,6 +50,9 @@ class Geometry:
     truth: dict | None
 
 
+# Settings only scanned data take (Modality.refuse_scanning_only), with what they count.
+SCANNING_ONLY = {"probe_modes": "probe modes", "n_slices": "object slices"}
+
 class Modality:
     """What varies by modality. Subclasses set the class attributes and implement
     :meth:`build_model` and :meth:`plan_tiles`.
@@ -175,6 +178,24 @@ class Modality:
 
         return half_split_indices(data.positions_px if data.positions_px is not None
                                   else data.n_frames)  # fmt: skip
+
+    def refuse_scanning_only(self, **settings: int) -> None:
+        """Refuse ``probe_modes`` or ``n_slices`` other than 1 on data that are not scanned
+        (Fourier ptychography: a pupil, no probe to mix, no slices), which an engine would
+        otherwise drop silently. The one rule the pipeline's checks and RNF both apply.
+
+        Raises
+        ------
+        ValueError
+            Naming the first such setting, e.g. ``"probe_modes: fourier data have no probe
+            modes (scanning data only), not 3"``.
+        """
+        if self.scanning:
+            return
+        for name, value in settings.items():
+            if int(value) != 1:
+                raise ValueError(f"{name}: {self.name} data have no {SCANNING_ONLY[name]} "
+                                 f"(scanning data only), not {value}")  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<modality {self.name}>"

@@ -83,11 +83,6 @@ MIN_MODEL_COUNT = 3.0
 MU_SCALE = 6.8
 #: The wavelet weight outside the low-count regime (the paper's).
 MU_DEFAULT = 0.1
-#: The wavelet weight of Fourier ptychography, whatever the data term (hypothesis 68): the
-#: object it can determine is band-limited by the synthetic aperture, whose edges ring, and
-#: the Haar L1 term pulls the field towards piecewise-flat (on fresh cases 0.54-0.66x the
-#: error at 0.1).
-MU_FOURIER = 0.0
 #: Where the frames are photon-starved, RNF's probe field is frozen for this fraction of the
 #: run's epochs (``probe_warmup_epochs="auto"``; PIE's probe update start): at a few photons
 #: per step the probe residual otherwise moves by noise (the learned probe ended no better
@@ -236,14 +231,15 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
     0) and ``scale``: the engine's own (:func:`data_scale`).
 
     ``mu="auto"`` with a named loss is the paper's 0.1 (the rule's weight belongs to its
-    smooth-L1 regime); in Fourier ptychography it is :data:`MU_FOURIER` either way. The
+    smooth-L1 regime); where the modality fixes it (``Modality.rnf_wavelet_weight``: Fourier
+    ptychography, 0) it is that either way. The
     prefit runs with :data:`PREFIT_SEED`, not the run's seed, and draws from a forked random
     state: it changes no draw of the run."""
     if opts.loss != "auto" and opts.mu != "auto":
         return None
-    fourier = modality_of(data).has_pupil
+    fixed = modality_of(data).rnf_wavelet_weight
     if opts.loss != "auto":
-        opts.mu = MU_FOURIER if fourier else MU_DEFAULT
+        opts.mu = MU_DEFAULT if fixed is None else fixed
         return None
     obj_p, probe_p, _, pupil_p = priors
     from ptytasks.engines.pie_state import detector_mask_of
@@ -258,7 +254,7 @@ def resolve_data_term(data: PtychoData, opts, model, priors, frames: torch.Tenso
             detector_mask_of(data.meta)))
     opts.loss = choice["loss"]
     if opts.mu == "auto":
-        opts.mu = choice["mu"] = MU_FOURIER if fourier else choice["mu"]
+        opts.mu = choice["mu"] = choice["mu"] if fixed is None else fixed
     return choice
 
 

@@ -427,7 +427,8 @@ class RNFOptions(EngineOptions):
 
         # the modality attributes RNF's "auto" options read
         by_modality = {n: {a: getattr(get(n), a) for a in (
-            *AUTO_FROM_MODALITY.values(), "min_steps_per_epoch", "band_only_object")}
+            *AUTO_FROM_MODALITY.values(), "min_steps_per_epoch", "band_only_object",
+            "rnf_wavelet_weight")}
             for n in names()}
         from ptytasks.engines.aperture_probe import DISK_MISFIT_MAX
 
@@ -436,7 +437,7 @@ class RNFOptions(EngineOptions):
                 "data_term": {k: getattr(T, k) for k in (
                     "PHOTONS_PER_PIXEL_MIN", "FIT_CHI2_MAX",
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
-                    "MU_DEFAULT", "MU_FOURIER", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
+                    "MU_DEFAULT", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
 
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
         """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of

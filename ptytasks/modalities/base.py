@@ -98,6 +98,12 @@ class Modality:
         aperture, ``FourierPtychography.band_limited``): the field's spectrum beyond it is
         constrained by no image. Held out, RNF's Fourier error 0.76-0.97x per case
         (hypothesis 70, ``docs/rnf.md``).
+    rnf_wavelet_weight : float or None
+        RNF's ``mu="auto"`` for this modality whatever its data term; None: the data-term
+        rule's weight (``ptytasks.engines.data_term``). Fourier: 0 -- the object it can
+        determine is band-limited by the synthetic aperture, whose edges ring, and the Haar
+        L1 term pulls the field towards piecewise-flat (on fresh cases 0.54-0.66x the error
+        at 0.1; hypothesis 68, ``docs/rnf.md``).
     fresnel_scaled : bool
         A divergent beam magnifies the specimen (readers apply the Fresnel scaling
         theorem from the focus-to-sample distance ``z1``).
@@ -124,6 +130,7 @@ class Modality:
     spun_wavelet: ClassVar[bool] = False
     min_steps_per_epoch: ClassVar[int] = 1
     band_only_object: ClassVar[bool] = False
+    rnf_wavelet_weight: ClassVar[float | None] = None
     fresnel_scaled: ClassVar[bool] = False
     blind_probe: ClassVar[str | None] = None
     tile_margin: ClassVar[float] = 0.5

@@ -15,6 +15,7 @@ class FourierModality(Modality):
     has_pupil = True
     camera_background = True  # a microscope camera's images
     band_only_object = True  # RNF's object: the synthetic aperture's band (hypothesis 70)
+    rnf_wavelet_weight = 0.0  # no Haar term on a band-limited object (hypothesis 68)
     tile_margin = 8  # detector pixels
     requires = (("wavevectors", "wavevectors (ky, kx) in cycles/m"),
                 ("params.na", "params['na'] (objective NA)"))  # fmt: skip

@@ -16,7 +16,6 @@ import pytest
 from ptytasks.engines.data_term import (
     FIT_CHI2_MAX,
     MU_DEFAULT,
-    MU_FOURIER,
     MU_STARVED,
     choose_data_term,
     count_concentration,
@@ -24,6 +23,7 @@ from ptytasks.engines.data_term import (
     prefit_chi2,
 )
 from ptytasks.engines.rnf import RNFOptions, reconstruct_rnf
+from ptytasks.modalities import get as get_modality
 from ptytasks.modalities import model_for
 from ptytasks.simulate.datasets import simulate
 
@@ -130,7 +130,7 @@ def test_fourier_ptychography_runs_without_the_wavelet_term():
     d = simulate("fourier", image_size=32, seed=0)
     for loss in ("auto", "l1"):
         r = reconstruct_rnf(d, RNFOptions(epochs=1, loss=loss))
-        assert r.extras["data_term"]["mu"] == MU_FOURIER == 0.0
+        assert r.extras["data_term"]["mu"] == get_modality("fourier").rnf_wavelet_weight == 0.0
     named = reconstruct_rnf(d, RNFOptions(epochs=1, mu=0.1))
     assert named.extras["data_term"]["mu"] == 0.1
     assert reconstruct_rnf(_low_dose(), RNFOptions(epochs=1)).extras["data_term"]["mu"] > 0

@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="write the reading here")
     args = ap.parse_args(argv)
     spec = json.loads(args.sources.read_text())
-    sources = spec["sources"] + [{"file": f} for f in args.extra]
+    # an extra grid is found from the working directory, else in bench/results
+    sources = spec["sources"] + [{"file": str(Path(f).resolve()) if Path(f).exists() else f}
+                                 for f in args.extra]
     rows = load_rows(sources, exclude=spec.get("adopted_on") if args.exclude_adopted else None)
     cells = reading(rows)
     for cell, r in cells.items():

@@ -57,6 +57,10 @@ def add_args(p) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="run cache folder (bench/results/grid-cache)")
     p.add_argument("--settings-file", type=Path, default=SETTINGS_FILE)
+    p.add_argument("--tune-cell", default=None, metavar="CELL",
+                   help="--tune on the tuning cases in this grid cell's geometry instead of "
+                   "its modality's tuning cell (an audit: write it to its own "
+                   "--settings-file, which then runs that cell only)")
     p.add_argument("--budget", choices=("standard", "wide"), default="standard",
                    help="--tune: the candidates (wide: x3 probe steps, nine per engine; "
                    "write it to its own --settings-file)")
@@ -200,22 +204,27 @@ def tune(args) -> dict:
     path = args.settings_file
     out = json.loads(path.read_text()) if path.exists() else {}
     budget = getattr(args, "budget", "standard")
-    if budget != "standard" and Path(path).resolve() == SETTINGS_FILE.resolve():
-        raise SystemExit(f"--budget {budget}: name its own --settings-file (the standard "
-                         f"budget's {SETTINGS_FILE.name} is what the grid reads by default)")
+    on_cell = G.cell(args.tune_cell) if getattr(args, "tune_cell", None) else None
+    own = "--budget " + budget if budget != "standard" else "--tune-cell" if on_cell else None
+    if own and Path(path).resolve() == SETTINGS_FILE.resolve():
+        raise SystemExit(f"{own}: name its own --settings-file (the standard budget's "
+                         f"{SETTINGS_FILE.name} is what the grid reads by default)")
+    tuning_cells = dict(G.TUNING_CELLS, **({on_cell.modality: on_cell} if on_cell else {}))
     cands = G.candidates(budget)
-    if out.get("candidates") != json.loads(json.dumps(cands)):
-        out = {}  # another candidate list: nothing in the old file stands
+    if out.get("candidates") != json.loads(json.dumps(cands)) or \
+            out.get("tuned_on_cell") != (on_cell and on_cell.name):
+        out = {}  # another candidate list or tuning cell: nothing in the old file stands
     out.update({"rule": RULE, "budget": budget, "candidates": cands,
                 "tuning_cases": G.TUNING_CASES,
-                "tuning_cells": {m: c.to_dict() for m, c in G.TUNING_CELLS.items()},
-                "epochs": G.EPOCHS})  # fmt: skip
+                "tuning_cells": {m: c.to_dict() for m, c in tuning_cells.items()},
+                "tuned_on_cell": on_cell and on_cell.name, "epochs": G.EPOCHS})  # fmt: skip
     for k in ("scores", "settings", "tuned_with", "skipped"):
         out.setdefault(k, {})
     out.setdefault("machine", C.run_header("grid-tune", args)["machine"])
-    modalities = getattr(args, "modalities", None) or list(G.TUNING_CELLS)
+    modalities = ([on_cell.modality] if on_cell else
+                  getattr(args, "modalities", None) or list(G.TUNING_CELLS))
     for modality in modalities:
-        cell = G.TUNING_CELLS[modality]
+        cell = tuning_cells[modality]
         engines, skipped = _engines(modality, args)
         out["skipped"].setdefault(modality, {}).update(skipped)
         for engine in engines:
@@ -291,6 +300,9 @@ def run(args) -> dict:
     path = C.result_path("grid", args.device, args.quick, args.out, getattr(args, "tag", None))
     for name in names:
         cell = G.cell(name)
+        if frozen.get("tuned_on_cell") not in (None, name):
+            raise SystemExit(f"{args.settings_file}: tuned on cell {frozen['tuned_on_cell']} "
+                             f"(field 'tuned_on_cell'); it does not run cell {name}")
         engines, skipped[name] = _engines(cell.modality, args)
         for case in test_cases:
             for engine in engines:

@@ -144,7 +144,8 @@ def tiny_grid(monkeypatch, tmp_path):
         tune=False, modalities=None, cells=None, cache=tmp_path / "cache",
         settings_file=tmp_path / "s.json",
         allow_mixed=False, quick=False, device="cpu", threads=1, out=tmp_path, tag=None,
-        engines=None, no_peers=True, settings=None, budget="standard")  # fmt: skip
+        engines=None, no_peers=True, settings=None, budget="standard",
+        tune_cell=None)  # fmt: skip
     return args, calls
 
 
@@ -259,6 +260,47 @@ def test_a_wide_budget_file_is_tuned_frozen_and_checked_as_such(tiny_grid, tmp_p
     monkeypatch.setattr(S, "SETTINGS_FILE", standard)
     args.tune, args.settings_file = True, standard
     with pytest.raises(SystemExit, match="own --settings-file"):
+        S.run(args)
+    assert standard.read_text() == "{}"
+
+
+def test_a_cell_tuned_file_tunes_in_that_cells_geometry_and_runs_only_it(tiny_grid, tmp_path,
+                                                                         monkeypatch):
+    """``--tune-cell``: the tuning cases simulated in a grid cell's geometry (an audit of the
+    one tuning cell per modality); the file says so and refuses to run another cell."""
+    args, calls = tiny_grid
+    monkeypatch.setattr(G, "CELLS", (*G.CELLS, G.Cell("ff-tiny-sparse", "farfield", 0.5, 1e6)))
+    seen = []
+    real = S._run_cached
+
+    def spy(cache, kind, cell, *a, **k):
+        seen.append((kind, cell.name))
+        return real(cache, kind, cell, *a, **k)
+
+    monkeypatch.setattr(S, "_run_cached", spy)
+    args.tune, args.tune_cell = True, "ff-tiny"
+    S.run(args)
+    frozen = json.loads(args.settings_file.read_text())
+    assert frozen["tuned_on_cell"] == "ff-tiny"
+    assert frozen["tuning_cells"]["farfield"]["name"] == "ff-tiny"
+    assert set(seen) == {("tune", "ff-tiny")} and len(calls) == 4
+    args.tune, args.cells = False, ["ff-tiny"]
+    assert {r["cell"] for r in S.run(args)["rows"]} == {"ff-tiny"}
+    args.cells = ["ff-tiny-sparse"]
+    with pytest.raises(SystemExit, match="tuned on cell ff-tiny"):
+        S.run(args)
+    # retuned without the cell, the file's cell-tuned entries do not stand
+    args.tune, args.tune_cell, args.cells = True, None, None
+    S.run(args)
+    again = json.loads(args.settings_file.read_text())
+    assert again["tuned_on_cell"] is None
+    assert again["tuning_cells"]["farfield"]["name"] == "tune-tiny"
+    # and a cell-tuned file never overwrites the standard one
+    standard = tmp_path / "grid_settings.json"
+    standard.write_text("{}")
+    monkeypatch.setattr(S, "SETTINGS_FILE", standard)
+    args.tune_cell, args.settings_file = "ff-tiny", standard
+    with pytest.raises(SystemExit, match="--tune-cell: name its own --settings-file"):
         S.run(args)
     assert standard.read_text() == "{}"
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+# ``ptyflow`` as an operator runs it (the installed console script may be absent in a checkout)
+CLI = [sys.executable, "-c", "from flows.cli import app; app()"]
 
 
 def tiny_farfield(path: Path, seed: int = 1) -> Path:
@@ -25,6 +30,23 @@ def tiny_params(input_path, store, **over) -> dict:
          "cluster": {"kind": "none"}}  # fmt: skip
     p.update(over)
     return p
+
+
+def start_cli_server(home: Path, env: dict, log: Path, timeout: float,
+                     *extra: str) -> tuple[subprocess.Popen, str]:
+    """``ptyflow server start --port N --home HOME --no-ui EXTRA...`` on a free port, healthy;
+    returns ``(process, api_url)``. Its output goes to ``log``, rewritten per try, where
+    :func:`flows.serve.healthy_on_a_free_port` reads a port taken before the bind."""
+    from flows.serve import healthy_on_a_free_port
+
+    def launch(port: int) -> subprocess.Popen:
+        with open(log, "wb") as f:
+            return subprocess.Popen([*CLI, "server", "start", "--port", str(port), "--home",
+                                     str(home), "--no-ui", *extra], env=env, stdout=f,
+                                    stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+
+    return healthy_on_a_free_port(launch, log=log, timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -10,28 +10,19 @@ import time
 
 import pytest
 
-from flows.serve import REPO_ROOT, healthy_on_a_free_port, server_env, stop_process
+from flows.serve import REPO_ROOT, server_env, stop_process
+from tests.deploy.helpers import CLI, start_cli_server
 
 pytestmark = pytest.mark.timeout(900)
-CLI = [sys.executable, "-c", "from flows.cli import app; app()"]
 
 
 def test_server_start_deploy_worker(tmp_path):
     env = server_env(home=tmp_path / "home")
     env.pop("PREFECT_API_URL", None)
     env["PTYFLOW_FACILITY_ROOT"] = str(tmp_path / "facility")
-    server_log = tmp_path / "server.log"
-
-    def launch(port: int) -> subprocess.Popen:
-        with open(server_log, "wb") as f:  # the port's refusal is read from here
-            return subprocess.Popen([*CLI, "server", "start", "--port", str(port), "--home",
-                                     str(tmp_path / "home"), "--no-ui"], env=env, stdout=f,
-                                    stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
-
     server = worker = None
     try:
-        server, url = healthy_on_a_free_port(launch, log=server_log, timeout=240)
+        server, url = start_cli_server(tmp_path / "home", env, tmp_path / "server.log", 240)
         res = subprocess.run([*CLI, "server", "deploy", "--api-url", url], env=env,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr

@@ -5,20 +5,18 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import anyio
 import pytest
 import yaml
 
-from flows.serve import healthy_on_a_free_port, server_env, stop_process
-from tests.deploy.helpers import tiny_farfield, tiny_params, using_api
+from flows.serve import server_env, stop_process
+from tests.deploy.helpers import CLI, start_cli_server, tiny_farfield, tiny_params, using_api
 from tests.real_services import postgres_bin, postgres_cluster
 
 # slow: a real PostgreSQL cluster and a Prefect server on it (~45 s on 2 cores)
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
-CLI = [sys.executable, "-c", "from flows.cli import app; app()"]
 PG_BIN = postgres_bin()
 STARTUP_S = 240  # server start and migrations on an empty database: 20-90 s on 2 cores
 
@@ -51,16 +49,7 @@ def test_two_concurrent_pipeline_runs_on_a_postgres_backed_server(tmp_path):
         log = tmp_path / "server.log"
         try:
             t0 = time.monotonic()
-
-            def launch(port: int) -> subprocess.Popen:
-                with open(log, "wb") as f:  # the port's refusal is read from here
-                    return subprocess.Popen(
-                        [*CLI, "server", "start", "--port", str(port), "--home", str(home),
-                         "--no-ui", "--database-url", db_url],
-                        env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                    )  # fmt: skip
-
-            server, url = healthy_on_a_free_port(launch, log=log, timeout=STARTUP_S)
+            server, url = start_cli_server(home, env, log, STARTUP_S, "--database-url", db_url)
             startup = time.monotonic() - t0
 
             # Two datasets, then two `ptyflow run` commands started together.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
@@ -17,14 +16,13 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from flows.serve import healthy_on_a_free_port
+from tests.deploy.helpers import start_cli_server
 from tests.deploy.proc_helpers import gone, listen_addresses, port_free, wait_for
 
 # slow: ~20 s each, a real Prefect server start (run with -m slow)
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"),
                                  reason="process-group and PR_SET_PDEATHSIG checks")]  # fmt: skip
-CLI = [sys.executable, "-c", "from flows.cli import app; app()"]
 BOUND_S = 10.0
 
 
@@ -34,18 +32,11 @@ def test_sigterm_stops_server_and_frees_port(tmp_path):
     env.update(OMP_NUM_THREADS="1", PREFECT_SERVER_ANALYTICS_ENABLED="true")  # forced off
     log = tmp_path / "server.log"
 
-    def launch(port: int) -> subprocess.Popen:
-        with open(log, "wb") as f:  # the port's refusal is read from here
-            return subprocess.Popen([*CLI, "server", "start", "--port", str(port), "--home",
-                                     str(tmp_path / "home"), "--no-ui"], env=env, stdout=f,
-                                    stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
-
     tree: list[int] = []
     cmd = None
     try:
         t0 = time.monotonic()
-        cmd, url = healthy_on_a_free_port(launch, log=log, timeout=240)
+        cmd, url = start_cli_server(tmp_path / "home", env, log, 240)
         t_up = time.monotonic() - t0
         port = urlsplit(url).port
         tree = [p.pid for p in psutil.Process(cmd.pid).children(recursive=True)]

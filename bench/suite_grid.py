@@ -12,7 +12,9 @@ stopped and a run of other code never reuses a cached result):
     with every score. Commit that file before the grid run. ``--budget wide`` tunes over
     nine candidates per engine (each crossed with its probe step x 3 either way,
     :func:`bench.grid_cells.candidates`) into its own ``--settings-file``, which the grid
-    then reads like the standard one.
+    then reads like the standard one. ``--tune-cell CELL`` tunes on the tuning cases
+    simulated in that cell's geometry (an audit; its file runs that cell only). The tuning
+    itself lives in :mod:`bench.grid_tune`.
 ``python -m bench grid [--quick]``
     Every cell x test case x engine with the frozen settings, unchanged. Writes
     ``bench/results/grid-<device>[-quick].json`` and ``.md``: per cell and engine the median
@@ -36,8 +38,6 @@ from bench import grid_cells as G
 from bench import suite_common as C
 
 SETTINGS_FILE = Path(__file__).resolve().parent / "grid_settings.json"
-RULE = ("lowest median final complex error over the tuning cases (ties: the earlier "
-        "candidate, the engine's defaults first)")  # fmt: skip
 
 
 class MixedCommits(RuntimeError):
@@ -186,80 +186,6 @@ def _engines(modality: str, args) -> tuple[list[str], dict]:
     return run, skipped
 
 
-# ----------------------------------------------------------------------------- tuning
-def tune(args) -> dict:
-    """Choose and freeze each engine's setting (see the module docstring).
-
-    With ``--modalities`` / ``--engines`` only those entries are (re)tuned and written into
-    the existing file; every entry records the code state it was tuned with.
-    """
-    from bench._machine import git_state
-
-    if getattr(args, "settings", None):
-        raise SystemExit("--settings with --tune: the tuning chooses among the candidates "
-                         "in bench/grid_cells.py; overrides would be frozen unseen")  # fmt: skip
-    code = git_state()
-    cache = args.cache or C.RESULTS / "grid-cache"
-    cases = _Cases()
-    path = args.settings_file
-    out = json.loads(path.read_text()) if path.exists() else {}
-    budget = getattr(args, "budget", "standard")
-    on_cell = G.cell(args.tune_cell) if getattr(args, "tune_cell", None) else None
-    own = "--budget " + budget if budget != "standard" else "--tune-cell" if on_cell else None
-    if own and Path(path).resolve() == SETTINGS_FILE.resolve():
-        raise SystemExit(f"{own}: name its own --settings-file (the standard budget's "
-                         f"{SETTINGS_FILE.name} is what the grid reads by default)")
-    tuning_cells = dict(G.TUNING_CELLS, **({on_cell.modality: on_cell} if on_cell else {}))
-    cands = G.candidates(budget)
-    if out.get("candidates") != json.loads(json.dumps(cands)) or \
-            out.get("tuned_on_cell") != (on_cell and on_cell.name):
-        out = {}  # another candidate list or tuning cell: nothing in the old file stands
-    out.update({"rule": RULE, "budget": budget, "candidates": cands,
-                "tuning_cases": G.TUNING_CASES,
-                "tuning_cells": {m: c.to_dict() for m, c in tuning_cells.items()},
-                "tuned_on_cell": on_cell and on_cell.name, "epochs": G.EPOCHS})  # fmt: skip
-    for k in ("scores", "settings", "tuned_with", "skipped"):
-        out.setdefault(k, {})
-    out.setdefault("machine", C.run_header("grid-tune", args)["machine"])
-    modalities = ([on_cell.modality] if on_cell else
-                  getattr(args, "modalities", None) or list(G.TUNING_CELLS))
-    for modality in modalities:
-        cell = tuning_cells[modality]
-        engines, skipped = _engines(modality, args)
-        out["skipped"].setdefault(modality, {}).update(skipped)
-        for engine in engines:
-            meds = []
-            for cand in cands[engine]:
-                errs = [_run_cached(cache, "tune", cell, case, engine, cand, cases, code, args)
-                        .get("complex_error", float("nan")) for case in G.TUNING_CASES]
-                meds.append(_median(errs))
-            best = choose(meds)
-            out["scores"].setdefault(modality, {})[engine] = meds
-            out["settings"].setdefault(modality, {})[engine] = cands[engine][best]
-            out["tuned_with"].setdefault(modality, {})[engine] = {
-                **code, "load_average": C.load_average(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-            out["skipped"][modality].pop(engine, None)
-            C.log(f"tune {modality} {engine}: medians {[round(m, 4) for m in meds]} -> "
-                  f"{cands[engine][best] or 'defaults'}")
-    path.write_text(json.dumps(out, indent=1, default=C._json_default) + "\n")
-    C.log(f"frozen settings: {path}")
-    return out
-
-
-def choose(medians: list[float]) -> int:
-    """Index of the lowest finite median (the first on ties; 0 when none is finite)."""
-    vals = [m if np.isfinite(m) else np.inf for m in medians]
-    return int(np.argmin(vals)) if np.isfinite(min(vals)) else 0
-
-
-def _median(v) -> float:
-    a = np.asarray([x for x in v if x is not None], float)
-    a = a[np.isfinite(a)]
-    # A failed run counts as the worst outcome, not as a missing one.
-    return float(np.median(a)) if a.size == len(v) else float("inf")
-
-
 def frozen_settings(path: Path) -> dict:
     if not Path(path).exists():
         raise SystemExit(f"{path}: no frozen settings; run `python -m bench grid --tune` "
@@ -279,6 +205,8 @@ def run(args) -> dict:
     from bench._machine import git_state
 
     if getattr(args, "tune", False):
+        from bench.grid_tune import tune
+
         return tune(args)
     if getattr(args, "resummarise", None):
         return resummarise(args.resummarise, allow_mixed=args.allow_mixed)

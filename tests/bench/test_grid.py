@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bench import grid_cells as G
+from bench import grid_tune as T
 from bench import suite_grid as S
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -52,12 +53,12 @@ def test_off_grid_probe_cells_simulate_their_probe_and_leave_the_yardstick_keys(
 
 
 def test_choose_takes_the_lowest_median_and_the_first_on_ties():
-    assert S.choose([0.3, 0.1, 0.2]) == 1
-    assert S.choose([0.1, 0.1, 0.2]) == 0
-    assert S.choose([math.inf, 0.4, math.nan]) == 1
-    assert S.choose([math.nan, math.inf]) == 0
+    assert T.choose([0.3, 0.1, 0.2]) == 1
+    assert T.choose([0.1, 0.1, 0.2]) == 0
+    assert T.choose([math.inf, 0.4, math.nan]) == 1
+    assert T.choose([math.nan, math.inf]) == 0
     # a failed tuning run makes its candidate the worst, not the best of the rest
-    assert S._median([0.1, float("nan")]) == math.inf
+    assert T._median([0.1, float("nan")]) == math.inf
 
 
 def test_equal_time_takes_the_last_snapshot_within_the_budget():
@@ -279,16 +280,24 @@ def test_a_cell_tuned_file_tunes_in_that_cells_geometry_and_runs_only_it(tiny_gr
 
     monkeypatch.setattr(S, "_run_cached", spy)
     args.tune, args.tune_cell = True, "ff-tiny"
-    S.run(args)
+    with monkeypatch.context() as m:  # another modality's tuning cell the file must not name
+        m.setattr(G, "TUNING_CELLS", {**G.TUNING_CELLS, "nearfield": G.Cell("nf-x", "nearfield",
+                                                                            1.0, 1e5)})
+        S.run(args)
     frozen = json.loads(args.settings_file.read_text())
     assert frozen["tuned_on_cell"] == "ff-tiny"
-    assert frozen["tuning_cells"]["farfield"]["name"] == "ff-tiny"
+    assert frozen["tuning_cells"] == {"farfield": G.cell("ff-tiny").to_dict()}
     assert set(seen) == {("tune", "ff-tiny")} and len(calls) == 4
     args.tune, args.cells = False, ["ff-tiny"]
     assert {r["cell"] for r in S.run(args)["rows"]} == {"ff-tiny"}
     args.cells = ["ff-tiny-sparse"]
     with pytest.raises(SystemExit, match="tuned on cell ff-tiny"):
         S.run(args)
+    # a cell tunes its own modality's engines only: another modality is refused, not ignored
+    args.tune, args.modalities = True, ["nearfield"]
+    with pytest.raises(SystemExit, match="contradicts"):
+        S.run(args)
+    args.modalities = None
     # retuned without the cell, the file's cell-tuned entries do not stand
     args.tune, args.tune_cell, args.cells = True, None, None
     S.run(args)

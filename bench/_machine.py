@@ -1,10 +1,10 @@
 """Machine description recorded with every benchmark result.
 
-``machine_info()`` returns host name, CPU model, core counts, RAM, OS, Python and library
-versions (the peers' included), the GPU (via torch, if CUDA is available), the load
-average when it was called, and the git commit and dirty flag of the code that ran
-(:func:`git_state`). Only standard-library calls and already-installed packages are used;
-missing pieces are reported as ``None``.
+``machine_info()`` returns host name, CPU model and vector features, core counts, RAM, OS,
+Python and library versions (the peers' included), the GPU (via torch, if CUDA is
+available), the load average when it was called, and the git commit and dirty flag of the
+code that ran (:func:`git_state`). Only standard-library calls and already-installed
+packages are used; missing pieces are reported as ``None``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,21 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+#: CPU features that change what a run computes or how fast: the vector width and native
+#: bfloat16 products (``hidden_precision="auto"`` uses bfloat16 only where they exist, so two
+#: hosts both named "AMD EPYC" can run RNF at different precisions).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpu_simd() -> list[str] | None:
+    try:
+        from ptytasks.fields.fused_mlp import cpu_flags
+    except ImportError:
+        return None
+    flags = cpu_flags()
+    return [f for f in SIMD_FLAGS if f in flags] if flags else None
+
+
 def _ram_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -107,6 +122,7 @@ def machine_info(packages=PACKAGES) -> dict:
         "hostname": socket.gethostname(),
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
+        "cpu_simd": _cpu_simd(),
         "cores_logical": os.cpu_count(),
         "cores_available": affinity,
         "ram_bytes": _ram_bytes(),

@@ -139,7 +139,8 @@ class PhasorMLPFunction(torch.autograd.Function):
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -156,7 +157,7 @@ def native_bfloat16(device: torch.device) -> bool:
     elsewhere ``False``). Without it, bfloat16 products are emulated and slower."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def phasor_mlp(x: torch.Tensor, wb: list[torch.Tensor], chunk: int | None,

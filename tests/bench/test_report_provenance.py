@@ -18,6 +18,17 @@ def test_machine_info_records_commit_load_and_peer_versions():
     assert {"pty-chi", "ptyrad", "ptylab", "torch"} <= set(m["versions"])
 
 
+def test_machine_info_records_the_cpu_features_that_set_rnfs_precision(monkeypatch):
+    """Hosts that share a CPU name differ in bfloat16 products, so RNF's ``"auto"``
+    precision differs: the record names the features, as the engine reads them."""
+    from ptytasks.fields import fused_mlp
+
+    monkeypatch.setattr(fused_mlp, "cpu_flags", lambda: frozenset({"fma", "avx2", "avx512_bf16"}))
+    assert machine_info()["cpu_simd"] == ["avx2", "fma", "avx512_bf16"]
+    monkeypatch.setattr(fused_mlp, "cpu_flags", lambda: frozenset())
+    assert machine_info()["cpu_simd"] is None
+
+
 def _write(folder, name, commit, dirty=False):
     d = {"suite": name.split("-")[0], "machine": {"git": {"commit": commit, "dirty": dirty}}}
     (folder / f"{name}.json").write_text(json.dumps(d))

@@ -76,7 +76,7 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 
 def _cpu_simd() -> list[str] | None:
     try:
-        from ptytasks.fields.fused_mlp import cpu_flags
+        from ptytasks.fields.phasor_kernels import cpu_flags
     except ImportError:
         return None
     flags = cpu_flags()

@@ -31,7 +31,7 @@ def tune(args) -> dict:
                          "in bench/grid_cells.py; overrides would be frozen unseen")  # fmt: skip
     code = git_state()
     cache = args.cache or C.RESULTS / "grid-cache"
-    cases = S._Cases()
+    cases = S.Cases()
     path = args.settings_file
     out = json.loads(path.read_text()) if path.exists() else {}
     budget = getattr(args, "budget", "standard")
@@ -60,12 +60,12 @@ def tune(args) -> dict:
     modalities = [on_cell.modality] if on_cell else picked or list(G.TUNING_CELLS)
     for modality in modalities:
         cell = tuning_cells[modality]
-        engines, skipped = S._engines(modality, args)
+        engines, skipped = S.grid_engines(modality, args)
         out["skipped"].setdefault(modality, {}).update(skipped)
         for engine in engines:
             meds = []
             for cand in cands[engine]:
-                errs = [S._run_cached(cache, "tune", cell, case, engine, cand, cases, code, args)
+                errs = [S.run_cached(cache, "tune", cell, case, engine, cand, cases, code, args)
                         .get("complex_error", float("nan")) for case in G.TUNING_CASES]
                 meds.append(_median(errs))
             best = choose(meds)

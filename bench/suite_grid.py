@@ -118,7 +118,7 @@ def _where(args) -> dict:
     return {"device": device, "threads": threads or (1 if device == "cpu" else None)}
 
 
-class _Cases:
+class Cases:
     """Simulated cases, their start probes and masks, built once per run of the suite
     (the last ``keep`` cases stay in memory: tuning alternates between its cases)."""
 
@@ -137,8 +137,8 @@ class _Cases:
         return self._d[k]
 
 
-def _run_cached(cache: Path, kind: str, cell: G.Cell, case, engine: str, settings: dict,
-                cases: _Cases, code: dict, args) -> dict:
+def run_cached(cache: Path, kind: str, cell: G.Cell, case, engine: str, settings: dict,
+                cases: Cases, code: dict, args) -> dict:
     epochs = G.EPOCHS[cell.modality]
     where = _where(args)
     key = _key(kind, cell, case, engine, settings, epochs, code, where)
@@ -171,7 +171,7 @@ def _overrides(args) -> dict[str, dict]:
     return {e: C.engine_settings(args, e) for e in sorted(names)}
 
 
-def _engines(modality: str, args) -> tuple[list[str], dict]:
+def grid_engines(modality: str, args) -> tuple[list[str], dict]:
     """The grid's engines for a modality that can run here, and why the others cannot."""
     want = getattr(args, "engines", None)
     avail = C.engine_list(args, modality)
@@ -224,14 +224,14 @@ def run(args) -> dict:
                  "test_cases": test_cases, "epochs": G.EPOCHS,
                  "geometry": G.SETTINGS})  # fmt: skip
     rows, skipped, t0 = [], {}, time.perf_counter()
-    cases = _Cases()
+    cases = Cases()
     path = C.result_path("grid", args.device, args.quick, args.out, getattr(args, "tag", None))
     for name in names:
         cell = G.cell(name)
         if frozen.get("tuned_on_cell") not in (None, name):
             raise SystemExit(f"{args.settings_file}: tuned on cell {frozen['tuned_on_cell']} "
                              f"(field 'tuned_on_cell'); it does not run cell {name}")
-        engines, skipped[name] = _engines(cell.modality, args)
+        engines, skipped[name] = grid_engines(cell.modality, args)
         for case in test_cases:
             for engine in engines:
                 s = frozen["settings"].get(cell.modality, {}).get(engine)
@@ -239,7 +239,7 @@ def run(args) -> dict:
                     skipped[name][engine] = "no frozen setting (not tuned here)"
                     continue
                 s = {**s, **overrides.get(engine, {})}
-                rows.append(_run_cached(cache, "test", cell, case, engine, s, cases, code, args))
+                rows.append(run_cached(cache, "test", cell, case, engine, s, cases, code, args))
         C.write_json(path, {**head, "rows": rows, "skipped": skipped, "partial": True})
     out = {**head, "rows": rows, "skipped": skipped, "partial": False,
            "seconds": time.perf_counter() - t0,

@@ -14,7 +14,7 @@ from typing import Literal
 
 from ptytasks.engines.batching import BATCHING
 from ptytasks.engines.options import EngineOptions
-from ptytasks.fields.phasor_kernels import KERNEL_MODES
+from ptytasks.fields.phasor_kernels import KERNEL_MODES, compile_pays
 
 LOSSES = ("l1", "huber", "smooth_l1", "l2", "gradient", "poisson")
 DOMAINS = ("amplitude", "intensity")
@@ -225,7 +225,8 @@ class RNFOptions(EngineOptions):
         warning where it fails). ``"auto"``: compiled when the run's field work, epochs x
         steps per epoch x object pixels, reaches ``COMPILE_MIN_COORDS`` (5e7 coordinates,
         about 2 min of field work on one CPU thread), so that compiling costs a small part
-        of the run; eager below (small runs, the tests).
+        of the run, and only where compiling pays (CUDA, a CPU with AVX-512:
+        :func:`~ptytasks.fields.phasor_kernels.compile_pays`); eager elsewhere.
     cuda_graphs : bool
         On CUDA, replay the steps that are the same computation every time (nothing but
         the fields learned, a full batch, the whole object evaluated) from a CUDA graph
@@ -447,7 +448,7 @@ class RNFOptions(EngineOptions):
             return self.kernels
         steps = -(-int(n_frames) // self.batch_for(n_frames, min_steps))
         work = float(self.epochs) * steps * int(object_pixels)
-        return "compiled" if work >= COMPILE_MIN_COORDS else "eager"
+        return "compiled" if work >= COMPILE_MIN_COORDS and compile_pays(self.device) else "eager"
 
     def __post_init__(self):
         if self.loss != "auto" and self.loss not in LOSSES:

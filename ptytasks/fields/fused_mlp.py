@@ -30,11 +30,10 @@ Each such layer's input is kept in both precisions (+50 % of its activation memo
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch.autograd.function import once_differentiable
 
+from ptytasks.fields.phasor_kernels import cpu_flags
 from ptytasks.fields.phasor_kernels import kernels as _kernels
 
 
@@ -136,19 +135,6 @@ class PhasorMLPFunction(torch.autograd.Function):
         for gm in gmats:
             grads += [gm[:, :-1], gm[:, -1]]
         return (gx, None, None, None, *grads)
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def native_bfloat16(device: torch.device) -> bool:

@@ -272,13 +272,13 @@ def test_a_cell_tuned_file_tunes_in_that_cells_geometry_and_runs_only_it(tiny_gr
     args, calls = tiny_grid
     monkeypatch.setattr(G, "CELLS", (*G.CELLS, G.Cell("ff-tiny-sparse", "farfield", 0.5, 1e6)))
     seen = []
-    real = S._run_cached
+    real = S.run_cached
 
     def spy(cache, kind, cell, *a, **k):
         seen.append((kind, cell.name))
         return real(cache, kind, cell, *a, **k)
 
-    monkeypatch.setattr(S, "_run_cached", spy)
+    monkeypatch.setattr(S, "run_cached", spy)
     args.tune, args.tune_cell = True, "ff-tiny"
     with monkeypatch.context() as m:  # another modality's tuning cell the file must not name
         m.setattr(G, "TUNING_CELLS", {**G.TUNING_CELLS, "nearfield": G.Cell("nf-x", "nearfield",

@@ -21,11 +21,12 @@ def test_machine_info_records_commit_load_and_peer_versions():
 def test_machine_info_records_the_cpu_features_that_set_rnfs_precision(monkeypatch):
     """Hosts that share a CPU name differ in bfloat16 products, so RNF's ``"auto"``
     precision differs: the record names the features, as the engine reads them."""
-    from ptytasks.fields import fused_mlp
+    from ptytasks.fields import phasor_kernels
 
-    monkeypatch.setattr(fused_mlp, "cpu_flags", lambda: frozenset({"fma", "avx2", "avx512_bf16"}))
+    monkeypatch.setattr(phasor_kernels, "cpu_flags",
+                        lambda: frozenset({"fma", "avx2", "avx512_bf16"}))
     assert machine_info()["cpu_simd"] == ["avx2", "fma", "avx512_bf16"]
-    monkeypatch.setattr(fused_mlp, "cpu_flags", lambda: frozenset())
+    monkeypatch.setattr(phasor_kernels, "cpu_flags", lambda: frozenset())
     assert machine_info()["cpu_simd"] is None
 
 

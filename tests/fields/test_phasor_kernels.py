@@ -62,8 +62,12 @@ def test_rnf_run_asked_to_compile_completes_without_a_compiler(no_compiler):
     assert r.extras["field_kernels"] == "eager"  # as run, after the fallback
 
 
-def test_auto_compiles_only_runs_with_enough_field_work():
-    """``kernels="auto"``: epochs x steps x object pixels against ``COMPILE_MIN_COORDS``."""
+def test_auto_compiles_only_runs_with_enough_field_work(monkeypatch):
+    """``kernels="auto"``: epochs x steps x object pixels against ``COMPILE_MIN_COORDS``,
+    on a CPU where compiling pays (AVX-512); on an AVX2-only CPU it stays eager."""
+    from ptytasks.fields import phasor_kernels
+
+    monkeypatch.setattr(phasor_kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     o = RNFOptions()  # 50 epochs, batch 16
     # Siemens star, one tile: 516 frames on 476 x 473 px -> 50 x 33 x 225k = 3.7e8
     assert o.field_kernels(516, 476 * 473) == "compiled"
@@ -74,6 +78,9 @@ def test_auto_compiles_only_runs_with_enough_field_work():
     assert o.field_kernels(64, px) == "compiled"
     assert o.field_kernels(48, px) == "eager"
     assert RNFOptions(kernels="eager").field_kernels(516, 476 * 473) == "eager"
+    monkeypatch.setattr(phasor_kernels, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert o.field_kernels(516, 476 * 473) == "eager"  # measured slower there
+    assert RNFOptions(kernels="compiled").field_kernels(516, 476 * 473) == "compiled"
     assert RNFOptions(kernels="compiled").field_kernels(1, 1) == "compiled"
     with pytest.raises(ValueError, match="kernels"):
         RNFOptions(kernels="triton")

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 KERNEL_MODES = ("eager", "compiled")
 
 
-# ---------------------------------------------------------------------------- eager
+# ---------------------------------------------------------------------------- where
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """This CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
@@ -60,10 +60,12 @@ def compile_pays(device: str | torch.device) -> bool:
     CUDA, and on a CPU with AVX-512. Measured: on an AVX-512 host the field's forward +
     backward 1.14x / 1.31x faster (one thread / two workers), the star's epoch 1.45x; on an
     AVX2-only host 0.96x / 0.96x and 0.93x (``bench/results/records/
-    rnf-speed-cpu-nobf16-8710420.json``): inductor's vectorised sin / cos pay only there."""
+    rnf-speed-cpu-nobf16-8710420.json``; one host of each kind, so the rule is the
+    simplest that fits both: presumably inductor's vectorised sin / cos gain with the width)."""
     return torch.device(device).type != "cpu" or "avx512f" in cpu_flags()
 
 
+# ---------------------------------------------------------------------------- eager
 def _phasor_into(y: torch.Tensor, h: torch.Tensor) -> None:
     """``h[:2C] = e^q (cos p, sin p)`` for ``y = (p; q)`` ``(2 C, n)``; ``h[2C] = 1``."""
     c = y.shape[0] // 2

@@ -440,15 +440,19 @@ class RNFOptions(EngineOptions):
                     "PREFIT_ITERATIONS", "PREFIT_SEED", "MIN_MODEL_COUNT", "MU_SCALE",
                     "MU_DEFAULT", "MU_STARVED", "STARVED_PROBE_WARMUP")}}
 
+    def long_run(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> bool:
+        """Whether the run's field work, epochs x steps x ``object_pixels``, reaches
+        ``COMPILE_MIN_COORDS`` (``min_steps`` as in :meth:`batch_for`)."""
+        steps = -(-int(n_frames) // self.batch_for(n_frames, min_steps))
+        return float(self.epochs) * steps * int(object_pixels) >= COMPILE_MIN_COORDS
+
     def field_kernels(self, n_frames: int, object_pixels: int, min_steps: int = 1) -> str:
-        """``"eager"`` or ``"compiled"`` for a run on ``n_frames`` frames and an object of
-        ``object_pixels`` (``kernels``; ``"auto"`` by the run's field work; ``min_steps``
-        as in :meth:`batch_for`)."""
+        """``"eager"`` or ``"compiled"`` (``kernels``; ``"auto"``: compiled for a
+        :meth:`long_run` where :func:`compile_pays`)."""
         if self.kernels != "auto":
             return self.kernels
-        steps = -(-int(n_frames) // self.batch_for(n_frames, min_steps))
-        work = float(self.epochs) * steps * int(object_pixels)
-        return "compiled" if work >= COMPILE_MIN_COORDS and compile_pays(self.device) else "eager"
+        long = self.long_run(n_frames, object_pixels, min_steps)
+        return "compiled" if long and compile_pays(self.device) else "eager"
 
     def __post_init__(self):
         if self.loss != "auto" and self.loss not in LOSSES:

@@ -27,6 +27,14 @@ AUTO_BATCH = 16
 #: (:meth:`RNFOptions.from_modality`); the pipeline keys these attributes.
 AUTO_FROM_MODALITY = {"learn_background": "camera_background", "wavelet_spin": "spun_wavelet"}
 
+#: Options taking one of a fixed set of values (``__post_init__`` checks them)
+CHOICES = {"domain": DOMAINS, "batching": BATCHING,
+           "eval_region": ("auto", "bbox", "full", "windows"), "kernels": KERNELS,
+           "learn_positions": (True, False, "affine", "local"),
+           "probe_aperture": (True, False, "auto"), "learn_background": (True, False, "auto"),
+           "wavelet_spin": (True, False, "auto"), "mode_field": ("pixels", "neural"),
+           "dtype": ("float32", "float64")}
+
 
 @dataclass
 class RNFOptions(EngineOptions):
@@ -463,24 +471,9 @@ class RNFOptions(EngineOptions):
                 isinstance(self.huber_delta, (int, float)) and self.huber_delta >= 0):
             raise ValueError(f"huber_delta must be a number >= 0 or 'noise'; got "
                              f"{self.huber_delta!r}")
-        if self.domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}; got {self.domain!r}")
-        if self.batching not in BATCHING:
-            raise ValueError(f"batching must be one of {BATCHING}; got {self.batching!r}")
-        if self.eval_region not in ("auto", "bbox", "full", "windows"):
-            raise ValueError("eval_region must be auto, bbox, full or windows; got "
-                             f"{self.eval_region!r}")
-        if self.kernels not in KERNELS:
-            raise ValueError(f"kernels must be one of {KERNELS}; got {self.kernels!r}")
-        if self.learn_positions not in (True, False, "affine", "local"):
-            raise ValueError("learn_positions must be true, false, 'affine' or 'local'; got "
-                             f"{self.learn_positions!r}")
-        if self.probe_aperture not in (True, False, "auto"):
-            raise ValueError(f"probe_aperture must be true, false or 'auto'; got "
-                             f"{self.probe_aperture!r}")
-        for name in AUTO_FROM_MODALITY:
-            if getattr(self, name) not in (True, False, "auto"):
-                raise ValueError(f"{name} must be true, false or 'auto'; got "
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got "
                                  f"{getattr(self, name)!r}")
         for name, least in (("batch_size", 1), ("probe_warmup_epochs", 0)):
             value = getattr(self, name)
@@ -492,13 +485,9 @@ class RNFOptions(EngineOptions):
             # deeper phasor stacks overflow at initialisation (the modulus exp(-w Im z)
             # compounds layer by layer: NaN from 3 layers on)
             raise ValueError(f"hidden_layers must be 0, 1 or 2; got {self.hidden_layers!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.learn_distance and self.learn_wavelength and \
                 self.lr_wavelength != self.lr_distance:
             raise ValueError("with learn_distance and learn_wavelength both on, distance and "
                              "wavelength move together at lr_distance; lr_wavelength "
                              f"({self.lr_wavelength}) would be ignored: leave it equal")
-        if self.mode_field not in ("pixels", "neural"):
-            raise ValueError(f"mode_field must be 'pixels' or 'neural'; got {self.mode_field!r}")
         self.betas = tuple(float(b) for b in self.betas)

@@ -473,8 +473,10 @@ class RNFOptions(EngineOptions):
                              f"{self.huber_delta!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}; got "
-                                 f"{getattr(self, name)!r}")
+                # booleans as a YAML or JSON settings file spells them
+                shown = ", ".join(str(v).lower() if isinstance(v, bool) else repr(v)
+                                  for v in allowed)
+                raise ValueError(f"{name} must be one of {shown}; got {getattr(self, name)!r}")
         for name, least in (("batch_size", 1), ("probe_warmup_epochs", 0)):
             value = getattr(self, name)
             if value != "auto" and (isinstance(value, (bool, str)) or int(value) < least):

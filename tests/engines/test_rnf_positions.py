@@ -83,7 +83,8 @@ def test_affine_map_blocks_cuda_graphs():
 
 
 def test_affine_map_needs_scanning_data_and_a_known_value():
-    with pytest.raises(ValueError, match="learn_positions must be"):
+    # the allowed values as a settings file spells them (true, not Python's True)
+    with pytest.raises(ValueError, match="learn_positions must be one of true, false, 'affine'"):
         RNFOptions(learn_positions="per-frame")
     fp = simulate("fourier", seed=0)
     with pytest.raises(ValueError, match="'affine' needs scanning data"):

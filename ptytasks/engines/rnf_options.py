@@ -31,9 +31,9 @@ AUTO_FROM_MODALITY = {"learn_background": "camera_background", "wavelet_spin": "
 CHOICES = {"domain": DOMAINS, "batching": BATCHING,
            "eval_region": ("auto", "bbox", "full", "windows"), "kernels": KERNELS,
            "learn_positions": (True, False, "affine", "local"),
-           "probe_aperture": (True, False, "auto"), "learn_background": (True, False, "auto"),
-           "wavelet_spin": (True, False, "auto"), "mode_field": ("pixels", "neural"),
-           "dtype": ("float32", "float64")}
+           "probe_aperture": (True, False, "auto"),
+           **dict.fromkeys(AUTO_FROM_MODALITY, (True, False, "auto")),
+           "mode_field": ("pixels", "neural"), "dtype": ("float32", "float64")}
 
 
 @dataclass
